@@ -1,0 +1,1 @@
+//! Route table and flow cache (placeholder; being written).

@@ -56,8 +56,23 @@ fn fold_mul(x: u64, m: u64) -> u64 {
 impl FlowKey {
     /// A key with `_pad` zero.
     #[inline]
-    pub const fn new(src: u32, dst: u32, src_port: u16, dst_port: u16, protocol: u8, in_port: u8) -> Self {
-        FlowKey { src, dst, src_port, dst_port, protocol, in_port, _pad: 0 }
+    pub const fn new(
+        src: u32,
+        dst: u32,
+        src_port: u16,
+        dst_port: u16,
+        protocol: u8,
+        in_port: u8,
+    ) -> Self {
+        FlowKey {
+            src,
+            dst,
+            src_port,
+            dst_port,
+            protocol,
+            in_port,
+            _pad: 0,
+        }
     }
 
     /// The key as two words, as compared and hashed.
@@ -111,7 +126,12 @@ struct Set<V> {
 }
 
 impl<V: Copy> Set<V> {
-    const EMPTY: Self = Set { keys: [[0; 2]; WAYS], generations: [0; WAYS], stamps: [0; WAYS], values: [None; WAYS] };
+    const EMPTY: Self = Set {
+        keys: [[0; 2]; WAYS],
+        generations: [0; WAYS],
+        stamps: [0; WAYS],
+        values: [None; WAYS],
+    };
 }
 
 /// Fixed-size, 4-way set-associative exact-match cache; see the module docs.
@@ -131,7 +151,11 @@ impl<V: Copy> FlowCache<V> {
     pub fn new(entries: usize) -> Self {
         let capacity = entries.max(16).next_power_of_two();
         let n_sets = capacity / WAYS;
-        FlowCache { sets: vec![Set::EMPTY; n_sets].into_boxed_slice(), mask: n_sets - 1, clock: 0 }
+        FlowCache {
+            sets: vec![Set::EMPTY; n_sets].into_boxed_slice(),
+            mask: n_sets - 1,
+            clock: 0,
+        }
     }
 
     /// The value cached for `key` at `generation`. `hash` should be
@@ -162,7 +186,9 @@ impl<V: Copy> FlowCache<V> {
         };
         let w = (0..WAYS)
             .find(|&w| set.values[w].is_some() && set.keys[w] == k)
-            .or_else(|| (0..WAYS).find(|&w| set.values[w].is_none() || set.generations[w] != generation))
+            .or_else(|| {
+                (0..WAYS).find(|&w| set.values[w].is_none() || set.generations[w] != generation)
+            })
             .unwrap_or_else(|| {
                 (0..WAYS)
                     .max_by_key(|&w| clock.wrapping_sub(set.stamps[w]))
@@ -187,7 +213,10 @@ impl<V: Copy> FlowCache<V> {
 
     /// Live entries of any generation (O(capacity)).
     pub fn len(&self) -> usize {
-        self.sets.iter().map(|s| s.values.iter().filter(|v| v.is_some()).count()).sum()
+        self.sets
+            .iter()
+            .map(|s| s.values.iter().filter(|v| v.is_some()).count())
+            .sum()
     }
 
     /// No live entry (O(capacity)).
@@ -198,7 +227,9 @@ impl<V: Copy> FlowCache<V> {
     /// Live `(key, generation, value)` entries of any generation, for dumps.
     pub fn iter(&self) -> impl Iterator<Item = (FlowKey, u32, V)> + '_ {
         self.sets.iter().flat_map(|s| {
-            (0..WAYS).filter_map(move |w| s.values[w].map(|v| (FlowKey::from_words(s.keys[w]), s.generations[w], v)))
+            (0..WAYS).filter_map(move |w| {
+                s.values[w].map(|v| (FlowKey::from_words(s.keys[w]), s.generations[w], v))
+            })
         })
     }
 
@@ -225,14 +256,24 @@ mod tests {
     use std::collections::HashMap;
 
     fn key(i: u32) -> FlowKey {
-        FlowKey::new(0x0a00_0000 | i, 0x0a01_0000 | (i >> 3), 1000 + i as u16, 80, 6, (i % 4) as u8)
+        FlowKey::new(
+            0x0a00_0000 | i,
+            0x0a01_0000 | (i >> 3),
+            1000 + i as u16,
+            80,
+            6,
+            (i % 4) as u8,
+        )
     }
 
     #[test]
     fn key_layout() {
         assert_eq!(std::mem::size_of::<FlowKey>(), 16);
         assert_eq!(std::mem::align_of::<Set<u32>>(), 64);
-        let k = FlowKey { _pad: 0xbeef, ..FlowKey::new(1, 2, 3, 4, 5, 6) };
+        let k = FlowKey {
+            _pad: 0xbeef,
+            ..FlowKey::new(1, 2, 3, 4, 5, 6)
+        };
         assert_eq!(FlowKey::from_words(k.words()), k);
         assert_eq!(FlowKey::new(1, 2, 3, 4, 5, 6)._pad, 0);
         assert_ne!(k.hash(), FlowKey::new(1, 2, 3, 4, 5, 6).hash());
@@ -374,7 +415,10 @@ mod tests {
         }
         for (bit, &n) in per_bit.iter().enumerate() {
             let avg = f64::from(n) / f64::from(KEYS);
-            assert!(avg >= 4.0, "input bit {bit}: {avg:.2} of 16 low bits change on average");
+            assert!(
+                avg >= 4.0,
+                "input bit {bit}: {avg:.2} of 16 low bits change on average"
+            );
         }
         let total: u32 = per_bit.iter().sum();
         let avg = f64::from(total) / f64::from(KEYS * 128);
@@ -401,7 +445,14 @@ mod tests {
 
     fn random_keys(n: usize) -> impl Strategy<Value = Vec<FlowKey>> {
         prop::collection::hash_set(
-            (any::<u32>(), any::<u32>(), any::<u16>(), any::<u16>(), any::<u8>(), any::<u8>())
+            (
+                any::<u32>(),
+                any::<u32>(),
+                any::<u16>(),
+                any::<u16>(),
+                any::<u8>(),
+                any::<u8>(),
+            )
                 .prop_map(|(a, b, c, d, e, f)| FlowKey::new(a, b, c, d, e, f)),
             n,
         )

@@ -74,7 +74,9 @@ impl fmt::Display for LpmError {
             LpmError::NextHopTooLarge(nh) => {
                 write!(f, "next hop {nh} exceeds the maximum {MAX_NEXT_HOP}")
             }
-            LpmError::Tbl8Exhausted => f.write_str("no free tbl8 group for a prefix longer than /24"),
+            LpmError::Tbl8Exhausted => {
+                f.write_str("no free tbl8 group for a prefix longer than /24")
+            }
         }
     }
 }
@@ -133,7 +135,8 @@ impl Lpm {
     /// [`MAX_TBL8_GROUPS`]). Each /24 block holding a prefix longer than /24
     /// uses one group (1 KiB); groups are allocated on demand.
     pub fn with_tbl8_groups(max_groups: usize) -> Self {
-        let tbl24: Box<[u32; TBL24_LEN]> = match vec![0u32; TBL24_LEN].into_boxed_slice().try_into() {
+        let tbl24: Box<[u32; TBL24_LEN]> = match vec![0u32; TBL24_LEN].into_boxed_slice().try_into()
+        {
             Ok(t) => t,
             Err(_) => unreachable!("length is TBL24_LEN"),
         };
@@ -361,10 +364,11 @@ impl Default for Lpm {
 impl Clone for Lpm {
     /// Copies the whole 64 MiB `tbl24` (through the heap, never the stack).
     fn clone(&self) -> Self {
-        let tbl24: Box<[u32; TBL24_LEN]> = match self.tbl24[..].to_vec().into_boxed_slice().try_into() {
-            Ok(t) => t,
-            Err(_) => unreachable!("length is TBL24_LEN"),
-        };
+        let tbl24: Box<[u32; TBL24_LEN]> =
+            match self.tbl24[..].to_vec().into_boxed_slice().try_into() {
+                Ok(t) => t,
+                Err(_) => unreachable!("length is TBL24_LEN"),
+            };
         Lpm {
             tbl24,
             tbl8: self.tbl8.clone(),
@@ -443,7 +447,14 @@ mod tests {
     #[test]
     fn host_routes() {
         let mut t = Lpm::new();
-        let hosts = [ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.255"), ip("10.9.8.7"), 0, u32::MAX];
+        let hosts = [
+            ip("10.0.0.1"),
+            ip("10.0.0.2"),
+            ip("10.0.0.255"),
+            ip("10.9.8.7"),
+            0,
+            u32::MAX,
+        ];
         for (i, &h) in hosts.iter().enumerate() {
             assert_eq!(t.insert(h, 32, i as u32 + 1), Ok(None));
         }
@@ -482,22 +493,106 @@ mod tests {
             .map(|a| t.lookup(ip(a)))
         };
         let s = Some;
-        assert_eq!(probe(&t), [s(8), s(16), s(24), s(24), s(25), s(25), s(32), s(25), None, None]);
+        assert_eq!(
+            probe(&t),
+            [
+                s(8),
+                s(16),
+                s(24),
+                s(24),
+                s(25),
+                s(25),
+                s(32),
+                s(25),
+                None,
+                None
+            ]
+        );
 
         // Removing a middle prefix restores the next-shorter covering one.
         assert_eq!(t.remove(ip("10.1.2.0"), 24), Some(24));
-        assert_eq!(probe(&t), [s(8), s(16), s(16), s(16), s(25), s(25), s(32), s(25), None, None]);
+        assert_eq!(
+            probe(&t),
+            [
+                s(8),
+                s(16),
+                s(16),
+                s(16),
+                s(25),
+                s(25),
+                s(32),
+                s(25),
+                None,
+                None
+            ]
+        );
         assert_eq!(t.remove(ip("10.1.2.128"), 25), Some(25));
-        assert_eq!(probe(&t), [s(8), s(16), s(16), s(16), s(16), s(16), s(32), s(16), None, None]);
+        assert_eq!(
+            probe(&t),
+            [
+                s(8),
+                s(16),
+                s(16),
+                s(16),
+                s(16),
+                s(16),
+                s(32),
+                s(16),
+                None,
+                None
+            ]
+        );
         // Re-adding a shorter prefix underneath does not hide the /32.
         t.insert(ip("10.1.2.0"), 24, 240).unwrap();
-        assert_eq!(probe(&t), [s(8), s(16), s(240), s(240), s(240), s(240), s(32), s(240), None, None]);
+        assert_eq!(
+            probe(&t),
+            [
+                s(8),
+                s(16),
+                s(240),
+                s(240),
+                s(240),
+                s(240),
+                s(32),
+                s(240),
+                None,
+                None
+            ]
+        );
         assert_eq!(t.remove(ip("10.1.2.200"), 32), Some(32));
         assert_eq!(t.tbl8_groups_used(), 0);
-        assert_eq!(probe(&t), [s(8), s(16), s(240), s(240), s(240), s(240), s(240), s(240), None, None]);
+        assert_eq!(
+            probe(&t),
+            [
+                s(8),
+                s(16),
+                s(240),
+                s(240),
+                s(240),
+                s(240),
+                s(240),
+                s(240),
+                None,
+                None
+            ]
+        );
         assert_eq!(t.remove(ip("10.0.0.0"), 8), Some(8));
         assert_eq!(t.remove(ip("10.0.0.0"), 8), None);
-        assert_eq!(probe(&t), [None, s(16), s(240), s(240), s(240), s(240), s(240), s(240), None, None]);
+        assert_eq!(
+            probe(&t),
+            [
+                None,
+                s(16),
+                s(240),
+                s(240),
+                s(240),
+                s(240),
+                s(240),
+                s(240),
+                None,
+                None
+            ]
+        );
         assert_eq!(t.len(), 2);
     }
 
@@ -529,7 +624,11 @@ mod tests {
         assert_eq!(t.tbl8_groups_used(), 1, "a /30 still lives in the group");
         assert_eq!(t.remove(ip("10.0.0.4"), 30), Some(3));
         assert_eq!(t.tbl8_groups_used(), 0);
-        assert_eq!(t.tbl24[(ip("10.0.0.0") >> 8) as usize] & EXT, 0, "collapsed");
+        assert_eq!(
+            t.tbl24[(ip("10.0.0.0") >> 8) as usize] & EXT,
+            0,
+            "collapsed"
+        );
         assert_eq!(t.lookup(ip("10.0.0.5")), Some(1));
         assert_eq!(t.lookup(ip("10.0.0.200")), Some(1));
         assert_eq!(t.tbl8_free.len(), 1);
@@ -570,7 +669,10 @@ mod tests {
         assert_eq!(t.insert(0, 33, 1), Err(LpmError::BadPrefixLen(33)));
         assert_eq!(t.insert(ip("10.0.0.1"), 24, 1), Err(LpmError::HostBitsSet));
         assert_eq!(t.insert(1, 0, 1), Err(LpmError::HostBitsSet));
-        assert_eq!(t.insert(0, 8, 1 << 24), Err(LpmError::NextHopTooLarge(1 << 24)));
+        assert_eq!(
+            t.insert(0, 8, 1 << 24),
+            Err(LpmError::NextHopTooLarge(1 << 24))
+        );
         assert_eq!(t.insert(0, 8, MAX_NEXT_HOP), Ok(None));
         assert_eq!(t.lookup(ip("0.1.2.3")), Some(MAX_NEXT_HOP));
         assert!(t.insert(0, 8, u32::MAX).is_err());
@@ -606,7 +708,11 @@ mod tests {
     #[test]
     fn iter_get_clone_and_burst() {
         let mut t = Lpm::new();
-        let routes = [(ip("10.0.0.0"), 8, 1), (ip("10.1.0.0"), 16, 2), (ip("10.1.1.1"), 32, 3)];
+        let routes = [
+            (ip("10.0.0.0"), 8, 1),
+            (ip("10.1.0.0"), 16, 2),
+            (ip("10.1.1.1"), 32, 3),
+        ];
         for &(p, l, nh) in &routes {
             t.insert(p, l, nh).unwrap();
         }
@@ -622,7 +728,10 @@ mod tests {
         assert_eq!(c.len(), 3);
         assert!(format!("{c:?}").contains("len: 3"));
 
-        let addrs: Vec<u32> = (0..100u32).map(|i| ip("10.1.1.0") + i * 3).chain([0, u32::MAX]).collect();
+        let addrs: Vec<u32> = (0..100u32)
+            .map(|i| ip("10.1.1.0") + i * 3)
+            .chain([0, u32::MAX])
+            .collect();
         let mut out = vec![Some(999); addrs.len()];
         c.lookup_burst(&addrs, &mut out);
         for (a, o) in addrs.iter().zip(&out) {
@@ -662,7 +771,9 @@ mod tests {
             let r = rng.next();
             p24.insert((r as u32) & 0xffff_ff00, (r >> 40) as u32 & MAX_NEXT_HOP);
         }
-        let blocks: Vec<u32> = (0..4096).map(|_| (rng.next() as u32) & 0xffff_ff00).collect();
+        let blocks: Vec<u32> = (0..4096)
+            .map(|_| (rng.next() as u32) & 0xffff_ff00)
+            .collect();
         let mut p32: HashMap<u32, u32> = HashMap::with_capacity(N32);
         while p32.len() < N32 {
             let r = rng.next();
@@ -698,7 +809,12 @@ mod tests {
         }
         for (i, &(p, _, _)) in order.iter().enumerate().step_by(7) {
             let a = p | (rng.next() as u32 & 0xff);
-            assert_eq!(t.lookup(a), oracle(&p24, &p32, a), "probe {i} {}", Ipv4Addr::from(a));
+            assert_eq!(
+                t.lookup(a),
+                oracle(&p24, &p32, a),
+                "probe {i} {}",
+                Ipv4Addr::from(a)
+            );
         }
         for &b in &blocks {
             for h in 0..=255 {
@@ -713,7 +829,11 @@ mod tests {
         // Remove a tenth and re-check a sample.
         for &(p, l, nh) in order.iter().step_by(10) {
             assert_eq!(t.remove(p, l), Some(nh));
-            if l == 24 { p24.remove(&p) } else { p32.remove(&p) };
+            if l == 24 {
+                p24.remove(&p)
+            } else {
+                p32.remove(&p)
+            };
         }
         assert_eq!(t.len(), p24.len() + p32.len());
         for &(p, _, _) in order.iter().step_by(3) {
@@ -815,7 +935,7 @@ mod tests {
             let mut addrs = probes;
             for &(p, l) in &touched {
                 addrs.extend(edges(p, l));
-                addrs.push(p | (last_of(p, l) - p) / 2);
+                addrs.push(p | ((last_of(p, l) - p) / 2));
             }
             for &a in &addrs {
                 prop_assert_eq!(t.lookup(a), oracle_lookup(&model, a), "addr {}", Ipv4Addr::from(a));

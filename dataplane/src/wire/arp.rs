@@ -270,7 +270,7 @@ mod tests {
 
     #[test]
     fn emit_request_matches_fixture() {
-        let mut buf = vec![0xa5; 28];
+        let mut buf = [0xa5u8; 28];
         emit_ethernet_ipv4(
             &mut buf,
             operation::REQUEST,
@@ -284,8 +284,15 @@ mod tests {
 
     #[test]
     fn emit_only_touches_28_bytes() {
-        let mut buf = vec![0xa5; 40];
-        emit_ethernet_ipv4(&mut buf, operation::REQUEST, SENDER_MAC, SENDER_IP, MacAddr::ZERO, TARGET_IP);
+        let mut buf = [0xa5u8; 40];
+        emit_ethernet_ipv4(
+            &mut buf,
+            operation::REQUEST,
+            SENDER_MAC,
+            SENDER_IP,
+            MacAddr::ZERO,
+            TARGET_IP,
+        );
         assert_eq!(&buf[..28], &ARP_REQUEST_BYTES[..]);
         assert!(buf[28..].iter().all(|&b| b == 0xa5));
     }
@@ -308,17 +315,31 @@ mod tests {
         assert_eq!(p.target_ip(), SENDER_IP);
 
         let mut expected = vec![0u8; 28];
-        emit_ethernet_ipv4(&mut expected, operation::REPLY, target_mac, TARGET_IP, SENDER_MAC, SENDER_IP);
+        emit_ethernet_ipv4(
+            &mut expected,
+            operation::REPLY,
+            target_mac,
+            TARGET_IP,
+            SENDER_MAC,
+            SENDER_IP,
+        );
         assert_eq!(&buf[..], &expected[..]);
     }
 
     #[test]
     fn check_len_errors() {
-        assert_eq!(Packet::new_checked(&ARP_REQUEST_BYTES[..27]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Packet::new_checked(&ARP_REQUEST_BYTES[..27]).unwrap_err(),
+            Error::Truncated
+        );
         for (i, v) in [(1, 6u8), (3, 0xdd), (4, 8), (5, 16)] {
             let mut b = ARP_REQUEST_BYTES;
             b[i] = v;
-            assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), Error::Unsupported, "byte {i}");
+            assert_eq!(
+                Packet::new_checked(&b[..]).unwrap_err(),
+                Error::Unsupported,
+                "byte {i}"
+            );
         }
         let mut longer = ARP_REQUEST_BYTES.to_vec();
         longer.extend_from_slice(&[0; 18]); // Ethernet padding
@@ -329,7 +350,12 @@ mod tests {
     fn truncations_never_panic() {
         for n in 0..=ARP_REQUEST_BYTES.len() {
             if let Ok(p) = Packet::new_checked(&ARP_REQUEST_BYTES[..n]) {
-                let _ = (p.hardware_type(), p.protocol_type(), p.hardware_len(), p.protocol_len());
+                let _ = (
+                    p.hardware_type(),
+                    p.protocol_type(),
+                    p.hardware_len(),
+                    p.protocol_len(),
+                );
                 let _ = (p.operation(), p.sender_hw_addr(), p.sender_ip());
                 let _ = (p.target_hw_addr(), p.target_ip());
                 let mut q = Packet::new_checked(ARP_REQUEST_BYTES[..n].to_vec()).unwrap();

@@ -152,6 +152,20 @@ mod tests {
     }
 
     #[test]
+    fn partial_sums_stay_small_enough_to_add() {
+        let ones = vec![0xffu8; 65536 + 6];
+        let s = sum(&ones);
+        assert!(s <= 0x1_fffe, "{s:#x}");
+        assert_eq!(fold(s), 0xffff);
+        // Many partial sums plus a pseudo-header add without overflow.
+        let many: u32 = (0..30_000).map(|_| sum(&ones[..64])).sum();
+        let total =
+            many + pseudo_header_sum(Ipv4Addr::BROADCAST, Ipv4Addr::BROADCAST, 0xff, 0xffff);
+        // Every 16-bit word is 0xffff (= 0) except the protocol, 0x00ff.
+        assert_eq!(fold(total), 0x00ff);
+    }
+
+    #[test]
     fn fold_handles_double_carry() {
         assert_eq!(fold(0), 0);
         assert_eq!(fold(0xffff), 0xffff);

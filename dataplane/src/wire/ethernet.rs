@@ -104,7 +104,11 @@ impl ParseMacError {
 
 impl fmt::Display for ParseMacError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid MAC address {:?} (expected aa:bb:cc:dd:ee:ff)", self.input)
+        write!(
+            f,
+            "invalid MAC address {:?} (expected aa:bb:cc:dd:ee:ff)",
+            self.input
+        )
     }
 }
 
@@ -123,7 +127,9 @@ impl FromStr for MacAddr {
                 _ => None,
             }
         }
-        let err = || ParseMacError { input: s.to_owned() };
+        let err = || ParseMacError {
+            input: s.to_owned(),
+        };
         let b = s.as_bytes();
         if b.len() != 17 {
             return Err(err());
@@ -143,7 +149,10 @@ impl FromStr for MacAddr {
 }
 
 impl serde::Serialize for MacAddr {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> core::result::Result<S::Ok, S::Error> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> core::result::Result<S::Ok, S::Error> {
         let text = self.to_text();
         // Only ASCII hex digits and colons were written.
         let s = core::str::from_utf8(&text).map_err(serde::ser::Error::custom)?;
@@ -152,7 +161,9 @@ impl serde::Serialize for MacAddr {
 }
 
 impl<'de> serde::Deserialize<'de> for MacAddr {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> core::result::Result<Self, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> core::result::Result<Self, D::Error> {
         let s = String::deserialize(deserializer)?;
         s.parse().map_err(serde::de::Error::custom)
     }
@@ -236,7 +247,10 @@ impl<T: AsRef<[u8]>> Frame<T> {
     pub fn vlan_tci(&self) -> Option<u16> {
         if self.outer_ethertype() == ethertype::VLAN {
             let b = self.buffer.as_ref();
-            Some(u16::from_be_bytes([b[field::VLAN_TCI.start], b[field::VLAN_TCI.start + 1]]))
+            Some(u16::from_be_bytes([
+                b[field::VLAN_TCI.start],
+                b[field::VLAN_TCI.start + 1],
+            ]))
         } else {
             None
         }
@@ -387,10 +401,19 @@ mod tests {
     #[test]
     fn check_len_errors() {
         assert_eq!(Frame::new_checked(&[][..]).unwrap_err(), Error::Truncated);
-        assert_eq!(Frame::new_checked(&VXLAN_FRAME_BYTES[..13]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Frame::new_checked(&VXLAN_FRAME_BYTES[..13]).unwrap_err(),
+            Error::Truncated
+        );
         assert!(Frame::new_checked(&VXLAN_FRAME_BYTES[..14]).is_ok());
-        assert_eq!(Frame::new_checked(&TAGGED_FRAME_BYTES[..14]).unwrap_err(), Error::Truncated);
-        assert_eq!(Frame::new_checked(&TAGGED_FRAME_BYTES[..17]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Frame::new_checked(&TAGGED_FRAME_BYTES[..14]).unwrap_err(),
+            Error::Truncated
+        );
+        assert_eq!(
+            Frame::new_checked(&TAGGED_FRAME_BYTES[..17]).unwrap_err(),
+            Error::Truncated
+        );
         let f = Frame::new_checked(&TAGGED_FRAME_BYTES[..18]).unwrap();
         assert!(f.payload().is_empty());
     }
@@ -463,7 +486,10 @@ mod tests {
         let json = serde_json::to_string(&m).unwrap();
         assert_eq!(json, "\"ee:a1:b2:c3:d4:e5\"");
         assert_eq!(serde_json::from_str::<MacAddr>(&json).unwrap(), m);
-        assert_eq!(serde_json::from_str::<MacAddr>("\"EE:A1:B2:C3:D4:E5\"").unwrap(), m);
+        assert_eq!(
+            serde_json::from_str::<MacAddr>("\"EE:A1:B2:C3:D4:E5\"").unwrap(),
+            m
+        );
         let err = serde_json::from_str::<MacAddr>("\"ee:a1\"").unwrap_err();
         assert!(err.to_string().contains("ee:a1"), "{err}");
         assert!(serde_json::from_str::<MacAddr>("17").is_err());

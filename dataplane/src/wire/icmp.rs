@@ -240,7 +240,7 @@ mod tests {
 
     #[test]
     fn echo_emit_matches_fixture() {
-        let mut buf = vec![0xa5; 24];
+        let mut buf = [0xa5u8; 24];
         let mut p = Packet::new_unchecked(&mut buf[..]);
         p.set_msg_type(msg_type::ECHO_REQUEST);
         p.set_code(0);
@@ -276,7 +276,7 @@ mod tests {
 
     #[test]
     fn frag_needed_emit_matches_fixture() {
-        let mut buf = vec![0xa5; 36];
+        let mut buf = [0xa5u8; 36];
         let mut p = Packet::new_unchecked(&mut buf[..]);
         p.set_msg_type(msg_type::DEST_UNREACHABLE);
         p.set_code(code::FRAG_NEEDED);
@@ -288,7 +288,7 @@ mod tests {
 
     #[test]
     fn time_exceeded_rest_of_header() {
-        let mut buf = vec![0xa5; 36];
+        let mut buf = [0xa5u8; 36];
         let mut p = Packet::new_unchecked(&mut buf[..]);
         p.set_msg_type(msg_type::TIME_EXCEEDED);
         p.set_code(code::TTL_EXCEEDED);
@@ -301,7 +301,10 @@ mod tests {
 
     #[test]
     fn check_len_errors() {
-        assert_eq!(Packet::new_checked(&ICMP_ECHO_BYTES[..7]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Packet::new_checked(&ICMP_ECHO_BYTES[..7]).unwrap_err(),
+            Error::Truncated
+        );
         let p = Packet::new_checked(&ICMP_ECHO_BYTES[..8]).unwrap();
         assert!(p.data().is_empty());
     }

@@ -146,13 +146,15 @@ mod tests {
 
     #[test]
     fn emit_matches_fixture() {
-        let mut buf = vec![0xa5; 64];
+        let mut buf = [0xa5u8; 64];
         {
             let mut outer = ipv4::Packet::new_unchecked(&mut buf[..]);
             outer_repr().emit(&mut outer);
         }
         let mut p = Packet::new_unchecked(&mut buf[..]);
-        p.outer_mut().payload_mut().copy_from_slice(&IPIP_BYTES[20..]);
+        p.outer_mut()
+            .payload_mut()
+            .copy_from_slice(&IPIP_BYTES[20..]);
         assert_eq!(&buf[..], &IPIP_BYTES[..]);
     }
 

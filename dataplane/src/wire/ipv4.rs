@@ -251,7 +251,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Writes version 4 and the IHL for `header_len` bytes (0x45 for 20).
     #[inline]
     pub fn set_version_and_header_len(&mut self, header_len: usize) {
-        debug_assert!(header_len % 4 == 0 && (HEADER_LEN..=60).contains(&header_len));
+        debug_assert!(header_len & 3 == 0 && (HEADER_LEN..=60).contains(&header_len));
         self.buffer.as_mut()[field::VER_IHL] = 0x40 | ((header_len / 4) as u8 & 0x0f);
     }
 
@@ -275,8 +275,16 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     /// Sets DF, MF and the fragment offset, given in bytes (a multiple of 8).
     #[inline]
-    pub fn set_flags_and_frag_offset(&mut self, dont_frag: bool, more_frags: bool, offset_bytes: u16) {
-        debug_assert!(offset_bytes % 8 == 0, "fragment offset {offset_bytes} not a multiple of 8");
+    pub fn set_flags_and_frag_offset(
+        &mut self,
+        dont_frag: bool,
+        more_frags: bool,
+        offset_bytes: u16,
+    ) {
+        debug_assert!(
+            offset_bytes & 7 == 0,
+            "fragment offset {offset_bytes} not a multiple of 8"
+        );
         let mut v = (offset_bytes >> 3) & OFFSET_MASK;
         if dont_frag {
             v |= FLAG_DF;
@@ -409,7 +417,10 @@ impl Repr {
     /// builds, if the total length does not fit 16 bits.
     #[inline]
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut Packet<T>) {
-        debug_assert!(self.total_len() <= usize::from(u16::MAX), "IPv4 payload too long");
+        debug_assert!(
+            self.total_len() <= usize::from(u16::MAX),
+            "IPv4 payload too long"
+        );
         packet.set_version_and_header_len(HEADER_LEN);
         packet.set_dscp_ecn(self.dscp_ecn);
         packet.set_total_len(self.total_len() as u16);
@@ -523,7 +534,7 @@ mod tests {
 
     #[test]
     fn emit_outer_matches_fixture() {
-        let mut buf = vec![0xa5; 20];
+        let mut buf = [0xa5u8; 20];
         let mut p = Packet::new_unchecked(&mut buf[..]);
         outer_repr().emit(&mut p);
         assert_eq!(&buf[..], &OUTER_HEADER_BYTES[..]);
@@ -543,7 +554,7 @@ mod tests {
         };
         assert_eq!(repr.total_len(), 44);
         assert_eq!(repr.header_len(), 20);
-        let mut buf = vec![0xa5; 44];
+        let mut buf = [0xa5u8; 44];
         let mut p = Packet::new_unchecked(&mut buf[..]);
         repr.emit(&mut p);
         p.payload_mut().copy_from_slice(&INNER_IPV4_BYTES[20..]);
@@ -554,7 +565,7 @@ mod tests {
 
     #[test]
     fn emit_by_setters_matches_fixture() {
-        let mut buf = vec![0xa5; 40];
+        let mut buf = [0xa5u8; 40];
         let mut p = Packet::new_unchecked(&mut buf[..]);
         p.set_version_and_header_len(24);
         p.set_dscp_ecn(0xb8);
@@ -655,16 +666,41 @@ mod tests {
     }
 
     fn exercise<T: AsRef<[u8]>>(p: &Packet<T>) {
-        let _ = (p.version(), p.header_len(), p.dscp_ecn(), p.total_len(), p.ident());
-        let _ = (p.dont_frag(), p.more_frags(), p.frag_offset(), p.is_fragment());
-        let _ = (p.is_first_fragment_or_whole(), p.ttl(), p.protocol(), p.checksum());
+        let _ = (
+            p.version(),
+            p.header_len(),
+            p.dscp_ecn(),
+            p.total_len(),
+            p.ident(),
+        );
+        let _ = (
+            p.dont_frag(),
+            p.more_frags(),
+            p.frag_offset(),
+            p.is_fragment(),
+        );
+        let _ = (
+            p.is_first_fragment_or_whole(),
+            p.ttl(),
+            p.protocol(),
+            p.checksum(),
+        );
         let _ = (p.src_addr(), p.dst_addr(), p.src_u32(), p.dst_u32());
-        let _ = (p.options().len(), p.payload().len(), p.verify_checksum(), Repr::parse(p));
+        let _ = (
+            p.options().len(),
+            p.payload().len(),
+            p.verify_checksum(),
+            Repr::parse(p),
+        );
     }
 
     #[test]
     fn truncations_never_panic() {
-        for fix in [&OUTER_HEADER_BYTES[..], &INNER_IPV4_BYTES[..], &IPV4_OPTIONS_BYTES[..]] {
+        for fix in [
+            &OUTER_HEADER_BYTES[..],
+            &INNER_IPV4_BYTES[..],
+            &IPV4_OPTIONS_BYTES[..],
+        ] {
             for n in 0..=fix.len() {
                 if let Ok(p) = Packet::new_checked(&fix[..n]) {
                     exercise(&p);
@@ -701,19 +737,21 @@ mod tests {
             any::<u8>(),
             0u16..=OFFSET_MASK,
         )
-            .prop_map(|(s, d, protocol, ttl, payload_len, ident, (df, mf), dscp_ecn, off)| {
-                let repr = Repr {
-                    src: Ipv4Addr::from(s),
-                    dst: Ipv4Addr::from(d),
-                    protocol,
-                    ttl,
-                    payload_len,
-                    ident,
-                    dont_frag: df,
-                    dscp_ecn,
-                };
-                (repr, df, mf, off * 8)
-            })
+            .prop_map(
+                |(s, d, protocol, ttl, payload_len, ident, (df, mf), dscp_ecn, off)| {
+                    let repr = Repr {
+                        src: Ipv4Addr::from(s),
+                        dst: Ipv4Addr::from(d),
+                        protocol,
+                        ttl,
+                        payload_len,
+                        ident,
+                        dont_frag: df,
+                        dscp_ecn,
+                    };
+                    (repr, df, mf, off * 8)
+                },
+            )
     }
 
     proptest! {

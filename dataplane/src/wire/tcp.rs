@@ -235,7 +235,10 @@ mod tests {
         p.set_src_port(1234);
         p.set_dst_port(8080);
         p.set_checksum(0xbeef);
-        assert_eq!((p.src_port(), p.dst_port(), p.checksum()), (1234, 8080, 0xbeef));
+        assert_eq!(
+            (p.src_port(), p.dst_port(), p.checksum()),
+            (1234, 8080, 0xbeef)
+        );
         assert_eq!(&buf[..4], &[0x04, 0xd2, 0x1f, 0x90]);
         assert_eq!(&buf[4..16], &TCP_SYN_BYTES[4..16]);
         assert_eq!(&buf[18..], &TCP_SYN_BYTES[18..]);
@@ -248,21 +251,36 @@ mod tests {
         assert_eq!(ports(&TCP_SYN_BYTES[..3]), None);
         assert_eq!(ports(&[]), None);
         // Same layout for UDP.
-        assert_eq!(ports(&[0xcf, 0x08, 0x00, 0x35, 0x00, 0x1e]), Some((53000, 53)));
+        assert_eq!(
+            ports(&[0xcf, 0x08, 0x00, 0x35, 0x00, 0x1e]),
+            Some((53000, 53))
+        );
     }
 
     #[test]
     fn check_len_errors() {
-        assert_eq!(Packet::new_checked(&TCP_SYN_BYTES[..19]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Packet::new_checked(&TCP_SYN_BYTES[..19]).unwrap_err(),
+            Error::Truncated
+        );
         let mut b = TCP_SYN_BYTES;
         b[12] = 0x40;
-        assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), Error::BadHeaderLen);
+        assert_eq!(
+            Packet::new_checked(&b[..]).unwrap_err(),
+            Error::BadHeaderLen
+        );
         b[12] = 0x00;
-        assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), Error::BadHeaderLen);
+        assert_eq!(
+            Packet::new_checked(&b[..]).unwrap_err(),
+            Error::BadHeaderLen
+        );
         b[12] = 0x50;
         let p = Packet::new_checked(&b[..20]).unwrap();
         assert!(p.options().is_empty() && p.payload().is_empty());
-        assert_eq!(Packet::new_checked(&TCP_SYN_BYTES[..39]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Packet::new_checked(&TCP_SYN_BYTES[..39]).unwrap_err(),
+            Error::Truncated
+        );
         b[12] = 0xf0;
         assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), Error::Truncated);
     }

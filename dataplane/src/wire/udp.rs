@@ -216,7 +216,7 @@ mod tests {
 
     #[test]
     fn emit_matches_fixture() {
-        let mut buf = vec![0xa5; 30];
+        let mut buf = [0xa5u8; 30];
         let mut p = Packet::new_unchecked(&mut buf[..]);
         p.set_src_port(53000);
         p.set_dst_port(53);
@@ -228,7 +228,7 @@ mod tests {
 
     #[test]
     fn emit_vxlan_header_without_checksum() {
-        let mut buf = vec![0xa5; 16];
+        let mut buf = [0xa5u8; 16];
         let mut p = Packet::new_unchecked(&mut buf[..]);
         p.set_src_port(47123);
         p.set_dst_port(8472);
@@ -257,14 +257,20 @@ mod tests {
 
     #[test]
     fn check_len_errors() {
-        assert_eq!(Packet::new_checked(&UDP_DNS_BYTES[..7]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Packet::new_checked(&UDP_DNS_BYTES[..7]).unwrap_err(),
+            Error::Truncated
+        );
         let mut b = UDP_DNS_BYTES;
         b[5] = 7;
         assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), Error::BadTotalLen);
         b[5] = 8;
         let p = Packet::new_checked(&b[..]).unwrap();
         assert!(p.payload().is_empty());
-        assert_eq!(Packet::new_checked(&UDP_DNS_BYTES[..29]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Packet::new_checked(&UDP_DNS_BYTES[..29]).unwrap_err(),
+            Error::Truncated
+        );
     }
 
     #[test]
@@ -272,7 +278,13 @@ mod tests {
         for fix in [&UDP_DNS_BYTES[..], &VXLAN_UDP_HEADER_BYTES[..]] {
             for n in 0..=fix.len() {
                 if let Ok(p) = Packet::new_checked(&fix[..n]) {
-                    let _ = (p.src_port(), p.dst_port(), p.len(), p.checksum(), p.payload().len());
+                    let _ = (
+                        p.src_port(),
+                        p.dst_port(),
+                        p.len(),
+                        p.checksum(),
+                        p.payload().len(),
+                    );
                     let _ = p.verify_checksum(CLIENT, DNS);
                     let mut q = Packet::new_checked(fix[..n].to_vec()).unwrap();
                     q.set_src_port(1);

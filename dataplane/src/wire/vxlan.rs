@@ -152,7 +152,10 @@ mod tests {
 
     #[test]
     fn overhead_is_sum_of_headers() {
-        assert_eq!(OVERHEAD, ethernet::HEADER_LEN + ipv4::HEADER_LEN + udp::HEADER_LEN + HEADER_LEN);
+        assert_eq!(
+            OVERHEAD,
+            ethernet::HEADER_LEN + ipv4::HEADER_LEN + udp::HEADER_LEN + HEADER_LEN
+        );
         assert_eq!(VXLAN_FRAME_BYTES.len() - OVERHEAD, 58);
     }
 
@@ -182,10 +185,11 @@ mod tests {
 
     #[test]
     fn emit_header_matches_fixture() {
-        let mut buf = vec![0xa5; 66];
+        let mut buf = [0xa5u8; 66];
         let mut p = Packet::new_unchecked(&mut buf[..]);
         p.emit_header(1);
-        p.payload_mut().copy_from_slice(&VXLAN_FRAME_BYTES[VXLAN_AT + 8..]);
+        p.payload_mut()
+            .copy_from_slice(&VXLAN_FRAME_BYTES[VXLAN_AT + 8..]);
         assert_eq!(&buf[..], &VXLAN_FRAME_BYTES[VXLAN_AT..]);
     }
 

@@ -1,0 +1,609 @@
+//! A node's forwarding configuration: node settings, ports, routes and
+//! underlay neighbours, as the replay tool reads it from TOML and as the
+//! control API (later) carries it as JSON.
+//!
+//! Parsing is strict: unknown keys are errors, and [`NodeConfig::validate`]
+//! checks everything that `serde` cannot, naming the key at fault. A config
+//! that passes validation builds [`crate::tables::Tables`] without errors.
+
+use crate::wire::MacAddr;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+/// An IPv4 prefix with no host bits set, written `10.5.0.0/16`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ipv4Net {
+    addr: Ipv4Addr,
+    len: u8,
+}
+
+impl Ipv4Net {
+    /// The prefix `addr/len`; `None` if `len > 32` or host bits are set.
+    pub fn new(addr: Ipv4Addr, len: u8) -> Option<Self> {
+        if len > 32 || u32::from(addr) & !Self::mask_of(len) != 0 {
+            return None;
+        }
+        Some(Ipv4Net { addr, len })
+    }
+    fn mask_of(len: u8) -> u32 {
+        if len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(len))
+        }
+    }
+    /// The network address.
+    pub fn addr(&self) -> Ipv4Addr {
+        self.addr
+    }
+    /// The prefix length.
+    pub fn len(&self) -> u8 {
+        self.len
+    }
+    /// The network address as a host-order integer.
+    pub fn addr_u32(&self) -> u32 {
+        u32::from(self.addr)
+    }
+    /// The netmask as a host-order integer.
+    pub fn mask(&self) -> u32 {
+        Self::mask_of(self.len)
+    }
+    /// True if `ip` (host order) is inside.
+    #[inline]
+    pub fn contains_u32(&self, ip: u32) -> bool {
+        ip & self.mask() == self.addr_u32()
+    }
+    /// True if `ip` is inside.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        self.contains_u32(u32::from(ip))
+    }
+    /// True if every address of `other` is inside `self`.
+    pub fn covers(&self, other: &Ipv4Net) -> bool {
+        other.len >= self.len && self.contains(other.addr)
+    }
+}
+
+impl fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl fmt::Debug for Ipv4Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for Ipv4Net {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, l) = s.split_once('/').ok_or_else(|| format!("`{s}` is not a prefix like 10.5.0.0/16"))?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| format!("`{a}` is not an IPv4 address"))?;
+        let len: u8 = l.parse().map_err(|_| format!("`{l}` is not a prefix length"))?;
+        if len > 32 {
+            return Err(format!("prefix length {len} is above 32"));
+        }
+        Ipv4Net::new(addr, len).ok_or_else(|| format!("`{s}` has host bits set (did you mean {}/{len}?)", Ipv4Addr::from(u32::from(addr) & Self::mask_of(len))))
+    }
+}
+
+impl Serialize for Ipv4Net {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ipv4Net {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An interface address with its prefix length, written `192.168.1.10/24`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IfAddr {
+    /// The address.
+    pub ip: Ipv4Addr,
+    /// The on-link prefix length.
+    pub len: u8,
+}
+
+impl IfAddr {
+    /// The on-link network.
+    pub fn network(&self) -> Ipv4Net {
+        let mask = Ipv4Net::mask_of(self.len);
+        Ipv4Net { addr: Ipv4Addr::from(u32::from(self.ip) & mask), len: self.len }
+    }
+}
+
+impl fmt::Display for IfAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.ip, self.len)
+    }
+}
+impl fmt::Debug for IfAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for IfAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, l) = s.split_once('/').ok_or_else(|| format!("`{s}` is not an address like 192.168.1.10/24"))?;
+        let ip: Ipv4Addr = a.parse().map_err(|_| format!("`{a}` is not an IPv4 address"))?;
+        let len: u8 = l.parse().map_err(|_| format!("`{l}` is not a prefix length"))?;
+        if len > 32 {
+            return Err(format!("prefix length {len} is above 32"));
+        }
+        Ok(IfAddr { ip, len })
+    }
+}
+
+impl Serialize for IfAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for IfAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Linux's VXLAN port, flannel's default.
+pub const DEFAULT_VXLAN_PORT: u16 = 8472;
+/// flannel's default VNI.
+pub const DEFAULT_VNI: u32 = 1;
+
+fn default_vni() -> u32 {
+    DEFAULT_VNI
+}
+fn default_vxlan_port() -> u16 {
+    DEFAULT_VXLAN_PORT
+}
+fn default_mtu() -> u16 {
+    1500
+}
+
+/// The whole configuration of one node's switch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Node-wide settings.
+    pub node: NodeSettings,
+    /// Tunnel settings.
+    #[serde(default)]
+    pub tunnel: TunnelSettings,
+    /// Ports, in id order (the first is port 0).
+    #[serde(default, rename = "port")]
+    pub ports: Vec<PortConfig>,
+    /// Routes beyond the implied `/32` of each pod port.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+    /// Underlay neighbours (IP to MAC), as the kernel's neighbour table has them.
+    #[serde(default, rename = "neighbour")]
+    pub neighbours: Vec<NeighbourConfig>,
+}
+
+/// Node-wide settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSettings {
+    /// The cluster's pod network (flannel's `Network`), e.g. `10.5.0.0/16`.
+    pub pod_network: Ipv4Net,
+    /// This node's pod subnet (flannel's lease), e.g. `10.5.1.0/24`.
+    pub pod_subnet: Ipv4Net,
+    /// The pods' gateway address; defaults to the first address of `pod_subnet`.
+    #[serde(default)]
+    pub gateway_ip: Option<Ipv4Addr>,
+    /// The switch's MAC on pod ports and the host port (pods' gateway MAC).
+    pub router_mac: MacAddr,
+}
+
+impl NodeSettings {
+    /// The gateway address, explicit or the first of the pod subnet.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.gateway_ip.unwrap_or_else(|| Ipv4Addr::from(self.pod_subnet.addr_u32().wrapping_add(1)))
+    }
+}
+
+/// Tunnel settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelSettings {
+    /// VXLAN network identifier (flannel default 1).
+    #[serde(default = "default_vni")]
+    pub vni: u32,
+    /// VXLAN UDP port: 8472 (Linux, flannel) or 4789 (IANA).
+    #[serde(default = "default_vxlan_port")]
+    pub vxlan_port: u16,
+    /// This node's VTEP MAC (flannel's `VtepMAC`); defaults to the uplink's MAC.
+    #[serde(default)]
+    pub vtep_mac: Option<MacAddr>,
+}
+
+impl Default for TunnelSettings {
+    fn default() -> Self {
+        TunnelSettings { vni: DEFAULT_VNI, vxlan_port: DEFAULT_VXLAN_PORT, vtep_mac: None }
+    }
+}
+
+/// What a port connects to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortKind {
+    /// The node's link to the underlay (other nodes).
+    Uplink,
+    /// A TAP into the node's own kernel.
+    Host,
+    /// A pod's interface.
+    Pod,
+}
+
+/// One port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    /// Unique name (an interface name for real ports).
+    pub name: String,
+    /// What the port connects to.
+    pub kind: PortKind,
+    /// MTU of the link.
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+    /// Uplink: the NIC's MAC. Pod: the pod's MAC. Host: the kernel side's MAC.
+    pub mac: MacAddr,
+    /// Uplink: the node's underlay address with its prefix length.
+    #[serde(default)]
+    pub address: Option<IfAddr>,
+    /// Uplink: the underlay default gateway, for nodes off-link.
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    /// Pod: the pod's IPv4 address.
+    #[serde(default)]
+    pub ip: Option<Ipv4Addr>,
+}
+
+/// How a route forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Via {
+    /// Deliver to a local pod port (`port`).
+    Pod,
+    /// VXLAN to `node`, whose VTEP MAC is `vtep_mac`.
+    Vxlan,
+    /// IPIP to `node`.
+    Ipip,
+    /// Plain routing to `node` on the same L2 segment.
+    HostGw,
+    /// To the node's kernel through the host port.
+    Host,
+    /// Drop.
+    Blackhole,
+}
+
+/// One route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Destination prefix.
+    pub prefix: Ipv4Net,
+    /// How to forward.
+    pub via: Via,
+    /// Remote node's underlay address (vxlan, ipip, host-gw).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<Ipv4Addr>,
+    /// Remote VTEP MAC (vxlan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep_mac: Option<MacAddr>,
+    /// Local port name (pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+}
+
+/// One underlay neighbour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NeighbourConfig {
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Its MAC.
+    pub mac: MacAddr,
+}
+
+/// A configuration error: the key at fault and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct ConfigError {
+    /// Dotted path of the key, e.g. `port[2].ip`.
+    pub key: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+fn err(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.into(), problem: problem.into() }
+}
+
+impl NodeConfig {
+    /// Parses and validates TOML.
+    pub fn from_toml_str(s: &str) -> Result<Self, ConfigError> {
+        let cfg: NodeConfig = toml::from_str(s).map_err(|e| {
+            let msg = e.message().to_string();
+            let key = e.span().map(|sp| describe_span(s, sp)).unwrap_or_else(|| "config".into());
+            err(key, msg)
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks what serde cannot; the first problem found is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let n = &self.node;
+        if !n.pod_network.covers(&n.pod_subnet) {
+            return Err(err("node.pod_subnet", format!("{} is not inside pod_network {}", n.pod_subnet, n.pod_network)));
+        }
+        if !n.router_mac.is_unicast() || n.router_mac == MacAddr::ZERO {
+            return Err(err("node.router_mac", format!("{} is not a unicast MAC", n.router_mac)));
+        }
+        let gw = n.gateway();
+        if !n.pod_subnet.contains(gw) {
+            return Err(err("node.gateway_ip", format!("{gw} is not inside pod_subnet {}", n.pod_subnet)));
+        }
+        if self.tunnel.vni == 0 || self.tunnel.vni > 0x00ff_ffff {
+            return Err(err("tunnel.vni", format!("{} is not a VNI (1 to 16777215)", self.tunnel.vni)));
+        }
+        if self.tunnel.vxlan_port == 0 {
+            return Err(err("tunnel.vxlan_port", "0 is not a UDP port"));
+        }
+        if self.ports.len() >= crate::counters::MAX_PORTS {
+            return Err(err("port", format!("{} ports; at most {}", self.ports.len(), crate::counters::MAX_PORTS - 1)));
+        }
+        let mut names = HashSet::new();
+        let mut pod_ips = HashSet::new();
+        let (mut uplinks, mut hosts) = (0, 0);
+        for (i, p) in self.ports.iter().enumerate() {
+            let k = |f: &str| format!("port[{i}].{f}");
+            if p.name.is_empty() || p.name.len() > 64 {
+                return Err(err(k("name"), "must be 1 to 64 characters"));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(err(k("name"), format!("`{}` is used by an earlier port", p.name)));
+            }
+            if !(68..=9216).contains(&p.mtu) {
+                return Err(err(k("mtu"), format!("{} is outside 68..=9216", p.mtu)));
+            }
+            if !p.mac.is_unicast() || p.mac == MacAddr::ZERO {
+                return Err(err(k("mac"), format!("{} is not a unicast MAC", p.mac)));
+            }
+            let forbid = |field: &str, present: bool| {
+                if present {
+                    Err(err(k(field), format!("not used by a {:?} port", p.kind).to_lowercase()))
+                } else {
+                    Ok(())
+                }
+            };
+            match p.kind {
+                PortKind::Uplink => {
+                    uplinks += 1;
+                    if uplinks > 1 {
+                        return Err(err(k("kind"), "only one uplink port is supported"));
+                    }
+                    let Some(a) = p.address else { return Err(err(k("address"), "an uplink needs its underlay address, e.g. 192.168.1.10/24")) };
+                    if a.len == 0 || a.len > 31 {
+                        return Err(err(k("address"), format!("prefix length {} leaves no on-link peers", a.len)));
+                    }
+                    if let Some(g) = p.gateway {
+                        if !a.network().contains(g) {
+                            return Err(err(k("gateway"), format!("{g} is not on-link in {}", a.network())));
+                        }
+                    }
+                    forbid("ip", p.ip.is_some())?;
+                }
+                PortKind::Host => {
+                    hosts += 1;
+                    if hosts > 1 {
+                        return Err(err(k("kind"), "only one host port is supported"));
+                    }
+                    forbid("address", p.address.is_some())?;
+                    forbid("gateway", p.gateway.is_some())?;
+                    forbid("ip", p.ip.is_some())?;
+                }
+                PortKind::Pod => {
+                    let Some(ip) = p.ip else { return Err(err(k("ip"), "a pod port needs the pod's IPv4 address")) };
+                    if !n.pod_subnet.contains(ip) {
+                        return Err(err(k("ip"), format!("{ip} is not inside pod_subnet {}", n.pod_subnet)));
+                    }
+                    if ip == gw {
+                        return Err(err(k("ip"), format!("{ip} is the gateway address")));
+                    }
+                    if !pod_ips.insert(ip) {
+                        return Err(err(k("ip"), format!("{ip} is used by an earlier pod port")));
+                    }
+                    forbid("address", p.address.is_some())?;
+                    forbid("gateway", p.gateway.is_some())?;
+                }
+            }
+        }
+        let uplink = self.ports.iter().find(|p| p.kind == PortKind::Uplink);
+        let mut prefixes = HashSet::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let k = |f: &str| format!("route[{i}].{f}");
+            if !prefixes.insert(r.prefix) {
+                return Err(err(k("prefix"), format!("{} is routed by an earlier route", r.prefix)));
+            }
+            if r.prefix.len() == 32 && pod_ips.contains(&r.prefix.addr()) {
+                return Err(err(k("prefix"), format!("{} is a pod port's own address, routed to it already", r.prefix)));
+            }
+            let needs_node = matches!(r.via, Via::Vxlan | Via::Ipip | Via::HostGw);
+            match (needs_node, r.node) {
+                (true, None) => return Err(err(k("node"), format!("via {:?} needs the remote node's address", r.via).to_lowercase())),
+                (false, Some(_)) => return Err(err(k("node"), format!("not used via {:?}", r.via).to_lowercase())),
+                _ => {}
+            }
+            if needs_node && uplink.is_none() {
+                return Err(err(k("via"), "routes to other nodes need an uplink port"));
+            }
+            if let (Some(node), Some(u)) = (r.node, uplink) {
+                let a = u.address.expect("validated above");
+                if node == a.ip {
+                    return Err(err(k("node"), format!("{node} is this node's own address")));
+                }
+                if r.via == Via::HostGw && !a.network().contains(node) {
+                    return Err(err(k("node"), format!("host-gw needs {node} on-link in {}", a.network())));
+                }
+            }
+            match (r.via, r.vtep_mac) {
+                (Via::Vxlan, None) => return Err(err(k("vtep_mac"), "via vxlan needs the remote VTEP MAC")),
+                (Via::Vxlan, Some(m)) if !m.is_unicast() => return Err(err(k("vtep_mac"), format!("{m} is not a unicast MAC"))),
+                (Via::Vxlan, Some(_)) | (_, None) => {}
+                (_, Some(_)) => return Err(err(k("vtep_mac"), "only used via vxlan")),
+            }
+            match (r.via, &r.port) {
+                (Via::Pod, None) => return Err(err(k("port"), "via pod needs the pod port's name")),
+                (Via::Pod, Some(name)) => {
+                    if !self.ports.iter().any(|p| p.kind == PortKind::Pod && &p.name == name) {
+                        return Err(err(k("port"), format!("no pod port is named `{name}`")));
+                    }
+                }
+                (_, Some(_)) => return Err(err(k("port"), "only used via pod")),
+                (_, None) => {}
+            }
+            if r.via == Via::Host && !self.ports.iter().any(|p| p.kind == PortKind::Host) {
+                return Err(err(k("via"), "via host needs a host port"));
+            }
+        }
+        let mut neigh = HashSet::new();
+        for (i, nb) in self.neighbours.iter().enumerate() {
+            if !neigh.insert(nb.ip) {
+                return Err(err(format!("neighbour[{i}].ip"), format!("{} is listed twice", nb.ip)));
+            }
+            if !nb.mac.is_unicast() {
+                return Err(err(format!("neighbour[{i}].mac"), format!("{} is not a unicast MAC", nb.mac)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Names the TOML table and key around a byte span, for error messages.
+fn describe_span(src: &str, span: std::ops::Range<usize>) -> String {
+    let before = &src[..span.start.min(src.len())];
+    let line_no = before.matches('\n').count() + 1;
+    let mut table = String::new();
+    let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for line in before.lines() {
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix("[[").and_then(|r| r.strip_suffix("]]")) {
+            let c = counts.entry(name.to_string()).or_insert(0);
+            table = format!("{name}[{}]", *c);
+            *c += 1;
+        } else if let Some(name) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            table = name.to_string();
+        }
+    }
+    let line = src[span.start.min(src.len())..].lines().next().unwrap_or("");
+    let key = line.split('=').next().map(str::trim).filter(|k| !k.is_empty() && !k.starts_with('['));
+    match (table.is_empty(), key) {
+        (false, Some(k)) => format!("{table}.{k} (line {line_no})"),
+        (false, None) => format!("{table} (line {line_no})"),
+        (true, Some(k)) => format!("{k} (line {line_no})"),
+        (true, None) => format!("line {line_no}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const EXAMPLE: &str = r#"
+[node]
+pod_network = "10.5.0.0/16"
+pod_subnet = "10.5.1.0/24"
+router_mac = "02:00:00:00:00:01"
+
+[tunnel]
+vni = 1
+vxlan_port = 8472
+
+[[port]]
+name = "eth0"
+kind = "uplink"
+mac = "02:00:00:00:aa:01"
+address = "192.168.50.1/24"
+mtu = 1500
+
+[[port]]
+name = "pod-a"
+kind = "pod"
+mac = "02:00:00:00:01:02"
+ip = "10.5.1.2"
+mtu = 1450
+
+[[route]]
+prefix = "10.5.2.0/24"
+via = "vxlan"
+node = "192.168.50.2"
+vtep_mac = "02:00:00:00:bb:02"
+
+[[neighbour]]
+ip = "192.168.50.2"
+mac = "02:00:00:00:aa:02"
+"#;
+
+    #[test]
+    fn example_parses_with_defaults() {
+        let c = NodeConfig::from_toml_str(EXAMPLE).unwrap();
+        assert_eq!(c.node.gateway(), Ipv4Addr::new(10, 5, 1, 1));
+        assert_eq!(c.tunnel.vni, 1);
+        assert_eq!(c.ports.len(), 2);
+        assert_eq!(c.routes[0].via, Via::Vxlan);
+    }
+
+    fn check_err(from: &str, to: &str, key: &str, problem_part: &str) {
+        let s = EXAMPLE.replacen(from, to, 1);
+        assert_ne!(s, EXAMPLE, "fixture edit `{from}` did not apply");
+        let e = NodeConfig::from_toml_str(&s).unwrap_err();
+        assert!(e.key.starts_with(key), "key `{}` for {to}: {e}", e.key);
+        assert!(e.problem.contains(problem_part), "problem `{}` for {to}", e.problem);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        check_err("pod_subnet = \"10.5.1.0/24\"", "pod_subnet = \"10.6.1.0/24\"", "node.pod_subnet", "not inside");
+        check_err("pod_subnet = \"10.5.1.0/24\"", "pod_subnet = \"10.5.1.1/24\"", "node.pod_subnet", "host bits");
+        check_err("vni = 1", "vni = 0", "tunnel.vni", "not a VNI");
+        check_err("ip = \"10.5.1.2\"", "ip = \"10.5.9.2\"", "port[1].ip", "not inside");
+        check_err("ip = \"10.5.1.2\"", "ip = \"10.5.1.1\"", "port[1].ip", "gateway");
+        check_err("mtu = 1450", "mtu = 20", "port[1].mtu", "outside");
+        check_err("mtu = 1450", "mtu = 1450\ncolour = \"red\"", "port[1].colour", "unknown field");
+        check_err("vtep_mac = \"02:00:00:00:bb:02\"", "", "route[0].vtep_mac", "VTEP MAC");
+        check_err("node = \"192.168.50.2\"", "node = \"192.168.50.1\"", "route[0].node", "own address");
+        check_err("via = \"vxlan\"", "via = \"wormhole\"", "route[0].via", "unknown variant");
+        check_err("mac = \"02:00:00:00:01:02\"", "mac = \"02:00:00:00:01\"", "port[1].mac", "");
+        check_err("address = \"192.168.50.1/24\"", "", "port[0].address", "underlay address");
+        check_err("kind = \"pod\"", "kind = \"uplink\"", "port[1].kind", "only one uplink");
+    }
+
+    #[test]
+    fn prefixes_parse_strictly() {
+        assert_eq!("10.0.0.0/8".parse::<Ipv4Net>().unwrap().len(), 8);
+        assert!("10.0.0.1/8".parse::<Ipv4Net>().unwrap_err().contains("did you mean 10.0.0.0/8"));
+        assert!("10.0.0.0/33".parse::<Ipv4Net>().is_err());
+        assert!("10.0.0.0".parse::<Ipv4Net>().is_err());
+        assert_eq!("0.0.0.0/0".parse::<Ipv4Net>().unwrap().mask(), 0);
+        let n: Ipv4Net = "10.5.0.0/16".parse().unwrap();
+        assert!(n.contains(Ipv4Addr::new(10, 5, 255, 255)));
+        assert!(!n.contains(Ipv4Addr::new(10, 6, 0, 0)));
+        let a: IfAddr = "192.168.1.10/24".parse().unwrap();
+        assert_eq!(a.network().to_string(), "192.168.1.0/24");
+    }
+}

@@ -1,0 +1,403 @@
+//! Counters: per port rx/tx packets and bytes, drops by named reason,
+//! flow-cache hits and misses, and the pipeline's other outcomes.
+//!
+//! Each worker owns one [`WorkerCounters`] and is its only writer; readers on
+//! other threads (the API, `/metrics`) load the values and sum across workers.
+//! A counter is an `AtomicU64` written with a plain load and store (no
+//! read-modify-write, so no locked instruction on the hot path); with a single
+//! writer that loses nothing. The struct is cache-line aligned so two
+//! workers' counters never share a line.
+//!
+//! Every packet the pipeline takes in ends in exactly one of: a TX list, an
+//! ARP reply, or a drop counted under a [`DropReason`].
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A single-writer counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Only the owning worker may call this.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        let v = self.0.load(Ordering::Relaxed);
+        self.0.store(v.wrapping_add(n), Ordering::Relaxed);
+    }
+    /// Adds one.
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    /// The current value.
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+    /// Sets the value to zero (control path, e.g. when a port id is reused).
+    pub fn reset(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+}
+
+macro_rules! drop_reasons {
+    ($( $(#[$doc:meta])* $variant:ident = $name:literal, )*) => {
+        /// Why a packet was dropped. Each reason has its own counter and a
+        /// stable snake_case name used by the API, metrics and the replay tool.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl DropReason {
+            /// Every reason, in counter order.
+            pub const ALL: &'static [DropReason] = &[ $( DropReason::$variant, )* ];
+            /// Number of reasons.
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// The stable name.
+            pub const fn name(self) -> &'static str {
+                match self { $( DropReason::$variant => $name, )* }
+            }
+
+            /// The reason with this stable name.
+            pub fn from_name(name: &str) -> Option<DropReason> {
+                match name { $( $name => Some(DropReason::$variant), )* _ => None }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// Frame shorter than an Ethernet header.
+    EthTruncated = "eth_truncated",
+    /// 802.1Q-tagged frame; sluice ports carry untagged frames.
+    VlanTagged = "vlan_tagged",
+    /// Neither IPv4 nor ARP (e.g. IPv6 from a pod).
+    UnsupportedEthertype = "unsupported_ethertype",
+    /// ARP that is not Ethernet/IPv4, or truncated.
+    ArpMalformed = "arp_malformed",
+    /// ARP request for an address the switch does not answer for.
+    ArpNotForUs = "arp_not_for_us",
+    /// ARP reply or other operation sent to the switch (it keeps no ARP cache of pods).
+    ArpIgnored = "arp_ignored",
+    /// IPv4 header or packet shorter than it claims.
+    Ipv4Truncated = "ipv4_truncated",
+    /// IPv4 version field not 4.
+    Ipv4BadVersion = "ipv4_bad_version",
+    /// IPv4 IHL below 5.
+    Ipv4BadHeaderLen = "ipv4_bad_header_len",
+    /// IPv4 total length below the header length.
+    Ipv4BadTotalLen = "ipv4_bad_total_len",
+    /// IPv4 header checksum wrong.
+    Ipv4BadChecksum = "ipv4_bad_checksum",
+    /// Destination is broadcast, multicast or 0.0.0.0, or source is one of
+    /// those: not routable.
+    Ipv4Martian = "ipv4_martian",
+    /// UDP or TCP header truncated in an unfragmented or first fragment.
+    L4Truncated = "l4_truncated",
+    /// Pod frame whose source MAC is not the pod's.
+    SpoofedSourceMac = "spoofed_source_mac",
+    /// Pod packet whose source IP is not the pod's.
+    SpoofedSourceIp = "spoofed_source_ip",
+    /// Unicast frame not addressed to the switch's MAC on that port.
+    NotForUs = "not_for_us",
+    /// VXLAN or IPIP from an outer source that is not a known node.
+    UnknownTunnelSource = "unknown_tunnel_source",
+    /// VXLAN header truncated.
+    VxlanTruncated = "vxlan_truncated",
+    /// VXLAN header without the I flag.
+    VxlanBadFlags = "vxlan_bad_flags",
+    /// VXLAN VNI other than this node's.
+    VxlanUnknownVni = "vxlan_unknown_vni",
+    /// Inner frame of a VXLAN packet not addressed to this node's VTEP MAC.
+    VxlanInnerMacMismatch = "vxlan_inner_mac_mismatch",
+    /// Inner frame of a VXLAN packet is not IPv4 (or is malformed Ethernet).
+    VxlanInnerNotIpv4 = "vxlan_inner_not_ipv4",
+    /// Inner IPv4 header of a VXLAN or IPIP packet is malformed.
+    InnerIpv4Malformed = "inner_ipv4_malformed",
+    /// Outer packet of a tunnel is an IP fragment; sluice does not reassemble.
+    TunnelFragment = "tunnel_fragment",
+    /// TTL 0 or 1 on a packet to be routed; ICMP time exceeded was sent.
+    TtlExceeded = "ttl_exceeded",
+    /// No route to the destination.
+    NoRoute = "no_route",
+    /// The route is a blackhole.
+    Blackhole = "blackhole",
+    /// The next hop's (or tunnel endpoint's) MAC is not known yet.
+    NeighbourUnresolved = "neighbour_unresolved",
+    /// Too big for the egress MTU with DF set; ICMP fragmentation needed was sent.
+    FragNeeded = "frag_needed",
+    /// No free buffer (fragmentation, ICMP) or no headroom for encapsulation.
+    NoBuffer = "no_buffer",
+    /// Fragmentation would need more than `MAX_FRAGMENTS` pieces, or the
+    /// MTU leaves no room for payload.
+    TooManyFragments = "too_many_fragments",
+    /// The output port's TX list was full.
+    TxListFull = "tx_list_full",
+    /// The port backend could not send the packet.
+    TxFailed = "tx_failed",
+    /// The output port is unknown or down.
+    PortDown = "port_down",
+    /// Routing would send the packet back out of the port it arrived on
+    /// towards the same tunnel peer (a loop).
+    Hairpin = "hairpin",
+}
+
+/// Counters of one port, as seen by one worker.
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    /// Packets received.
+    pub rx_packets: Counter,
+    /// Bytes received.
+    pub rx_bytes: Counter,
+    /// Packets sent.
+    pub tx_packets: Counter,
+    /// Bytes sent.
+    pub tx_bytes: Counter,
+    /// Packets received on this port and dropped (any reason).
+    pub rx_dropped: Counter,
+}
+
+/// Outcomes that are not drops.
+#[derive(Debug, Default)]
+pub struct EventCounters {
+    /// Flow-cache hits.
+    pub flow_cache_hits: Counter,
+    /// Flow-cache misses (a route lookup followed).
+    pub flow_cache_misses: Counter,
+    /// ARP replies sent by the switch.
+    pub arp_replies: Counter,
+    /// VXLAN packets decapsulated.
+    pub vxlan_decap: Counter,
+    /// VXLAN packets encapsulated.
+    pub vxlan_encap: Counter,
+    /// IPIP packets decapsulated.
+    pub ipip_decap: Counter,
+    /// IPIP packets encapsulated.
+    pub ipip_encap: Counter,
+    /// Packets forwarded host-gw style.
+    pub host_gw: Counter,
+    /// Packets delivered to local pods.
+    pub delivered: Counter,
+    /// Packets sent to the host port.
+    pub to_host: Counter,
+    /// ICMP time exceeded sent.
+    pub icmp_time_exceeded: Counter,
+    /// ICMP fragmentation needed sent.
+    pub icmp_frag_needed: Counter,
+    /// Packets fragmented (each counts once).
+    pub fragmented: Counter,
+    /// Fragments created.
+    pub fragments_created: Counter,
+    /// ICMP errors not sent: the per-worker rate limit was reached.
+    pub icmp_rate_limited: Counter,
+    /// ICMP errors not sent because they would answer an ICMP error, a
+    /// non-first fragment or a martian source (RFC 1812 4.3.2.7).
+    pub icmp_suppressed: Counter,
+}
+
+/// Number of ports a worker keeps counters for; port ids are below this.
+pub const MAX_PORTS: usize = 1024;
+
+/// All counters of one worker.
+#[derive(Debug)]
+#[repr(align(64))]
+pub struct WorkerCounters {
+    ports: Box<[PortCounters]>,
+    drops: [Counter; DropReason::COUNT],
+    /// Everything that is not a drop.
+    pub events: EventCounters,
+}
+
+impl Default for WorkerCounters {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WorkerCounters {
+    /// Zeroed counters for `MAX_PORTS` ports.
+    pub fn new() -> Self {
+        WorkerCounters {
+            ports: (0..MAX_PORTS).map(|_| PortCounters::default()).collect(),
+            drops: std::array::from_fn(|_| Counter::default()),
+            events: EventCounters::default(),
+        }
+    }
+
+    /// Counters of port `id` (ids past `MAX_PORTS` share the last slot, which
+    /// the control side never hands out).
+    #[inline]
+    pub fn port(&self, id: u16) -> &PortCounters {
+        let i = (id as usize).min(MAX_PORTS - 1);
+        &self.ports[i]
+    }
+
+    /// The counter of a drop reason.
+    #[inline]
+    pub fn drop_counter(&self, reason: DropReason) -> &Counter {
+        &self.drops[reason as usize]
+    }
+
+    /// Counts `n` drops for `reason`, received on port `in_port`.
+    #[inline]
+    pub fn count_drop(&self, in_port: u16, reason: DropReason, n: u64) {
+        self.drops[reason as usize].add(n);
+        self.port(in_port).rx_dropped.add(n);
+    }
+
+    /// Counts packets sent on `port`.
+    #[inline]
+    pub fn count_tx(&self, port: u16, packets: u64, bytes: u64) {
+        let p = self.port(port);
+        p.tx_packets.add(packets);
+        p.tx_bytes.add(bytes);
+    }
+
+    /// Zeroes a port's counters (control path, when an id is reused).
+    pub fn reset_port(&self, id: u16) {
+        let p = self.port(id);
+        for c in [&p.rx_packets, &p.rx_bytes, &p.tx_packets, &p.tx_bytes, &p.rx_dropped] {
+            c.reset();
+        }
+    }
+}
+
+/// Counters of one port, summed over workers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PortStats {
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Packets received and dropped.
+    pub rx_dropped: u64,
+}
+
+/// Counters summed over workers, ready to print or serve.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StatsSnapshot {
+    /// Per port, by port name.
+    pub ports: BTreeMap<String, PortStats>,
+    /// Drops by reason name (every reason present, zero or not).
+    pub drops: BTreeMap<&'static str, u64>,
+    /// Non-drop outcomes by name.
+    pub events: BTreeMap<&'static str, u64>,
+}
+
+impl StatsSnapshot {
+    /// Sums `workers`' counters; `ports` names the port ids to report.
+    pub fn collect<'a>(
+        workers: impl IntoIterator<Item = &'a WorkerCounters> + Clone,
+        ports: impl IntoIterator<Item = (u16, String)>,
+    ) -> Self {
+        let mut snap = StatsSnapshot::default();
+        for (id, name) in ports {
+            let mut s = PortStats::default();
+            for w in workers.clone() {
+                let p = w.port(id);
+                s.rx_packets += p.rx_packets.get();
+                s.rx_bytes += p.rx_bytes.get();
+                s.tx_packets += p.tx_packets.get();
+                s.tx_bytes += p.tx_bytes.get();
+                s.rx_dropped += p.rx_dropped.get();
+            }
+            snap.ports.insert(name, s);
+        }
+        for &r in DropReason::ALL {
+            let total = workers.clone().into_iter().map(|w| w.drop_counter(r).get()).sum();
+            snap.drops.insert(r.name(), total);
+        }
+        for (name, get) in EVENT_FIELDS {
+            let total = workers.clone().into_iter().map(|w| get(&w.events).get()).sum();
+            snap.events.insert(name, total);
+        }
+        snap
+    }
+
+    /// Total drops.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.values().sum()
+    }
+}
+
+type EventField = (&'static str, fn(&EventCounters) -> &Counter);
+
+/// Names and accessors of the event counters.
+pub const EVENT_FIELDS: &[EventField] = &[
+    ("flow_cache_hits", |e| &e.flow_cache_hits),
+    ("flow_cache_misses", |e| &e.flow_cache_misses),
+    ("arp_replies", |e| &e.arp_replies),
+    ("vxlan_decap", |e| &e.vxlan_decap),
+    ("vxlan_encap", |e| &e.vxlan_encap),
+    ("ipip_decap", |e| &e.ipip_decap),
+    ("ipip_encap", |e| &e.ipip_encap),
+    ("host_gw", |e| &e.host_gw),
+    ("delivered", |e| &e.delivered),
+    ("to_host", |e| &e.to_host),
+    ("icmp_time_exceeded", |e| &e.icmp_time_exceeded),
+    ("icmp_frag_needed", |e| &e.icmp_frag_needed),
+    ("fragmented", |e| &e.fragmented),
+    ("fragments_created", |e| &e.fragments_created),
+    ("icmp_rate_limited", |e| &e.icmp_rate_limited),
+    ("icmp_suppressed", |e| &e.icmp_suppressed),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_names_are_unique_and_round_trip() {
+        let mut seen = std::collections::HashSet::new();
+        for &r in DropReason::ALL {
+            assert!(seen.insert(r.name()), "duplicate name {}", r.name());
+            assert_eq!(DropReason::from_name(r.name()), Some(r));
+            assert!(r.name().chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()));
+        }
+        assert_eq!(DropReason::from_name("nonsense"), None);
+    }
+
+    /// Every counter can be incremented and is seen, summed, in a snapshot.
+    #[test]
+    fn every_counter_increments_and_sums_over_workers() {
+        let workers = [WorkerCounters::new(), WorkerCounters::new()];
+        for (k, w) in workers.iter().enumerate() {
+            let k = k as u64 + 1;
+            for &r in DropReason::ALL {
+                w.count_drop(3, r, k);
+            }
+            for (_, get) in EVENT_FIELDS {
+                get(&w.events).add(k);
+            }
+            let p = w.port(3);
+            p.rx_packets.add(k);
+            p.rx_bytes.add(100 * k);
+            w.count_tx(3, k, 10 * k);
+        }
+        let snap = StatsSnapshot::collect(&workers, [(3u16, "pod0".to_string())]);
+        assert_eq!(snap.drops.len(), DropReason::COUNT);
+        assert!(snap.drops.values().all(|&v| v == 3), "{:?}", snap.drops);
+        assert_eq!(snap.events.len(), EVENT_FIELDS.len());
+        assert!(snap.events.values().all(|&v| v == 3), "{:?}", snap.events);
+        let p = snap.ports["pod0"];
+        assert_eq!(p, PortStats { rx_packets: 3, rx_bytes: 300, tx_packets: 3, tx_bytes: 30, rx_dropped: 3 * DropReason::COUNT as u64 });
+        workers[0].reset_port(3);
+        assert_eq!(workers[0].port(3).rx_packets.get(), 0);
+    }
+
+    #[test]
+    fn out_of_range_port_ids_do_not_panic() {
+        let w = WorkerCounters::new();
+        w.port(u16::MAX).rx_packets.inc();
+        assert_eq!(w.port((MAX_PORTS - 1) as u16).rx_packets.get(), 1);
+    }
+}

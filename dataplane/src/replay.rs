@@ -1,0 +1,174 @@
+//! Offline replay: what would this node do with this traffic?
+//!
+//! Captures (one per ingress port) are merged by timestamp and fed through
+//! one pipeline worker in bursts, in memory, exactly as a port backend would
+//! feed it. What each port would send is written to `<out_dir>/<port>.pcap`
+//! (every port gets a file, empty or not) and the counters are returned for
+//! printing as JSON. Consecutive packets of the same ingress port form a
+//! burst (up to the burst size); an output packet carries the timestamp of
+//! the last input of its burst.
+
+use crate::buffer::{BufPool, Burst, HeapPool, PacketBuf, DEFAULT_HEADROOM, MIN_BURST};
+use crate::config::NodeConfig;
+use crate::counters::{StatsSnapshot, WorkerCounters};
+use crate::pcap::{self, PcapWriter, Record};
+use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::tables::{PortId, Tables, TablesError};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Largest frame the replay buffers hold (jumbo).
+pub const MAX_FRAME: usize = 9216;
+
+/// Replay failures: bad inputs are named.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The configuration could not be read.
+    #[error("{path}: {source}")]
+    ReadConfig {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The configuration is invalid.
+    #[error("{path}: {source}")]
+    Config {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        source: crate::config::ConfigError,
+    },
+    /// The tables could not be built.
+    #[error(transparent)]
+    Tables(#[from] TablesError),
+    /// An input names a port the configuration does not have.
+    #[error("input `{0}`: no port of that name in the configuration (ports: {1})")]
+    UnknownPort(String, String),
+    /// An input is not PORT=FILE.
+    #[error("input `{0}`: expected PORT=FILE.pcap")]
+    BadInput(String),
+    /// A capture could not be read.
+    #[error("{path}: {source}")]
+    Pcap {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        source: pcap::PcapError,
+    },
+    /// An output could not be written.
+    #[error("{path}: {source}")]
+    Write {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayReport {
+    /// Counters after the replay.
+    pub stats: StatsSnapshot,
+    /// Packets written per output port.
+    pub written: BTreeMap<String, u64>,
+    /// Input frames larger than `MAX_FRAME`, skipped.
+    pub skipped_oversize: u64,
+}
+
+/// Reads a node configuration file.
+pub fn load_config(path: &Path) -> Result<NodeConfig, ReplayError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ReplayError::ReadConfig { path: path.into(), source })?;
+    NodeConfig::from_toml_str(&text).map_err(|source| ReplayError::Config { path: path.into(), source })
+}
+
+/// Parses `PORT=FILE` arguments and reads the captures.
+pub fn load_inputs(args: &[String]) -> Result<Vec<(String, Vec<Record>)>, ReplayError> {
+    args.iter()
+        .map(|a| {
+            let (port, file) = a.split_once('=').filter(|(p, f)| !p.is_empty() && !f.is_empty()).ok_or_else(|| ReplayError::BadInput(a.clone()))?;
+            let path = PathBuf::from(file);
+            let recs = pcap::read_file(&path).map_err(|source| ReplayError::Pcap { path, source })?;
+            Ok((port.to_string(), recs))
+        })
+        .collect()
+}
+
+/// Replays `inputs` (port name, frames) through `cfg`'s node, writing
+/// outputs into `out_dir`.
+pub fn replay(cfg: &NodeConfig, inputs: &[(String, Vec<Record>)], out_dir: &Path, burst_size: usize) -> Result<ReplayReport, ReplayError> {
+    let tables = Tables::from_config(cfg)?;
+    let mut events: Vec<(u64, usize, usize, PortId)> = Vec::new();
+    for (i, (port, recs)) in inputs.iter().enumerate() {
+        let id = tables.port_by_name(port).ok_or_else(|| {
+            let names: Vec<&str> = tables.ports.iter().map(|p| p.name.as_str()).collect();
+            ReplayError::UnknownPort(port.clone(), names.join(", "))
+        })?;
+        events.extend(recs.iter().enumerate().map(|(j, r)| (r.ts_ns, i, j, id)));
+    }
+    events.sort_unstable();
+
+    std::fs::create_dir_all(out_dir).map_err(|source| ReplayError::Write { path: out_dir.into(), source })?;
+    let mut writers = Vec::new();
+    for p in &tables.ports {
+        let path = out_dir.join(format!("{}.pcap", p.name));
+        let w = File::create(&path).and_then(|f| PcapWriter::new(BufWriter::new(f))).map_err(|source| ReplayError::Write { path: path.clone(), source })?;
+        writers.push((path, w));
+    }
+
+    let counters = Arc::new(WorkerCounters::new());
+    let mut pipeline = Pipeline::new(PipelineConfig::default(), counters.clone());
+    let burst_size = burst_size.max(MIN_BURST);
+    let mut pool = HeapPool::new(burst_size * 4 + crate::pipeline::MAX_FRAGMENTS * 2, DEFAULT_HEADROOM + MAX_FRAME);
+    let mut burst = Burst::new(burst_size);
+    let mut written: BTreeMap<String, u64> = tables.ports.iter().map(|p| (p.name.clone(), 0)).collect();
+    let mut skipped = 0;
+    let mut write_err = None;
+
+    let mut i = 0;
+    while i < events.len() {
+        let port = events[i].3;
+        let mut last_ts = events[i].0;
+        while i < events.len() && events[i].3 == port && !burst.is_full() {
+            let (ts, input, rec, _) = events[i];
+            let data = &inputs[input].1[rec].data;
+            i += 1;
+            if data.len() > MAX_FRAME {
+                skipped += 1;
+                continue;
+            }
+            let mut buf = pool.alloc().expect("the pool holds every in-flight buffer");
+            let ok = buf.append(data.len());
+            debug_assert!(ok);
+            buf.data_mut().copy_from_slice(data);
+            last_ts = ts;
+            let _ = burst.push(buf);
+        }
+        pipeline.process(&tables, port, &mut burst, &mut pool, last_ts);
+        let c = pipeline.counters().clone();
+        pipeline.tx().flush(|out, list| {
+            let (path, w) = &mut writers[out as usize];
+            for b in list.drain(..) {
+                if let Err(e) = w.write(last_ts, b.data()) {
+                    write_err.get_or_insert((path.clone(), e));
+                }
+                c.count_tx(out, 1, b.len() as u64);
+                *written.get_mut(&tables.ports[out as usize].name).expect("every port") += 1;
+                pool.free(b);
+            }
+        });
+        if let Some((path, source)) = write_err.take() {
+            return Err(ReplayError::Write { path, source });
+        }
+    }
+    for (path, w) in writers {
+        w.into_inner().map_err(|source| ReplayError::Write { path, source })?;
+    }
+    let stats = StatsSnapshot::collect([&*counters], tables.ports.iter().enumerate().map(|(i, p)| (i as PortId, p.name.clone())));
+    Ok(ReplayReport { stats, written, skipped_oversize: skipped })
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs everything sluice's tests and demo need on a Debian 12 machine.
+# Run as root. Idempotent: what is already there is left alone.
+set -euo pipefail
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup.sh: run as root (it installs Debian packages)" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+# Debian packages: build tools, the independent dissector (tshark), Python for
+# the fixture generator.
+PKGS=(build-essential pkg-config clang tshark python3 iproute2 ca-certificates curl)
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    # tshark asks whether non-root users may capture; the tests run as root.
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Rust: stable for the workspace, nightly for cargo-fuzz.
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v cargo >/dev/null 2>&1; then
+    log "installing Rust with rustup"
+    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if command -v rustup >/dev/null 2>&1; then
+    rustup toolchain list | grep -q '^nightly' || { log "installing the nightly toolchain (for cargo fuzz)"; rustup toolchain install nightly --profile minimal; }
+    rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+fi
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    log "installing cargo-fuzz"
+    cargo install --locked --quiet cargo-fuzz
+fi
+log "ready: $(cargo --version), $(tshark --version | head -1)"

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, then runs every tier.
+#   sudo scripts/test.sh
+# Tiers: lint, unit + property + golden (pcap through the replay tool, checked
+# by tshark) + malformed corpus, then the fuzz targets for a bounded time.
+# SLUICE_FUZZ_SECONDS sets the time per fuzz target (default 45).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+start=$(date +%s)
+
+step "set-up"
+scripts/setup.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+
+step "lint: rustfmt and clippy"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "tier 1-3: unit, property, golden and malformed-input tests"
+cargo test --workspace --quiet
+
+step "tier 5: fuzz targets, ${SLUICE_FUZZ_SECONDS:-45}s each"
+scripts/fuzz.sh "${SLUICE_FUZZ_SECONDS:-45}"
+
+step "all tiers passed in $(( $(date +%s) - start ))s"

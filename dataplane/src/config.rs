@@ -496,7 +496,9 @@ impl NodeConfig {
 
 /// Names the TOML table and key around a byte span, for error messages.
 fn describe_span(src: &str, span: std::ops::Range<usize>) -> String {
-    let before = &src[..span.start.min(src.len())];
+    let start = span.start.min(src.len());
+    let line_start = src[..start].rfind('\n').map_or(0, |i| i + 1);
+    let before = &src[..line_start];
     let line_no = before.matches('\n').count() + 1;
     let mut table = String::new();
     let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
@@ -510,7 +512,7 @@ fn describe_span(src: &str, span: std::ops::Range<usize>) -> String {
             table = name.to_string();
         }
     }
-    let line = src[span.start.min(src.len())..].lines().next().unwrap_or("");
+    let line = src[line_start..].lines().next().unwrap_or("");
     let key = line.split('=').next().map(str::trim).filter(|k| !k.is_empty() && !k.starts_with('['));
     match (table.is_empty(), key) {
         (false, Some(k)) => format!("{table}.{k} (line {line_no})"),

@@ -101,8 +101,8 @@ mod tests {
     #[test]
     fn bucket_refills_at_rate_and_caps_at_burst() {
         let mut l = IcmpLimiter::new(10, 3);
-        assert!((0..3).all(|_| l.allow(1)));
-        assert!(!l.allow(1));
+        assert!((0..3).all(|_| l.allow(0)));
+        assert!(!l.allow(0));
         assert!(!l.allow(50_000_000), "half a token after 50 ms at 10/s");
         assert!(l.allow(100_000_000));
         assert_eq!((0..10).filter(|_| l.allow(100 * NANOS)).count(), 3, "never more than the burst");

@@ -16,6 +16,7 @@
 pub mod buffer;
 pub mod config;
 pub mod counters;
+pub mod craft;
 pub mod fib;
 pub mod pcap;
 pub mod pipeline;

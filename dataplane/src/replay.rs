@@ -99,10 +99,58 @@ pub fn load_inputs(args: &[String]) -> Result<Vec<(String, Vec<Record>)>, Replay
         .collect()
 }
 
-/// Replays `inputs` (port name, frames) through `cfg`'s node, writing
-/// outputs into `out_dir`.
-pub fn replay(cfg: &NodeConfig, inputs: &[(String, Vec<Record>)], out_dir: &Path, burst_size: usize) -> Result<ReplayReport, ReplayError> {
-    let tables = Tables::from_config(cfg)?;
+/// Frames a port would send, by port name, and the counters: the result
+/// of [`replay_in_memory`].
+#[derive(Debug, Clone)]
+pub struct MemoryReplay {
+    /// Output frames per port name (every port present).
+    pub outputs: BTreeMap<String, Vec<Vec<u8>>>,
+    /// Counters after the run.
+    pub stats: StatsSnapshot,
+}
+
+/// Feeds `inputs` through one worker in bursts; `sink` gets each frame sent
+/// (port, timestamp, bytes). Returns the counters and the oversize count.
+fn run(tables: &Tables, inputs: &[(PortId, Record)], burst_size: usize, mut sink: impl FnMut(PortId, u64, &[u8])) -> (StatsSnapshot, u64) {
+    let counters = Arc::new(WorkerCounters::new());
+    let mut pipeline = Pipeline::new(PipelineConfig::default(), counters.clone());
+    let burst_size = burst_size.max(MIN_BURST);
+    let mut pool = HeapPool::new(burst_size * 4 + crate::pipeline::MAX_FRAGMENTS * 2, DEFAULT_HEADROOM + MAX_FRAME);
+    let mut burst = Burst::new(burst_size);
+    let mut skipped = 0;
+    let mut i = 0;
+    while i < inputs.len() {
+        let port = inputs[i].0;
+        let mut last_ts = inputs[i].1.ts_ns;
+        while i < inputs.len() && inputs[i].0 == port && !burst.is_full() {
+            let rec = &inputs[i].1;
+            i += 1;
+            if rec.data.len() > MAX_FRAME {
+                skipped += 1;
+                continue;
+            }
+            let mut buf = pool.alloc().expect("the pool holds every in-flight buffer");
+            let ok = buf.append(rec.data.len());
+            debug_assert!(ok);
+            buf.data_mut().copy_from_slice(&rec.data);
+            last_ts = rec.ts_ns;
+            let _ = burst.push(buf);
+        }
+        pipeline.process(tables, port, &mut burst, &mut pool, last_ts);
+        let c = pipeline.counters().clone();
+        pipeline.tx().flush(|out, list| {
+            for b in list.drain(..) {
+                sink(out, last_ts, b.data());
+                c.count_tx(out, 1, b.len() as u64);
+                pool.free(b);
+            }
+        });
+    }
+    let stats = StatsSnapshot::collect([&*counters], tables.ports.iter().enumerate().map(|(i, p)| (i as PortId, p.name.clone())));
+    (stats, skipped)
+}
+
+fn merge(tables: &Tables, inputs: &[(String, Vec<Record>)]) -> Result<Vec<(PortId, Record)>, ReplayError> {
     let mut events: Vec<(u64, usize, usize, PortId)> = Vec::new();
     for (i, (port, recs)) in inputs.iter().enumerate() {
         let id = tables.port_by_name(port).ok_or_else(|| {
@@ -112,7 +160,14 @@ pub fn replay(cfg: &NodeConfig, inputs: &[(String, Vec<Record>)], out_dir: &Path
         events.extend(recs.iter().enumerate().map(|(j, r)| (r.ts_ns, i, j, id)));
     }
     events.sort_unstable();
+    Ok(events.into_iter().map(|(_, i, j, id)| (id, inputs[i].1[j].clone())).collect())
+}
 
+/// Replays `inputs` (port name, frames) through `cfg`'s node, writing
+/// outputs into `out_dir`.
+pub fn replay(cfg: &NodeConfig, inputs: &[(String, Vec<Record>)], out_dir: &Path, burst_size: usize) -> Result<ReplayReport, ReplayError> {
+    let tables = Tables::from_config(cfg)?;
+    let merged = merge(&tables, inputs)?;
     std::fs::create_dir_all(out_dir).map_err(|source| ReplayError::Write { path: out_dir.into(), source })?;
     let mut writers = Vec::new();
     for p in &tables.ports {
@@ -120,55 +175,36 @@ pub fn replay(cfg: &NodeConfig, inputs: &[(String, Vec<Record>)], out_dir: &Path
         let w = File::create(&path).and_then(|f| PcapWriter::new(BufWriter::new(f))).map_err(|source| ReplayError::Write { path: path.clone(), source })?;
         writers.push((path, w));
     }
-
-    let counters = Arc::new(WorkerCounters::new());
-    let mut pipeline = Pipeline::new(PipelineConfig::default(), counters.clone());
-    let burst_size = burst_size.max(MIN_BURST);
-    let mut pool = HeapPool::new(burst_size * 4 + crate::pipeline::MAX_FRAGMENTS * 2, DEFAULT_HEADROOM + MAX_FRAME);
-    let mut burst = Burst::new(burst_size);
     let mut written: BTreeMap<String, u64> = tables.ports.iter().map(|p| (p.name.clone(), 0)).collect();
-    let mut skipped = 0;
     let mut write_err = None;
-
-    let mut i = 0;
-    while i < events.len() {
-        let port = events[i].3;
-        let mut last_ts = events[i].0;
-        while i < events.len() && events[i].3 == port && !burst.is_full() {
-            let (ts, input, rec, _) = events[i];
-            let data = &inputs[input].1[rec].data;
-            i += 1;
-            if data.len() > MAX_FRAME {
-                skipped += 1;
-                continue;
-            }
-            let mut buf = pool.alloc().expect("the pool holds every in-flight buffer");
-            let ok = buf.append(data.len());
-            debug_assert!(ok);
-            buf.data_mut().copy_from_slice(data);
-            last_ts = ts;
-            let _ = burst.push(buf);
+    let (stats, skipped) = run(&tables, &merged, burst_size, |port, ts, data| {
+        let (path, w) = &mut writers[port as usize];
+        if let Err(e) = w.write(ts, data) {
+            write_err.get_or_insert((path.clone(), e));
         }
-        pipeline.process(&tables, port, &mut burst, &mut pool, last_ts);
-        let c = pipeline.counters().clone();
-        pipeline.tx().flush(|out, list| {
-            let (path, w) = &mut writers[out as usize];
-            for b in list.drain(..) {
-                if let Err(e) = w.write(last_ts, b.data()) {
-                    write_err.get_or_insert((path.clone(), e));
-                }
-                c.count_tx(out, 1, b.len() as u64);
-                *written.get_mut(&tables.ports[out as usize].name).expect("every port") += 1;
-                pool.free(b);
-            }
-        });
-        if let Some((path, source)) = write_err.take() {
-            return Err(ReplayError::Write { path, source });
-        }
+        *written.get_mut(&tables.ports[port as usize].name).expect("every port") += 1;
+    });
+    if let Some((path, source)) = write_err {
+        return Err(ReplayError::Write { path, source });
     }
     for (path, w) in writers {
         w.into_inner().map_err(|source| ReplayError::Write { path, source })?;
     }
-    let stats = StatsSnapshot::collect([&*counters], tables.ports.iter().enumerate().map(|(i, p)| (i as PortId, p.name.clone())));
     Ok(ReplayReport { stats, written, skipped_oversize: skipped })
+}
+
+/// Runs frames through a node in memory: `inputs` are (port name, frame),
+/// in order, timestamps one microsecond apart.
+pub fn replay_in_memory(cfg: &NodeConfig, inputs: &[(&str, Vec<u8>)]) -> Result<MemoryReplay, ReplayError> {
+    let tables = Tables::from_config(cfg)?;
+    let mut merged = Vec::with_capacity(inputs.len());
+    for (k, (port, data)) in inputs.iter().enumerate() {
+        let id = tables.port_by_name(port).ok_or_else(|| ReplayError::UnknownPort(port.to_string(), String::new()))?;
+        merged.push((id, Record { ts_ns: 1_000_000_000 + k as u64 * 1000, data: data.clone() }));
+    }
+    let mut outputs: BTreeMap<String, Vec<Vec<u8>>> = tables.ports.iter().map(|p| (p.name.clone(), Vec::new())).collect();
+    let (stats, _) = run(&tables, &merged, MIN_BURST, |port, _, data| {
+        outputs.get_mut(&tables.ports[port as usize].name).expect("every port").push(data.to_vec());
+    });
+    Ok(MemoryReplay { outputs, stats })
 }

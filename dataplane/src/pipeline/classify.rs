@@ -184,12 +184,23 @@ fn classify_uplink<B: PacketBuf>(t: &Tables, in_port: PortId, own_mac: MacAddr, 
     if m.key.dst == node_ip {
         m.next = match m.key.protocol {
             ipv4::protocol::UDP if m.key.dst_port == t.node.vxlan_port => decap_vxlan(t, in_port, buf, m, c),
+            ipv4::protocol::UDP if first_fragment_dst_port(buf.data()) == Some(t.node.vxlan_port) => Next::Drop(DropReason::TunnelFragment),
             ipv4::protocol::IPIP => decap_ipip(t, in_port, buf, m, c),
             _ => to_host_raw(t, buf, c),
         };
     } else if !t.node.pod_network.contains_u32(m.key.dst) {
         m.next = to_host_raw(t, buf, c);
     }
+}
+
+/// The UDP destination port of a first fragment (flow keys of fragments
+/// carry no ports).
+fn first_fragment_dst_port(d: &[u8]) -> Option<u16> {
+    let ip = ipv4::Packet::new_unchecked(&d[L3_OFFSET..]);
+    if !ip.more_frags() || ip.frag_offset() != 0 {
+        return None;
+    }
+    crate::wire::tcp::ports(ip.payload()).map(|(_, dport)| dport)
 }
 
 #[inline]

@@ -142,8 +142,8 @@ drop_reasons! {
     TxFailed = "tx_failed",
     /// The output port is unknown or down.
     PortDown = "port_down",
-    /// Routing would send the packet back out of the port it arrived on
-    /// towards the same tunnel peer (a loop).
+    /// A packet that arrived on the uplink would be routed back out of it:
+    /// a sluice node is a leaf, not a transit router.
     Hairpin = "hairpin",
 }
 
@@ -392,6 +392,18 @@ mod tests {
         assert_eq!(p, PortStats { rx_packets: 3, rx_bytes: 300, tx_packets: 3, tx_bytes: 30, rx_dropped: 3 * DropReason::COUNT as u64 });
         workers[0].reset_port(3);
         assert_eq!(workers[0].port(3).rx_packets.get(), 0);
+    }
+
+    /// The operator's guide documents every counter by its stable name.
+    #[test]
+    fn docs_list_every_counter() {
+        let doc = include_str!("../../docs/metrics.md");
+        for r in DropReason::ALL {
+            assert!(doc.contains(&format!("| `{}` |", r.name())), "docs/metrics.md lacks drop reason {}", r.name());
+        }
+        for (name, _) in EVENT_FIELDS {
+            assert!(doc.contains(&format!("`{name}`")), "docs/metrics.md lacks event {name}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 # Debian packages: build tools, the independent dissector (tshark), Python for
 # the fixture generator.
-PKGS=(build-essential pkg-config clang tshark python3 iproute2 ca-certificates curl)
+PKGS=(build-essential pkg-config clang tshark python3 iproute2 bsdextrautils ca-certificates curl)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

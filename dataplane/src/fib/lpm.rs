@@ -123,6 +123,10 @@ pub struct Lpm {
     /// Control-side record, indexed by prefix length: prefix -> next hop.
     routes: [HashMap<u32, u32>; 33],
     len: usize,
+    /// The /0 route's next hop, answered where the tables hold nothing: a
+    /// default route costs no table writes (it would otherwise fill all of
+    /// tbl24, 64 MiB, on every build).
+    default: Option<u32>,
 }
 
 impl Lpm {
@@ -147,6 +151,7 @@ impl Lpm {
             max_tbl8_groups: max_groups.min(MAX_TBL8_GROUPS),
             routes: std::array::from_fn(|_| HashMap::new()),
             len: 0,
+            default: None,
         }
     }
 
@@ -163,7 +168,9 @@ impl Lpm {
             return Err(LpmError::NextHopTooLarge(next_hop));
         }
         let new = entry(len, next_hop);
-        if len <= 24 {
+        if len == 0 {
+            self.default = Some(next_hop);
+        } else if len <= 24 {
             let start = (prefix >> 8) as usize;
             let n = 1usize << (24 - len);
             for e in &mut self.tbl24[start..start + n] {
@@ -214,7 +221,9 @@ impl Lpm {
         let next_hop = self.routes[usize::from(len)].remove(&prefix)?;
         self.len -= 1;
         let repl = self.covering_entry(prefix, len);
-        if len <= 24 {
+        if len == 0 {
+            self.default = None;
+        } else if len <= 24 {
             let start = (prefix >> 8) as usize;
             let n = 1usize << (24 - len);
             for e in &mut self.tbl24[start..start + n] {
@@ -325,14 +334,14 @@ impl Lpm {
         if e & VALID != 0 {
             Some(e & VALUE_MASK)
         } else {
-            None
+            self.default
         }
     }
 
     /// Entry for the longest installed prefix strictly shorter than `len`
-    /// covering `prefix`, or 0.
+    /// covering `prefix`, or 0 (the /0 route lives outside the tables).
     fn covering_entry(&self, prefix: u32, len: u8) -> u32 {
-        (0..len)
+        (1..len)
             .rev()
             .find_map(|l| {
                 self.routes[usize::from(l)]
@@ -376,6 +385,7 @@ impl Clone for Lpm {
             max_tbl8_groups: self.max_tbl8_groups,
             routes: self.routes.clone(),
             len: self.len,
+            default: self.default,
         }
     }
 }

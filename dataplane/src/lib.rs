@@ -10,6 +10,8 @@
 //!   forwarding tables built from it, published to workers atomically;
 //! - [`fib`]: the longest-prefix-match route table and the flow cache;
 //! - [`pipeline`]: the stages, from a received burst to per-port TX lists;
+//! - [`port`]: the port contract (`rx_burst`, `tx_burst`), memory ports, and
+//!   the worker step joining ports to the pipeline;
 //! - [`counters`]: per-worker counters, drops by named reason;
 //! - [`pcap`] and [`replay`]: offline replay of captures through a node.
 
@@ -20,6 +22,7 @@ pub mod craft;
 pub mod fib;
 pub mod pcap;
 pub mod pipeline;
+pub mod port;
 pub mod replay;
 pub mod tables;
 pub mod wire;

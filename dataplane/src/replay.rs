@@ -8,7 +8,8 @@
 //! burst (up to the burst size); an output packet carries the timestamp of
 //! the last input of its burst.
 
-use crate::buffer::{BufPool, Burst, HeapPool, PacketBuf, DEFAULT_HEADROOM, MIN_BURST};
+use crate::buffer::{Burst, HeapPool, DEFAULT_HEADROOM, MIN_BURST};
+use crate::port::{poll_port, MemoryPort};
 use crate::config::NodeConfig;
 use crate::counters::{StatsSnapshot, WorkerCounters};
 use crate::pcap::{self, PcapWriter, Record};
@@ -109,42 +110,42 @@ pub struct MemoryReplay {
     pub stats: StatsSnapshot,
 }
 
-/// Feeds `inputs` through one worker in bursts; `sink` gets each frame sent
-/// (port, timestamp, bytes). Returns the counters and the oversize count.
+/// Feeds `inputs` through one worker on memory ports, in bursts of
+/// consecutive frames of one port; `sink` gets each frame sent (port,
+/// timestamp, bytes). Returns the counters and the oversize count.
 fn run(tables: &Tables, inputs: &[(PortId, Record)], burst_size: usize, mut sink: impl FnMut(PortId, u64, &[u8])) -> (StatsSnapshot, u64) {
     let counters = Arc::new(WorkerCounters::new());
     let mut pipeline = Pipeline::new(PipelineConfig::default(), counters.clone());
     let burst_size = burst_size.max(MIN_BURST);
     let mut pool = HeapPool::new(burst_size * 4 + crate::pipeline::MAX_FRAGMENTS * 2, DEFAULT_HEADROOM + MAX_FRAME);
     let mut burst = Burst::new(burst_size);
+    let mut ports: Vec<MemoryPort> = tables.ports.iter().map(|_| MemoryPort::new()).collect();
     let mut skipped = 0;
     let mut i = 0;
     while i < inputs.len() {
         let port = inputs[i].0;
         let mut last_ts = inputs[i].1.ts_ns;
-        while i < inputs.len() && inputs[i].0 == port && !burst.is_full() {
+        let mut queued = 0;
+        while i < inputs.len() && inputs[i].0 == port && queued < burst.capacity() {
             let rec = &inputs[i].1;
             i += 1;
             if rec.data.len() > MAX_FRAME {
                 skipped += 1;
                 continue;
             }
-            let mut buf = pool.alloc().expect("the pool holds every in-flight buffer");
-            let ok = buf.append(rec.data.len());
-            debug_assert!(ok);
-            buf.data_mut().copy_from_slice(&rec.data);
             last_ts = rec.ts_ns;
-            let _ = burst.push(buf);
+            ports[port as usize].inject(rec.clone());
+            queued += 1;
         }
-        pipeline.process(tables, port, &mut burst, &mut pool, last_ts);
-        let c = pipeline.counters().clone();
-        pipeline.tx().flush(|out, list| {
-            for b in list.drain(..) {
-                sink(out, last_ts, b.data());
-                c.count_tx(out, 1, b.len() as u64);
-                pool.free(b);
+        for p in ports.iter_mut() {
+            p.set_now(last_ts);
+        }
+        poll_port(&mut pipeline, tables, &mut ports, port, &mut burst, &mut pool, last_ts);
+        for (id, p) in ports.iter_mut().enumerate() {
+            for rec in p.sent.drain(..) {
+                sink(id as PortId, rec.ts_ns, &rec.data);
             }
-        });
+        }
     }
     let stats = StatsSnapshot::collect([&*counters], tables.ports.iter().enumerate().map(|(i, p)| (i as PortId, p.name.clone())));
     (stats, skipped)

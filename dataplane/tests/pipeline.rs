@@ -6,7 +6,9 @@ use sluice_dataplane::buffer::{BufPool, Burst, HeapBuf, HeapPool, PacketBuf};
 use sluice_dataplane::config::NodeConfig;
 use sluice_dataplane::counters::{DropReason, WorkerCounters};
 use sluice_dataplane::craft::*;
+use sluice_dataplane::pcap::Record;
 use sluice_dataplane::pipeline::{Pipeline, PipelineConfig};
+use sluice_dataplane::port::{poll_port, MemoryPort};
 use sluice_dataplane::replay::{replay_in_memory, MemoryReplay};
 use sluice_dataplane::tables::Tables;
 use sluice_dataplane::wire::{arp, ethernet, icmp, ipv4, udp, vxlan, MacAddr};
@@ -315,7 +317,7 @@ fn a_route_change_invalidates_cached_flows() {
     let counters = Arc::new(WorkerCounters::new());
     let mut p: Pipeline<HeapBuf> = Pipeline::new(PipelineConfig::default(), counters.clone());
     let mut pool = HeapPool::new(64, 2048);
-    let mut send = |p: &mut Pipeline<HeapBuf>, t: &Tables, pool: &mut HeapPool| -> Vec<u16> {
+    let send = |p: &mut Pipeline<HeapBuf>, t: &Tables, pool: &mut HeapPool| -> Vec<u16> {
         let mut burst = Burst::new(32);
         let mut b = pool.alloc().unwrap();
         let f = pod_a_udp(REMOTE_POD_B, 1, 2, 3);
@@ -340,8 +342,7 @@ fn a_route_change_invalidates_cached_flows() {
     assert_eq!(pool.available(), 64, "every buffer came back");
 }
 
-/// Every drop reason has a counter that real input reaches (TxFailed is the
-/// port backend's and is exercised by its own tests).
+/// Every drop reason has a counter that real input reaches.
 #[test]
 fn every_drop_reason_is_reachable() {
     let mut seen = std::collections::BTreeSet::new();
@@ -464,9 +465,15 @@ fn every_drop_reason_is_reachable() {
     small.ports[0].mtu = 68;
     let r = replay_in_memory(&small, &[("host", host_udp(REMOTE_POD_B, 100, false))]).unwrap();
     assert_eq!(r.stats.drops["too_many_fragments"], 1);
-    for r in [DropReason::TxListFull, DropReason::PortDown, DropReason::NoBuffer, DropReason::TooManyFragments] {
+    // A port whose TX ring takes nothing.
+    let mut ports: Vec<MemoryPort> = (0..4).map(|_| MemoryPort::new()).collect();
+    ports[3].tx_limit = Some(0);
+    ports[2].inject(Record { ts_ns: 0, data: good.clone() });
+    poll_port(&mut p, &t, &mut ports, 2, &mut burst, &mut pool, 0);
+    assert_eq!(counters.drop_counter(DropReason::TxFailed).get(), 1);
+    for r in [DropReason::TxListFull, DropReason::PortDown, DropReason::NoBuffer, DropReason::TooManyFragments, DropReason::TxFailed] {
         seen.insert(r.name());
     }
-    let missing: Vec<&str> = DropReason::ALL.iter().map(|r| r.name()).filter(|n| !seen.contains(n) && *n != "tx_failed").collect();
+    let missing: Vec<&str> = DropReason::ALL.iter().map(|r| r.name()).filter(|n| !seen.contains(n)).collect();
     assert!(missing.is_empty(), "drop reasons no input reached: {missing:?}");
 }

@@ -11,9 +11,12 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-# Debian packages: build tools, the independent dissector (tshark), Python for
-# the fixture generator.
-PKGS=(build-essential pkg-config clang tshark python3 iproute2 bsdextrautils ca-certificates curl)
+# Debian packages: build tools; clang, libclang and the libxdp/libbpf headers
+# for the XDP program and its bindings; the independent dissector (tshark);
+# Python for the fixture generator; iproute2 and xdp-tools for namespaces
+# and XDP status.
+PKGS=(build-essential pkg-config clang libclang-dev libxdp-dev libbpf-dev xdp-tools
+      tshark python3 iproute2 bsdextrautils ca-certificates curl)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -41,4 +44,7 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
     log "installing cargo-fuzz"
     cargo install --locked --quiet cargo-fuzz
 fi
+# libxdp keeps its multi-program dispatcher state on the BPF filesystem.
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+
 log "ready: $(cargo --version), $(tshark --version | head -1)"

@@ -46,6 +46,7 @@ fn main() {
         .allowlist_function("bpf_xdp_query_id")
         .allowlist_function("sluice_.*")
         .allowlist_type("xdp_desc")
+        .allowlist_type("xdp_options")
         .allowlist_type("xsk_.*")
         .allowlist_type("sluice_xdp_config")
         .allowlist_var("XDP_.*")

@@ -12,6 +12,8 @@
 //! take is dropped as `tx_failed`, counted, and its buffer returned, so
 //! nothing is ever silently lost.
 
+pub mod afxdp;
+
 use crate::buffer::{BufPool, Burst, PacketBuf};
 use crate::counters::DropReason;
 use crate::pcap::Record;

@@ -47,6 +47,7 @@ fn main() {
         .allowlist_function("sluice_.*")
         .allowlist_type("xdp_desc")
         .allowlist_type("xdp_options")
+        .allowlist_type("xdp_statistics")
         .allowlist_type("xsk_.*")
         .allowlist_type("sluice_xdp_config")
         .allowlist_var("XDP_.*")

@@ -173,10 +173,63 @@ fn default_mtu() -> u16 {
     1500
 }
 
+/// How a worker waits for packets on a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RxMode {
+    /// Busy-poll always: lowest latency, one core at 100%.
+    Poll,
+    /// Busy-poll while traffic flows, sleep on the sockets when idle.
+    #[default]
+    Adaptive,
+    /// Sleep on the sockets whenever the rings are empty.
+    Interrupt,
+}
+
+fn default_api_socket() -> std::path::PathBuf {
+    "/run/sluice/sluiced.sock".into()
+}
+fn default_metrics_address() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 9472))
+}
+fn default_burst() -> u16 {
+    32
+}
+
+/// Settings of the `sluiced` process (the replay tool ignores them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSettings {
+    /// The control API's Unix socket.
+    #[serde(default = "default_api_socket")]
+    pub api_socket: std::path::PathBuf,
+    /// Where `/metrics` is served (loopback by default).
+    #[serde(default = "default_metrics_address")]
+    pub metrics_address: std::net::SocketAddr,
+    /// Cores to pin one worker each to; empty: one worker, not pinned.
+    #[serde(default)]
+    pub workers: Vec<usize>,
+    /// Default rx mode of every port.
+    #[serde(default)]
+    pub rx_mode: RxMode,
+    /// Packets per burst, 32 to 256.
+    #[serde(default = "default_burst")]
+    pub burst: u16,
+}
+
+impl Default for DaemonSettings {
+    fn default() -> Self {
+        DaemonSettings { api_socket: default_api_socket(), metrics_address: default_metrics_address(), workers: Vec::new(), rx_mode: RxMode::default(), burst: default_burst() }
+    }
+}
+
 /// The whole configuration of one node's switch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
+    /// Process settings (`sluiced`).
+    #[serde(default)]
+    pub daemon: DaemonSettings,
     /// Node-wide settings.
     pub node: NodeSettings,
     /// Tunnel settings.
@@ -270,6 +323,9 @@ pub struct PortConfig {
     /// Pod: the pod's IPv4 address.
     #[serde(default)]
     pub ip: Option<Ipv4Addr>,
+    /// How workers wait on this port; the daemon's `rx_mode` if unset.
+    #[serde(default)]
+    pub rx_mode: Option<RxMode>,
 }
 
 /// How a route forwards.
@@ -348,6 +404,20 @@ impl NodeConfig {
     /// Checks what serde cannot; the first problem found is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let n = &self.node;
+        let d = &self.daemon;
+        if !(32..=256).contains(&d.burst) {
+            return Err(err("daemon.burst", format!("{} is outside 32..=256", d.burst)));
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut seen_cores = HashSet::new();
+        for (i, &c) in d.workers.iter().enumerate() {
+            if c >= cores {
+                return Err(err(format!("daemon.workers[{i}]"), format!("core {c} does not exist (this machine has {cores})")));
+            }
+            if !seen_cores.insert(c) {
+                return Err(err(format!("daemon.workers[{i}]"), format!("core {c} is listed twice")));
+            }
+        }
         if !n.pod_network.covers(&n.pod_subnet) {
             return Err(err("node.pod_subnet", format!("{} is not inside pod_network {}", n.pod_subnet, n.pod_network)));
         }

@@ -19,6 +19,7 @@ pub mod buffer;
 pub mod config;
 pub mod counters;
 pub mod craft;
+pub mod daemon;
 pub mod fib;
 pub mod pcap;
 pub mod pipeline;

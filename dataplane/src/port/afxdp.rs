@@ -123,6 +123,10 @@ pub struct XdpProgram {
     xsks_map_fd: i32,
 }
 
+/// A handle on an attached program's socket map (valid while the program is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XskMap(i32);
+
 /// The program's name as the kernel reports it.
 pub const PROGRAM_NAME: &str = "sluice_xdp";
 
@@ -256,6 +260,11 @@ impl XdpProgram {
             return Err(errno_err("get a map of the XDP program", &self.ifname, fd));
         }
         Ok(fd)
+    }
+
+    /// The program's socket map, for [`XskPort::open`].
+    pub fn xsk_map(&self) -> XskMap {
+        XskMap(self.xsks_map_fd)
     }
 
     /// How it was attached.
@@ -539,6 +548,23 @@ impl Default for XskConfig {
     }
 }
 
+/// The kernel's per-socket counters (`XDP_STATISTICS`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct XskStats {
+    /// Dropped for reasons other than invalid descriptors.
+    pub rx_dropped: u64,
+    /// Dropped because of invalid descriptors.
+    pub rx_invalid_descs: u64,
+    /// Invalid TX descriptors.
+    pub tx_invalid_descs: u64,
+    /// Dropped because the RX ring was full.
+    pub rx_ring_full: u64,
+    /// Times the fill ring was empty when a frame arrived.
+    pub rx_fill_ring_empty_descs: u64,
+    /// Times the TX ring was empty when the kernel looked.
+    pub tx_ring_empty_descs: u64,
+}
+
 /// An AF_XDP socket on one (interface, queue).
 #[derive(Debug)]
 pub struct XskPort {
@@ -557,46 +583,45 @@ pub struct XskPort {
 
 impl XskPort {
     /// Binds a socket to `ifname` queue `queue` on `umem`, registers it in
-    /// `prog`'s socket map, and fills its fill ring from `pool`. Zero-copy is
-    /// tried first, then copy mode.
-    pub fn open(umem: &mut Umem, pool: &mut UmemPool, prog: &XdpProgram, ifname: &str, queue: u32, cfg: XskConfig) -> Result<XskPort, XdpError> {
+    /// the program's socket map, and fills its fill ring from `pool`. The
+    /// kernel picks zero-copy where the driver offers it, copy mode elsewhere.
+    pub fn open(umem: &mut Umem, pool: &mut UmemPool, map: XskMap, ifname: &str, queue: u32, cfg: XskConfig) -> Result<XskPort, XdpError> {
         let cname = CString::new(ifname).map_err(|_| XdpError::NoSuchInterface(ifname.into()))?;
         ifindex(ifname)?;
-        let mut last = 0;
-        for bind in [sys::XDP_ZEROCOPY, sys::XDP_COPY] {
-            let mut rx = Box::<sys::xsk_ring_cons>::default();
-            let mut tx = Box::<sys::xsk_ring_prod>::default();
-            let mut fill = Box::<sys::xsk_ring_prod>::default();
-            let mut comp = Box::<sys::xsk_ring_cons>::default();
-            let mut scfg = sys::xsk_socket_config { rx_size: cfg.ring_size, tx_size: cfg.ring_size, xdp_flags: 0, bind_flags: (bind | sys::XDP_USE_NEED_WAKEUP) as u16, ..Default::default() };
-            scfg.__bindgen_anon_1.libxdp_flags = sys::XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD;
-            let (fill_ptr, comp_ptr): (*mut sys::xsk_ring_prod, *mut sys::xsk_ring_cons) = (&mut *fill, &mut *comp);
-            let mut raw = std::ptr::null_mut();
-            // SAFETY: every pointer is to a live, boxed (address-stable) ring
-            // struct or config; `umem` outlives the socket (the worker drops
-            // ports before the UMEM). libxdp copies the UMEM's own rings into
-            // `fill`/`comp` for the first socket and makes new ones after.
-            let rc = unsafe { sys::xsk_socket__create_shared(&mut raw, cname.as_ptr(), queue, umem.raw.as_ptr(), &mut *rx, &mut *tx, fill_ptr, comp_ptr, &scfg) };
-            if rc == 0 {
-                let raw = NonNull::new(raw).expect("libxdp returns a socket on success");
-                // SAFETY: valid socket.
-                let fd = unsafe { sys::xsk_socket__fd(raw.as_ptr()) };
-                // SAFETY: valid socket and map fd.
-                let rc = unsafe { sys::xsk_socket__update_xskmap(raw.as_ptr(), prog.xsks_map_fd) };
-                let mut port = XskPort { raw, rx, tx, fill, comp, fd, zero_copy: false, fill_target: cfg.fill_target.min(cfg.ring_size), outstanding_tx: 0, ifname: ifname.into(), queue };
-                if rc != 0 {
-                    return Err(errno_err("register the socket with the XDP program", ifname, rc));
-                }
-                port.zero_copy = port.query_zero_copy();
-                port.refill(pool);
-                return Ok(port);
-            }
-            last = rc;
+        let mut rx = Box::<sys::xsk_ring_cons>::default();
+        let mut tx = Box::<sys::xsk_ring_prod>::default();
+        let mut fill = Box::<sys::xsk_ring_prod>::default();
+        let mut comp = Box::<sys::xsk_ring_cons>::default();
+        // Neither XDP_ZEROCOPY nor XDP_COPY: the kernel uses zero-copy where
+        // the driver supports it and copy mode elsewhere, in one attempt (a
+        // failed bind would tear down the UMEM's first rings).
+        let mut scfg = sys::xsk_socket_config { rx_size: cfg.ring_size, tx_size: cfg.ring_size, xdp_flags: 0, bind_flags: sys::XDP_USE_NEED_WAKEUP as u16, ..Default::default() };
+        scfg.__bindgen_anon_1.libxdp_flags = sys::XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD;
+        let (fill_ptr, comp_ptr): (*mut sys::xsk_ring_prod, *mut sys::xsk_ring_cons) = (&mut *fill, &mut *comp);
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: every pointer is to a live, boxed (address-stable) ring
+        // struct or config; `umem` outlives the socket (the worker drops
+        // ports before the UMEM). libxdp copies the UMEM's own rings into
+        // `fill`/`comp` for the first socket and makes new ones after.
+        let rc = unsafe { sys::xsk_socket__create_shared(&mut raw, cname.as_ptr(), queue, umem.raw.as_ptr(), &mut *rx, &mut *tx, fill_ptr, comp_ptr, &scfg) };
+        if rc != 0 {
             if rc.abs() == libc::EBUSY {
                 return Err(XdpError::QueueBusy { ifname: ifname.into(), queue });
             }
+            return Err(errno_err("bind AF_XDP socket", ifname, rc));
         }
-        Err(errno_err("bind AF_XDP socket", ifname, last))
+        let raw = NonNull::new(raw).expect("libxdp returns a socket on success");
+        // SAFETY: valid socket.
+        let fd = unsafe { sys::xsk_socket__fd(raw.as_ptr()) };
+        let mut port = XskPort { raw, rx, tx, fill, comp, fd, zero_copy: false, fill_target: cfg.fill_target.min(cfg.ring_size), outstanding_tx: 0, ifname: ifname.into(), queue };
+        // SAFETY: valid socket and map fd.
+        let rc = unsafe { sys::xsk_socket__update_xskmap(port.raw.as_ptr(), map.0) };
+        if rc != 0 {
+            return Err(errno_err("register the socket with the XDP program", ifname, rc));
+        }
+        port.zero_copy = port.query_zero_copy();
+        port.refill(pool);
+        Ok(port)
     }
 
     fn query_zero_copy(&self) -> bool {
@@ -605,6 +630,30 @@ impl XskPort {
         // SAFETY: getsockopt writes at most `len` bytes into `opts`.
         let rc = unsafe { libc::getsockopt(self.fd, libc::SOL_XDP, sys::XDP_OPTIONS as i32, (&mut opts as *mut sys::xdp_options).cast(), &mut len) };
         rc == 0 && opts.flags & sys::XDP_OPTIONS_ZEROCOPY != 0
+    }
+
+    /// The kernel's counters for this socket (drops, invalid descriptors,
+    /// full RX ring, empty fill ring).
+    pub fn statistics(&self) -> Option<XskStats> {
+        let mut st = sys::xdp_statistics::default();
+        let mut len = std::mem::size_of::<sys::xdp_statistics>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `st`.
+        let rc = unsafe { libc::getsockopt(self.fd, libc::SOL_XDP, sys::XDP_STATISTICS as i32, (&mut st as *mut sys::xdp_statistics).cast(), &mut len) };
+        (rc == 0).then_some(XskStats {
+            rx_dropped: st.rx_dropped,
+            rx_invalid_descs: st.rx_invalid_descs,
+            tx_invalid_descs: st.tx_invalid_descs,
+            rx_ring_full: st.rx_ring_full,
+            rx_fill_ring_empty_descs: st.rx_fill_ring_empty_descs,
+            tx_ring_empty_descs: st.tx_ring_empty_descs,
+        })
+    }
+
+    /// Fill ring (producer, consumer) as the kernel sees them (diagnostics).
+    pub fn fill_ring_state(&self) -> (u32, u32) {
+        // SAFETY: the ring's producer and consumer words are mapped for the
+        // socket's lifetime; a volatile read of a u32 is always valid.
+        unsafe { (std::ptr::read_volatile(self.fill.producer), std::ptr::read_volatile(self.fill.consumer)) }
     }
 
     /// True if the driver gave zero-copy (copy mode elsewhere, e.g. veth).
@@ -747,4 +796,17 @@ impl Drop for XskPort {
         // here) are unmapped by libxdp and not used afterwards.
         unsafe { sys::xsk_socket__delete(self.raw.as_ptr()) };
     }
+}
+
+/// Sleeps until one of `fds` is readable or `timeout_ms` passes (the idle
+/// path of the adaptive and interrupt rx modes). Returns whether any is.
+pub fn wait_readable(fds: &[i32], timeout_ms: i32) -> bool {
+    let mut pfds = [libc::pollfd { fd: -1, events: 0, revents: 0 }; 64];
+    let n = fds.len().min(pfds.len());
+    for (p, &fd) in pfds.iter_mut().zip(&fds[..n]) {
+        *p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    }
+    // SAFETY: `pfds[..n]` is a valid array of initialised pollfd structs.
+    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, timeout_ms) };
+    rc > 0
 }

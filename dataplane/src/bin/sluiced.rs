@@ -1,0 +1,63 @@
+//! `sluiced`: the sluice switch. See `sluice_dataplane::daemon`.
+//!
+//! ```text
+//! sluiced --config /etc/sluice/sluiced.toml
+//! ```
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// The sluice switch: AF_XDP ports, pinned poll-mode workers.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Configuration (TOML): daemon, node, tunnel, ports, routes, neighbours.
+    #[arg(long, default_value = "/etc/sluice/sluiced.toml")]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let cfg = match sluice_dataplane::replay::load_config(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sluiced: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("sluiced: cannot handle signal {sig}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let daemon = match sluice_dataplane::daemon::Daemon::start(&cfg, stop.clone()) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("sluiced: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for p in &daemon.report {
+        println!("sluiced: port {} xdp={} mode={}", p.name, p.xdp, p.mode);
+    }
+    println!("sluiced: running, umem on {}", if daemon.hugepages { "hugepages" } else { "ordinary pages" });
+    let debug = std::env::var_os("SLUICED_DEBUG").is_some();
+    let mut ticks = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        ticks += 1;
+        if debug && ticks % 20 == 0 {
+            let names = cfg.ports.iter().enumerate().map(|(i, p)| (i as u16, p.name.clone()));
+            let snap = sluice_dataplane::counters::StatsSnapshot::collect(daemon.counters().iter().map(|c| &**c), names);
+            println!("{}", serde_json::to_string(&snap).unwrap_or_default());
+        }
+    }
+    daemon.shutdown();
+    println!("sluiced: stopped");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,313 @@
+//! `sluiced`: the switch as a running process.
+//!
+//! Start-up is all or nothing: the configuration is validated and the
+//! tables built, the XDP program is attached to every AF_XDP port (a stale
+//! copy left by a crash is replaced), and every worker opens its sockets;
+//! any failure undoes what was done (programs detached, sockets closed)
+//! and is reported with the port at fault.
+//!
+//! Worker `w` owns queue `w` of every port (a pod veth gets as many queues
+//! as there are workers), a UMEM shared by its sockets, a pipeline and its
+//! counters. It polls its ports in turn; in `adaptive` mode it sleeps on the
+//! sockets after a stretch of empty polls, in `interrupt` mode as soon as
+//! they are empty, and never in `poll` mode.
+//!
+//! Shutdown (the `stop` flag, set by SIGTERM or SIGINT) stops the workers,
+//! closes the sockets and detaches the programs.
+
+use crate::buffer::Burst;
+use crate::config::{NodeConfig, PortKind, RxMode};
+use crate::counters::WorkerCounters;
+use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::port::afxdp::{self, Steering, Umem, UmemConfig, UmemPool, XdpBuf, XdpProgram, XskConfig, XskMap, XskPort};
+use crate::port::{poll_port, Port};
+use crate::tables::{PortId, Tables, TablesError, TablesHandle};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The configuration or tables.
+    #[error(transparent)]
+    Tables(#[from] TablesError),
+    /// A port could not be set up.
+    #[error("port `{port}`: {source}")]
+    Port {
+        /// The port's name.
+        port: String,
+        /// What went wrong.
+        source: afxdp::XdpError,
+    },
+    /// A worker could not start.
+    #[error("worker {worker}: {message}")]
+    Worker {
+        /// Which.
+        worker: usize,
+        /// Why.
+        message: String,
+    },
+}
+
+/// One port of a worker.
+#[derive(Debug)]
+enum WorkerPort {
+    Xsk(XskPort),
+    /// No I/O yet (the host TAP port): what is sent there is counted as `tx_failed`.
+    Absent,
+}
+
+impl Port<UmemPool> for WorkerPort {
+    fn rx_burst(&mut self, pool: &mut UmemPool, burst: &mut Burst<XdpBuf>) -> usize {
+        match self {
+            WorkerPort::Xsk(p) => p.rx_burst(pool, burst),
+            WorkerPort::Absent => 0,
+        }
+    }
+    fn tx_burst(&mut self, pool: &mut UmemPool, bufs: &mut Vec<XdpBuf>) -> usize {
+        match self {
+            WorkerPort::Xsk(p) => p.tx_burst(pool, bufs),
+            WorkerPort::Absent => 0,
+        }
+    }
+}
+
+/// What start-up set up on a port, for the start-up report and the API.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PortReport {
+    /// Port name.
+    pub name: String,
+    /// `native` or `generic` XDP, or `none`.
+    pub xdp: &'static str,
+    /// `zero-copy` or `copy` (worker 0's socket), or `none`.
+    pub mode: &'static str,
+}
+
+/// A running switch.
+#[derive(Debug)]
+pub struct Daemon {
+    tables: Arc<TablesHandle>,
+    counters: Vec<Arc<WorkerCounters>>,
+    stop: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<()>>,
+    // Dropped after the workers are joined: detaches the programs.
+    programs: Vec<XdpProgram>,
+    /// What was set up.
+    pub report: Vec<PortReport>,
+    /// Whether UMEMs are on hugepages.
+    pub hugepages: bool,
+}
+
+#[derive(Debug, Clone)]
+struct PortPlan {
+    ifname: String,
+    map: Option<XskMap>,
+}
+
+impl Daemon {
+    /// Starts the switch for `cfg`; `stop` ends it.
+    pub fn start(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<Daemon, DaemonError> {
+        let tables = Tables::from_config(cfg)?;
+        // Every interface must exist before anything is attached.
+        for p in &cfg.ports {
+            if p.kind != PortKind::Host {
+                afxdp::ifindex(&p.name).map_err(|source| DaemonError::Port { port: p.name.clone(), source })?;
+            }
+        }
+        let mut programs = Vec::new();
+        let mut plans = Vec::new();
+        let uplink_ip = cfg.ports.iter().find(|p| p.kind == PortKind::Uplink).and_then(|p| p.address).map(|a| a.ip);
+        for p in &cfg.ports {
+            let steering = match p.kind {
+                PortKind::Host => {
+                    plans.push(PortPlan { ifname: p.name.clone(), map: None });
+                    continue;
+                }
+                PortKind::Pod => Steering::RedirectAll,
+                PortKind::Uplink => Steering::Filter {
+                    node_ip: uplink_ip.expect("validated: an uplink has an address"),
+                    pod_net: cfg.node.pod_network.addr(),
+                    pod_len: cfg.node.pod_network.len(),
+                    vxlan_port: cfg.tunnel.vxlan_port,
+                },
+            };
+            let prog = XdpProgram::attach(&p.name, steering).map_err(|source| DaemonError::Port { port: p.name.clone(), source })?;
+            plans.push(PortPlan { ifname: p.name.clone(), map: Some(prog.xsk_map()) });
+            programs.push(prog);
+        }
+
+        let handle = Arc::new(TablesHandle::new(tables));
+        let cores: Vec<Option<usize>> = if cfg.daemon.workers.is_empty() { vec![None] } else { cfg.daemon.workers.iter().map(|&c| Some(c)).collect() };
+        let modes: Vec<RxMode> = cfg.ports.iter().map(|p| p.rx_mode.unwrap_or(cfg.daemon.rx_mode)).collect();
+        let burst = cfg.daemon.burst as usize;
+        let mut counters = Vec::new();
+        let mut workers = Vec::new();
+        let mut report = Vec::new();
+        let mut hugepages = true;
+        for (w, core) in cores.into_iter().enumerate() {
+            let c = Arc::new(WorkerCounters::new());
+            counters.push(c.clone());
+            let (ready_tx, ready_rx) = mpsc::channel();
+            let (plans, modes, handle, wstop) = (plans.clone(), modes.clone(), handle.clone(), stop.clone());
+            let spawned = std::thread::Builder::new().name(format!("sluice-w{w}")).spawn(move || worker_main(w, core, plans, modes, burst, handle, c, wstop, ready_tx));
+            let join = match spawned {
+                Ok(j) => j,
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(DaemonError::Worker { worker: w, message: e.to_string() });
+                }
+            };
+            workers.push(join);
+            match ready_rx.recv() {
+                Ok(Ok((r, huge))) => {
+                    if w == 0 {
+                        report = r;
+                    }
+                    hugepages &= huge;
+                }
+                Ok(Err(e)) => {
+                    stop.store(true, Ordering::Relaxed);
+                    for j in workers {
+                        let _ = j.join();
+                    }
+                    return Err(e);
+                }
+                Err(_) => {
+                    stop.store(true, Ordering::Relaxed);
+                    for j in workers {
+                        let _ = j.join();
+                    }
+                    return Err(DaemonError::Worker { worker: w, message: "exited during start-up".into() });
+                }
+            }
+        }
+        for (r, prog) in report.iter_mut().zip(cfg.ports.iter()) {
+            if let Some(p) = programs.iter().find(|p| p.ifname() == prog.name) {
+                r.xdp = match p.mode() {
+                    afxdp::AttachMode::Native => "native",
+                    afxdp::AttachMode::Generic => "generic",
+                };
+            }
+        }
+        Ok(Daemon { tables: handle, counters, stop, workers, programs, report, hugepages })
+    }
+
+    /// The published tables.
+    pub fn tables(&self) -> &Arc<TablesHandle> {
+        &self.tables
+    }
+
+    /// Each worker's counters.
+    pub fn counters(&self) -> &[Arc<WorkerCounters>] {
+        &self.counters
+    }
+
+    /// Stops the workers, closes the sockets and detaches the programs.
+    pub fn shutdown(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for j in self.workers.drain(..) {
+            let _ = j.join();
+        }
+        self.programs.clear();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for j in self.workers.drain(..) {
+            let _ = j.join();
+        }
+    }
+}
+
+/// Empty polls in a row before an adaptive worker sleeps.
+const ADAPTIVE_SPIN: u32 = 1024;
+/// How long an idle worker sleeps on its sockets at most (it rechecks `stop`).
+const IDLE_WAIT_MS: i32 = 20;
+
+type Ready = mpsc::Sender<Result<(Vec<PortReport>, bool), DaemonError>>;
+
+#[allow(clippy::too_many_arguments)]
+fn worker_main(w: usize, core: Option<usize>, plans: Vec<PortPlan>, modes: Vec<RxMode>, burst_size: usize, handle: Arc<TablesHandle>, counters: Arc<WorkerCounters>, stop: Arc<AtomicBool>, ready: Ready) {
+    if let Some(c) = core {
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
+            let _ = ready.send(Err(DaemonError::Worker { worker: w, message: format!("cannot pin to core {c}") }));
+            return;
+        }
+    }
+    // Drop order matters: ports, then the pool's buffers, then the UMEM.
+    let mut umem = match Umem::new(UmemConfig::default()) {
+        Ok(u) => u,
+        Err(source) => {
+            let _ = ready.send(Err(DaemonError::Port { port: "(umem)".into(), source }));
+            return;
+        }
+    };
+    let mut pool = umem.pool();
+    let mut ports: Vec<WorkerPort> = Vec::with_capacity(plans.len());
+    let mut report = Vec::new();
+    for plan in &plans {
+        match plan.map {
+            None => {
+                ports.push(WorkerPort::Absent);
+                report.push(PortReport { name: plan.ifname.clone(), xdp: "none", mode: "none" });
+            }
+            Some(map) => match XskPort::open(&mut umem, &mut pool, map, &plan.ifname, w as u32, XskConfig::default()) {
+                Ok(p) => {
+                    report.push(PortReport { name: plan.ifname.clone(), xdp: "native", mode: if p.zero_copy() { "zero-copy" } else { "copy" } });
+                    ports.push(WorkerPort::Xsk(p));
+                }
+                Err(source) => {
+                    let source = match source {
+                        afxdp::XdpError::QueueBusy { ifname, .. } => afxdp::XdpError::QueueBusy { ifname, queue: w as u32 },
+                        other => other,
+                    };
+                    let _ = ready.send(Err(DaemonError::Port { port: plan.ifname.clone(), source }));
+                    return;
+                }
+            },
+        }
+    }
+    let _ = ready.send(Ok((report, umem.hugepages())));
+
+    let fds: Vec<i32> = ports.iter().filter_map(|p| if let WorkerPort::Xsk(x) = p { Some(x.fd()) } else { None }).collect();
+    let sleepy = modes.iter().all(|m| *m != RxMode::Poll);
+    let eager = modes.iter().all(|m| *m == RxMode::Interrupt);
+    let mut pipeline: Pipeline<XdpBuf> = Pipeline::new(PipelineConfig::default(), counters);
+    let mut burst = Burst::new(burst_size);
+    let mut cache = handle.cache();
+    let epoch = Instant::now();
+    let mut idle = 0u32;
+    let debug = std::env::var_os("SLUICED_DEBUG").is_some();
+    let mut last_debug = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if debug && last_debug.elapsed().as_secs() >= 2 {
+            last_debug = Instant::now();
+            for p in &ports {
+                if let WorkerPort::Xsk(x) = p {
+                    eprintln!("worker {w}: {:?} {:?} fill {:?} pool {}", x.target(), x.statistics(), x.fill_ring_state(), pool.available());
+                }
+            }
+        }
+        let tables = Arc::clone(cache.load());
+        let now = epoch.elapsed().as_nanos() as u64;
+        let mut got = 0;
+        for id in 0..ports.len() {
+            got += poll_port(&mut pipeline, &tables, &mut ports, id as PortId, &mut burst, &mut pool, now);
+        }
+        if got > 0 {
+            idle = 0;
+            continue;
+        }
+        idle = idle.saturating_add(1);
+        if sleepy && (eager || idle > ADAPTIVE_SPIN) {
+            afxdp::wait_readable(&fds, IDLE_WAIT_MS);
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    drop(ports);
+}

@@ -16,7 +16,8 @@ export DEBIAN_FRONTEND=noninteractive
 # Python for the fixture generator; iproute2 and xdp-tools for namespaces
 # and XDP status.
 PKGS=(build-essential pkg-config clang libclang-dev libxdp-dev libbpf-dev xdp-tools
-      tshark python3 iproute2 bsdextrautils ca-certificates curl)
+      tshark python3 iproute2 ethtool iputils-ping netcat-openbsd bsdextrautils
+      ca-certificates curl)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

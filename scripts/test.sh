@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, then runs every tier.
 #   sudo scripts/test.sh
-# Tiers: lint, unit + property + golden (pcap through the replay tool, checked
-# by tshark) + malformed corpus, then the fuzz targets for a bounded time.
+# Tiers: lint; unit + property + golden (pcap through the replay tool, checked
+# by tshark) + malformed corpus; privileged (sluiced on AF_XDP in network
+# namespaces, as root); then the fuzz targets for a bounded time.
 # SLUICE_FUZZ_SECONDS sets the time per fuzz target (default 45).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,9 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 step "tier 1-3: unit, property, golden and malformed-input tests"
 cargo test --workspace --quiet
+
+step "tier 4: privileged (root): sluiced on AF_XDP in network namespaces"
+cargo test -p sluice-dataplane --features privileged-tests --test privileged -- --test-threads=1
 
 step "tier 5: fuzz targets, ${SLUICE_FUZZ_SECONDS:-45}s each"
 scripts/fuzz.sh "${SLUICE_FUZZ_SECONDS:-45}"

@@ -1,0 +1,208 @@
+//! Privileged tier: `sluiced` on real AF_XDP sockets, in network namespaces
+//! this test creates (a node namespace holding the switch's ends of the pod
+//! veths, one namespace per pod). Needs root; built only with the
+//! `privileged-tests` feature, which `scripts/test.sh` turns on:
+//!
+//! ```text
+//! cargo test -p sluice-dataplane --features privileged-tests --test privileged -- --test-threads=1
+//! ```
+//!
+//! Every namespace, interface and process a test makes is removed by its
+//! guard, also when an assertion fails; processes are stopped by PID.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn require_root() {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1).map(str::to_string)));
+    assert_eq!(uid.as_deref(), Some("0"), "the privileged tier needs root (network namespaces, XDP, AF_XDP): run `sudo scripts/test.sh`");
+}
+
+fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{}: {e}", args.join(" ")));
+    assert!(out.status.success(), "`{}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ns_sh(ns: &str, args: &[&str]) -> String {
+    let mut v = vec!["ip", "netns", "exec", ns];
+    v.extend_from_slice(args);
+    sh(&v)
+}
+
+/// A node namespace with pods; removes everything on drop.
+struct Lab {
+    prefix: String,
+    node: String,
+    pods: Vec<String>,
+    daemon: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+struct Pod {
+    veth: &'static str,
+    ip: &'static str,
+    mac: &'static str,
+}
+
+const PODS: [Pod; 2] = [Pod { veth: "sva", ip: "10.5.1.2", mac: "02:00:00:00:01:02" }, Pod { veth: "svb", ip: "10.5.1.3", mac: "02:00:00:00:01:03" }];
+
+impl Lab {
+    fn new(tag: &str) -> Lab {
+        require_root();
+        let prefix = format!("slt{}{}", std::process::id() % 100_000, tag);
+        let node = format!("{prefix}-node");
+        let mut lab = Lab { prefix: prefix.clone(), node: node.clone(), pods: Vec::new(), daemon: None, dir: tempfile::tempdir().unwrap() };
+        sh(&["ip", "netns", "add", &node]);
+        ns_sh(&node, &["ip", "link", "set", "lo", "up"]);
+        for (i, p) in PODS.iter().enumerate() {
+            let pod = format!("{prefix}-p{i}");
+            sh(&["ip", "netns", "add", &pod]);
+            lab.pods.push(pod.clone());
+            sh(&["ip", "-n", &node, "link", "add", p.veth, "type", "veth", "peer", "name", "eth0", "netns", &pod]);
+            sh(&["ip", "-n", &pod, "link", "set", "eth0", "address", p.mac]);
+            sh(&["ip", "-n", &pod, "addr", "add", &format!("{}/24", p.ip), "dev", "eth0"]);
+            sh(&["ip", "-n", &pod, "link", "set", "eth0", "up"]);
+            sh(&["ip", "-n", &pod, "link", "set", "lo", "up"]);
+            sh(&["ip", "-n", &pod, "route", "add", "default", "via", "10.5.1.1"]);
+            // AF_XDP sees frames as the pod wrote them: checksums must be
+            // complete and segments no larger than the MTU (the CNI plugin
+            // sets the same).
+            ns_sh(&pod, &["ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off"]);
+            sh(&["ip", "-n", &node, "link", "set", p.veth, "up"]);
+        }
+        lab
+    }
+
+    fn config(&self, extra_port: Option<&str>) -> PathBuf {
+        let mut s = String::from("[daemon]\nrx_mode = \"adaptive\"\n\n[node]\npod_network = \"10.5.0.0/16\"\npod_subnet = \"10.5.1.0/24\"\nrouter_mac = \"02:00:00:00:00:01\"\n");
+        for p in &PODS {
+            s += &format!("\n[[port]]\nname = \"{}\"\nkind = \"pod\"\nmac = \"{}\"\nip = \"{}\"\n", p.veth, p.mac, p.ip);
+        }
+        if let Some(name) = extra_port {
+            s += &format!("\n[[port]]\nname = \"{name}\"\nkind = \"pod\"\nmac = \"02:00:00:00:01:09\"\nip = \"10.5.1.9\"\n");
+        }
+        let path = self.dir.path().join("sluiced.toml");
+        std::fs::write(&path, s).unwrap();
+        path
+    }
+
+    fn spawn(&self, config: &PathBuf) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.node, env!("CARGO_BIN_EXE_sluiced"), "--config"])
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sluiced starts")
+    }
+
+    /// Starts sluiced and waits until it reports it is running.
+    fn start(&mut self) {
+        let child = self.spawn(&self.config(None));
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = self.xdp_status();
+            if PODS.iter().all(|p| status.lines().any(|l| l.starts_with(p.veth) && l.contains("sluice_xdp"))) {
+                // Programs are attached before the sockets; give the workers a moment.
+                std::thread::sleep(Duration::from_millis(300));
+                return;
+            }
+            if let Some(st) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
+                panic!("sluiced exited during start-up: {st}");
+            }
+            assert!(Instant::now() < deadline, "sluiced did not attach its XDP programs in time:\n{status}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn xdp_status(&self) -> String {
+        ns_sh(&self.node, &["xdp-loader", "status"])
+    }
+
+    fn signal(&mut self, sig: &str) -> std::process::ExitStatus {
+        let mut child = self.daemon.take().expect("a running sluiced");
+        sh(&["kill", sig, &child.id().to_string()]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "sluiced did not exit after {sig}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = Command::new("kill").arg("-KILL").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+        for ns in self.pods.iter().chain(std::iter::once(&self.node)) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = &self.prefix;
+    }
+}
+
+fn ping(lab: &Lab, from: usize, to: &str) -> bool {
+    Command::new("ip").args(["netns", "exec", &lab.pods[from], "ping", "-c", "3", "-i", "0.2", "-W", "2", to]).stdout(Stdio::null()).status().unwrap().success()
+}
+
+#[test]
+fn pods_ping_and_exchange_tcp_through_sluiced() {
+    let mut lab = Lab::new("a");
+    lab.start();
+    assert!(ping(&lab, 0, "10.5.1.3"), "pod a pings pod b through the switch");
+    assert!(ping(&lab, 1, "10.5.1.2"), "and back");
+    // A 20 MiB TCP transfer, checked byte for byte by size at the receiver.
+    let recv_path = lab.dir.path().join("received");
+    let recv = std::fs::File::create(&recv_path).unwrap();
+    let mut server = Command::new("ip").args(["netns", "exec", &lab.pods[1], "timeout", "30", "nc", "-l", "-p", "5001"]).stdout(recv).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Command::new("sh")
+        .args(["-c", &format!("head -c 20971520 /dev/urandom | ip netns exec {} timeout 30 nc -N 10.5.1.3 5001", lab.pods[0])])
+        .status()
+        .unwrap();
+    let _ = server.wait();
+    assert!(sent.success(), "the sender finished");
+    assert_eq!(std::fs::metadata(&recv_path).unwrap().len(), 20 * 1024 * 1024, "every byte arrived");
+}
+
+#[test]
+fn sigterm_detaches_everything_and_kill9_then_restart_works() {
+    let mut lab = Lab::new("b");
+    lab.start();
+    let st = lab.signal("-TERM");
+    assert!(st.success(), "sluiced exits cleanly on SIGTERM: {st}");
+    let status = lab.xdp_status();
+    assert!(!status.contains("sluice_xdp"), "no XDP program left behind:\n{status}");
+
+    lab.start();
+    lab.signal("-KILL");
+    assert!(lab.xdp_status().contains("sluice_xdp"), "a crash leaves the program attached");
+    lab.start();
+    assert!(ping(&lab, 0, "10.5.1.3"), "a restart after kill -9 replaces the stale program and forwards");
+    assert!(lab.signal("-TERM").success());
+    assert!(!lab.xdp_status().contains("sluice_xdp"));
+}
+
+#[test]
+fn a_missing_interface_is_refused_by_name_and_nothing_is_left_attached() {
+    let lab = Lab::new("c");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.node, env!("CARGO_BIN_EXE_sluiced"), "--config"])
+        .arg(lab.config(Some("nosuch0")))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nosuch0") && err.contains("does not exist"), "{err}");
+    assert!(!lab.xdp_status().contains("sluice_xdp"), "nothing half-applied");
+}

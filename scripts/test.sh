@@ -17,7 +17,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 step "lint: rustfmt and clippy"
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 
 step "tier 1-3: unit, property, golden and malformed-input tests"
 cargo test --workspace --quiet

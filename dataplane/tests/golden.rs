@@ -266,8 +266,8 @@ fn df_clear_too_big_is_fragmented_then_encapsulated() {
     assert_eq!(inner_payload, 8 + 2048);
     // tshark reassembles them into the original datagram.
     let reassembled = r.tshark("eth0", Some(8472), &["udp.length", "udp.checksum.status"]);
-    assert_eq!(reassembled[1][0].split(',').last().unwrap(), "2056");
-    assert_eq!(reassembled[1][1].split(',').last().unwrap(), GOOD, "the reassembled UDP checksum is right");
+    assert_eq!(reassembled[1][0].split(',').next_back().unwrap(), "2056");
+    assert_eq!(reassembled[1][1].split(',').next_back().unwrap(), GOOD, "the reassembled UDP checksum is right");
 }
 
 #[test]

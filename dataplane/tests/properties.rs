@@ -133,7 +133,7 @@ fn tables_published_during_traffic_are_seen_whole() {
         std::thread::spawn(move || {
             let mut n = 0u32;
             while !stop.load(Ordering::Relaxed) {
-                let cfg = if n % 2 == 0 { &without } else { &with_vxlan };
+                let cfg = if n.is_multiple_of(2) { &without } else { &with_vxlan };
                 handle.publish(Tables::from_config(cfg).unwrap());
                 n += 1;
                 std::thread::sleep(std::time::Duration::from_micros(200));

@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(50));
         ticks += 1;
-        if debug && ticks % 20 == 0 {
+        if debug && ticks.is_multiple_of(20) {
             let names = cfg.ports.iter().enumerate().map(|(i, p)| (i as u16, p.name.clone()));
             let snap = sluice_dataplane::counters::StatsSnapshot::collect(daemon.counters().iter().map(|c| &**c), names);
             println!("{}", serde_json::to_string(&snap).unwrap_or_default());

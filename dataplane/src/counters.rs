@@ -200,6 +200,34 @@ pub struct EventCounters {
     pub icmp_suppressed: Counter,
 }
 
+/// Upper bounds of the burst-size histogram's buckets (packets per burst
+/// received in one poll), Prometheus style.
+pub const BURST_BUCKETS: [u64; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+
+/// How busy a worker is: cycles spent on polls that received packets, those
+/// packets, and the sizes of the bursts.
+#[derive(Debug, Default)]
+pub struct WorkerLoad {
+    /// TSC cycles spent receiving, processing and sending non-empty bursts.
+    pub busy_cycles: Counter,
+    /// Packets in those bursts.
+    pub busy_packets: Counter,
+    /// Bursts by size: bucket `i` counts bursts of at most `BURST_BUCKETS[i]`
+    /// packets and more than the bucket before (not cumulative).
+    pub burst_sizes: [Counter; BURST_BUCKETS.len()],
+}
+
+impl WorkerLoad {
+    /// Records one non-empty burst.
+    #[inline]
+    pub fn record(&self, packets: usize, cycles: u64) {
+        self.busy_cycles.add(cycles);
+        self.busy_packets.add(packets as u64);
+        let i = BURST_BUCKETS.iter().position(|&b| packets as u64 <= b).unwrap_or(BURST_BUCKETS.len() - 1);
+        self.burst_sizes[i].inc();
+    }
+}
+
 /// Number of ports a worker keeps counters for; port ids are below this.
 pub const MAX_PORTS: usize = 1024;
 
@@ -211,6 +239,8 @@ pub struct WorkerCounters {
     drops: [Counter; DropReason::COUNT],
     /// Everything that is not a drop.
     pub events: EventCounters,
+    /// Cycles and burst sizes.
+    pub load: WorkerLoad,
 }
 
 impl Default for WorkerCounters {
@@ -226,6 +256,7 @@ impl WorkerCounters {
             ports: (0..MAX_PORTS).map(|_| PortCounters::default()).collect(),
             drops: std::array::from_fn(|_| Counter::default()),
             events: EventCounters::default(),
+            load: WorkerLoad::default(),
         }
     }
 

@@ -206,3 +206,37 @@ fn a_missing_interface_is_refused_by_name_and_nothing_is_left_attached() {
     assert!(err.contains("nosuch0") && err.contains("does not exist"), "{err}");
     assert!(!lab.xdp_status().contains("sluice_xdp"), "nothing half-applied");
 }
+
+/// `/metrics` inside the node namespace (loopback there).
+fn scrape(lab: &Lab) -> String {
+    ns_sh(&lab.node, &["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9472; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"])
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
+#[test]
+fn metrics_count_the_traffic_and_name_the_drops() {
+    let mut lab = Lab::new("d");
+    lab.start();
+    // No ARP in the way: pod a knows the router MAC for pod b's address.
+    ns_sh(&lab.pods[0], &["ip", "neigh", "replace", "10.5.1.3", "lladdr", "02:00:00:00:00:01", "dev", "eth0", "nud", "permanent"]);
+    let before = scrape(&lab);
+    let rx0 = metric(&before, "sluice_port_rx_packets_total{port=\"sva\",queue=\"0\"}");
+    assert!(ping(&lab, 0, "10.5.1.3"));
+    // Spoofed: a source address the port is not bound to.
+    ns_sh(&lab.pods[0], &["ip", "addr", "add", "10.5.1.99/32", "dev", "eth0"]);
+    let spoofed = Command::new("ip").args(["netns", "exec", &lab.pods[0], "ping", "-c", "3", "-i", "0.2", "-W", "1", "-I", "10.5.1.99", "10.5.1.3"]).stdout(Stdio::null()).status().unwrap();
+    assert!(!spoofed.success(), "spoofed pings are not answered");
+    std::thread::sleep(Duration::from_millis(200));
+    let after = scrape(&lab);
+    assert!(after.starts_with("HTTP/1.1 200 OK"), "{after}");
+    assert_eq!(metric(&after, "sluice_drops_total{reason=\"spoofed_source_ip\"}"), 3.0);
+    let rx = metric(&after, "sluice_port_rx_packets_total{port=\"sva\",queue=\"0\"}") - rx0;
+    assert!(rx >= 6.0, "3 echo requests and 3 spoofed ones received on pod a's port, saw {rx}");
+    assert!(metric(&after, "sluice_port_tx_packets_total{port=\"svb\",queue=\"0\"}") >= 3.0);
+    assert!(metric(&after, "sluice_worker_cycles_per_packet{worker=\"0\"}") > 0.0);
+    assert!(metric(&after, "sluice_flow_cache_hit_ratio") > 0.0);
+    assert_eq!(metric(&after, "sluice_routes"), 2.0, "the two pods' /32 routes");
+}

@@ -15,6 +15,8 @@
 //! Shutdown (the `stop` flag, set by SIGTERM or SIGINT) stops the workers,
 //! closes the sockets and detaches the programs.
 
+pub mod metrics;
+
 use crate::buffer::Burst;
 use crate::config::{NodeConfig, PortKind, RxMode};
 use crate::counters::WorkerCounters;
@@ -40,6 +42,14 @@ pub enum DaemonError {
         port: String,
         /// What went wrong.
         source: afxdp::XdpError,
+    },
+    /// The metrics address could not be bound.
+    #[error("daemon.metrics_address {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
     },
     /// A worker could not start.
     #[error("worker {worker}: {message}")]
@@ -110,6 +120,7 @@ impl Daemon {
     /// Starts the switch for `cfg`; `stop` ends it.
     pub fn start(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<Daemon, DaemonError> {
         let tables = Tables::from_config(cfg)?;
+        let metrics_listener = metrics::bind(cfg.daemon.metrics_address).map_err(|source| DaemonError::Metrics { addr: cfg.daemon.metrics_address, source })?;
         // Every interface must exist before anything is attached.
         for p in &cfg.ports {
             if p.kind != PortKind::Host {
@@ -189,6 +200,17 @@ impl Daemon {
                     afxdp::AttachMode::Native => "native",
                     afxdp::AttachMode::Generic => "generic",
                 };
+            }
+        }
+        {
+            let (mhandle, mcounters, mstop) = (handle.clone(), counters.clone(), stop.clone());
+            let m = std::thread::Builder::new().name("sluice-metrics".into()).spawn(move || metrics::serve(metrics_listener, mhandle, mcounters, mstop));
+            match m {
+                Ok(j) => workers.push(j),
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(DaemonError::Worker { worker: usize::MAX, message: format!("metrics thread: {e}") });
+                }
             }
         }
         Ok(Daemon { tables: handle, counters, stop, workers, programs, report, hugepages })
@@ -296,7 +318,12 @@ fn worker_main(w: usize, core: Option<usize>, plans: Vec<PortPlan>, modes: Vec<R
         let now = epoch.elapsed().as_nanos() as u64;
         let mut got = 0;
         for id in 0..ports.len() {
-            got += poll_port(&mut pipeline, &tables, &mut ports, id as PortId, &mut burst, &mut pool, now);
+            let t0 = sluice_bindings::tsc();
+            let n = poll_port(&mut pipeline, &tables, &mut ports, id as PortId, &mut burst, &mut pool, now);
+            if n > 0 {
+                pipeline.counters().load.record(n, sluice_bindings::tsc().wrapping_sub(t0));
+                got += n;
+            }
         }
         if got > 0 {
             idle = 0;

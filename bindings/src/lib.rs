@@ -28,6 +28,25 @@ pub static XDP_PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sluice
 /// Section holding the program.
 pub const XDP_SECTION: &std::ffi::CStr = c"xdp";
 
+/// The CPU's time-stamp counter (reference cycles since reset), for per-worker
+/// cycles-per-packet accounting. 0 on targets without one.
+#[inline]
+pub fn tsc() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: RDTSC has no preconditions and touches no memory; every
+        // x86_64 CPU has it.
+        #[allow(unsafe_code)]
+        unsafe {
+            core::arch::x86_64::_rdtsc()
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,24 +69,5 @@ mod tests {
     fn the_config_layout_matches_the_program() {
         assert_eq!(std::mem::size_of::<sys::sluice_xdp_config>(), 20);
         assert_eq!(sys::SLUICE_XDP_MAX_QUEUES, 64);
-    }
-}
-
-/// The CPU's time-stamp counter (reference cycles since reset), for per-worker
-/// cycles-per-packet accounting. 0 on targets without one.
-#[inline]
-pub fn tsc() -> u64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: RDTSC has no preconditions and touches no memory; every
-        // x86_64 CPU has it.
-        #[allow(unsafe_code)]
-        unsafe {
-            core::arch::x86_64::_rdtsc()
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        0
     }
 }

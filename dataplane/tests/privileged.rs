@@ -77,8 +77,17 @@ impl Lab {
         lab
     }
 
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("sluiced.sock")
+    }
+
+    fn ctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_sluicectl")).arg("--socket").arg(self.socket()).args(args).output().unwrap()
+    }
+
     fn config(&self, extra_port: Option<&str>) -> PathBuf {
-        let mut s = String::from("[daemon]\nrx_mode = \"adaptive\"\n\n[node]\npod_network = \"10.5.0.0/16\"\npod_subnet = \"10.5.1.0/24\"\nrouter_mac = \"02:00:00:00:00:01\"\n");
+        let mut s = format!("[daemon]\nrx_mode = \"adaptive\"\napi_socket = \"{}\"\n\n[node]", self.socket().display());
+        s += "\npod_network = \"10.5.0.0/16\"\npod_subnet = \"10.5.1.0/24\"\nrouter_mac = \"02:00:00:00:00:01\"\n";
         for p in &PODS {
             s += &format!("\n[[port]]\nname = \"{}\"\nkind = \"pod\"\nmac = \"{}\"\nip = \"{}\"\n", p.veth, p.mac, p.ip);
         }
@@ -239,4 +248,34 @@ fn metrics_count_the_traffic_and_name_the_drops() {
     assert!(metric(&after, "sluice_worker_cycles_per_packet{worker=\"0\"}") > 0.0);
     assert!(metric(&after, "sluice_flow_cache_hit_ratio") > 0.0);
     assert_eq!(metric(&after, "sluice_routes"), 2.0, "the two pods' /32 routes");
+}
+
+#[test]
+fn sluicectl_shows_and_changes_the_running_switch() {
+    let mut lab = Lab::new("e");
+    lab.start();
+    let out = lab.ctl(&["ports"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("sva") && text.contains("10.5.1.2") && text.contains("pod"), "{text}");
+    // Blackhole pod b's address with a more specific route: pings stop, and
+    // the drops are counted under their reason.
+    let out = lab.ctl(&["route", "add", "10.5.1.3/32", "blackhole"]);
+    assert!(!out.status.success(), "a pod's own /32 cannot be overridden");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("routes[0].prefix"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(ping(&lab, 0, "10.5.1.3"));
+    let out = lab.ctl(&["route", "add", "10.5.0.0/16", "vxlan", "192.168.50.2"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("routes[0].vtep_mac") || err.contains("uplink"), "{err}");
+    let out = lab.ctl(&["--json", "stats"]);
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(stats["ports"]["sva"]["rx_packets"].as_u64().unwrap() >= 3);
+    let routes = lab.ctl(&["--json", "routes"]);
+    let routes: serde_json::Value = serde_json::from_slice(&routes.stdout).unwrap();
+    assert_eq!(routes["routes"].as_array().unwrap().len(), 2, "only the pods' /32s: nothing half-applied");
+    // The daemon keeps running after bad requests.
+    assert!(ping(&lab, 1, "10.5.1.2"));
+    assert!(lab.signal("-TERM").success());
+    assert!(!lab.socket().exists(), "the API socket is removed on shutdown");
 }

@@ -15,6 +15,7 @@
 //! Shutdown (the `stop` flag, set by SIGTERM or SIGINT) stops the workers,
 //! closes the sockets and detaches the programs.
 
+pub mod api;
 pub mod metrics;
 
 use crate::buffer::Burst;
@@ -42,6 +43,14 @@ pub enum DaemonError {
         port: String,
         /// What went wrong.
         source: afxdp::XdpError,
+    },
+    /// The API socket could not be bound.
+    #[error("daemon.api_socket {path}: {source}")]
+    Api {
+        /// The socket path.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
     },
     /// The metrics address could not be bound.
     #[error("daemon.metrics_address {addr}: {source}")]
@@ -121,6 +130,18 @@ impl Daemon {
     pub fn start(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<Daemon, DaemonError> {
         let tables = Tables::from_config(cfg)?;
         let metrics_listener = metrics::bind(cfg.daemon.metrics_address).map_err(|source| DaemonError::Metrics { addr: cfg.daemon.metrics_address, source })?;
+        let api_path = cfg.daemon.api_socket.clone();
+        let api_listener = api::bind(&api_path).map_err(|source| DaemonError::Api { path: api_path.clone(), source })?;
+        // Until the API thread owns it, a failed start removes the socket file.
+        struct RemoveOnError<'a>(&'a std::path::Path, bool);
+        impl Drop for RemoveOnError<'_> {
+            fn drop(&mut self) {
+                if self.1 {
+                    let _ = std::fs::remove_file(self.0);
+                }
+            }
+        }
+        let mut api_guard = RemoveOnError(&api_path, true);
         // Every interface must exist before anything is attached.
         for p in &cfg.ports {
             if p.kind != PortKind::Host {
@@ -200,6 +221,20 @@ impl Daemon {
                     afxdp::AttachMode::Native => "native",
                     afxdp::AttachMode::Generic => "generic",
                 };
+            }
+        }
+        {
+            let control = Arc::new(std::sync::Mutex::new(api::Control::new(cfg.clone(), handle.clone(), counters.clone())));
+            let (apath, astop) = (api_path.clone(), stop.clone());
+            match std::thread::Builder::new().name("sluice-api".into()).spawn(move || api::serve(api_listener, apath, control, astop)) {
+                Ok(j) => {
+                    workers.push(j);
+                    api_guard.1 = false;
+                }
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(DaemonError::Worker { worker: usize::MAX, message: format!("API thread: {e}") });
+                }
             }
         }
         {

@@ -1,0 +1,489 @@
+//! The control API: versioned JSON over a Unix socket.
+//!
+//! One request per line, one response per line:
+//!
+//! ```text
+//! → {"version":1,"op":"routes.add","args":{"routes":[{"prefix":"10.5.2.0/24","via":"vxlan","node":"192.168.50.2","vtep_mac":"02:00:00:00:bb:02"}]}}
+//! ← {"version":1,"ok":true,"result":{"routes":1,"generation":7}}
+//! ← {"version":1,"ok":false,"error":{"field":"routes[0].vtep_mac","message":"via vxlan needs the remote VTEP MAC"}}
+//! ```
+//!
+//! Operations are idempotent (adding what is there, or removing what is
+//! not, succeeds and changes nothing) and bulk requests are applied whole
+//! or not at all: the change is made to a copy of the configuration, the
+//! copy is validated and compiled into new tables, and only then published.
+//! A rejected request leaves the switch exactly as it was.
+//!
+//! | op | args | result |
+//! |---|---|---|
+//! | `ports.list` | | ports with ids |
+//! | `routes.list` | | configured routes, then each pod's implied `/32` |
+//! | `routes.add` | `routes: [route]` | adds or replaces by prefix |
+//! | `routes.replace` | `routes: [route]` | the configured routes become exactly these |
+//! | `routes.remove` | `prefixes: [prefix]` | |
+//! | `neighbours.list` | | |
+//! | `neighbours.set` | `neighbours: [{ip, mac}]` | adds or updates by IP |
+//! | `neighbours.remove` | `ips: [ip]` | |
+//! | `node.get` | | node and tunnel settings |
+//! | `stats` | | counters summed over workers |
+//!
+//! Route and neighbour objects are those of the configuration file
+//! (docs/configuration.md).
+
+use crate::config::{ConfigError, Ipv4Net, NeighbourConfig, NodeConfig, PortKind, RouteConfig, Via};
+use crate::counters::{StatsSnapshot, WorkerCounters};
+use crate::tables::{PortId, Tables, TablesHandle};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The protocol version this daemon speaks.
+pub const VERSION: u32 = 1;
+
+/// A request line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// Protocol version (1).
+    pub version: u32,
+    /// Operation name.
+    pub op: String,
+    /// Operation arguments.
+    #[serde(default)]
+    pub args: Value,
+}
+
+/// What went wrong with a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{}{message}", field.as_ref().map(|f| format!("{f}: ")).unwrap_or_default())]
+pub struct ApiError {
+    /// The request field at fault, e.g. `routes[2].node`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(field: Option<String>, message: impl Into<String>) -> Self {
+        ApiError { field, message: message.into() }
+    }
+}
+
+/// A response line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    /// Protocol version.
+    pub version: u32,
+    /// Whether the request was applied.
+    pub ok: bool,
+    /// The result, when ok.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub result: Option<Value>,
+    /// The error, when not.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<ApiError>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutesArgs {
+    routes: Vec<RouteConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrefixesArgs {
+    prefixes: Vec<Ipv4Net>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NeighboursArgs {
+    neighbours: Vec<NeighbourConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IpsArgs {
+    ips: Vec<Ipv4Addr>,
+}
+
+fn args<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, ApiError> {
+    let v = if v.is_null() { json!({}) } else { v.clone() };
+    serde_json::from_value(v).map_err(|e| {
+        let msg = e.to_string();
+        // serde names unknown and missing fields in its message; say where.
+        let field = msg.split('`').nth(1).map(|f| format!("args.{f}"));
+        ApiError::new(field.or(Some("args".into())), msg)
+    })
+}
+
+/// The control side's state: the configuration in force and where its
+/// compiled tables are published.
+#[derive(Debug)]
+pub struct Control {
+    cfg: NodeConfig,
+    tables: Arc<TablesHandle>,
+    counters: Vec<Arc<WorkerCounters>>,
+}
+
+/// Maps a configuration error back to the request entry that caused it.
+fn request_error(e: ConfigError, section: &str, req_name: &str, origin: &[Option<usize>]) -> ApiError {
+    let prefix = format!("{section}[");
+    if let Some(rest) = e.key.strip_prefix(&prefix) {
+        if let Some((idx, tail)) = rest.split_once(']') {
+            if let Ok(i) = idx.parse::<usize>() {
+                if let Some(Some(r)) = origin.get(i) {
+                    return ApiError::new(Some(format!("{req_name}[{r}]{tail}")), e.problem);
+                }
+            }
+        }
+    }
+    ApiError::new(Some(e.key), e.problem)
+}
+
+impl Control {
+    /// Control over a running switch's tables.
+    pub fn new(cfg: NodeConfig, tables: Arc<TablesHandle>, counters: Vec<Arc<WorkerCounters>>) -> Self {
+        Control { cfg, tables, counters }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &NodeConfig {
+        &self.cfg
+    }
+
+    /// Validates `new`, compiles and publishes it; on any error nothing changes.
+    fn commit(&mut self, new: NodeConfig, section: &str, req_name: &str, origin: &[Option<usize>]) -> Result<u32, ApiError> {
+        new.validate().map_err(|e| request_error(e, section, req_name, origin))?;
+        let tables = Tables::from_config(&new).map_err(|e| ApiError::new(None, e.to_string()))?;
+        let generation = tables.generation;
+        self.tables.publish(tables);
+        self.cfg = new;
+        Ok(generation)
+    }
+
+    /// Applies one request.
+    pub fn handle(&mut self, req: &Request) -> Result<Value, ApiError> {
+        if req.version != VERSION {
+            return Err(ApiError::new(Some("version".into()), format!("version {} is not spoken here; this sluiced speaks {VERSION}", req.version)));
+        }
+        match req.op.as_str() {
+            "ports.list" => Ok(json!({ "ports": self.ports() })),
+            "routes.list" => Ok(json!({ "routes": self.routes() })),
+            "neighbours.list" => Ok(json!({ "neighbours": self.cfg.neighbours })),
+            "node.get" => Ok(json!({ "node": self.cfg.node, "tunnel": self.cfg.tunnel })),
+            "stats" => Ok(serde_json::to_value(self.stats()).expect("stats serialize")),
+            "routes.add" => {
+                let a: RoutesArgs = args(&req.args)?;
+                let mut new = self.cfg.clone();
+                let mut origin: Vec<Option<usize>> = vec![None; new.routes.len()];
+                for (i, r) in a.routes.into_iter().enumerate() {
+                    match new.routes.iter().position(|x| x.prefix == r.prefix) {
+                        Some(k) => {
+                            new.routes[k] = r;
+                            origin[k] = Some(i);
+                        }
+                        None => {
+                            new.routes.push(r);
+                            origin.push(Some(i));
+                        }
+                    }
+                }
+                let n = origin.iter().filter(|o| o.is_some()).count();
+                let g = self.commit(new, "route", "routes", &origin)?;
+                Ok(json!({ "routes": n, "generation": g }))
+            }
+            "routes.replace" => {
+                let a: RoutesArgs = args(&req.args)?;
+                let mut new = self.cfg.clone();
+                let origin: Vec<Option<usize>> = (0..a.routes.len()).map(Some).collect();
+                new.routes = a.routes;
+                let n = new.routes.len();
+                let g = self.commit(new, "route", "routes", &origin)?;
+                Ok(json!({ "routes": n, "generation": g }))
+            }
+            "routes.remove" => {
+                let a: PrefixesArgs = args(&req.args)?;
+                let mut new = self.cfg.clone();
+                let before = new.routes.len();
+                new.routes.retain(|r| !a.prefixes.contains(&r.prefix));
+                let removed = before - new.routes.len();
+                let g = self.commit(new, "route", "routes", &[])?;
+                Ok(json!({ "removed": removed, "generation": g }))
+            }
+            "neighbours.set" => {
+                let a: NeighboursArgs = args(&req.args)?;
+                let mut new = self.cfg.clone();
+                let mut origin: Vec<Option<usize>> = vec![None; new.neighbours.len()];
+                for (i, n) in a.neighbours.into_iter().enumerate() {
+                    match new.neighbours.iter().position(|x| x.ip == n.ip) {
+                        Some(k) => {
+                            new.neighbours[k] = n;
+                            origin[k] = Some(i);
+                        }
+                        None => {
+                            new.neighbours.push(n);
+                            origin.push(Some(i));
+                        }
+                    }
+                }
+                let g = self.commit(new, "neighbour", "neighbours", &origin)?;
+                Ok(json!({ "generation": g }))
+            }
+            "neighbours.remove" => {
+                let a: IpsArgs = args(&req.args)?;
+                let mut new = self.cfg.clone();
+                let before = new.neighbours.len();
+                new.neighbours.retain(|n| !a.ips.contains(&n.ip));
+                let removed = before - new.neighbours.len();
+                let g = self.commit(new, "neighbour", "neighbours", &[])?;
+                Ok(json!({ "removed": removed, "generation": g }))
+            }
+            other => Err(ApiError::new(Some("op".into()), format!("unknown operation `{other}`; see docs/api.md"))),
+        }
+    }
+
+    fn ports(&self) -> Value {
+        let v: Vec<Value> = self
+            .cfg
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(id, p)| json!({ "id": id, "name": p.name, "kind": p.kind, "mac": p.mac, "ip": p.ip, "address": p.address, "mtu": p.mtu }))
+            .collect();
+        Value::Array(v)
+    }
+
+    fn routes(&self) -> Vec<RouteConfig> {
+        let mut v = self.cfg.routes.clone();
+        for p in self.cfg.ports.iter().filter(|p| p.kind == PortKind::Pod) {
+            if let Some(ip) = p.ip {
+                v.push(RouteConfig { prefix: Ipv4Net::new(ip, 32).expect("a /32"), via: Via::Pod, node: None, vtep_mac: None, port: Some(p.name.clone()) });
+            }
+        }
+        v
+    }
+
+    /// Counters summed over workers.
+    pub fn stats(&self) -> StatsSnapshot {
+        let names = self.cfg.ports.iter().enumerate().map(|(i, p)| (i as PortId, p.name.clone()));
+        StatsSnapshot::collect(self.counters.iter().map(|c| &**c), names)
+    }
+}
+
+/// Answers one request line.
+pub fn respond(control: &Mutex<Control>, line: &str) -> Response {
+    let outcome = serde_json::from_str::<Request>(line)
+        .map_err(|e| {
+            let msg = e.to_string();
+            let field = msg.split('`').nth(1).map(str::to_string);
+            ApiError::new(field, format!("not a request: {msg}"))
+        })
+        .and_then(|req| control.lock().unwrap_or_else(|p| p.into_inner()).handle(&req));
+    match outcome {
+        Ok(result) => Response { version: VERSION, ok: true, result: Some(result), error: None },
+        Err(error) => Response { version: VERSION, ok: false, result: None, error: Some(error) },
+    }
+}
+
+/// Binds the API socket: creates its directory, refuses if another daemon
+/// answers on it, replaces a stale one, and sets mode 0600.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, format!("another sluiced answers on {}", path.display())));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// Serves the API until `stop`; removes the socket file on the way out.
+pub fn serve(listener: UnixListener, path: PathBuf, control: Arc<Mutex<Control>>, stop: Arc<AtomicBool>) {
+    let _ = listener.set_nonblocking(true);
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let control = control.clone();
+                let stop = stop.clone();
+                let _ = std::thread::Builder::new().name("sluice-api-conn".into()).spawn(move || connection(stream, &control, &stop));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+fn connection(stream: UnixStream, control: &Mutex<Control>, stop: &AtomicBool) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let Ok(mut out) = stream.try_clone() else { return };
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) => return,
+            Ok(_) => {
+                if line.len() > 64 << 20 {
+                    return;
+                }
+                let resp = respond(control, line.trim_end());
+                let mut text = serde_json::to_string(&resp).expect("responses serialize");
+                text.push('\n');
+                if out.write_all(text.as_bytes()).is_err() {
+                    return;
+                }
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// A client: sends one request and reads its response.
+pub fn call(socket: &Path, op: &str, args: Value) -> std::io::Result<Response> {
+    let mut s = UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut text = serde_json::to_string(&Request { version: VERSION, op: op.into(), args }).expect("requests serialize");
+    text.push('\n');
+    s.write_all(text.as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line)?;
+    serde_json::from_str(&line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::craft;
+
+    fn control() -> Mutex<Control> {
+        let cfg = NodeConfig::from_toml_str(craft::REFERENCE_NODE).unwrap();
+        let handle = Arc::new(TablesHandle::new(Tables::from_config(&cfg).unwrap()));
+        Mutex::new(Control::new(cfg, handle, vec![Arc::new(WorkerCounters::new())]))
+    }
+
+    fn ask(c: &Mutex<Control>, line: &str) -> Response {
+        respond(c, line)
+    }
+
+    #[test]
+    fn routes_add_is_idempotent_and_published() {
+        let c = control();
+        let g0 = c.lock().unwrap().tables.load().generation;
+        let add = r#"{"version":1,"op":"routes.add","args":{"routes":[{"prefix":"10.5.7.0/24","via":"ipip","node":"192.168.50.7"}]}}"#;
+        let r = ask(&c, add);
+        assert!(r.ok, "{r:?}");
+        let t = c.lock().unwrap().tables.load();
+        assert!(t.generation != g0);
+        assert!(t.lpm.lookup(u32::from(Ipv4Addr::new(10, 5, 7, 1))).is_some());
+        assert!(t.is_ipip_peer(u32::from(Ipv4Addr::new(192, 168, 50, 7))));
+        let n = c.lock().unwrap().cfg.routes.len();
+        assert!(ask(&c, add).ok, "adding it again is fine");
+        assert_eq!(c.lock().unwrap().cfg.routes.len(), n, "and changes nothing");
+        let rm = r#"{"version":1,"op":"routes.remove","args":{"prefixes":["10.5.7.0/24","10.5.8.0/24"]}}"#;
+        assert_eq!(ask(&c, rm).result.unwrap()["removed"], 1);
+        assert_eq!(ask(&c, rm).result.unwrap()["removed"], 0, "removing what is gone succeeds");
+    }
+
+    #[test]
+    fn a_bad_bulk_request_names_the_entry_and_changes_nothing() {
+        let c = control();
+        let before = c.lock().unwrap().tables.load().generation;
+        let routes_before = c.lock().unwrap().cfg.routes.clone();
+        let bad = r#"{"version":1,"op":"routes.add","args":{"routes":[
+            {"prefix":"10.5.7.0/24","via":"ipip","node":"192.168.50.7"},
+            {"prefix":"10.5.8.0/24","via":"vxlan","node":"192.168.50.8"}]}}"#;
+        let r = ask(&c, &bad.replace('\n', ""));
+        assert!(!r.ok);
+        let e = r.error.unwrap();
+        assert_eq!(e.field.as_deref(), Some("routes[1].vtep_mac"), "{e:?}");
+        assert_eq!(c.lock().unwrap().tables.load().generation, before, "nothing published");
+        assert_eq!(c.lock().unwrap().cfg.routes, routes_before, "nothing half-applied");
+    }
+
+    #[test]
+    fn malformed_requests_get_errors_that_name_the_problem() {
+        let c = control();
+        let r = ask(&c, "{not json");
+        assert!(!r.ok && r.error.unwrap().message.contains("not a request"));
+        let r = ask(&c, r#"{"version":2,"op":"stats"}"#);
+        assert_eq!(r.error.unwrap().field.as_deref(), Some("version"));
+        let r = ask(&c, r#"{"version":1,"op":"routes.explode"}"#);
+        assert_eq!(r.error.unwrap().field.as_deref(), Some("op"));
+        let r = ask(&c, r#"{"version":1,"op":"routes.add","args":{"routez":[]}}"#);
+        assert_eq!(r.error.unwrap().field.as_deref(), Some("args.routez"));
+        let r = ask(&c, r#"{"version":1,"op":"routes.add","args":{"routes":[{"prefix":"10.5.7.1/24","via":"host"}]}}"#);
+        let e = r.error.unwrap();
+        assert!(e.message.contains("host bits"), "{e:?}");
+        let r = ask(&c, r#"{"version":1,"op":"neighbours.set","args":{"neighbours":[{"ip":"192.168.50.9","mac":"ff:ff:ff:ff:ff:ff"}]}}"#);
+        assert_eq!(r.error.unwrap().field.as_deref(), Some("neighbours[0].mac"));
+    }
+
+    #[test]
+    fn neighbours_resolve_a_pending_route() {
+        let c = control();
+        let t = c.lock().unwrap().tables.load();
+        let adj = t.lpm.lookup(u32::from(Ipv4Addr::new(10, 5, 6, 1))).unwrap();
+        assert!(matches!(t.adjacencies[adj as usize], crate::tables::Adjacency::Drop(_)), "10.5.6.0/24's node has no neighbour entry yet");
+        let r = ask(&c, r#"{"version":1,"op":"neighbours.set","args":{"neighbours":[{"ip":"192.168.50.6","mac":"02:00:00:00:aa:06"}]}}"#);
+        assert!(r.ok, "{r:?}");
+        let t = c.lock().unwrap().tables.load();
+        let adj = t.lpm.lookup(u32::from(Ipv4Addr::new(10, 5, 6, 1))).unwrap();
+        assert!(matches!(t.adjacencies[adj as usize], crate::tables::Adjacency::Vxlan(_)));
+    }
+
+    #[test]
+    fn the_socket_is_private_and_a_second_daemon_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/sluiced.sock");
+        let l = bind(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let e = bind(&path).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+        drop(l);
+        bind(&path).expect("a stale socket file is replaced");
+    }
+
+    #[test]
+    fn a_client_round_trip_over_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let l = bind(&path).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let c = Arc::new(control());
+        let server = {
+            let (path, c, stop) = (path.clone(), c.clone(), stop.clone());
+            std::thread::spawn(move || serve(l, path, c, stop))
+        };
+        let r = call(&path, "routes.list", Value::Null).unwrap();
+        assert!(r.ok);
+        let routes = r.result.unwrap()["routes"].as_array().unwrap().len();
+        assert_eq!(routes, 7 + 2, "seven configured routes and two pods' /32s");
+        let r = call(&path, "stats", Value::Null).unwrap();
+        assert!(r.result.unwrap()["drops"]["spoofed_source_ip"].is_u64());
+        stop.store(true, Ordering::Relaxed);
+        server.join().unwrap();
+        assert!(!path.exists(), "the socket is removed on shutdown");
+    }
+}

@@ -91,6 +91,7 @@ impl Lab {
         for p in &PODS {
             s += &format!("\n[[port]]\nname = \"{}\"\nkind = \"pod\"\nmac = \"{}\"\nip = \"{}\"\n", p.veth, p.mac, p.ip);
         }
+        s += "\n[[port]]\nname = \"sluice0\"\nkind = \"host\"\nmac = \"02:00:00:00:ee:01\"\n";
         if let Some(name) = extra_port {
             s += &format!("\n[[port]]\nname = \"{name}\"\nkind = \"pod\"\nmac = \"02:00:00:00:01:09\"\nip = \"10.5.1.9\"\n");
         }
@@ -247,7 +248,7 @@ fn metrics_count_the_traffic_and_name_the_drops() {
     assert!(metric(&after, "sluice_port_tx_packets_total{port=\"svb\",queue=\"0\"}") >= 3.0);
     assert!(metric(&after, "sluice_worker_cycles_per_packet{worker=\"0\"}") > 0.0);
     assert!(metric(&after, "sluice_flow_cache_hit_ratio") > 0.0);
-    assert_eq!(metric(&after, "sluice_routes"), 2.0, "the two pods' /32 routes");
+    assert_eq!(metric(&after, "sluice_routes"), 3.0, "the two pods' /32 routes and the gateway's");
 }
 
 #[test]
@@ -278,4 +279,26 @@ fn sluicectl_shows_and_changes_the_running_switch() {
     assert!(ping(&lab, 1, "10.5.1.2"));
     assert!(lab.signal("-TERM").success());
     assert!(!lab.socket().exists(), "the API socket is removed on shutdown");
+}
+
+#[test]
+fn the_node_and_its_pods_reach_each_other_through_the_host_port() {
+    let mut lab = Lab::new("f");
+    lab.start();
+    let addr = ns_sh(&lab.node, &["ip", "-4", "addr", "show", "dev", "sluice0"]);
+    assert!(addr.contains("10.5.1.1/32"), "the gateway address is the kernel's, on the TAP: {addr}");
+    assert!(ping(&lab, 0, "10.5.1.1"), "a pod pings its gateway, answered by the node's kernel");
+    let ok = Command::new("ip").args(["netns", "exec", &lab.node, "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.5.1.3"]).stdout(Stdio::null()).status().unwrap();
+    assert!(ok.success(), "the node pings a pod");
+    // TCP from a pod to a server on the node.
+    let recv_path = lab.dir.path().join("from-pod");
+    let mut server = Command::new("ip").args(["netns", "exec", &lab.node, "timeout", "20", "nc", "-l", "-p", "5002"]).stdout(std::fs::File::create(&recv_path).unwrap()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Command::new("sh").args(["-c", &format!("head -c 1048576 /dev/urandom | ip netns exec {} timeout 20 nc -N 10.5.1.1 5002", lab.pods[1])]).status().unwrap();
+    let _ = server.wait();
+    assert!(sent.success());
+    assert_eq!(std::fs::metadata(&recv_path).unwrap().len(), 1 << 20);
+    assert!(lab.signal("-TERM").success());
+    let links = ns_sh(&lab.node, &["ip", "link", "show"]);
+    assert!(!links.contains("sluice0"), "the TAP goes away with sluiced: {links}");
 }

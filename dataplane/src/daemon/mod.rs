@@ -23,6 +23,7 @@ use crate::config::{NodeConfig, PortKind, RxMode};
 use crate::counters::WorkerCounters;
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::port::afxdp::{self, Steering, Umem, UmemConfig, UmemPool, XdpBuf, XdpProgram, XskConfig, XskMap, XskPort};
+use crate::port::tap::TapPort;
 use crate::port::{poll_port, Port};
 use crate::tables::{PortId, Tables, TablesError, TablesHandle};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +44,14 @@ pub enum DaemonError {
         port: String,
         /// What went wrong.
         source: afxdp::XdpError,
+    },
+    /// The host port could not be set up.
+    #[error("host port `{port}`: {message}")]
+    Host {
+        /// The port's name.
+        port: String,
+        /// What failed.
+        message: String,
     },
     /// The API socket could not be bound.
     #[error("daemon.api_socket {path}: {source}")]
@@ -74,21 +83,20 @@ pub enum DaemonError {
 #[derive(Debug)]
 enum WorkerPort {
     Xsk(XskPort),
-    /// No I/O yet (the host TAP port): what is sent there is counted as `tx_failed`.
-    Absent,
+    Tap(TapPort),
 }
 
 impl Port<UmemPool> for WorkerPort {
     fn rx_burst(&mut self, pool: &mut UmemPool, burst: &mut Burst<XdpBuf>) -> usize {
         match self {
             WorkerPort::Xsk(p) => p.rx_burst(pool, burst),
-            WorkerPort::Absent => 0,
+            WorkerPort::Tap(p) => p.rx_burst(pool, burst),
         }
     }
     fn tx_burst(&mut self, pool: &mut UmemPool, bufs: &mut Vec<XdpBuf>) -> usize {
         match self {
             WorkerPort::Xsk(p) => p.tx_burst(pool, bufs),
-            WorkerPort::Absent => 0,
+            WorkerPort::Tap(p) => p.tx_burst(pool, bufs),
         }
     }
 }
@@ -215,6 +223,15 @@ impl Daemon {
                 }
             }
         }
+        if let Some(host) = cfg.ports.iter().find(|p| p.kind == PortKind::Host) {
+            if let Err(message) = configure_host_port(cfg, &host.name, host.mac) {
+                stop.store(true, Ordering::Relaxed);
+                for j in workers {
+                    let _ = j.join();
+                }
+                return Err(DaemonError::Host { port: host.name.clone(), message });
+            }
+        }
         for (r, prog) in report.iter_mut().zip(cfg.ports.iter()) {
             if let Some(p) = programs.iter().find(|p| p.ifname() == prog.name) {
                 r.xdp = match p.mode() {
@@ -280,6 +297,26 @@ impl Drop for Daemon {
     }
 }
 
+/// Gives the host TAP the kernel-side MAC, brings it up, puts the pods'
+/// gateway address on it and routes the pod network through it.
+fn configure_host_port(cfg: &NodeConfig, name: &str, mac: crate::wire::MacAddr) -> Result<(), String> {
+    let gw = format!("{}/32", cfg.node.gateway());
+    let net = cfg.node.pod_network.to_string();
+    let mac = mac.to_string();
+    let steps: [&[&str]; 3] = [
+        &["link", "set", "dev", name, "address", &mac, "up"],
+        &["addr", "replace", &gw, "dev", name],
+        &["route", "replace", &net, "dev", name, "src", &cfg.node.gateway().to_string()],
+    ];
+    for args in steps {
+        let out = std::process::Command::new("ip").args(args).output().map_err(|e| format!("cannot run ip: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("`ip {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+        }
+    }
+    Ok(())
+}
+
 /// Empty polls in a row before an adaptive worker sleeps.
 const ADAPTIVE_SPIN: u32 = 1024;
 /// How long an idle worker sleeps on its sockets at most (it rechecks `stop`).
@@ -308,10 +345,16 @@ fn worker_main(w: usize, core: Option<usize>, plans: Vec<PortPlan>, modes: Vec<R
     let mut report = Vec::new();
     for plan in &plans {
         match plan.map {
-            None => {
-                ports.push(WorkerPort::Absent);
-                report.push(PortReport { name: plan.ifname.clone(), xdp: "none", mode: "none" });
-            }
+            None => match TapPort::open(&plan.ifname) {
+                Ok(t) => {
+                    ports.push(WorkerPort::Tap(t));
+                    report.push(PortReport { name: plan.ifname.clone(), xdp: "none", mode: "tap" });
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(DaemonError::Host { port: plan.ifname.clone(), message: format!("cannot open the TAP: {e}") }));
+                    return;
+                }
+            },
             Some(map) => match XskPort::open(&mut umem, &mut pool, map, &plan.ifname, w as u32, XskConfig::default()) {
                 Ok(p) => {
                     report.push(PortReport { name: plan.ifname.clone(), xdp: "native", mode: if p.zero_copy() { "zero-copy" } else { "copy" } });
@@ -330,7 +373,13 @@ fn worker_main(w: usize, core: Option<usize>, plans: Vec<PortPlan>, modes: Vec<R
     }
     let _ = ready.send(Ok((report, umem.hugepages())));
 
-    let fds: Vec<i32> = ports.iter().filter_map(|p| if let WorkerPort::Xsk(x) = p { Some(x.fd()) } else { None }).collect();
+    let fds: Vec<i32> = ports
+        .iter()
+        .map(|p| match p {
+            WorkerPort::Xsk(x) => x.fd(),
+            WorkerPort::Tap(t) => t.fd(),
+        })
+        .collect();
     let sleepy = modes.iter().all(|m| *m != RxMode::Poll);
     let eager = modes.iter().all(|m| *m == RxMode::Interrupt);
     let mut pipeline: Pipeline<XdpBuf> = Pipeline::new(PipelineConfig::default(), counters);

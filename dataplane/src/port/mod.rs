@@ -13,6 +13,7 @@
 //! nothing is ever silently lost.
 
 pub mod afxdp;
+pub mod tap;
 
 use crate::buffer::{BufPool, Burst, PacketBuf};
 use crate::counters::DropReason;

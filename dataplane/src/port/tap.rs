@@ -1,0 +1,121 @@
+//! The host port: a TAP device into the node's own kernel.
+//!
+//! Through it the kernel reaches local pods (and, through the switch, remote
+//! ones) and pods reach the node and, by the kernel's routing and
+//! masquerade, the outside. It is the slow path: one `read` or `write` per
+//! frame, which is fine for node traffic and keeps the fast paths (pod veths
+//! and the uplink on AF_XDP) free of syscalls.
+//!
+//! The device is multi-queue: each worker opens its own queue, so every
+//! worker can send to the host without sharing anything. It exists while
+//! `sluiced` holds it open and disappears with its addresses and routes when
+//! the last queue closes, so a crash leaves nothing behind.
+#![allow(unsafe_code)]
+
+use crate::buffer::{BufPool, Burst, PacketBuf};
+use crate::port::Port;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+const IFF_TAP: i16 = 0x0002;
+const IFF_NO_PI: i16 = 0x1000;
+const IFF_MULTI_QUEUE: i16 = 0x0100;
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+/// Largest frame read from the TAP.
+const MAX_FRAME: usize = 9216 + 18;
+
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    flags: i16,
+    _pad: [u8; 22],
+}
+
+/// One queue of the host TAP.
+#[derive(Debug)]
+pub struct TapPort {
+    fd: OwnedFd,
+    name: String,
+}
+
+impl TapPort {
+    /// Opens (creating if needed) queue of the multi-queue TAP `name`.
+    pub fn open(name: &str) -> std::io::Result<TapPort> {
+        if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("`{name}` is not an interface name")));
+        }
+        let path = CString::new("/dev/net/tun").expect("no NUL");
+        // SAFETY: opening a device node by a valid C string.
+        let raw = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor this function owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: IFF_TAP | IFF_NO_PI | IFF_MULTI_QUEUE, _pad: [0; 22] };
+        req.name[..name.len()].copy_from_slice(name.as_bytes());
+        // SAFETY: TUNSETIFF reads and writes an `ifreq`-sized struct, which
+        // `IfReq` is (16-byte name, flags, padding to 40 bytes).
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReq) };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(TapPort { fd, name: name.to_string() })
+    }
+
+    /// The device name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The descriptor (readable when the kernel sent a frame).
+    pub fn fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl<P: BufPool> Port<P> for TapPort {
+    fn rx_burst(&mut self, pool: &mut P, burst: &mut Burst<P::Buf>) -> usize {
+        let mut n = 0;
+        while !burst.is_full() {
+            let Some(mut buf) = pool.alloc() else { break };
+            let room = buf.tailroom().min(MAX_FRAME);
+            if !buf.append(room) {
+                pool.free(buf);
+                break;
+            }
+            let data = buf.data_mut();
+            // SAFETY: reads at most `data.len()` bytes into the buffer's own
+            // writable window.
+            let got = unsafe { libc::read(self.fd.as_raw_fd(), data.as_mut_ptr().cast(), data.len()) };
+            if got <= 0 {
+                pool.free(buf);
+                break;
+            }
+            buf.truncate(got as usize);
+            if let Err(b) = burst.push(buf) {
+                pool.free(b);
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
+    fn tx_burst(&mut self, pool: &mut P, bufs: &mut Vec<P::Buf>) -> usize {
+        let mut sent = 0;
+        for b in bufs.iter() {
+            let data = b.data();
+            // SAFETY: writes `data.len()` bytes from the buffer's readable window.
+            let rc = unsafe { libc::write(self.fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+            if rc < 0 {
+                break;
+            }
+            sent += 1;
+        }
+        for b in bufs.drain(..sent) {
+            pool.free(b);
+        }
+        sent
+    }
+}

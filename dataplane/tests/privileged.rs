@@ -302,3 +302,25 @@ fn the_node_and_its_pods_reach_each_other_through_the_host_port() {
     let links = ns_sh(&lab.node, &["ip", "link", "show"]);
     assert!(!links.contains("sluice0"), "the TAP goes away with sluiced: {links}");
 }
+
+#[test]
+fn a_second_sluiced_on_the_same_ports_is_refused_and_the_first_keeps_forwarding() {
+    let mut lab = Lab::new("g");
+    lab.start();
+    let cfg = std::fs::read_to_string(lab.config(None)).unwrap().replace("sluiced.sock", "second.sock").replace("[daemon]", "[daemon]\nmetrics_address = \"127.0.0.1:9473\"");
+    let path = lab.dir.path().join("second.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = Command::new("ip").args(["netns", "exec", &lab.node, env!("CARGO_BIN_EXE_sluiced"), "--config"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("busy") && err.contains("another sluiced"), "{err}");
+    assert!(ping(&lab, 0, "10.5.1.3"), "the first one still forwards");
+    // A bad config is refused with the key named, and nothing is started.
+    let bad = lab.dir.path().join("bad.toml");
+    std::fs::write(&bad, std::fs::read_to_string(lab.config(None)).unwrap().replace("rx_mode = \"adaptive\"", "rx_mode = \"sometimes\"")).unwrap();
+    let out = Command::new("ip").args(["netns", "exec", &lab.node, env!("CARGO_BIN_EXE_sluiced"), "--config"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("daemon.rx_mode"), "{err}");
+    assert!(ping(&lab, 1, "10.5.1.2"));
+}

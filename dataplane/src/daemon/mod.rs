@@ -53,6 +53,14 @@ pub enum DaemonError {
         /// What failed.
         message: String,
     },
+    /// Another sluiced serves this port.
+    #[error("port `{port}` is busy: another sluiced ({holder}) serves it")]
+    Busy {
+        /// The port's name.
+        port: String,
+        /// Who holds it.
+        holder: String,
+    },
     /// The API socket could not be bound.
     #[error("daemon.api_socket {path}: {source}")]
     Api {
@@ -125,6 +133,37 @@ pub struct Daemon {
     pub report: Vec<PortReport>,
     /// Whether UMEMs are on hugepages.
     pub hugepages: bool,
+    _locks: Vec<PortLock>,
+}
+
+/// An advisory lock on one interface of this network namespace, held for the
+/// daemon's life (`/run/sluice/locks/<netns>-<ifname>.lock`, holding our PID).
+#[derive(Debug)]
+struct PortLock {
+    _file: std::fs::File,
+}
+
+impl PortLock {
+    fn claim(ifname: &str) -> Result<PortLock, String> {
+        use std::io::{Read, Seek, Write};
+        let netns = std::fs::read_link("/proc/self/ns/net").map(|p| p.to_string_lossy().chars().filter(char::is_ascii_digit).collect::<String>()).unwrap_or_default();
+        let dir = std::path::Path::new("/run/sluice/locks");
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let path = dir.join(format!("{netns}-{ifname}.lock"));
+        let mut f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        if let Err(e) = f.try_lock() {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            return Err(match e {
+                std::fs::TryLockError::WouldBlock => format!("pid {}", pid.trim()),
+                std::fs::TryLockError::Error(e) => format!("lock {}: {e}", path.display()),
+            });
+        }
+        let _ = f.set_len(0);
+        let _ = f.rewind();
+        let _ = write!(f, "{}", std::process::id());
+        Ok(PortLock { _file: f })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +194,13 @@ impl Daemon {
             if p.kind != PortKind::Host {
                 afxdp::ifindex(&p.name).map_err(|source| DaemonError::Port { port: p.name.clone(), source })?;
             }
+        }
+        // Claim every interface before touching any: a second sluiced on the
+        // same interfaces is refused here, before it could replace the first
+        // one's XDP programs. The kernel drops the locks if we crash.
+        let mut locks = Vec::new();
+        for p in &cfg.ports {
+            locks.push(PortLock::claim(&p.name).map_err(|holder| DaemonError::Busy { port: p.name.clone(), holder })?);
         }
         let mut programs = Vec::new();
         let mut plans = Vec::new();
@@ -265,7 +311,7 @@ impl Daemon {
                 }
             }
         }
-        Ok(Daemon { tables: handle, counters, stop, workers, programs, report, hugepages })
+        Ok(Daemon { tables: handle, counters, stop, workers, programs, report, hugepages, _locks: locks })
     }
 
     /// The published tables.

@@ -324,3 +324,70 @@ fn a_second_sluiced_on_the_same_ports_is_refused_and_the_first_keeps_forwarding(
     assert!(err.contains("daemon.rx_mode"), "{err}");
     assert!(ping(&lab, 1, "10.5.1.2"));
 }
+
+fn mac_of(ns: &str, dev: &str) -> String {
+    ns_sh(ns, &["cat", &format!("/sys/class/net/{dev}/address")]).trim().to_string()
+}
+
+/// An uplink to a peer namespace whose kernel runs VXLAN as flannel
+/// configures it. The kernel keeps the node's address (the peer pings it
+/// through the XDP filter); VXLAN from the peer is dropped as an unknown
+/// tunnel source until sluicectl adds the route and neighbour, then pods
+/// and the peer's kernel VXLAN talk both ways.
+#[test]
+fn uplink_keeps_the_kernel_reachable_and_speaks_vxlan_with_a_kernel_peer() {
+    let mut lab = Lab::new("h");
+    let peer = format!("{}-peer", lab.prefix);
+    sh(&["ip", "netns", "add", &peer]);
+    lab.pods.push(peer.clone()); // removed with the lab
+    sh(&["ip", "-n", &lab.node, "link", "add", "up0", "type", "veth", "peer", "name", "up1", "netns", &peer]);
+    sh(&["ip", "-n", &lab.node, "addr", "add", "192.168.50.1/24", "dev", "up0"]);
+    sh(&["ip", "-n", &lab.node, "link", "set", "up0", "up"]);
+    sh(&["ip", "-n", &peer, "addr", "add", "192.168.50.2/24", "dev", "up1"]);
+    sh(&["ip", "-n", &peer, "link", "set", "up1", "up"]);
+    sh(&["ip", "-n", &peer, "link", "set", "lo", "up"]);
+    ns_sh(&peer, &["ethtool", "-K", "up1", "tx", "off"]);
+    let up0_mac = mac_of(&lab.node, "up0");
+    let up1_mac = mac_of(&peer, "up1");
+
+    // The peer as flanneld sets up a vxlan-backend node: flannel.1 with VNI 1
+    // on port 8472, its subnet's .0 as a /32, and per remote node a permanent
+    // ARP entry, an FDB entry and an onlink route.
+    sh(&["ip", "-n", &peer, "link", "add", "flannel.1", "type", "vxlan", "id", "1", "local", "192.168.50.2", "dev", "up1", "dstport", "8472", "nolearning"]);
+    sh(&["ip", "-n", &peer, "addr", "add", "10.5.9.0/32", "dev", "flannel.1"]);
+    sh(&["ip", "-n", &peer, "link", "set", "flannel.1", "mtu", "1450", "up"]);
+    ns_sh(&peer, &["ethtool", "-K", "flannel.1", "tx", "off"]);
+    let peer_vtep = mac_of(&peer, "flannel.1");
+    sh(&["ip", "-n", &peer, "neigh", "replace", "10.5.1.0", "lladdr", &up0_mac, "dev", "flannel.1", "nud", "permanent"]);
+    sh(&["bridge", "-n", &peer, "fdb", "append", &up0_mac, "dev", "flannel.1", "dst", "192.168.50.1"]);
+    sh(&["ip", "-n", &peer, "route", "replace", "10.5.1.0/24", "via", "10.5.1.0", "dev", "flannel.1", "onlink"]);
+
+    let cfg = lab.config(None);
+    let text = std::fs::read_to_string(&cfg).unwrap() + &format!("\n[[port]]\nname = \"up0\"\nkind = \"uplink\"\nmac = \"{up0_mac}\"\naddress = \"192.168.50.1/24\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    lab.daemon = Some(lab.spawn(&cfg));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !lab.xdp_status().lines().any(|l| l.starts_with("up0") && l.contains("sluice_xdp")) {
+        assert!(Instant::now() < deadline, "sluiced did not attach to the uplink");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+
+    let ok = Command::new("ip").args(["netns", "exec", &peer, "ping", "-c", "3", "-i", "0.2", "-W", "2", "192.168.50.1"]).stdout(Stdio::null()).status().unwrap();
+    assert!(ok.success(), "the node's own address stays the kernel's");
+
+    let pinged = |src: &str, dst: &str| Command::new("ip").args(["netns", "exec", src, "ping", "-c", "3", "-i", "0.2", "-W", "2", dst]).stdout(Stdio::null()).status().unwrap().success();
+    assert!(!pinged(&peer, "10.5.1.2"), "no route to the peer yet");
+    let m = scrape(&lab);
+    assert!(metric(&m, "sluice_drops_total{reason=\"unknown_tunnel_source\"}") >= 3.0, "VXLAN from a node no route names is dropped and counted");
+
+    let out = lab.ctl(&["neighbour", "add", "192.168.50.2", &up1_mac]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = lab.ctl(&["route", "add", "10.5.9.0/24", "vxlan", "192.168.50.2", &peer_vtep]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(pinged(&peer, "10.5.1.2"), "the kernel VXLAN peer reaches a pod");
+    assert!(pinged(&lab.pods[0], "10.5.9.0"), "a pod reaches the peer's flannel.1 over VXLAN");
+    let m = scrape(&lab);
+    assert!(metric(&m, "sluice_vxlan_decap_total") >= 3.0);
+    assert!(metric(&m, "sluice_vxlan_encap_total") >= 3.0);
+}

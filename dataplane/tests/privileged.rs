@@ -275,6 +275,13 @@ fn sluicectl_shows_and_changes_the_running_switch() {
     let routes = lab.ctl(&["--json", "routes"]);
     let routes: serde_json::Value = serde_json::from_slice(&routes.stdout).unwrap();
     assert_eq!(routes["routes"].as_array().unwrap().len(), 2, "only the pods' /32s: nothing half-applied");
+    // trace: a frame from pod a to pod b, as hex.
+    let f = sluice_dataplane::craft::pod_a_udp(std::net::Ipv4Addr::new(10, 5, 1, 3), 1000, 2000, 5);
+    let hexed: String = f.iter().map(|b| format!("{b:02x}")).collect();
+    let out = lab.ctl(&["trace", "sva", &hexed]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("route 10.5.1.3/32 via pod") && text.contains("out   svb:"), "{text}");
     // The daemon keeps running after bad requests.
     assert!(ping(&lab, 1, "10.5.1.2"));
     assert!(lab.signal("-TERM").success());

@@ -50,6 +50,13 @@ enum Cmd {
         #[command(subcommand)]
         action: NeighbourCmd,
     },
+    /// What the switch would do now with a frame received on PORT.
+    Trace {
+        /// Ingress port name.
+        port: String,
+        /// The frame as hex (spaces and colons allowed).
+        frame: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -144,6 +151,23 @@ fn human(cmd: &Cmd, r: &Value) -> String {
             out += &if events.is_empty() { "(none)".to_string() } else { table(&events) };
             out
         }
+        Cmd::Trace { .. } => {
+            let mut out = format!("in    {}: {}\n", s(&r["input"]["port"]), s(&r["input"]["summary"]));
+            if !r["route"].is_null() {
+                let rt = &r["route"];
+                out += &format!("route {} via {}{}\n", s(&rt["prefix"]), s(&rt["via"]), if rt["node"].is_null() { String::new() } else { format!(" {}", s(&rt["node"])) });
+            }
+            for (k, v) in r["events"].as_object().into_iter().flatten() {
+                out += &format!("event {k} x{}\n", s(v));
+            }
+            for o in r["outputs"].as_array().into_iter().flatten() {
+                out += &format!("out   {}: {}\n", s(&o["port"]), s(&o["summary"]));
+            }
+            if !r["drop"].is_null() {
+                out += &format!("drop  {}\n", s(&r["drop"]));
+            }
+            out.trim_end().to_string()
+        }
         _ => serde_json::to_string_pretty(r).unwrap_or_default(),
     }
 }
@@ -169,6 +193,7 @@ fn main() -> ExitCode {
         Cmd::Route { action: RouteCmd::Del { prefixes } } => ("routes.remove", json!({ "prefixes": prefixes })),
         Cmd::Neighbour { action: NeighbourCmd::Add { ip, mac } } => ("neighbours.set", json!({ "neighbours": [{ "ip": ip, "mac": mac }] })),
         Cmd::Neighbour { action: NeighbourCmd::Del { ips } } => ("neighbours.remove", json!({ "ips": ips })),
+        Cmd::Trace { port, frame } => ("trace", json!({ "port": port, "frame": frame })),
     };
     let resp = match api::call(&a.socket, op, args) {
         Ok(r) => r,

@@ -26,6 +26,7 @@
 //! | `neighbours.remove` | `ips: [ip]` | |
 //! | `node.get` | | node and tunnel settings |
 //! | `stats` | | counters summed over workers |
+//! | `trace` | `port`, `frame` (hex) | what the switch would do with that frame now |
 //!
 //! Route and neighbour objects are those of the configuration file
 //! (docs/configuration.md).
@@ -114,6 +115,62 @@ struct NeighboursArgs {
 #[serde(deny_unknown_fields)]
 struct IpsArgs {
     ips: Vec<Ipv4Addr>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TraceArgs {
+    port: String,
+    frame: String,
+}
+
+fn parse_hex(s: &str) -> Option<Vec<u8>> {
+    let clean: String = s.chars().filter(|c| !c.is_whitespace() && *c != ':').collect();
+    if clean.len() % 2 != 0 {
+        return None;
+    }
+    (0..clean.len()).step_by(2).map(|i| u8::from_str_radix(&clean[i..i + 2], 16).ok()).collect()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A one-line description of a frame, decoding VXLAN and IPIP inner packets.
+pub fn summarize(frame: &[u8]) -> String {
+    use crate::wire::{ethernet, ipv4, udp, vxlan};
+    let Ok(e) = ethernet::Frame::new_checked(frame) else { return format!("{} bytes, not Ethernet", frame.len()) };
+    let head = format!("{} > {}", e.src_addr(), e.dst_addr());
+    match e.ethertype() {
+        ethernet::ethertype::ARP => format!("{head} arp"),
+        ethernet::ethertype::IPV4 => {
+            let Ok(ip) = ipv4::Packet::new_checked(e.payload()) else { return format!("{head} ipv4 (malformed)") };
+            let mut s = format!("{head} {} > {} ttl {}", ip.src_addr(), ip.dst_addr(), ip.ttl());
+            match ip.protocol() {
+                ipv4::protocol::UDP => {
+                    if let Ok(u) = udp::Packet::new_checked(ip.payload()) {
+                        s += &format!(" udp {} > {}", u.src_port(), u.dst_port());
+                        if let Ok(v) = vxlan::Packet::new_checked(u.payload()) {
+                            if u.dst_port() == 8472 || u.dst_port() == 4789 {
+                                s += &format!(" vxlan vni {} [{}]", v.vni(), summarize(v.payload()));
+                            }
+                        }
+                    }
+                }
+                ipv4::protocol::TCP => s += " tcp",
+                ipv4::protocol::ICMP => s += &format!(" icmp type {}", ip.payload().first().copied().unwrap_or(0)),
+                ipv4::protocol::IPIP => {
+                    let mut inner = vec![0u8; 14];
+                    inner[12..14].copy_from_slice(&ethernet::ethertype::IPV4.to_be_bytes());
+                    inner.extend_from_slice(ip.payload());
+                    s += &format!(" ipip [{}]", summarize(&inner).split_once(' ').map(|x| x.1).unwrap_or(""));
+                }
+                p => s += &format!(" proto {p}"),
+            }
+            s
+        }
+        t => format!("{head} ethertype {t:#06x}"),
+    }
 }
 
 fn args<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, ApiError> {
@@ -248,8 +305,56 @@ impl Control {
                 let g = self.commit(new, "neighbour", "neighbours", &[])?;
                 Ok(json!({ "removed": removed, "generation": g }))
             }
+            "trace" => {
+                let a: TraceArgs = args(&req.args)?;
+                let frame = parse_hex(&a.frame).ok_or_else(|| ApiError::new(Some("args.frame".into()), "not hex bytes"))?;
+                self.trace(&a.port, frame)
+            }
             other => Err(ApiError::new(Some("op".into()), format!("unknown operation `{other}`; see docs/api.md"))),
         }
+    }
+
+    /// Runs `frame` as if received on `port`, on the current tables, in a
+    /// scratch pipeline (live counters untouched), and says what happened.
+    fn trace(&self, port: &str, frame: Vec<u8>) -> Result<Value, ApiError> {
+        use crate::buffer::{Burst, HeapPool, DEFAULT_HEADROOM};
+        use crate::pcap::Record;
+        use crate::pipeline::{Pipeline, PipelineConfig};
+        use crate::port::{poll_port, MemoryPort};
+        let tables = self.tables.load();
+        let id = tables.port_by_name(port).ok_or_else(|| ApiError::new(Some("args.port".into()), format!("no port named `{port}`")))?;
+        if frame.len() > 9216 {
+            return Err(ApiError::new(Some("args.frame".into()), "longer than a jumbo frame"));
+        }
+        let counters = Arc::new(WorkerCounters::new());
+        let mut pipeline = Pipeline::new(PipelineConfig::default(), counters.clone());
+        let mut pool = HeapPool::new(128, DEFAULT_HEADROOM + 9216);
+        let mut ports: Vec<MemoryPort> = tables.ports.iter().map(|_| MemoryPort::new()).collect();
+        ports[id as usize].inject(Record { ts_ns: 0, data: frame.clone() });
+        let mut burst = Burst::new(32);
+        poll_port(&mut pipeline, &tables, &mut ports, id, &mut burst, &mut pool, 0);
+        let snap = StatsSnapshot::collect([&*counters], std::iter::empty());
+        let drop = snap.drops.iter().find(|(_, &v)| v > 0).map(|(k, _)| *k);
+        let events: serde_json::Map<String, Value> = snap.events.iter().filter(|(_, &v)| v > 0).map(|(k, v)| (k.to_string(), json!(v))).collect();
+        let outputs: Vec<Value> = ports
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| p.sent.iter().map(move |r| (i, r)))
+            .map(|(i, r)| json!({ "port": tables.ports[i].name, "summary": summarize(&r.data), "frame": hex(&r.data) }))
+            .collect();
+        // The route the destination matches, from the configuration.
+        let dst = crate::wire::ethernet::Frame::new_checked(&frame[..])
+            .ok()
+            .filter(|e| e.ethertype() == crate::wire::ethernet::ethertype::IPV4)
+            .and_then(|e| crate::wire::ipv4::Packet::new_checked(e.payload()).ok().map(|ip| ip.dst_addr()));
+        let route = dst.and_then(|d| self.routes().into_iter().filter(|r| r.prefix.contains(d)).max_by_key(|r| r.prefix.len()));
+        Ok(json!({
+            "input": { "port": port, "summary": summarize(&frame) },
+            "route": route,
+            "events": events,
+            "drop": drop,
+            "outputs": outputs,
+        }))
     }
 
     fn ports(&self) -> Value {
@@ -450,6 +555,30 @@ mod tests {
         let t = c.lock().unwrap().tables.load();
         let adj = t.lpm.lookup(u32::from(Ipv4Addr::new(10, 5, 6, 1))).unwrap();
         assert!(matches!(t.adjacencies[adj as usize], crate::tables::Adjacency::Vxlan(_)));
+    }
+
+    #[test]
+    fn trace_shows_the_route_the_encapsulation_and_drops() {
+        let c = control();
+        let f = hex(&craft::pod_a_udp(craft::REMOTE_POD_B, 1000, 5201, 4));
+        let r = ask(&c, &format!(r#"{{"version":1,"op":"trace","args":{{"port":"pod-a","frame":"{f}"}}}}"#));
+        let v = r.result.expect("trace result");
+        assert_eq!(v["route"]["prefix"], "10.5.2.0/24");
+        assert_eq!(v["route"]["via"], "vxlan");
+        assert_eq!(v["drop"], Value::Null);
+        assert_eq!(v["events"]["vxlan_encap"], 1);
+        let out = &v["outputs"][0];
+        assert_eq!(out["port"], "eth0");
+        let summary = out["summary"].as_str().unwrap();
+        assert!(summary.contains("192.168.50.1 > 192.168.50.2") && summary.contains("vxlan vni 1") && summary.contains("10.5.1.2 > 10.5.2.7"), "{summary}");
+        let spoof = hex(&craft::pod_a_udp(craft::POD_B_IP, 1, 2, 4));
+        let r = ask(&c, &format!(r#"{{"version":1,"op":"trace","args":{{"port":"pod-b","frame":"{spoof}"}}}}"#));
+        assert_eq!(r.result.unwrap()["drop"], "spoofed_source_mac");
+        assert_eq!(c.lock().unwrap().stats().total_drops(), 0, "tracing leaves the live counters alone");
+        let r = ask(&c, r#"{"version":1,"op":"trace","args":{"port":"pod-z","frame":"00"}}"#);
+        assert_eq!(r.error.unwrap().field.as_deref(), Some("args.port"));
+        let r = ask(&c, r#"{"version":1,"op":"trace","args":{"port":"pod-a","frame":"0g"}}"#);
+        assert_eq!(r.error.unwrap().field.as_deref(), Some("args.frame"));
     }
 
     #[test]

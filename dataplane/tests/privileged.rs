@@ -282,6 +282,20 @@ fn sluicectl_shows_and_changes_the_running_switch() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("route 10.5.1.3/32 via pod") && text.contains("out   svb:"), "{text}");
+    // SIGHUP re-reads the file: a new route appears.
+    let cfg = lab.dir.path().join("sluiced.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap() + "\n[[route]]\nprefix = \"10.5.8.0/24\"\nvia = \"blackhole\"\n";
+    std::fs::write(&cfg, text).unwrap();
+    sh(&["kill", "-HUP", &lab.daemon.as_ref().unwrap().id().to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let routes = lab.ctl(&["routes"]);
+        if String::from_utf8_lossy(&routes.stdout).contains("10.5.8.0/24") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "SIGHUP did not reload the routes");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // The daemon keeps running after bad requests.
     assert!(ping(&lab, 1, "10.5.1.2"));
     assert!(lab.signal("-TERM").success());

@@ -35,7 +35,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let daemon = match sluice_dataplane::daemon::Daemon::start(&cfg, stop.clone()) {
+    let hup = Arc::new(AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone()) {
+        eprintln!("sluiced: cannot handle SIGHUP: {e}");
+        return ExitCode::FAILURE;
+    }
+    let daemon = match sluice_dataplane::daemon::Daemon::start_with_file(&cfg, Some(args.config.clone()), stop.clone()) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("sluiced: {e}");
@@ -51,6 +56,12 @@ fn main() -> ExitCode {
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(50));
         ticks += 1;
+        if hup.swap(false, Ordering::Relaxed) {
+            match daemon.reload() {
+                Ok(r) => println!("sluiced: reloaded {}: {r}", args.config.display()),
+                Err(e) => eprintln!("sluiced: reload refused, nothing changed: {e}"),
+            }
+        }
         if debug && ticks.is_multiple_of(20) {
             let names = cfg.ports.iter().enumerate().map(|(i, p)| (i as u16, p.name.clone()));
             let snap = sluice_dataplane::counters::StatsSnapshot::collect(daemon.counters().iter().map(|c| &**c), names);

@@ -27,6 +27,7 @@
 //! | `node.get` | | node and tunnel settings |
 //! | `stats` | | counters summed over workers |
 //! | `trace` | `port`, `frame` (hex) | what the switch would do with that frame now |
+//! | `reload` | | re-reads the configuration file (as SIGHUP does) |
 //!
 //! Route and neighbour objects are those of the configuration file
 //! (docs/configuration.md).
@@ -190,6 +191,7 @@ pub struct Control {
     cfg: NodeConfig,
     tables: Arc<TablesHandle>,
     counters: Vec<Arc<WorkerCounters>>,
+    config_path: Option<PathBuf>,
 }
 
 /// Maps a configuration error back to the request entry that caused it.
@@ -210,7 +212,29 @@ fn request_error(e: ConfigError, section: &str, req_name: &str, origin: &[Option
 impl Control {
     /// Control over a running switch's tables.
     pub fn new(cfg: NodeConfig, tables: Arc<TablesHandle>, counters: Vec<Arc<WorkerCounters>>) -> Self {
-        Control { cfg, tables, counters }
+        Control { cfg, tables, counters, config_path: None }
+    }
+
+    /// Where `reload` reads the configuration from.
+    pub fn set_config_path(&mut self, path: PathBuf) {
+        self.config_path = Some(path);
+    }
+
+    /// Re-reads the configuration file and applies what can change while
+    /// running (node and tunnel settings, routes, neighbours). A file that
+    /// also changes ports or daemon settings is refused whole, naming them.
+    pub fn reload(&mut self) -> Result<Value, ApiError> {
+        let path = self.config_path.clone().ok_or_else(|| ApiError::new(None, "this sluiced was started without a configuration file"))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| ApiError::new(None, format!("{}: {e}", path.display())))?;
+        let new = NodeConfig::from_toml_str(&text).map_err(|e| ApiError::new(Some(e.key), format!("{}: {}", path.display(), e.problem)))?;
+        if new.ports != self.cfg.ports {
+            return Err(ApiError::new(Some("port".into()), "ports differ from the running ones; a reload does not add or remove ports (restart sluiced)"));
+        }
+        if new.daemon != self.cfg.daemon {
+            return Err(ApiError::new(Some("daemon".into()), "daemon settings differ from the running ones; they take effect on restart"));
+        }
+        let g = self.commit(new, "route", "route", &[])?;
+        Ok(json!({ "generation": g, "routes": self.cfg.routes.len(), "neighbours": self.cfg.neighbours.len() }))
     }
 
     /// The configuration in force.
@@ -305,6 +329,7 @@ impl Control {
                 let g = self.commit(new, "neighbour", "neighbours", &[])?;
                 Ok(json!({ "removed": removed, "generation": g }))
             }
+            "reload" => self.reload(),
             "trace" => {
                 let a: TraceArgs = args(&req.args)?;
                 let frame = parse_hex(&a.frame).ok_or_else(|| ApiError::new(Some("args.frame".into()), "not hex bytes"))?;
@@ -579,6 +604,27 @@ mod tests {
         assert_eq!(r.error.unwrap().field.as_deref(), Some("args.port"));
         let r = ask(&c, r#"{"version":1,"op":"trace","args":{"port":"pod-a","frame":"0g"}}"#);
         assert_eq!(r.error.unwrap().field.as_deref(), Some("args.frame"));
+    }
+
+    #[test]
+    fn reload_applies_routes_and_refuses_port_changes_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        let c = control();
+        c.lock().unwrap().set_config_path(path.clone());
+        let with_route = format!("{}\n[[route]]\nprefix = \"10.5.77.0/24\"\nvia = \"blackhole\"\n", craft::REFERENCE_NODE);
+        std::fs::write(&path, &with_route).unwrap();
+        let r = ask(&c, r#"{"version":1,"op":"reload"}"#);
+        assert!(r.ok, "{r:?}");
+        assert!(c.lock().unwrap().tables.load().lpm.get(u32::from(Ipv4Addr::new(10, 5, 77, 0)), 24).is_some());
+        let g = c.lock().unwrap().tables.load().generation;
+        std::fs::write(&path, with_route.replace("name = \"pod-b\"", "name = \"pod-c\"").replace("10.5.77.0/24", "10.5.78.0/24")).unwrap();
+        let r = ask(&c, r#"{"version":1,"op":"reload"}"#);
+        assert_eq!(r.error.unwrap().field.as_deref(), Some("port"));
+        assert_eq!(c.lock().unwrap().tables.load().generation, g, "nothing applied");
+        std::fs::write(&path, "[node]\n").unwrap();
+        let r = ask(&c, r#"{"version":1,"op":"reload"}"#);
+        assert!(r.error.unwrap().message.contains("node.toml"));
     }
 
     #[test]

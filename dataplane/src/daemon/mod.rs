@@ -133,6 +133,7 @@ pub struct Daemon {
     pub report: Vec<PortReport>,
     /// Whether UMEMs are on hugepages.
     pub hugepages: bool,
+    control: Arc<std::sync::Mutex<api::Control>>,
     _locks: Vec<PortLock>,
 }
 
@@ -175,6 +176,11 @@ struct PortPlan {
 impl Daemon {
     /// Starts the switch for `cfg`; `stop` ends it.
     pub fn start(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<Daemon, DaemonError> {
+        Self::start_with_file(cfg, None, stop)
+    }
+
+    /// As [`Daemon::start`], remembering the file `reload` re-reads.
+    pub fn start_with_file(cfg: &NodeConfig, config_path: Option<std::path::PathBuf>, stop: Arc<AtomicBool>) -> Result<Daemon, DaemonError> {
         let tables = Tables::from_config(cfg)?;
         let metrics_listener = metrics::bind(cfg.daemon.metrics_address).map_err(|source| DaemonError::Metrics { addr: cfg.daemon.metrics_address, source })?;
         let api_path = cfg.daemon.api_socket.clone();
@@ -189,6 +195,7 @@ impl Daemon {
             }
         }
         let mut api_guard = RemoveOnError(&api_path, true);
+        let mut control_handle = None;
         // Every interface must exist before anything is attached.
         for p in &cfg.ports {
             if p.kind != PortKind::Host {
@@ -287,7 +294,12 @@ impl Daemon {
             }
         }
         {
-            let control = Arc::new(std::sync::Mutex::new(api::Control::new(cfg.clone(), handle.clone(), counters.clone())));
+            let mut c = api::Control::new(cfg.clone(), handle.clone(), counters.clone());
+            if let Some(p) = config_path {
+                c.set_config_path(p);
+            }
+            let control = Arc::new(std::sync::Mutex::new(c));
+            control_handle = Some(control.clone());
             let (apath, astop) = (api_path.clone(), stop.clone());
             match std::thread::Builder::new().name("sluice-api".into()).spawn(move || api::serve(api_listener, apath, control, astop)) {
                 Ok(j) => {
@@ -311,12 +323,18 @@ impl Daemon {
                 }
             }
         }
-        Ok(Daemon { tables: handle, counters, stop, workers, programs, report, hugepages, _locks: locks })
+        let control = control_handle.expect("set above");
+        Ok(Daemon { tables: handle, counters, stop, workers, programs, report, hugepages, control, _locks: locks })
     }
 
     /// The published tables.
     pub fn tables(&self) -> &Arc<TablesHandle> {
         &self.tables
+    }
+
+    /// Re-reads the configuration file (SIGHUP).
+    pub fn reload(&self) -> Result<serde_json::Value, api::ApiError> {
+        self.control.lock().unwrap_or_else(|p| p.into_inner()).reload()
     }
 
     /// Each worker's counters.

@@ -195,7 +195,7 @@ impl Daemon {
             }
         }
         let mut api_guard = RemoveOnError(&api_path, true);
-        let mut control_handle = None;
+        let control_handle;
         // Every interface must exist before anything is attached.
         for p in &cfg.ports {
             if p.kind != PortKind::Host {
@@ -299,7 +299,7 @@ impl Daemon {
                 c.set_config_path(p);
             }
             let control = Arc::new(std::sync::Mutex::new(c));
-            control_handle = Some(control.clone());
+            control_handle = control.clone();
             let (apath, astop) = (api_path.clone(), stop.clone());
             match std::thread::Builder::new().name("sluice-api".into()).spawn(move || api::serve(api_listener, apath, control, astop)) {
                 Ok(j) => {
@@ -323,7 +323,7 @@ impl Daemon {
                 }
             }
         }
-        let control = control_handle.expect("set above");
+        let control = control_handle;
         Ok(Daemon { tables: handle, counters, stop, workers, programs, report, hugepages, control, _locks: locks })
     }
 

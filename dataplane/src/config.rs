@@ -40,6 +40,7 @@ impl Ipv4Net {
         self.addr
     }
     /// The prefix length.
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> u8 {
         self.len
     }

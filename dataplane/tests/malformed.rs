@@ -1180,7 +1180,7 @@ fn random_mutations_are_accounted_for_and_leak_nothing() {
     let fx = fixtures();
     let mut rng = Rng(0x5eed_f00d_5a1c_e000);
     let (mut inputs, mut sent) = (0u64, 0u64);
-    let mut bad_checksums = Vec::new();
+    let mut bad_headers = Vec::new();
     let mut done = 0;
     let mut now = 1_000_000_000u64;
     while done < MUTATIONS {
@@ -1216,10 +1216,12 @@ fn random_mutations_are_accounted_for_and_leak_nothing() {
                 let d = b.data();
                 if d.len() >= ETH + 20 && get_u16(d, 12) == ethernet::ethertype::IPV4 {
                     let ok = ipv4::Packet::new_checked(&d[ETH..])
-                        .map(|ip| ip.verify_checksum())
+                        .map(|ip| {
+                            ip.verify_checksum() && usize::from(ip.total_len()) == d.len() - ETH
+                        })
                         .unwrap_or(false);
                     if !ok {
-                        bad_checksums.push(d.to_vec());
+                        bad_headers.push(d.to_vec());
                     }
                 }
                 sent += 1;
@@ -1247,10 +1249,10 @@ fn random_mutations_are_accounted_for_and_leak_nothing() {
         "{inputs} in, {sent} sent, {drops} dropped"
     );
     assert!(
-        bad_checksums.is_empty(),
-        "{} frames sent with a bad IPv4 checksum, first {:02x?}",
-        bad_checksums.len(),
-        bad_checksums[0]
+        bad_headers.is_empty(),
+        "{} IPv4 frames sent with a bad checksum or length, first {:02x?}",
+        bad_headers.len(),
+        bad_headers[0]
     );
     // The mutations are meant to reach past the parser: make sure they did.
     assert!(sent > inputs / 20, "only {sent} of {inputs} forwarded");

@@ -27,10 +27,11 @@ const FIX_CHECKSUMS: u8 = 0x80;
 
 /// A `pipeline` script: frames on `port`, with the checksum-fixing bit set
 /// (so that mutations of a seed reach past the checksum check).
-fn pipeline_script(port: u8, frames: &[Vec<u8>]) -> Vec<u8> {
+fn pipeline_script<F: AsRef<[u8]>>(port: u8, frames: &[F]) -> Vec<u8> {
     assert!((port as usize) < REFERENCE_PORTS.len());
     let mut s = vec![port | FIX_CHECKSUMS];
     for f in frames {
+        let f = f.as_ref();
         s.extend_from_slice(&(f.len() as u16).to_be_bytes());
         s.extend_from_slice(f);
     }
@@ -170,8 +171,8 @@ fn main() -> std::io::Result<()> {
         )
     };
     let pipeline: Vec<(&str, Vec<u8>)> = vec![
-        ("eth0_vxlan", pipeline_script(ETH0, &[vxlan.clone()])),
-        ("eth0_ipip", pipeline_script(ETH0, &[ipip.clone()])),
+        ("eth0_vxlan", pipeline_script(ETH0, &[&vxlan])),
+        ("eth0_ipip", pipeline_script(ETH0, &[&ipip])),
         (
             "eth0_vxlan_ttl1",
             pipeline_script(ETH0, &[vxlan_from_b(&remote_to_pod_a(1))]),
@@ -197,12 +198,9 @@ fn main() -> std::io::Result<()> {
                 ],
             ),
         ),
-        (
-            "pod-a_udp_local",
-            pipeline_script(POD_A, &[udp_local.clone()]),
-        ),
+        ("pod-a_udp_local", pipeline_script(POD_A, &[&udp_local])),
         ("pod-a_udp_local_no_fix", {
-            let mut script = pipeline_script(POD_A, &[udp_local.clone()]);
+            let mut script = pipeline_script(POD_A, &[&udp_local]);
             script[0] &= !FIX_CHECKSUMS;
             script
         }),
@@ -221,7 +219,7 @@ fn main() -> std::io::Result<()> {
                 ],
             ),
         ),
-        ("pod-a_arp", pipeline_script(POD_A, &[arp.clone()])),
+        ("pod-a_arp", pipeline_script(POD_A, &[&arp])),
         (
             "pod-a_tcp_icmp",
             pipeline_script(POD_A, &[syn.clone(), echo.clone()]),
@@ -240,7 +238,7 @@ fn main() -> std::io::Result<()> {
                 ],
             ),
         ),
-        ("pod-a_vlan", pipeline_script(POD_A, &[vlan.clone()])),
+        ("pod-a_vlan", pipeline_script(POD_A, &[&vlan])),
         (
             "pod-b_udp",
             pipeline_script(

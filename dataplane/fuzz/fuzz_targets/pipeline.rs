@@ -123,13 +123,20 @@ fn total_drops(c: &WorkerCounters) -> u64 {
         .sum()
 }
 
-/// A header that passes `check_len` and its checksum, at `at` of `frame`.
+/// The IPv4 packet at `at` of `frame` passes `check_len` and its checksum,
+/// and ends exactly where the frame does (the switch trims padding and
+/// sends nothing after a packet); returns its header length.
 fn assert_valid_ipv4(frame: &[u8], at: usize, what: &str) -> usize {
     let ip = ipv4::Packet::new_checked(&frame[at..])
         .unwrap_or_else(|e| panic!("{what}: IPv4 header {e}: {frame:02x?}"));
     assert!(
         ip.verify_checksum(),
         "{what}: bad IPv4 header checksum: {frame:02x?}"
+    );
+    assert_eq!(
+        usize::from(ip.total_len()),
+        frame.len() - at,
+        "{what}: IPv4 total length is not the frame's: {frame:02x?}"
     );
     ip.header_len()
 }
@@ -148,15 +155,22 @@ fn check_output(frame: &[u8], from_pod: bool) {
     if !from_pod || ip.is_fragment() || ip.src_u32() != tables().node.node_ip {
         return;
     }
-    // Encapsulated by this node: the inner packet went through parse too.
+    // Encapsulated by this node: the inner packet went through parse too,
+    // and the outer lengths cover it exactly.
     match ip.protocol() {
         ipv4::protocol::IPIP => {
             assert_valid_ipv4(frame, L3 + hl, "IPIP inner packet");
         }
         ipv4::protocol::UDP => {
             let u = udp::Packet::new_checked(ip.payload()).expect("sent UDP is whole");
+            assert_eq!(
+                usize::from(u.len()),
+                ip.payload().len(),
+                "UDP length of an encapsulation"
+            );
             if u.dst_port() == tables().node.vxlan_port {
                 let v = vxlan::Packet::new_checked(u.payload()).expect("sent VXLAN is whole");
+                assert_eq!(v.vni(), tables().node.vni);
                 let inner = v.payload();
                 if inner.len() >= L3
                     && u16::from_be_bytes([inner[12], inner[13]]) == ethernet::ethertype::IPV4

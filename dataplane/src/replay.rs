@@ -197,14 +197,19 @@ pub fn replay(cfg: &NodeConfig, inputs: &[(String, Vec<Record>)], out_dir: &Path
 /// Runs frames through a node in memory: `inputs` are (port name, frame),
 /// in order, timestamps one microsecond apart.
 pub fn replay_in_memory(cfg: &NodeConfig, inputs: &[(&str, Vec<u8>)]) -> Result<MemoryReplay, ReplayError> {
-    let tables = Tables::from_config(cfg)?;
+    replay_tables_in_memory(&Tables::from_config(cfg)?, inputs)
+}
+
+/// [`replay_in_memory`] through tables already built, so that many small
+/// replays share one build (building tables is the expensive part).
+pub fn replay_tables_in_memory(tables: &Tables, inputs: &[(&str, Vec<u8>)]) -> Result<MemoryReplay, ReplayError> {
     let mut merged = Vec::with_capacity(inputs.len());
     for (k, (port, data)) in inputs.iter().enumerate() {
         let id = tables.port_by_name(port).ok_or_else(|| ReplayError::UnknownPort(port.to_string(), String::new()))?;
         merged.push((id, Record { ts_ns: 1_000_000_000 + k as u64 * 1000, data: data.clone() }));
     }
     let mut outputs: BTreeMap<String, Vec<Vec<u8>>> = tables.ports.iter().map(|p| (p.name.clone(), Vec::new())).collect();
-    let (stats, _) = run(&tables, &merged, MIN_BURST, |port, _, data| {
+    let (stats, _) = run(tables, &merged, MIN_BURST, |port, _, data| {
         outputs.get_mut(&tables.ports[port as usize].name).expect("every port").push(data.to_vec());
     });
     Ok(MemoryReplay { outputs, stats })

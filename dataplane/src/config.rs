@@ -327,6 +327,11 @@ pub struct PortConfig {
     /// How workers wait on this port; the daemon's `rx_mode` if unset.
     #[serde(default)]
     pub rx_mode: Option<RxMode>,
+    /// Removed at runtime: the slot keeps its id (ids are never reused while
+    /// the daemon runs) but the port has no socket, no route and no name.
+    /// Never read from or written to a file.
+    #[serde(skip)]
+    pub removed: bool,
 }
 
 /// How a route forwards.
@@ -442,6 +447,9 @@ impl NodeConfig {
         let mut pod_ips = HashSet::new();
         let (mut uplinks, mut hosts) = (0, 0);
         for (i, p) in self.ports.iter().enumerate() {
+            if p.removed {
+                continue;
+            }
             let k = |f: &str| format!("port[{i}].{f}");
             if p.name.is_empty() || p.name.len() > 64 {
                 return Err(err(k("name"), "must be 1 to 64 characters"));
@@ -504,7 +512,7 @@ impl NodeConfig {
                 }
             }
         }
-        let uplink = self.ports.iter().find(|p| p.kind == PortKind::Uplink);
+        let uplink = self.ports.iter().find(|p| p.kind == PortKind::Uplink && !p.removed);
         let mut prefixes = HashSet::new();
         for (i, r) in self.routes.iter().enumerate() {
             let k = |f: &str| format!("route[{i}].{f}");
@@ -541,7 +549,7 @@ impl NodeConfig {
             match (r.via, &r.port) {
                 (Via::Pod, None) => return Err(err(k("port"), "via pod needs the pod port's name")),
                 (Via::Pod, Some(name)) => {
-                    if !self.ports.iter().any(|p| p.kind == PortKind::Pod && &p.name == name) {
+                    if !self.ports.iter().any(|p| p.kind == PortKind::Pod && !p.removed && &p.name == name) {
                         return Err(err(k("port"), format!("no pod port is named `{name}`")));
                     }
                 }

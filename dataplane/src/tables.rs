@@ -44,6 +44,8 @@ pub struct PortEntry {
     pub own_mac: MacAddr,
     /// MTU of the link.
     pub mtu: u16,
+    /// Removed at runtime: kept so ids stay stable, but unreachable.
+    pub removed: bool,
 }
 
 /// Kind-specific port data.
@@ -220,9 +222,10 @@ impl Tables {
                 },
                 own_mac: if p.kind == PortKind::Uplink { p.mac } else { cfg.node.router_mac },
                 mtu: p.mtu,
+                removed: p.removed,
             })
             .collect();
-        let port_id = |name: &str| ports.iter().position(|p| p.name == name).map(|i| i as PortId);
+        let port_id = |name: &str| ports.iter().position(|p| p.name == name && !p.removed).map(|i| i as PortId);
 
         let mut keys: Vec<NextHopKey> = Vec::new();
         let mut key_index: HashMap<NextHopKey, u32> = HashMap::new();
@@ -238,7 +241,7 @@ impl Tables {
                 .map(|_| ())
                 .map_err(|e| TablesError::Route { prefix, problem: e.to_string() })
         };
-        for (i, p) in ports.iter().enumerate() {
+        for (i, p) in ports.iter().enumerate().filter(|(_, p)| !p.removed) {
             if let PortRole::Pod { ip, .. } = p.role {
                 let nh = intern(NextHopKey::Pod(i as PortId));
                 insert(Ipv4Net::new(Ipv4Addr::from(ip), 32).expect("a /32"), nh)?;
@@ -384,7 +387,7 @@ impl Tables {
 
     /// The port with this name.
     pub fn port_by_name(&self, name: &str) -> Option<PortId> {
-        self.ports.iter().position(|p| p.name == name).map(|i| i as PortId)
+        self.ports.iter().position(|p| p.name == name && !p.removed).map(|i| i as PortId)
     }
 
     /// Is `ip` (host order) a node allowed to send VXLAN?

@@ -412,3 +412,43 @@ fn uplink_keeps_the_kernel_reachable_and_speaks_vxlan_with_a_kernel_peer() {
     assert!(metric(&m, "sluice_vxlan_decap_total") >= 3.0);
     assert!(metric(&m, "sluice_vxlan_encap_total") >= 3.0);
 }
+
+/// The CNI plugin's path: a pod's veth attached and detached at runtime.
+#[test]
+fn pod_ports_are_attached_and_detached_at_runtime() {
+    let mut lab = Lab::new("i");
+    lab.start();
+    let pod = format!("{}-p2", lab.prefix);
+    sh(&["ip", "netns", "add", &pod]);
+    lab.pods.push(pod.clone());
+    sh(&["ip", "-n", &lab.node, "link", "add", "svc", "type", "veth", "peer", "name", "eth0", "netns", &pod]);
+    sh(&["ip", "-n", &pod, "link", "set", "eth0", "address", "02:00:00:00:01:04"]);
+    sh(&["ip", "-n", &pod, "addr", "add", "10.5.1.4/24", "dev", "eth0"]);
+    sh(&["ip", "-n", &pod, "link", "set", "eth0", "up"]);
+    sh(&["ip", "-n", &pod, "route", "add", "default", "via", "10.5.1.1"]);
+    ns_sh(&pod, &["ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off"]);
+    sh(&["ip", "-n", &lab.node, "link", "set", "svc", "up"]);
+    assert!(!ping(&lab, 0, "10.5.1.4"), "not attached yet");
+
+    let out = lab.ctl(&["port", "add", "svc", "10.5.1.4", "02:00:00:00:01:04"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(ping(&lab, 0, "10.5.1.4"), "attached: pod a reaches the new pod");
+    let again = lab.ctl(&["port", "add", "svc", "10.5.1.4", "02:00:00:00:01:04"]);
+    assert!(again.status.success(), "adding the same port again is fine");
+    let clash = lab.ctl(&["port", "add", "svc", "10.5.1.5", "02:00:00:00:01:04"]);
+    assert!(!clash.status.success(), "the same name with other settings is refused");
+    let missing = lab.ctl(&["port", "add", "nosuch1", "10.5.1.6", "02:00:00:00:01:06"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("nosuch1"), "{}", String::from_utf8_lossy(&missing.stderr));
+    assert!(ping(&lab, 0, "10.5.1.4"), "a refused request changed nothing");
+
+    let out = lab.ctl(&["port", "del", "svc"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!lab.xdp_status().lines().any(|l| l.starts_with("svc") && l.contains("sluice_xdp")), "detached");
+    assert!(!ping(&lab, 0, "10.5.1.4"), "detached: unreachable again");
+    assert!(lab.ctl(&["port", "del", "svc"]).status.success(), "removing it again is fine");
+    assert!(ping(&lab, 0, "10.5.1.3"), "the other pods are unaffected");
+    // And it can come back (under a new id).
+    assert!(lab.ctl(&["port", "add", "svc", "10.5.1.4", "02:00:00:00:01:04"]).status.success());
+    assert!(ping(&lab, 1, "10.5.1.4"));
+}

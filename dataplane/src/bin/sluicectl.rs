@@ -45,6 +45,11 @@ enum Cmd {
         #[command(subcommand)]
         action: RouteCmd,
     },
+    /// Attach or detach pod ports.
+    Port {
+        #[command(subcommand)]
+        action: PortCmd,
+    },
     /// Add or remove underlay neighbours.
     Neighbour {
         #[command(subcommand)]
@@ -76,6 +81,27 @@ enum RouteCmd {
     Del {
         /// Prefixes.
         prefixes: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PortCmd {
+    /// NAME IP MAC: attach the host end NAME of a pod's veth.
+    Add {
+        /// Interface (the host end of the pod's veth).
+        name: String,
+        /// The pod's IPv4 address.
+        ip: String,
+        /// The pod's MAC.
+        mac: String,
+        /// The pod interface's MTU.
+        #[arg(long, default_value_t = 1500)]
+        mtu: u16,
+    },
+    /// Detach pod ports by name.
+    Del {
+        /// Interfaces.
+        names: Vec<String>,
     },
 }
 
@@ -194,6 +220,8 @@ fn main() -> ExitCode {
         Cmd::Neighbour { action: NeighbourCmd::Add { ip, mac } } => ("neighbours.set", json!({ "neighbours": [{ "ip": ip, "mac": mac }] })),
         Cmd::Neighbour { action: NeighbourCmd::Del { ips } } => ("neighbours.remove", json!({ "ips": ips })),
         Cmd::Trace { port, frame } => ("trace", json!({ "port": port, "frame": frame })),
+        Cmd::Port { action: PortCmd::Add { name, ip, mac, mtu } } => ("ports.add", json!({ "ports": [{ "name": name, "kind": "pod", "ip": ip, "mac": mac, "mtu": mtu }] })),
+        Cmd::Port { action: PortCmd::Del { names } } => ("ports.remove", json!({ "names": names })),
     };
     let resp = match api::call(&a.socket, op, args) {
         Ok(r) => r,
@@ -212,7 +240,7 @@ fn main() -> ExitCode {
         println!("{}", serde_json::to_string_pretty(&result).unwrap_or_default());
     } else {
         match &a.cmd {
-            Cmd::Route { .. } | Cmd::Neighbour { .. } => println!("ok (tables generation {})", s(&result["generation"])),
+            Cmd::Route { .. } | Cmd::Neighbour { .. } | Cmd::Port { .. } => println!("ok (tables generation {})", s(&result["generation"])),
             cmd => println!("{}", human(cmd, &result)),
         }
     }

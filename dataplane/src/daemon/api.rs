@@ -17,6 +17,8 @@
 //! | op | args | result |
 //! |---|---|---|
 //! | `ports.list` | | ports with ids |
+//! | `ports.add` | `ports: [port]` | attaches pod ports (kind `pod`): XDP program, a socket per worker, the pod's `/32` |
+//! | `ports.remove` | `names: [name]` | detaches pod ports; their ids are not reused while the daemon runs |
 //! | `routes.list` | | configured routes, then each pod's implied `/32` |
 //! | `routes.add` | `routes: [route]` | adds or replaces by prefix |
 //! | `routes.replace` | `routes: [route]` | the configured routes become exactly these |
@@ -192,7 +194,24 @@ pub struct Control {
     tables: Arc<TablesHandle>,
     counters: Vec<Arc<WorkerCounters>>,
     config_path: Option<PathBuf>,
+    programs: Vec<crate::port::afxdp::XdpProgram>,
+    registry: Option<Arc<super::PortRegistry>>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PortsArgs {
+    ports: Vec<crate::config::PortConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamesArgs {
+    names: Vec<String>,
+}
+
+/// How long ports.add/remove wait for every worker to take up new sockets.
+const PORT_CHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Maps a configuration error back to the request entry that caused it.
 fn request_error(e: ConfigError, section: &str, req_name: &str, origin: &[Option<usize>]) -> ApiError {
@@ -212,7 +231,106 @@ fn request_error(e: ConfigError, section: &str, req_name: &str, origin: &[Option
 impl Control {
     /// Control over a running switch's tables.
     pub fn new(cfg: NodeConfig, tables: Arc<TablesHandle>, counters: Vec<Arc<WorkerCounters>>) -> Self {
-        Control { cfg, tables, counters, config_path: None }
+        Control { cfg, tables, counters, config_path: None, programs: Vec::new(), registry: None }
+    }
+
+    /// Gives the control side the attached XDP programs and the workers'
+    /// port registry, so it can add and remove pod ports at runtime.
+    pub fn manage_ports(&mut self, programs: Vec<crate::port::afxdp::XdpProgram>, registry: Arc<super::PortRegistry>) {
+        self.programs = programs;
+        self.registry = Some(registry);
+    }
+
+    /// Detaches every XDP program (after the workers closed their sockets).
+    pub fn release_ports(&mut self) {
+        self.programs.clear();
+    }
+
+    fn ports_add(&mut self, new_ports: Vec<crate::config::PortConfig>) -> Result<Value, ApiError> {
+        let registry = self.registry.clone().ok_or_else(|| ApiError::new(None, "ports cannot be added to this switch at runtime"))?;
+        let mut new = self.cfg.clone();
+        let mut origin: Vec<Option<usize>> = vec![None; new.ports.len()];
+        let mut fresh = Vec::new();
+        for (i, p) in new_ports.into_iter().enumerate() {
+            if p.kind != PortKind::Pod {
+                return Err(ApiError::new(Some(format!("ports[{i}].kind")), "only pod ports are added at runtime"));
+            }
+            match new.ports.iter().position(|x| x.name == p.name && !x.removed) {
+                // Idempotent: the same port again changes nothing.
+                Some(k) if new.ports[k] == p => {}
+                Some(_) => return Err(ApiError::new(Some(format!("ports[{i}].name")), format!("`{}` is attached with other settings; remove it first", p.name))),
+                None => {
+                    new.ports.push(p);
+                    origin.push(Some(i));
+                    fresh.push(new.ports.len() - 1);
+                }
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(json!({ "added": 0, "generation": self.tables.load().generation }));
+        }
+        new.validate().map_err(|e| request_error(e, "port", "ports", &origin))?;
+        // Attach first; on any failure detach what was attached and stop.
+        let mut attached = Vec::new();
+        for &k in &fresh {
+            let name = new.ports[k].name.clone();
+            match crate::port::afxdp::XdpProgram::attach(&name, crate::port::afxdp::Steering::RedirectAll) {
+                Ok(prog) => {
+                    registry.add(&name, prog.xsk_map());
+                    attached.push(prog);
+                }
+                Err(e) => {
+                    for p in &attached {
+                        registry.remove(p.ifname());
+                    }
+                    let i = origin[k].unwrap_or(0);
+                    return Err(ApiError::new(Some(format!("ports[{i}].name")), e.to_string()));
+                }
+            }
+        }
+        let old = self.cfg.clone();
+        let g = self.commit(new, "port", "ports", &origin)?;
+        let failures = registry.wait_for(g, PORT_CHANGE_TIMEOUT).map_err(|e| ApiError::new(None, e))?;
+        if let Some((name, why)) = failures.first() {
+            // Roll back: the old tables, then the sockets some workers opened
+            // close at reconcile, then the programs go.
+            let g_old = self.commit(old, "port", "ports", &[])?;
+            let _ = registry.wait_for(g_old, PORT_CHANGE_TIMEOUT);
+            for p in &attached {
+                registry.remove(p.ifname());
+            }
+            return Err(ApiError::new(Some("ports".into()), format!("port `{name}`: {why}")));
+        }
+        let n = attached.len();
+        self.programs.extend(attached);
+        Ok(json!({ "added": n, "generation": g }))
+    }
+
+    fn ports_remove(&mut self, names: &[String]) -> Result<Value, ApiError> {
+        let registry = self.registry.clone().ok_or_else(|| ApiError::new(None, "ports cannot be removed from this switch at runtime"))?;
+        let mut new = self.cfg.clone();
+        let mut gone = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            if let Some(p) = new.ports.iter_mut().find(|p| &p.name == name && !p.removed) {
+                if p.kind != PortKind::Pod {
+                    return Err(ApiError::new(Some(format!("names[{i}]")), format!("`{name}` is not a pod port")));
+                }
+                p.removed = true;
+                gone.push(name.clone());
+            }
+        }
+        if gone.is_empty() {
+            return Ok(json!({ "removed": 0, "generation": self.tables.load().generation }));
+        }
+        // Routes that name a removed port go with it.
+        new.routes.retain(|r| !(r.via == Via::Pod && r.port.as_ref().is_some_and(|p| gone.contains(p))));
+        let g = self.commit(new, "port", "names", &[])?;
+        let _ = registry.wait_for(g, PORT_CHANGE_TIMEOUT);
+        for name in &gone {
+            registry.remove(name);
+        }
+        self.programs.retain(|p| !gone.iter().any(|n| n == p.ifname()));
+        Ok(json!({ "removed": gone.len(), "generation": g }))
     }
 
     /// Where `reload` reads the configuration from.
@@ -227,9 +345,14 @@ impl Control {
         let path = self.config_path.clone().ok_or_else(|| ApiError::new(None, "this sluiced was started without a configuration file"))?;
         let text = std::fs::read_to_string(&path).map_err(|e| ApiError::new(None, format!("{}: {e}", path.display())))?;
         let new = NodeConfig::from_toml_str(&text).map_err(|e| ApiError::new(Some(e.key), format!("{}: {}", path.display(), e.problem)))?;
-        if new.ports != self.cfg.ports {
-            return Err(ApiError::new(Some("port".into()), "ports differ from the running ones; a reload does not add or remove ports (restart sluiced)"));
+        // Pod ports are the API's (the CNI plugin adds and removes them at
+        // runtime); the uplink and host port must be as running.
+        let infra = |ports: &[crate::config::PortConfig]| -> Vec<crate::config::PortConfig> { ports.iter().filter(|p| p.kind != PortKind::Pod && !p.removed).cloned().collect() };
+        if infra(&new.ports) != infra(&self.cfg.ports) {
+            return Err(ApiError::new(Some("port".into()), "the uplink or host port differs from the running one; that needs a restart"));
         }
+        let mut new = new;
+        new.ports = self.cfg.ports.clone();
         if new.daemon != self.cfg.daemon {
             return Err(ApiError::new(Some("daemon".into()), "daemon settings differ from the running ones; they take effect on restart"));
         }
@@ -330,6 +453,14 @@ impl Control {
                 Ok(json!({ "removed": removed, "generation": g }))
             }
             "reload" => self.reload(),
+            "ports.add" => {
+                let a: PortsArgs = args(&req.args)?;
+                self.ports_add(a.ports)
+            }
+            "ports.remove" => {
+                let a: NamesArgs = args(&req.args)?;
+                self.ports_remove(&a.names)
+            }
             "trace" => {
                 let a: TraceArgs = args(&req.args)?;
                 let frame = parse_hex(&a.frame).ok_or_else(|| ApiError::new(Some("args.frame".into()), "not hex bytes"))?;
@@ -388,6 +519,7 @@ impl Control {
             .ports
             .iter()
             .enumerate()
+            .filter(|(_, p)| !p.removed)
             .map(|(id, p)| json!({ "id": id, "name": p.name, "kind": p.kind, "mac": p.mac, "ip": p.ip, "address": p.address, "mtu": p.mtu }))
             .collect();
         Value::Array(v)
@@ -395,7 +527,7 @@ impl Control {
 
     fn routes(&self) -> Vec<RouteConfig> {
         let mut v = self.cfg.routes.clone();
-        for p in self.cfg.ports.iter().filter(|p| p.kind == PortKind::Pod) {
+        for p in self.cfg.ports.iter().filter(|p| p.kind == PortKind::Pod && !p.removed) {
             if let Some(ip) = p.ip {
                 v.push(RouteConfig { prefix: Ipv4Net::new(ip, 32).expect("a /32"), via: Via::Pod, node: None, vtep_mac: None, port: Some(p.name.clone()) });
             }
@@ -405,7 +537,7 @@ impl Control {
 
     /// Counters summed over workers.
     pub fn stats(&self) -> StatsSnapshot {
-        let names = self.cfg.ports.iter().enumerate().map(|(i, p)| (i as PortId, p.name.clone()));
+        let names = self.cfg.ports.iter().enumerate().filter(|(_, p)| !p.removed).map(|(i, p)| (i as PortId, p.name.clone()));
         StatsSnapshot::collect(self.counters.iter().map(|c| &**c), names)
     }
 }
@@ -618,7 +750,7 @@ mod tests {
         assert!(r.ok, "{r:?}");
         assert!(c.lock().unwrap().tables.load().lpm.get(u32::from(Ipv4Addr::new(10, 5, 77, 0)), 24).is_some());
         let g = c.lock().unwrap().tables.load().generation;
-        std::fs::write(&path, with_route.replace("name = \"pod-b\"", "name = \"pod-c\"").replace("10.5.77.0/24", "10.5.78.0/24")).unwrap();
+        std::fs::write(&path, with_route.replace("gateway = \"192.168.50.254\"", "gateway = \"192.168.50.253\"").replace("10.5.77.0/24", "10.5.78.0/24")).unwrap();
         let r = ask(&c, r#"{"version":1,"op":"reload"}"#);
         assert_eq!(r.error.unwrap().field.as_deref(), Some("port"));
         assert_eq!(c.lock().unwrap().tables.load().generation, g, "nothing applied");

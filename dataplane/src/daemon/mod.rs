@@ -92,6 +92,8 @@ pub enum DaemonError {
 enum WorkerPort {
     Xsk(XskPort),
     Tap(TapPort),
+    /// Removed, or not opened (yet).
+    Closed,
 }
 
 impl Port<UmemPool> for WorkerPort {
@@ -99,13 +101,58 @@ impl Port<UmemPool> for WorkerPort {
         match self {
             WorkerPort::Xsk(p) => p.rx_burst(pool, burst),
             WorkerPort::Tap(p) => p.rx_burst(pool, burst),
+            WorkerPort::Closed => 0,
         }
     }
     fn tx_burst(&mut self, pool: &mut UmemPool, bufs: &mut Vec<XdpBuf>) -> usize {
         match self {
             WorkerPort::Xsk(p) => p.tx_burst(pool, bufs),
             WorkerPort::Tap(p) => p.tx_burst(pool, bufs),
+            WorkerPort::Closed => 0,
         }
+    }
+}
+
+/// What the control side shares with workers about AF_XDP ports: each
+/// port's socket map (to register new sockets in), the generation each
+/// worker has brought its sockets up to, and the ports a worker failed to open.
+#[derive(Debug)]
+pub struct PortRegistry {
+    maps: std::sync::Mutex<std::collections::HashMap<String, XskMap>>,
+    acks: Vec<std::sync::atomic::AtomicU32>,
+    failures: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+impl PortRegistry {
+    fn new(workers: usize) -> Self {
+        PortRegistry { maps: Default::default(), acks: (0..workers).map(|_| std::sync::atomic::AtomicU32::new(0)).collect(), failures: Default::default() }
+    }
+
+    fn map_of(&self, name: &str) -> Option<XskMap> {
+        self.maps.lock().unwrap_or_else(|p| p.into_inner()).get(name).copied()
+    }
+
+    /// Registers a port's socket map before tables naming it are published.
+    pub fn add(&self, name: &str, map: XskMap) {
+        self.maps.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), map);
+    }
+
+    /// Forgets a port's socket map.
+    pub fn remove(&self, name: &str) {
+        self.maps.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+    }
+
+    /// Waits until every worker has brought its sockets up to `generation`;
+    /// returns the ports that failed to open, or an error on timeout.
+    pub fn wait_for(&self, generation: u32, timeout: std::time::Duration) -> Result<Vec<(String, String)>, String> {
+        let deadline = Instant::now() + timeout;
+        while self.acks.iter().any(|a| a.load(Ordering::Acquire) != generation) {
+            if Instant::now() > deadline {
+                return Err(format!("workers did not take up tables generation {generation} in {timeout:?}"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        Ok(std::mem::take(&mut *self.failures.lock().unwrap_or_else(|p| p.into_inner())))
     }
 }
 
@@ -127,8 +174,6 @@ pub struct Daemon {
     counters: Vec<Arc<WorkerCounters>>,
     stop: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
-    // Dropped after the workers are joined: detaches the programs.
-    programs: Vec<XdpProgram>,
     /// What was set up.
     pub report: Vec<PortReport>,
     /// Whether UMEMs are on hugepages.
@@ -209,6 +254,8 @@ impl Daemon {
         for p in &cfg.ports {
             locks.push(PortLock::claim(&p.name).map_err(|holder| DaemonError::Busy { port: p.name.clone(), holder })?);
         }
+        let n_workers = cfg.daemon.workers.len().max(1);
+        let registry = Arc::new(PortRegistry::new(n_workers));
         let mut programs = Vec::new();
         let mut plans = Vec::new();
         let uplink_ip = cfg.ports.iter().find(|p| p.kind == PortKind::Uplink).and_then(|p| p.address).map(|a| a.ip);
@@ -228,6 +275,7 @@ impl Daemon {
             };
             let prog = XdpProgram::attach(&p.name, steering).map_err(|source| DaemonError::Port { port: p.name.clone(), source })?;
             plans.push(PortPlan { ifname: p.name.clone(), map: Some(prog.xsk_map()) });
+            registry.add(&p.name, prog.xsk_map());
             programs.push(prog);
         }
 
@@ -244,7 +292,8 @@ impl Daemon {
             counters.push(c.clone());
             let (ready_tx, ready_rx) = mpsc::channel();
             let (plans, modes, handle, wstop) = (plans.clone(), modes.clone(), handle.clone(), stop.clone());
-            let spawned = std::thread::Builder::new().name(format!("sluice-w{w}")).spawn(move || worker_main(w, core, plans, modes, burst, handle, c, wstop, ready_tx));
+            let wreg = registry.clone();
+            let spawned = std::thread::Builder::new().name(format!("sluice-w{w}")).spawn(move || worker_main(w, core, plans, modes, burst, handle, c, wreg, wstop, ready_tx));
             let join = match spawned {
                 Ok(j) => j,
                 Err(e) => {
@@ -293,11 +342,13 @@ impl Daemon {
                 };
             }
         }
+        let _ = &programs;
         {
             let mut c = api::Control::new(cfg.clone(), handle.clone(), counters.clone());
             if let Some(p) = config_path {
                 c.set_config_path(p);
             }
+            c.manage_ports(std::mem::take(&mut programs), registry.clone());
             let control = Arc::new(std::sync::Mutex::new(c));
             control_handle = control.clone();
             let (apath, astop) = (api_path.clone(), stop.clone());
@@ -324,7 +375,7 @@ impl Daemon {
             }
         }
         let control = control_handle;
-        Ok(Daemon { tables: handle, counters, stop, workers, programs, report, hugepages, control, _locks: locks })
+        Ok(Daemon { tables: handle, counters, stop, workers, report, hugepages, control, _locks: locks })
     }
 
     /// The published tables.
@@ -348,7 +399,8 @@ impl Daemon {
         for j in self.workers.drain(..) {
             let _ = j.join();
         }
-        self.programs.clear();
+        // Sockets are closed; now the programs can go.
+        self.control.lock().unwrap_or_else(|p| p.into_inner()).release_ports();
     }
 }
 
@@ -357,6 +409,30 @@ impl Drop for Daemon {
         self.stop.store(true, Ordering::Relaxed);
         for j in self.workers.drain(..) {
             let _ = j.join();
+        }
+        self.control.lock().unwrap_or_else(|p| p.into_inner()).release_ports();
+    }
+}
+
+/// Brings a worker's sockets in line with the tables: opens sockets for pod
+/// ports that appeared, closes those of removed ports. Ids never move, so
+/// slot `i` is always port `i`.
+fn reconcile(w: usize, tables: &Tables, ports: &mut Vec<WorkerPort>, umem: &mut Umem, pool: &mut UmemPool, registry: &PortRegistry) {
+    while ports.len() < tables.ports.len() {
+        ports.push(WorkerPort::Closed);
+    }
+    for (i, entry) in tables.ports.iter().enumerate() {
+        let slot = &mut ports[i];
+        match (&*slot, entry.removed) {
+            (WorkerPort::Xsk(_), true) => *slot = WorkerPort::Closed,
+            (WorkerPort::Closed, false) if matches!(entry.role, crate::tables::PortRole::Pod { .. }) => {
+                let Some(map) = registry.map_of(&entry.name) else { continue };
+                match XskPort::open(umem, pool, map, &entry.name, w as u32, XskConfig::default()) {
+                    Ok(p) => *slot = WorkerPort::Xsk(p),
+                    Err(e) => registry.failures.lock().unwrap_or_else(|p| p.into_inner()).push((entry.name.clone(), e.to_string())),
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -389,7 +465,7 @@ const IDLE_WAIT_MS: i32 = 20;
 type Ready = mpsc::Sender<Result<(Vec<PortReport>, bool), DaemonError>>;
 
 #[allow(clippy::too_many_arguments)]
-fn worker_main(w: usize, core: Option<usize>, plans: Vec<PortPlan>, modes: Vec<RxMode>, burst_size: usize, handle: Arc<TablesHandle>, counters: Arc<WorkerCounters>, stop: Arc<AtomicBool>, ready: Ready) {
+fn worker_main(w: usize, core: Option<usize>, plans: Vec<PortPlan>, modes: Vec<RxMode>, burst_size: usize, handle: Arc<TablesHandle>, counters: Arc<WorkerCounters>, registry: Arc<PortRegistry>, stop: Arc<AtomicBool>, ready: Ready) {
     if let Some(c) = core {
         if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
             let _ = ready.send(Err(DaemonError::Worker { worker: w, message: format!("cannot pin to core {c}") }));
@@ -435,20 +511,26 @@ fn worker_main(w: usize, core: Option<usize>, plans: Vec<PortPlan>, modes: Vec<R
             },
         }
     }
+    let mut cache = handle.cache();
+    let mut generation = cache.load().generation;
+    registry.acks[w].store(generation, Ordering::Release);
     let _ = ready.send(Ok((report, umem.hugepages())));
 
-    let fds: Vec<i32> = ports
-        .iter()
-        .map(|p| match p {
-            WorkerPort::Xsk(x) => x.fd(),
-            WorkerPort::Tap(t) => t.fd(),
-        })
-        .collect();
+    let fds_of = |ports: &[WorkerPort]| -> Vec<i32> {
+        ports
+            .iter()
+            .filter_map(|p| match p {
+                WorkerPort::Xsk(x) => Some(x.fd()),
+                WorkerPort::Tap(t) => Some(t.fd()),
+                WorkerPort::Closed => None,
+            })
+            .collect()
+    };
+    let mut fds = fds_of(&ports);
     let sleepy = modes.iter().all(|m| *m != RxMode::Poll);
     let eager = modes.iter().all(|m| *m == RxMode::Interrupt);
     let mut pipeline: Pipeline<XdpBuf> = Pipeline::new(PipelineConfig::default(), counters);
     let mut burst = Burst::new(burst_size);
-    let mut cache = handle.cache();
     let epoch = Instant::now();
     let mut idle = 0u32;
     let debug = std::env::var_os("SLUICED_DEBUG").is_some();
@@ -463,6 +545,12 @@ fn worker_main(w: usize, core: Option<usize>, plans: Vec<PortPlan>, modes: Vec<R
             }
         }
         let tables = Arc::clone(cache.load());
+        if tables.generation != generation {
+            reconcile(w, &tables, &mut ports, &mut umem, &mut pool, &registry);
+            fds = fds_of(&ports);
+            generation = tables.generation;
+            registry.acks[w].store(generation, Ordering::Release);
+        }
         let now = epoch.elapsed().as_nanos() as u64;
         let mut got = 0;
         for id in 0..ports.len() {

@@ -123,6 +123,11 @@ pub struct XdpProgram {
     xsks_map_fd: i32,
 }
 
+// SAFETY: the handles point to libxdp/libbpf heap objects that are not tied
+// to the thread that made them; the control side moves a program between
+// threads but only ever uses it from one at a time (behind a mutex).
+unsafe impl Send for XdpProgram {}
+
 /// A handle on an attached program's socket map (valid while the program is).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct XskMap(i32);

@@ -379,6 +379,9 @@ pub struct NeighbourConfig {
     pub ip: Ipv4Addr,
     /// Its MAC.
     pub mac: MacAddr,
+    /// Learned from the kernel's neighbour table at runtime (never in a file).
+    #[serde(skip)]
+    pub learned: bool,
 }
 
 /// A configuration error: the key at fault and what is wrong with it.

@@ -402,10 +402,21 @@ fn uplink_keeps_the_kernel_reachable_and_speaks_vxlan_with_a_kernel_peer() {
     let m = scrape(&lab);
     assert!(metric(&m, "sluice_drops_total{reason=\"unknown_tunnel_source\"}") >= 3.0, "VXLAN from a node no route names is dropped and counted");
 
-    let out = lab.ctl(&["neighbour", "add", "192.168.50.2", &up1_mac]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = lab.ctl(&["route", "add", "10.5.9.0/24", "vxlan", "192.168.50.2", &peer_vtep]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // No neighbour given: sluiced has the kernel resolve the peer and learns
+    // its MAC from the kernel's table.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = lab.ctl(&["--json", "neighbours"]);
+        let v: serde_json::Value = serde_json::from_slice(&n.stdout).unwrap();
+        let found = v["neighbours"].as_array().unwrap().iter().any(|e| e["ip"] == "192.168.50.2" && e["mac"] == up1_mac.as_str() && e["source"] == "kernel");
+        if found {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the peer's MAC was not learned from the kernel: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert!(pinged(&peer, "10.5.1.2"), "the kernel VXLAN peer reaches a pod");
     assert!(pinged(&lab.pods[0], "10.5.9.0"), "a pod reaches the peer's flannel.1 over VXLAN");
     let m = scrape(&lab);

@@ -338,6 +338,28 @@ impl Control {
         self.config_path = Some(path);
     }
 
+    /// Replaces the neighbours learned from the kernel with `learned`;
+    /// static ones (file, API) win. Publishes only when something changed.
+    pub fn learn_neighbours(&mut self, learned: &std::collections::BTreeMap<Ipv4Addr, crate::wire::MacAddr>) -> Result<bool, ApiError> {
+        let mut new = self.cfg.clone();
+        new.neighbours.retain(|n| !n.learned);
+        for (ip, mac) in learned {
+            if !new.neighbours.iter().any(|n| n.ip == *ip) {
+                new.neighbours.push(NeighbourConfig { ip: *ip, mac: *mac, learned: true });
+            }
+        }
+        let key = |v: &[NeighbourConfig]| {
+            let mut k: Vec<(Ipv4Addr, crate::wire::MacAddr, bool)> = v.iter().map(|n| (n.ip, n.mac, n.learned)).collect();
+            k.sort();
+            k
+        };
+        if key(&new.neighbours) == key(&self.cfg.neighbours) {
+            return Ok(false);
+        }
+        self.commit(new, "neighbour", "neighbours", &[])?;
+        Ok(true)
+    }
+
     /// Re-reads the configuration file and applies what can change while
     /// running (node and tunnel settings, routes, neighbours). A file that
     /// also changes ports or daemon settings is refused whole, naming them.
@@ -353,6 +375,11 @@ impl Control {
         }
         let mut new = new;
         new.ports = self.cfg.ports.clone();
+        for n in self.cfg.neighbours.iter().filter(|n| n.learned) {
+            if !new.neighbours.iter().any(|x| x.ip == n.ip) {
+                new.neighbours.push(n.clone());
+            }
+        }
         if new.daemon != self.cfg.daemon {
             return Err(ApiError::new(Some("daemon".into()), "daemon settings differ from the running ones; they take effect on restart"));
         }
@@ -383,7 +410,10 @@ impl Control {
         match req.op.as_str() {
             "ports.list" => Ok(json!({ "ports": self.ports() })),
             "routes.list" => Ok(json!({ "routes": self.routes() })),
-            "neighbours.list" => Ok(json!({ "neighbours": self.cfg.neighbours })),
+            "neighbours.list" => {
+                let v: Vec<Value> = self.cfg.neighbours.iter().map(|n| json!({ "ip": n.ip, "mac": n.mac, "source": if n.learned { "kernel" } else { "static" } })).collect();
+                Ok(json!({ "neighbours": v }))
+            }
             "node.get" => Ok(json!({ "node": self.cfg.node, "tunnel": self.cfg.tunnel })),
             "stats" => Ok(serde_json::to_value(self.stats()).expect("stats serialize")),
             "routes.add" => {

@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod metrics;
+pub mod neigh;
 
 use crate::buffer::Burst;
 use crate::config::{NodeConfig, PortKind, RxMode};
@@ -351,6 +352,14 @@ impl Daemon {
             c.manage_ports(std::mem::take(&mut programs), registry.clone());
             let control = Arc::new(std::sync::Mutex::new(c));
             control_handle = control.clone();
+            let (ncontrol, nstop) = (control.clone(), stop.clone());
+            match std::thread::Builder::new().name("sluice-neigh".into()).spawn(move || neigh::run(ncontrol, nstop)) {
+                Ok(j) => workers.push(j),
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(DaemonError::Worker { worker: usize::MAX, message: format!("neighbour thread: {e}") });
+                }
+            }
             let (apath, astop) = (api_path.clone(), stop.clone());
             match std::thread::Builder::new().name("sluice-api".into()).spawn(move || api::serve(api_listener, apath, control, astop)) {
                 Ok(j) => {

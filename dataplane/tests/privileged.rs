@@ -282,6 +282,9 @@ fn sluicectl_shows_and_changes_the_running_switch() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("route 10.5.1.3/32 via pod") && text.contains("out   svb:"), "{text}");
+    let flows = lab.ctl(&["flows"]);
+    let text = String::from_utf8_lossy(&flows.stdout);
+    assert!(flows.status.success() && text.contains("10.5.1.2:0") && text.contains("deliver svb"), "the ping's flow is cached: {text}");
     // SIGHUP re-reads the file: a new route appears.
     let cfg = lab.dir.path().join("sluiced.toml");
     let text = std::fs::read_to_string(&cfg).unwrap() + "\n[[route]]\nprefix = \"10.5.8.0/24\"\nvia = \"blackhole\"\n";

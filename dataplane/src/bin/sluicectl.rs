@@ -40,6 +40,8 @@ enum Cmd {
     Stats,
     /// Node and tunnel settings.
     Node,
+    /// Cached flows, per worker.
+    Flows,
     /// Add or remove routes.
     Route {
         #[command(subcommand)]
@@ -177,6 +179,13 @@ fn human(cmd: &Cmd, r: &Value) -> String {
             out += &if events.is_empty() { "(none)".to_string() } else { table(&events) };
             out
         }
+        Cmd::Flows => {
+            let mut rows = vec![vec!["WORKER".into(), "IN".into(), "PROTO".into(), "SOURCE".into(), "DESTINATION".into(), "ACTION".into()]];
+            for f in r["flows"].as_array().into_iter().flatten() {
+                rows.push(vec![s(&f["worker"]), s(&f["in_port"]), s(&f["protocol"]), format!("{}:{}", s(&f["src"]), s(&f["src_port"])), format!("{}:{}", s(&f["dst"]), s(&f["dst_port"])), s(&f["action"])]);
+            }
+            table(&rows)
+        }
         Cmd::Trace { .. } => {
             let mut out = format!("in    {}: {}\n", s(&r["input"]["port"]), s(&r["input"]["summary"]));
             if !r["route"].is_null() {
@@ -206,6 +215,7 @@ fn main() -> ExitCode {
         Cmd::Neighbours => ("neighbours.list", Value::Null),
         Cmd::Stats => ("stats", Value::Null),
         Cmd::Node => ("node.get", Value::Null),
+        Cmd::Flows => ("flows", Value::Null),
         Cmd::Route { action: RouteCmd::Add { prefix, via, node, vtep_mac } } => {
             let mut r = json!({ "prefix": prefix, "via": via });
             if let Some(n) = node {

@@ -28,6 +28,7 @@
 //! | `neighbours.remove` | `ips: [ip]` | |
 //! | `node.get` | | node and tunnel settings |
 //! | `stats` | | counters summed over workers |
+//! | `flows` | | each worker's cached flows (current generation, up to 4096 per worker) |
 //! | `trace` | `port`, `frame` (hex) | what the switch would do with that frame now |
 //! | `reload` | | re-reads the configuration file (as SIGHUP does) |
 //!
@@ -483,6 +484,7 @@ impl Control {
                 Ok(json!({ "removed": removed, "generation": g }))
             }
             "reload" => self.reload(),
+            "flows" => self.flows(),
             "ports.add" => {
                 let a: PortsArgs = args(&req.args)?;
                 self.ports_add(a.ports)
@@ -541,6 +543,32 @@ impl Control {
             "drop": drop,
             "outputs": outputs,
         }))
+    }
+
+    fn flows(&self) -> Result<Value, ApiError> {
+        let registry = self.registry.clone().ok_or_else(|| ApiError::new(None, "this switch has no workers to ask"))?;
+        let flows = registry.dump_flows(Duration::from_secs(2)).map_err(|e| ApiError::new(None, e))?;
+        let tables = self.tables.load();
+        let describe = |adj: u32| -> String {
+            use crate::tables::Adjacency;
+            match tables.adjacencies.get(adj as usize) {
+                Some(Adjacency::Deliver(r)) => format!("deliver {}", tables.ports[r.port as usize].name),
+                Some(Adjacency::HostGw(r)) => format!("host-gw {}", r.dst_mac),
+                Some(Adjacency::ToHost(_)) => "host".into(),
+                Some(Adjacency::Vxlan(e)) => format!("vxlan {}", Ipv4Addr::from(e.node)),
+                Some(Adjacency::Ipip(e)) => format!("ipip {}", Ipv4Addr::from(e.node)),
+                Some(Adjacency::Drop(r)) => format!("drop {}", r.name()),
+                None => "?".into(),
+            }
+        };
+        let v: Vec<Value> = flows
+            .iter()
+            .map(|(w, k, adj)| {
+                let port = tables.ports.iter().enumerate().find(|(i, _)| (*i as u8) == k.in_port).map_or("?".to_string(), |(_, p)| p.name.clone());
+                json!({ "worker": w, "in_port": port, "src": Ipv4Addr::from(k.src), "dst": Ipv4Addr::from(k.dst), "protocol": k.protocol, "src_port": k.src_port, "dst_port": k.dst_port, "action": describe(*adj) })
+            })
+            .collect();
+        Ok(json!({ "generation": tables.generation, "flows": v }))
     }
 
     fn ports(&self) -> Value {

@@ -122,11 +122,42 @@ pub struct PortRegistry {
     maps: std::sync::Mutex<std::collections::HashMap<String, XskMap>>,
     acks: Vec<std::sync::atomic::AtomicU32>,
     failures: std::sync::Mutex<Vec<(String, String)>>,
+    flow_request: std::sync::atomic::AtomicU32,
+    flow_dumps: std::sync::Mutex<Vec<(usize, u32, Vec<(crate::fib::flow_cache::FlowKey, u32)>)>>,
 }
+
+/// Flows each worker reports at most.
+pub const FLOW_DUMP_LIMIT: usize = 4096;
 
 impl PortRegistry {
     fn new(workers: usize) -> Self {
-        PortRegistry { maps: Default::default(), acks: (0..workers).map(|_| std::sync::atomic::AtomicU32::new(0)).collect(), failures: Default::default() }
+        PortRegistry {
+            maps: Default::default(),
+            acks: (0..workers).map(|_| std::sync::atomic::AtomicU32::new(0)).collect(),
+            failures: Default::default(),
+            flow_request: Default::default(),
+            flow_dumps: Default::default(),
+        }
+    }
+
+    /// Asks every worker for its live flows (current tables generation) and
+    /// waits for them: (worker, flow key, adjacency index).
+    pub fn dump_flows(&self, timeout: std::time::Duration) -> Result<Vec<(usize, crate::fib::flow_cache::FlowKey, u32)>, String> {
+        let req = self.flow_request.fetch_add(1, Ordering::AcqRel) + 1;
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let mut d = self.flow_dumps.lock().unwrap_or_else(|p| p.into_inner());
+                d.retain(|(_, r, _)| *r == req);
+                if d.len() >= self.acks.len() {
+                    return Ok(d.drain(..).flat_map(|(w, _, flows)| flows.into_iter().map(move |(k, a)| (w, k, a))).collect());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("workers did not report their flows in {timeout:?}"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
     }
 
     fn map_of(&self, name: &str) -> Option<XskMap> {
@@ -541,6 +572,7 @@ fn worker_main(w: usize, core: Option<usize>, plans: Vec<PortPlan>, modes: Vec<R
     let mut pipeline: Pipeline<XdpBuf> = Pipeline::new(PipelineConfig::default(), counters);
     let mut burst = Burst::new(burst_size);
     let epoch = Instant::now();
+    let mut flows_answered = registry.flow_request.load(Ordering::Relaxed);
     let mut idle = 0u32;
     let debug = std::env::var_os("SLUICED_DEBUG").is_some();
     let mut last_debug = Instant::now();
@@ -554,6 +586,12 @@ fn worker_main(w: usize, core: Option<usize>, plans: Vec<PortPlan>, modes: Vec<R
             }
         }
         let tables = Arc::clone(cache.load());
+        let flow_req = registry.flow_request.load(Ordering::Relaxed);
+        if flow_req != flows_answered {
+            let live: Vec<_> = pipeline.flow_cache().iter().filter(|(_, g, _)| *g == tables.generation).take(FLOW_DUMP_LIMIT).map(|(k, _, a)| (k, a)).collect();
+            registry.flow_dumps.lock().unwrap_or_else(|p| p.into_inner()).push((w, flow_req, live));
+            flows_answered = flow_req;
+        }
         if tables.generation != generation {
             reconcile(w, &tables, &mut ports, &mut umem, &mut pool, &registry);
             fds = fds_of(&ports);

@@ -123,8 +123,11 @@ pub struct PortRegistry {
     acks: Vec<std::sync::atomic::AtomicU32>,
     failures: std::sync::Mutex<Vec<(String, String)>>,
     flow_request: std::sync::atomic::AtomicU32,
-    flow_dumps: std::sync::Mutex<Vec<(usize, u32, Vec<(crate::fib::flow_cache::FlowKey, u32)>)>>,
+    flow_dumps: std::sync::Mutex<Vec<FlowDump>>,
 }
+
+/// One worker's answer to a flow request: (worker, request, (key, adjacency)).
+type FlowDump = (usize, u32, Vec<(crate::fib::flow_cache::FlowKey, u32)>);
 
 /// Flows each worker reports at most.
 pub const FLOW_DUMP_LIMIT: usize = 4096;

@@ -50,6 +50,9 @@ fn main() -> ExitCode {
     for p in &daemon.report {
         println!("sluiced: port {} xdp={} mode={}", p.name, p.xdp, p.mode);
     }
+    if let Some(n) = &daemon.numa {
+        println!("sluiced: {n}");
+    }
     println!("sluiced: running, umem on {}", if daemon.hugepages { "hugepages" } else { "ordinary pages" });
     let debug = std::env::var_os("SLUICED_DEBUG").is_some();
     let mut ticks = 0u32;

@@ -213,6 +213,8 @@ pub struct Daemon {
     pub report: Vec<PortReport>,
     /// Whether UMEMs are on hugepages.
     pub hugepages: bool,
+    /// NUMA placement of the workers against the uplink, when known.
+    pub numa: Option<String>,
     control: Arc<std::sync::Mutex<api::Control>>,
     _locks: Vec<PortLock>,
 }
@@ -418,7 +420,8 @@ impl Daemon {
             }
         }
         let control = control_handle;
-        Ok(Daemon { tables: handle, counters, stop, workers, report, hugepages, control, _locks: locks })
+        let numa = cfg.ports.iter().find(|p| p.kind == PortKind::Uplink).and_then(|u| numa_report(&u.name, &cfg.daemon.workers));
+        Ok(Daemon { tables: handle, counters, stop, workers, report, hugepages, numa, control, _locks: locks })
     }
 
     /// The published tables.
@@ -480,6 +483,41 @@ fn reconcile(w: usize, tables: &Tables, ports: &mut Vec<WorkerPort>, umem: &mut 
     }
 }
 
+/// Parses a sysfs CPU list such as `0-3,8,10-11`.
+fn parse_cpulist(s: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) {
+                    out.extend(a..=b);
+                }
+            }
+            None => out.extend(part.parse::<usize>().ok()),
+        }
+    }
+    out
+}
+
+/// Where the uplink's NIC sits and whether the workers' cores are on the
+/// same NUMA node (from sysfs, as hwloc reads it). `None` when the kernel
+/// does not say (virtual NICs, single-node machines).
+pub fn numa_report(uplink: &str, cores: &[usize]) -> Option<String> {
+    let node: i64 = std::fs::read_to_string(format!("/sys/class/net/{uplink}/device/numa_node")).ok()?.trim().parse().ok()?;
+    if node < 0 {
+        return None;
+    }
+    let local = parse_cpulist(&std::fs::read_to_string(format!("/sys/devices/system/node/node{node}/cpulist")).ok()?);
+    let remote: Vec<usize> = cores.iter().copied().filter(|c| !local.contains(c)).collect();
+    Some(if cores.is_empty() {
+        format!("uplink {uplink} is on NUMA node {node} (cores {local:?}); the worker is not pinned: set daemon.workers to cores of that node")
+    } else if remote.is_empty() {
+        format!("uplink {uplink} is on NUMA node {node}; every worker core is local")
+    } else {
+        format!("uplink {uplink} is on NUMA node {node}; worker cores {remote:?} are on another node (local cores: {local:?})")
+    })
+}
+
 /// Gives the host TAP the kernel-side MAC, brings it up, puts the pods'
 /// gateway address on it and routes the pod network through it.
 fn configure_host_port(cfg: &NodeConfig, name: &str, mac: crate::wire::MacAddr) -> Result<(), String> {
@@ -498,6 +536,15 @@ fn configure_host_port(cfg: &NodeConfig, name: &str, mac: crate::wire::MacAddr) 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cpulists_parse() {
+        assert_eq!(super::parse_cpulist("0-3,8,10-11\n"), vec![0, 1, 2, 3, 8, 10, 11]);
+        assert_eq!(super::parse_cpulist(""), Vec::<usize>::new());
+    }
 }
 
 /// Empty polls in a row before an adaptive worker sleeps.

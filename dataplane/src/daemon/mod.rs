@@ -538,15 +538,6 @@ fn configure_host_port(cfg: &NodeConfig, name: &str, mac: crate::wire::MacAddr) 
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn cpulists_parse() {
-        assert_eq!(super::parse_cpulist("0-3,8,10-11\n"), vec![0, 1, 2, 3, 8, 10, 11]);
-        assert_eq!(super::parse_cpulist(""), Vec::<usize>::new());
-    }
-}
-
 /// Empty polls in a row before an adaptive worker sleeps.
 const ADAPTIVE_SPIN: u32 = 1024;
 /// How long an idle worker sleeps on its sockets at most (it rechecks `stop`).
@@ -670,4 +661,13 @@ fn worker_main(w: usize, core: Option<usize>, plans: Vec<PortPlan>, modes: Vec<R
         }
     }
     drop(ports);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cpulists_parse() {
+        assert_eq!(super::parse_cpulist("0-3,8,10-11\n"), vec![0, 1, 2, 3, 8, 10, 11]);
+        assert_eq!(super::parse_cpulist(""), Vec::<usize>::new());
+    }
 }

@@ -299,6 +299,21 @@ fn sluicectl_shows_and_changes_the_running_switch() {
         assert!(Instant::now() < deadline, "SIGHUP did not reload the routes");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Raw malformed requests on the socket get errors naming the problem.
+    {
+        use std::io::{BufRead, BufReader, Write};
+        let mut conn = std::os::unix::net::UnixStream::connect(lab.socket()).unwrap();
+        conn.write_all(b"{this is not json\n{\"version\":1,\"op\":\"routes.add\",\"args\":{\"routes\":[{\"prefix\":\"10.5.3.0/24\",\"via\":\"ipip\"}]}}\n").unwrap();
+        let mut reader = BufReader::new(conn);
+        let (mut a, mut b) = (String::new(), String::new());
+        reader.read_line(&mut a).unwrap();
+        reader.read_line(&mut b).unwrap();
+        let a: serde_json::Value = serde_json::from_str(&a).unwrap();
+        let b: serde_json::Value = serde_json::from_str(&b).unwrap();
+        assert_eq!(a["ok"], false);
+        assert!(a["error"]["message"].as_str().unwrap().contains("not a request"), "{a}");
+        assert_eq!(b["error"]["field"], "routes[0].node", "{b}");
+    }
     // The daemon keeps running after bad requests.
     assert!(ping(&lab, 1, "10.5.1.2"));
     assert!(lab.signal("-TERM").success());

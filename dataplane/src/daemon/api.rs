@@ -27,6 +27,7 @@
 //! | `neighbours.set` | `neighbours: [{ip, mac}]` | adds or updates by IP |
 //! | `neighbours.remove` | `ips: [ip]` | |
 //! | `node.get` | | node and tunnel settings |
+//! | `node.set` | `node`, `tunnel` (either or both) | replaces them; everything is re-validated against them |
 //! | `stats` | | counters summed over workers |
 //! | `flows` | | each worker's cached flows (current generation, up to 4096 per worker) |
 //! | `trace` | `port`, `frame` (hex) | what the switch would do with that frame now |
@@ -119,6 +120,15 @@ struct NeighboursArgs {
 #[serde(deny_unknown_fields)]
 struct IpsArgs {
     ips: Vec<Ipv4Addr>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeArgs {
+    #[serde(default)]
+    node: Option<crate::config::NodeSettings>,
+    #[serde(default)]
+    tunnel: Option<crate::config::TunnelSettings>,
 }
 
 #[derive(Deserialize)]
@@ -484,6 +494,18 @@ impl Control {
                 Ok(json!({ "removed": removed, "generation": g }))
             }
             "reload" => self.reload(),
+            "node.set" => {
+                let a: NodeArgs = args(&req.args)?;
+                let mut new = self.cfg.clone();
+                if let Some(n) = a.node {
+                    new.node = n;
+                }
+                if let Some(t) = a.tunnel {
+                    new.tunnel = t;
+                }
+                let g = self.commit(new, "node", "node", &[])?;
+                Ok(json!({ "generation": g }))
+            }
             "flows" => self.flows(),
             "ports.add" => {
                 let a: PortsArgs = args(&req.args)?;
@@ -815,6 +837,20 @@ mod tests {
         std::fs::write(&path, "[node]\n").unwrap();
         let r = ask(&c, r#"{"version":1,"op":"reload"}"#);
         assert!(r.error.unwrap().message.contains("node.toml"));
+    }
+
+    #[test]
+    fn node_settings_change_whole_or_not_at_all() {
+        let c = control();
+        let r = ask(&c, r#"{"version":1,"op":"node.set","args":{"tunnel":{"vni":42,"vxlan_port":4789}}}"#);
+        assert!(r.ok, "{r:?}");
+        assert_eq!(c.lock().unwrap().tables.load().node.vni, 42);
+        let g = c.lock().unwrap().tables.load().generation;
+        // A pod subnet that no longer holds the pods is refused, naming the pod.
+        let r = ask(&c, r#"{"version":1,"op":"node.set","args":{"node":{"pod_network":"10.5.0.0/16","pod_subnet":"10.5.200.0/24","router_mac":"02:00:00:00:00:01"}}}"#);
+        let e = r.error.unwrap();
+        assert!(e.field.as_deref().unwrap_or("").starts_with("port[") && e.message.contains("not inside pod_subnet"), "{e:?}");
+        assert_eq!(c.lock().unwrap().tables.load().generation, g);
     }
 
     #[test]

@@ -22,8 +22,10 @@ cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 step "tier 1-3: unit, property, golden and malformed-input tests"
 cargo test --workspace --quiet
 
-step "tier 4: privileged (root): sluiced on AF_XDP in network namespaces"
+step "tier 4: privileged (root): sluiced on AF_XDP, and sluice-lab, in network namespaces"
 cargo test -p sluice-dataplane --features privileged-tests --test privileged -- --test-threads=1
+cargo build -p sluice-dataplane --bins --quiet
+cargo test -p sluice-perf --features privileged-tests --test lab -- --test-threads=1
 
 step "tier 5: fuzz targets, ${SLUICE_FUZZ_SECONDS:-45}s each"
 scripts/fuzz.sh "${SLUICE_FUZZ_SECONDS:-45}"

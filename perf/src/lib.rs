@@ -1,7 +1,10 @@
 //! `sluice-lab`: builds multi-node labs out of network namespaces on one
-//! machine (nodes joined by an underlay, pods attached to each node's
-//! `sluiced`), runs pod-to-pod traffic in VXLAN, IPIP and host-gw modes, and
-//! compares sluice with the kernel paths flannel and Calico use.
+//! machine (nodes joined by an underlay bridge, two pods per node attached to
+//! that node's `sluiced` over AF_XDP), in VXLAN, IPIP or host-gw mode, and
+//! tears them down again. See [`lab`].
 //!
-//! Status: not built yet. The per-packet pipeline figures come from the
-//! criterion benchmarks in `dataplane/benches`.
+//! Comparisons with the kernel paths flannel uses (`sluice-lab bench`) come
+//! next; the per-packet pipeline figures come from the criterion benchmarks
+//! in `dataplane/benches`.
+
+pub mod lab;

@@ -1,0 +1,412 @@
+//! A multi-node lab in network namespaces on one machine.
+//!
+//! Layout for a lab named `L` with `N` nodes:
+//!
+//! ```text
+//!  L-ul (underlay): bridge br0 ── veth nK ─┐
+//!                                          │ eth0 192.168.77.K/24 (uplink)
+//!  L-nK (node K): sluiced (AF_XDP on eth0 and the pod veths, TAP sluice0)
+//!                 pod0, pod1 ── veth ──┐
+//!  L-nK-p0, L-nK-p1 (pods): eth0 10.77.K.2 / 10.77.K.3, default via 10.77.K.1
+//! ```
+//!
+//! Every namespace the lab creates starts with its name, and the lab's
+//! state file (`/run/sluice-lab/L.json`) lists them with the daemons' PIDs,
+//! so `down` removes everything also after a failure or an interrupted run.
+//! Daemons are stopped by PID (SIGTERM, then SIGKILL).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How nodes carry pod traffic between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// VXLAN, VNI 1, port 8472 (flannel's defaults).
+    Vxlan,
+    /// IPv4 in IPv4.
+    Ipip,
+    /// Plain routing to the next node's MAC.
+    HostGw,
+}
+
+impl Mode {
+    /// Pod MTU on a 1500-byte underlay.
+    pub fn pod_mtu(self) -> u16 {
+        match self {
+            Mode::Vxlan => 1450,
+            Mode::Ipip => 1480,
+            Mode::HostGw => 1500,
+        }
+    }
+    /// The route kind in sluiced's configuration.
+    pub fn via(self) -> &'static str {
+        match self {
+            Mode::Vxlan => "vxlan",
+            Mode::Ipip => "ipip",
+            Mode::HostGw => "host-gw",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.via())
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "vxlan" => Ok(Mode::Vxlan),
+            "ipip" => Ok(Mode::Ipip),
+            "host-gw" | "hostgw" => Ok(Mode::HostGw),
+            other => Err(format!("mode `{other}`: expected vxlan, ipip or host-gw")),
+        }
+    }
+}
+
+/// Errors building or tearing down a lab.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// A command failed.
+    #[error("`{cmd}` failed: {stderr}")]
+    Command {
+        /// The command line.
+        cmd: String,
+        /// What it said.
+        stderr: String,
+    },
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+type Result<T> = std::result::Result<T, LabError>;
+
+/// What a running lab consists of (written to its state file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabState {
+    /// Lab name (namespace prefix).
+    pub name: String,
+    /// Forwarding mode.
+    pub mode: Mode,
+    /// Nodes.
+    pub nodes: Vec<NodeState>,
+    /// Every namespace created, in creation order.
+    pub namespaces: Vec<String>,
+}
+
+/// One node of a lab.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeState {
+    /// Node index (1-based).
+    pub index: u8,
+    /// Its namespace.
+    pub ns: String,
+    /// Its underlay address.
+    pub ip: String,
+    /// Its uplink MAC.
+    pub uplink_mac: String,
+    /// Its pod subnet.
+    pub subnet: String,
+    /// Its pods: (namespace, address).
+    pub pods: Vec<(String, String)>,
+    /// sluiced's PID, when running.
+    pub sluiced_pid: Option<u32>,
+    /// sluiced's API socket.
+    pub api_socket: PathBuf,
+}
+
+/// Runs a command; its stderr becomes the error.
+pub fn run(args: &[&str]) -> Result<String> {
+    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| LabError::Command { cmd: args.join(" "), stderr: e.to_string() })?;
+    if !out.status.success() {
+        return Err(LabError::Command { cmd: args.join(" "), stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs a command inside a namespace.
+pub fn ns_run(ns: &str, args: &[&str]) -> Result<String> {
+    let mut v = vec!["ip", "netns", "exec", ns];
+    v.extend_from_slice(args);
+    run(&v)
+}
+
+/// Where lab state files live.
+pub fn state_dir() -> PathBuf {
+    PathBuf::from(std::env::var("SLUICE_LAB_STATE").unwrap_or_else(|_| "/run/sluice-lab".into()))
+}
+
+fn state_path(name: &str) -> PathBuf {
+    state_dir().join(format!("{name}.json"))
+}
+
+fn save(state: &LabState) -> Result<()> {
+    std::fs::create_dir_all(state_dir()).map_err(|e| LabError::Other(format!("{}: {e}", state_dir().display())))?;
+    let tmp = state_path(&state.name).with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(state).expect("state serializes")).map_err(|e| LabError::Other(e.to_string()))?;
+    std::fs::rename(&tmp, state_path(&state.name)).map_err(|e| LabError::Other(e.to_string()))
+}
+
+/// The lab's state, if it exists.
+pub fn load(name: &str) -> Option<LabState> {
+    serde_json::from_slice(&std::fs::read(state_path(name)).ok()?).ok()
+}
+
+/// Finds the `sluiced` binary: `$SLUICED`, next to this executable, or `PATH`.
+pub fn sluiced_path() -> PathBuf {
+    if let Ok(p) = std::env::var("SLUICED") {
+        return p.into();
+    }
+    if let Ok(me) = std::env::current_exe() {
+        for dir in [me.parent(), me.parent().and_then(Path::parent)].into_iter().flatten() {
+            let p = dir.join("sluiced");
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    "sluiced".into()
+}
+
+fn mac_of(ns: &str, dev: &str) -> Result<String> {
+    Ok(ns_run(ns, &["cat", &format!("/sys/class/net/{dev}/address")])?.trim().to_string())
+}
+
+/// Options of `up`.
+#[derive(Debug, Clone)]
+pub struct LabSpec {
+    /// Lab name (namespace prefix, at most 8 characters).
+    pub name: String,
+    /// Nodes (2 to 8).
+    pub nodes: u8,
+    /// Forwarding mode.
+    pub mode: Mode,
+    /// Start sluiced on each node (false: the namespaces only, for kernel baselines).
+    pub sluiced: bool,
+}
+
+/// Builds the lab; on any failure removes what it made.
+pub fn up(spec: &LabSpec, progress: &mut dyn FnMut(&str)) -> Result<LabState> {
+    if spec.name.is_empty() || spec.name.len() > 8 || !spec.name.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(LabError::Other(format!("lab name `{}`: 1 to 8 letters or digits", spec.name)));
+    }
+    if !(2..=8).contains(&spec.nodes) {
+        return Err(LabError::Other(format!("{} nodes: 2 to 8", spec.nodes)));
+    }
+    if let Some(old) = load(&spec.name) {
+        progress(&format!("removing the earlier lab `{}`", old.name));
+        down(&spec.name)?;
+    }
+    let mut state = LabState { name: spec.name.clone(), mode: spec.mode, nodes: Vec::new(), namespaces: Vec::new() };
+    match build(spec, &mut state, progress) {
+        Ok(()) => Ok(state),
+        Err(e) => {
+            let _ = save(&state);
+            let _ = down(&spec.name);
+            Err(e)
+        }
+    }
+}
+
+fn add_ns(state: &mut LabState, ns: &str) -> Result<()> {
+    run(&["ip", "netns", "add", ns])?;
+    state.namespaces.push(ns.to_string());
+    save(state)?;
+    ns_run(ns, &["ip", "link", "set", "lo", "up"])?;
+    Ok(())
+}
+
+fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -> Result<()> {
+    let name = &spec.name;
+    let ul = format!("{name}-ul");
+    progress("underlay: a bridge in its own namespace");
+    add_ns(state, &ul)?;
+    run(&["ip", "-n", &ul, "link", "add", "br0", "type", "bridge"])?;
+    run(&["ip", "-n", &ul, "link", "set", "br0", "up"])?;
+    for k in 1..=spec.nodes {
+        let node = format!("{name}-n{k}");
+        progress(&format!("node {k}: namespace, uplink, pods"));
+        add_ns(state, &node)?;
+        let port = format!("n{k}");
+        run(&["ip", "-n", &ul, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &node])?;
+        run(&["ip", "-n", &ul, "link", "set", &port, "master", "br0", "up"])?;
+        let ip = format!("192.168.77.{k}");
+        run(&["ip", "-n", &node, "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        run(&["ip", "-n", &node, "link", "set", "eth0", "up"])?;
+        let uplink_mac = mac_of(&node, "eth0")?;
+        let subnet = format!("10.77.{k}.0/24");
+        let mut pods = Vec::new();
+        for j in 0..2u8 {
+            let pod = format!("{node}-p{j}");
+            add_ns(state, &pod)?;
+            let host_end = format!("pod{j}");
+            let pip = format!("10.77.{k}.{}", j + 2);
+            let pmac = format!("02:77:00:00:{k:02x}:{:02x}", j + 2);
+            run(&["ip", "-n", &node, "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &pod])?;
+            run(&["ip", "-n", &pod, "link", "set", "eth0", "address", &pmac, "mtu", &spec.mode.pod_mtu().to_string()])?;
+            run(&["ip", "-n", &pod, "addr", "add", &format!("{pip}/24"), "dev", "eth0"])?;
+            run(&["ip", "-n", &pod, "link", "set", "eth0", "up"])?;
+            run(&["ip", "-n", &pod, "route", "add", "default", "via", &format!("10.77.{k}.1")])?;
+            // AF_XDP sees frames as written: complete checksums, no GSO.
+            ns_run(&pod, &["ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off"])?;
+            run(&["ip", "-n", &node, "link", "set", &host_end, "up"])?;
+            pods.push((pod, pip));
+        }
+        let api_socket = state_dir().join(format!("{node}.sock"));
+        state.nodes.push(NodeState { index: k, ns: node, ip, uplink_mac, subnet, pods, sluiced_pid: None, api_socket });
+        save(state)?;
+    }
+    if spec.sluiced {
+        for i in 0..state.nodes.len() {
+            progress(&format!("node {}: starting sluiced", i + 1));
+            start_sluiced(state, i)?;
+            save(state)?;
+        }
+        progress("programming routes to the other nodes through each node's API");
+        program_routes(state)?;
+        progress("waiting for every node to learn the others' MACs from its kernel");
+        wait_for_neighbours(state)?;
+    }
+    save(state)
+}
+
+/// Waits until every node's sluiced knows every other node's uplink MAC.
+fn wait_for_neighbours(state: &LabState) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for n in &state.nodes {
+        loop {
+            let resp = sluice_dataplane::daemon::api::call(&n.api_socket, "neighbours.list", serde_json::Value::Null).map_err(|e| LabError::Other(e.to_string()))?;
+            let known: Vec<String> = resp.result.as_ref().and_then(|r| r["neighbours"].as_array()).into_iter().flatten().filter_map(|e| e["ip"].as_str().map(str::to_string)).collect();
+            if state.nodes.iter().filter(|m| m.index != n.index).all(|m| known.contains(&m.ip)) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(LabError::Other(format!("node {} did not learn the other nodes' MACs (knows {known:?})", n.index)));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}
+
+fn node_config(state: &LabState, n: &NodeState) -> String {
+    let mut s = format!(
+        "[daemon]\napi_socket = \"{}\"\nmetrics_address = \"127.0.0.1:9472\"\nrx_mode = \"adaptive\"\n\n[node]\npod_network = \"10.77.0.0/16\"\npod_subnet = \"{}\"\nrouter_mac = \"02:77:00:00:{:02x}:01\"\n\n[tunnel]\nvni = 1\nvxlan_port = 8472\n\n",
+        n.api_socket.display(),
+        n.subnet,
+        n.index
+    );
+    s += &format!("[[port]]\nname = \"eth0\"\nkind = \"uplink\"\nmac = \"{}\"\naddress = \"{}/24\"\n\n", n.uplink_mac, n.ip);
+    s += &format!("[[port]]\nname = \"sluice0\"\nkind = \"host\"\nmac = \"02:77:00:ee:{:02x}:01\"\n\n", n.index);
+    for (j, (_, pip)) in n.pods.iter().enumerate() {
+        s += &format!("[[port]]\nname = \"pod{j}\"\nkind = \"pod\"\nmac = \"02:77:00:00:{:02x}:{:02x}\"\nip = \"{pip}\"\nmtu = {}\n\n", n.index, j + 2, state.mode.pod_mtu());
+    }
+    s
+}
+
+fn start_sluiced(state: &mut LabState, i: usize) -> Result<()> {
+    let cfg_path = state_dir().join(format!("{}.toml", state.nodes[i].ns));
+    std::fs::write(&cfg_path, node_config(state, &state.nodes[i])).map_err(|e| LabError::Other(e.to_string()))?;
+    let log = std::fs::File::create(state_dir().join(format!("{}.log", state.nodes[i].ns))).map_err(|e| LabError::Other(e.to_string()))?;
+    let child = Command::new("ip")
+        .args(["netns", "exec", &state.nodes[i].ns])
+        .arg(sluiced_path())
+        .arg("--config")
+        .arg(&cfg_path)
+        .stdout(log.try_clone().map_err(|e| LabError::Other(e.to_string()))?)
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| LabError::Other(format!("cannot start sluiced ({}): {e}", sluiced_path().display())))?;
+    state.nodes[i].sluiced_pid = Some(child.id());
+    // The lab may outlive this process (`down` then stops it by PID); while
+    // it does not, `down` reaps the child here so no zombie is left.
+    CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).push(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !state.nodes[i].api_socket.exists() {
+        if Instant::now() > deadline {
+            return Err(LabError::Other(format!("sluiced on {} did not come up; see {}", state.nodes[i].ns, state_dir().join(format!("{}.log", state.nodes[i].ns)).display())));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Programs, on every node, a route to every other node's pod subnet.
+pub fn program_routes(state: &LabState) -> Result<()> {
+    for n in &state.nodes {
+        let mut routes = Vec::new();
+        for m in state.nodes.iter().filter(|m| m.index != n.index) {
+            let mut r = serde_json::json!({ "prefix": m.subnet, "via": state.mode.via(), "node": m.ip });
+            if state.mode == Mode::Vxlan {
+                // Each node's VTEP MAC is its uplink's MAC (the default).
+                r["vtep_mac"] = serde_json::json!(m.uplink_mac);
+            }
+            routes.push(r);
+        }
+        let resp = sluice_dataplane::daemon::api::call(&n.api_socket, "routes.replace", serde_json::json!({ "routes": routes }))
+            .map_err(|e| LabError::Other(format!("{}: {e}", n.api_socket.display())))?;
+        if !resp.ok {
+            return Err(LabError::Other(format!("node {}: {}", n.index, resp.error.map(|e| e.to_string()).unwrap_or_default())));
+        }
+    }
+    Ok(())
+}
+
+/// Daemons this process started, reaped by `down`.
+static CHILDREN: std::sync::Mutex<Vec<std::process::Child>> = std::sync::Mutex::new(Vec::new());
+
+fn reap(pid: u32) {
+    let mut children = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
+    children.retain_mut(|c| !(c.id() == pid && c.try_wait().ok().flatten().is_some()));
+}
+
+/// True if `pid` is a live process (not a zombie).
+pub fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists() && std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z ")).unwrap_or(false)
+}
+
+/// Stops the lab's daemons by PID and deletes its namespaces. Works from a
+/// partial state file; a missing lab is not an error.
+pub fn down(name: &str) -> Result<()> {
+    let Some(state) = load(name) else { return Ok(()) };
+    for n in &state.nodes {
+        if let Some(pid) = n.sluiced_pid {
+            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while pid_alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if pid_alive(pid) {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            reap(pid);
+        }
+        let _ = std::fs::remove_file(&n.api_socket);
+    }
+    let mut failed = Vec::new();
+    for ns in state.namespaces.iter().rev() {
+        let exists = run(&["ip", "netns", "list"]).map(|l| l.lines().any(|x| x.split_whitespace().next() == Some(ns))).unwrap_or(false);
+        if exists && run(&["ip", "netns", "del", ns]).is_err() {
+            failed.push(ns.clone());
+        }
+    }
+    if !failed.is_empty() {
+        return Err(LabError::Other(format!("could not delete namespaces {failed:?}")));
+    }
+    for n in &state.nodes {
+        for ext in ["toml", "log"] {
+            let _ = std::fs::remove_file(state_dir().join(format!("{}.{ext}", n.ns)));
+        }
+    }
+    let _ = std::fs::remove_file(state_path(name));
+    Ok(())
+}

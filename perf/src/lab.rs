@@ -120,6 +120,13 @@ pub struct NodeState {
     pub sluiced_pid: Option<u32>,
     /// sluiced's API socket.
     pub api_socket: PathBuf,
+    /// Configured as kernel flannel instead of sluiced.
+    #[serde(default)]
+    pub kernel: bool,
+    /// The MAC other nodes' VXLAN frames must carry (the uplink's for
+    /// sluiced, `flannel.1`'s for a kernel node).
+    #[serde(default)]
+    pub vtep_mac: String,
 }
 
 /// Runs a command; its stderr becomes the error.
@@ -188,8 +195,12 @@ pub struct LabSpec {
     pub nodes: u8,
     /// Forwarding mode.
     pub mode: Mode,
-    /// Start sluiced on each node (false: the namespaces only, for kernel baselines).
+    /// Start sluiced on each node (false: the namespaces only).
     pub sluiced: bool,
+    /// Nodes (1-based) set up as flanneld sets up a kernel node instead of
+    /// running sluiced: pods on a `cni0` bridge, `flannel.1` (VXLAN) or
+    /// host-gw routes. For interop tests and kernel baselines.
+    pub kernel_nodes: Vec<u8>,
 }
 
 /// Builds the lab; on any failure removes what it made.
@@ -260,14 +271,30 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
             pods.push((pod, pip));
         }
         let api_socket = state_dir().join(format!("{node}.sock"));
-        state.nodes.push(NodeState { index: k, ns: node, ip, uplink_mac, subnet, pods, sluiced_pid: None, api_socket });
+        let kernel = spec.kernel_nodes.contains(&k);
+        let vtep_mac = uplink_mac.clone();
+        state.nodes.push(NodeState { index: k, ns: node, ip, uplink_mac, subnet, pods, sluiced_pid: None, api_socket, kernel, vtep_mac });
         save(state)?;
     }
-    if spec.sluiced {
+    for i in 0..state.nodes.len() {
+        if state.nodes[i].kernel {
+            progress(&format!("node {}: kernel networking as flanneld sets it up ({})", i + 1, spec.mode));
+            kernel_node_local(state, i)?;
+        }
+    }
+    for i in 0..state.nodes.len() {
+        if state.nodes[i].kernel {
+            kernel_node_routes(state, i)?;
+        }
+    }
+    save(state)?;
+    if spec.sluiced && state.nodes.iter().any(|n| !n.kernel) {
         for i in 0..state.nodes.len() {
-            progress(&format!("node {}: starting sluiced", i + 1));
-            start_sluiced(state, i)?;
-            save(state)?;
+            if !state.nodes[i].kernel {
+                progress(&format!("node {}: starting sluiced", i + 1));
+                start_sluiced(state, i)?;
+                save(state)?;
+            }
         }
         progress("programming routes to the other nodes through each node's API");
         program_routes(state)?;
@@ -277,10 +304,60 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
     save(state)
 }
 
+/// A kernel node's own side, as flanneld and the flannel CNI plugin leave
+/// it: pods on the `cni0` bridge holding the subnet's first address,
+/// forwarding on, and for VXLAN `flannel.1` (VNI 1, port 8472) with the
+/// subnet's `.0` as a `/32` and MTU 1450.
+fn kernel_node_local(state: &mut LabState, i: usize) -> Result<()> {
+    let n = state.nodes[i].clone();
+    let ns = n.ns.as_str();
+    let gw = format!("10.77.{}.1/24", n.index);
+    run(&["ip", "-n", ns, "link", "add", "cni0", "type", "bridge"])?;
+    run(&["ip", "-n", ns, "addr", "add", &gw, "dev", "cni0"])?;
+    run(&["ip", "-n", ns, "link", "set", "cni0", "up"])?;
+    ns_run(ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    for j in 0..n.pods.len() {
+        run(&["ip", "-n", ns, "link", "set", &format!("pod{j}"), "master", "cni0"])?;
+    }
+    if state.mode == Mode::Vxlan {
+        run(&["ip", "-n", ns, "link", "add", "flannel.1", "type", "vxlan", "id", "1", "local", &n.ip, "dev", "eth0", "dstport", "8472", "nolearning"])?;
+        run(&["ip", "-n", ns, "addr", "add", &format!("10.77.{}.0/32", n.index), "dev", "flannel.1"])?;
+        run(&["ip", "-n", ns, "link", "set", "flannel.1", "mtu", "1450", "up"])?;
+        // Frames leave for AF_XDP peers with complete checksums.
+        ns_run(ns, &["ethtool", "-K", "flannel.1", "tx", "off"])?;
+        ns_run(ns, &["ethtool", "-K", "eth0", "tx", "off"])?;
+        state.nodes[i].vtep_mac = mac_of(ns, "flannel.1")?;
+    } else if state.mode == Mode::Ipip {
+        return Err(LabError::Other("kernel nodes are set up for vxlan and host-gw (flannel's backends tested here), not ipip".into()));
+    }
+    Ok(())
+}
+
+/// A kernel node's routes to every other node, as flanneld programs them.
+fn kernel_node_routes(state: &LabState, i: usize) -> Result<()> {
+    let n = &state.nodes[i];
+    let ns = n.ns.as_str();
+    for m in state.nodes.iter().filter(|m| m.index != n.index) {
+        match state.mode {
+            Mode::Vxlan => {
+                let dot0 = format!("10.77.{}.0", m.index);
+                run(&["ip", "-n", ns, "neigh", "replace", &dot0, "lladdr", &m.vtep_mac, "dev", "flannel.1", "nud", "permanent"])?;
+                run(&["bridge", "-n", ns, "fdb", "append", &m.vtep_mac, "dev", "flannel.1", "dst", &m.ip])?;
+                run(&["ip", "-n", ns, "route", "replace", &m.subnet, "via", &dot0, "dev", "flannel.1", "onlink"])?;
+            }
+            Mode::HostGw => {
+                run(&["ip", "-n", ns, "route", "replace", &m.subnet, "via", &m.ip, "dev", "eth0"])?;
+            }
+            Mode::Ipip => {}
+        }
+    }
+    Ok(())
+}
+
 /// Waits until every node's sluiced knows every other node's uplink MAC.
 fn wait_for_neighbours(state: &LabState) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
-    for n in &state.nodes {
+    for n in state.nodes.iter().filter(|n| !n.kernel) {
         loop {
             let resp = sluice_dataplane::daemon::api::call(&n.api_socket, "neighbours.list", serde_json::Value::Null).map_err(|e| LabError::Other(e.to_string()))?;
             let known: Vec<String> = resp.result.as_ref().and_then(|r| r["neighbours"].as_array()).into_iter().flatten().filter_map(|e| e["ip"].as_str().map(str::to_string)).collect();
@@ -341,13 +418,14 @@ fn start_sluiced(state: &mut LabState, i: usize) -> Result<()> {
 
 /// Programs, on every node, a route to every other node's pod subnet.
 pub fn program_routes(state: &LabState) -> Result<()> {
-    for n in &state.nodes {
+    for n in state.nodes.iter().filter(|n| !n.kernel) {
         let mut routes = Vec::new();
         for m in state.nodes.iter().filter(|m| m.index != n.index) {
             let mut r = serde_json::json!({ "prefix": m.subnet, "via": state.mode.via(), "node": m.ip });
             if state.mode == Mode::Vxlan {
-                // Each node's VTEP MAC is its uplink's MAC (the default).
-                r["vtep_mac"] = serde_json::json!(m.uplink_mac);
+                // A sluiced node's VTEP MAC is its uplink's (the default); a
+                // kernel node's is its flannel.1's.
+                r["vtep_mac"] = serde_json::json!(m.vtep_mac);
             }
             routes.push(r);
         }

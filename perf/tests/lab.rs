@@ -76,7 +76,7 @@ fn capture(st: &lab::LabState, filter: &str, decode: &[&str], fields: &[&str]) -
 fn across_nodes(mode: Mode, name: &str) {
     require_root();
     let _guard = Guard(name.to_string());
-    let st = lab::up(&LabSpec { name: name.into(), nodes: 2, mode, sluiced: true }, &mut |_| {}).expect("lab up");
+    let st = lab::up(&LabSpec { name: name.into(), nodes: 2, mode, sluiced: true, kernel_nodes: vec![] }, &mut |_| {}).expect("lab up");
     let (a, b) = (&st.nodes[0], &st.nodes[1]);
     assert!(ping(&a.pods[0].0, &b.pods[1].1), "{mode}: node 1 pod to node 2 pod");
     assert!(ping(&b.pods[0].0, &a.pods[1].1), "{mode}: and back");
@@ -141,10 +141,56 @@ fn down_cleans_up_after_an_interrupted_up() {
     require_root();
     // A lab whose sluiced cannot start: up fails and removes what it made.
     std::env::set_var("SLUICED", "/nonexistent/sluiced");
-    let r = lab::up(&LabSpec { name: "tbad".into(), nodes: 2, mode: Mode::Vxlan, sluiced: true }, &mut |_| {});
+    let r = lab::up(&LabSpec { name: "tbad".into(), nodes: 2, mode: Mode::Vxlan, sluiced: true, kernel_nodes: vec![] }, &mut |_| {});
     std::env::remove_var("SLUICED");
     assert!(r.is_err());
     let list = lab::run(&["ip", "netns", "list"]).unwrap();
     assert!(!list.lines().any(|l| l.starts_with("tbad-")), "namespaces left after a failed up: {list}");
     assert!(lab::load("tbad").is_none());
+}
+
+/// Interop with kernel flannel: node 1 runs sluiced, node 2 is configured
+/// exactly as flanneld configures a kernel node.
+fn interop(mode: Mode, name: &str) {
+    require_root();
+    let _guard = Guard(name.to_string());
+    let st = lab::up(&LabSpec { name: name.into(), nodes: 2, mode, sluiced: true, kernel_nodes: vec![2] }, &mut |_| {}).expect("lab up");
+    let (s, k) = (&st.nodes[0], &st.nodes[1]);
+    assert!(!s.kernel && k.kernel);
+    for (from, to) in [(&s.pods[0], &k.pods[1]), (&k.pods[0], &s.pods[1]), (&s.pods[1], &k.pods[0])] {
+        assert!(ping(&from.0, &to.1), "{mode}: {} pings {}", from.0, to.1);
+    }
+    assert_eq!(tcp(&s.pods[0].0, &k.pods[1].0, &k.pods[1].1, 5201, 4 << 20), 4 << 20, "{mode}: TCP sluice -> kernel");
+    assert_eq!(tcp(&k.pods[0].0, &s.pods[1].0, &s.pods[1].1, 5202, 4 << 20), 4 << 20, "{mode}: TCP kernel -> sluice");
+    lab::down(name).unwrap();
+}
+
+#[test]
+fn interop_with_kernel_flannel_vxlan() {
+    interop(Mode::Vxlan, "tfv");
+}
+
+#[test]
+fn interop_with_kernel_flannel_host_gw() {
+    interop(Mode::HostGw, "tfh");
+}
+
+#[test]
+fn path_mtu_over_vxlan_and_the_node_through_its_host_port() {
+    require_root();
+    let name = "tmtu";
+    let _guard = Guard(name.to_string());
+    let st = lab::up(&LabSpec { name: name.into(), nodes: 2, mode: Mode::Vxlan, sluiced: true, kernel_nodes: vec![] }, &mut |_| {}).expect("lab up");
+    let (a, b) = (&st.nodes[0], &st.nodes[1]);
+    // From node 1's kernel (1500-byte host port) to a pod on node 2: a
+    // 1500-byte ping with DF gets "fragmentation needed", MTU 1450, from the switch.
+    let out = Command::new("ip").args(["netns", "exec", &a.ns, "ping", "-M", "do", "-s", "1472", "-c", "2", "-W", "2", &b.pods[0].1]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("mtu = 1450") || text.contains("mtu=1450"), "ping reports the next-hop MTU: {text}");
+    // Path MTU discovery then lets a bulk transfer through.
+    assert_eq!(tcp(&a.ns, &b.pods[0].0, &b.pods[0].1, 5301, 8 << 20), 8 << 20, "bulk TCP from the node to a remote pod");
+    // A pod reaches its own node's host and back through the host port.
+    assert!(ping(&a.pods[0].0, &format!("10.77.{}.1", a.index)));
+    assert_eq!(tcp(&a.pods[1].0, &a.ns, &format!("10.77.{}.1", a.index), 5302, 1 << 20), 1 << 20, "pod to its node over TCP");
+    lab::down(name).unwrap();
 }

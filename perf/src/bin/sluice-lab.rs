@@ -31,6 +31,9 @@ enum Cmd {
         /// vxlan, ipip or host-gw.
         #[arg(long, default_value = "vxlan")]
         mode: Mode,
+        /// Nodes (1-based, repeatable) to set up as kernel flannel instead of sluiced.
+        #[arg(long = "kernel-node")]
+        kernel_nodes: Vec<u8>,
     },
     /// Show a lab's nodes and pods.
     Status {
@@ -49,7 +52,7 @@ enum Cmd {
 fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.cmd {
-        Cmd::Up { name, nodes, mode } => lab::up(&LabSpec { name, nodes, mode, sluiced: true }, &mut |s| eprintln!("sluice-lab: {s}")).map(|st| {
+        Cmd::Up { name, nodes, mode, kernel_nodes } => lab::up(&LabSpec { name, nodes, mode, sluiced: true, kernel_nodes }, &mut |s| eprintln!("sluice-lab: {s}")).map(|st| {
             for n in &st.nodes {
                 let pods: Vec<String> = n.pods.iter().map(|(ns, ip)| format!("{ns} {ip}")).collect();
                 println!("node {} ({}): {} subnet {}, pods: {}", n.index, n.ns, n.ip, n.subnet, pods.join(", "));

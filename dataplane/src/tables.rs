@@ -124,6 +124,11 @@ pub struct NodeParams {
     pub pod_subnet: Ipv4Net,
     /// The pods' gateway address (host order).
     pub gateway_ip: u32,
+    /// Source of the ICMP errors the switch sends: the pod subnet's network
+    /// address (`.0`, the address flannel gives `flannel.1`). Not the
+    /// gateway: that one is the node kernel's (on the host port), and the
+    /// kernel drops ICMP that claims to come from its own address.
+    pub icmp_source: u32,
     /// The switch's MAC towards pods and the host.
     pub router_mac: MacAddr,
     /// VXLAN VNI.
@@ -204,6 +209,7 @@ impl Tables {
             pod_network: cfg.node.pod_network,
             pod_subnet: cfg.node.pod_subnet,
             gateway_ip: u32::from(cfg.node.gateway()),
+            icmp_source: cfg.node.pod_subnet.addr_u32(),
             router_mac: cfg.node.router_mac,
             vni: cfg.tunnel.vni,
             vxlan_port: cfg.tunnel.vxlan_port,

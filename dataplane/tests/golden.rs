@@ -229,7 +229,7 @@ fn ttl_one_and_zero_answer_time_exceeded() {
     assert_eq!(rows.len(), 2);
     for (row, port) in rows.iter().zip(["33435", "33436"]) {
         // The quoted header shows as a second IPv4 layer inside the ICMP error.
-        assert_eq!(row[0], "10.5.1.1,10.5.1.2");
+        assert_eq!(row[0], "10.5.1.0,10.5.1.2", "sent from the pod subnet's .0 address");
         assert_eq!(row[1], "10.5.1.2,10.5.2.7");
         assert_eq!(row[2], "1,1");
         assert_eq!((row[3].as_str(), row[4].as_str(), row[5].as_str()), ("11", "0", GOOD));
@@ -243,7 +243,7 @@ fn df_too_big_answers_fragmentation_needed_with_mtu_1450() {
     assert_eq!(r.drops(), map(&[("frag_needed", 1)]));
     let rows = r.tshark("host", None, &["ip.src", "ip.dst", "ip.checksum.status", "icmp.type", "icmp.code", "icmp.mtu", "icmp.checksum.status"]);
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0][..2], ["10.5.1.1,192.168.50.1", "192.168.50.1,10.5.2.7"]);
+    assert_eq!(rows[0][..2], ["10.5.1.0,192.168.50.1", "192.168.50.1,10.5.2.7"]);
     assert_eq!(rows[0][2..], ["1,1", "3", "4", "1450", GOOD]);
 }
 

@@ -260,6 +260,11 @@ fn gateway() -> Ipv4Addr {
     Ipv4Addr::new(10, 5, 1, 1)
 }
 
+/// The switch's ICMP errors come from the pod subnet's `.0`.
+fn icmp_source() -> Ipv4Addr {
+    Ipv4Addr::new(10, 5, 1, 0)
+}
+
 fn fixtures() -> Vec<Fixture> {
     use Kind::*;
     let f = |name, port, frame, kind, out| Fixture {
@@ -1013,14 +1018,14 @@ fn with_ttl(frame: &[u8], l3: usize, ttl: u8) -> Vec<u8> {
     })
 }
 
-/// Checks `out` is an ICMP time exceeded from the gateway to `to`, quoting
+/// Checks `out` is an ICMP time exceeded from the switch to `to`, quoting
 /// the IPv4 header and 8 bytes of `original` (an IPv4 packet).
 #[track_caller]
 fn assert_time_exceeded(out: &[u8], l3: usize, to: Ipv4Addr, original: &[u8]) {
     let ip = ip_at(out, l3);
     assert_eq!(
         (ip.src_addr(), ip.dst_addr(), ip.protocol()),
-        (gateway(), to, ipv4::protocol::ICMP)
+        (icmp_source(), to, ipv4::protocol::ICMP)
     );
     let m = icmp::Packet::new_checked(ip.payload()).unwrap();
     assert!(m.verify_checksum());

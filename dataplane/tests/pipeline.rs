@@ -249,7 +249,7 @@ fn ttl_expiry_answers_time_exceeded() {
     assert_eq!(port, "pod-a");
     assert_eq!(macs(out), (POD_A_MAC, ROUTER_MAC));
     let ip = ip_at(out, 14);
-    assert_eq!((ip.src_addr(), ip.dst_addr(), ip.protocol()), (Ipv4Addr::new(10, 5, 1, 1), POD_A_IP, 1));
+    assert_eq!((ip.src_addr(), ip.dst_addr(), ip.protocol()), (Ipv4Addr::new(10, 5, 1, 0), POD_A_IP, 1));
     let m = icmp::Packet::new_checked(ip.payload()).unwrap();
     assert!(m.verify_checksum());
     assert_eq!((m.msg_type(), m.code()), (11, 0));

@@ -212,7 +212,7 @@ impl<B: PacketBuf, P: BufPool<Buf = B>> Ctx<'_, B, P> {
             return self.pool.free(buf);
         }
         let t = self.tables;
-        if !build_error(&mut buf, t.node.gateway_ip, msg_type, code, mtu) {
+        if !build_error(&mut buf, t.node.icmp_source, msg_type, code, mtu) {
             return self.drop(DropReason::NoBuffer, buf);
         }
         if msg_type == icmp::msg_type::TIME_EXCEEDED {
@@ -221,7 +221,7 @@ impl<B: PacketBuf, P: BufPool<Buf = B>> Ctx<'_, B, P> {
             ev.icmp_frag_needed.inc();
         }
         let dst = ipv4::Packet::new_unchecked(&buf.data()[L3_OFFSET..]).dst_u32();
-        let key = FlowKey::new(t.node.gateway_ip, dst, 0, 0, ipv4::protocol::ICMP, 0);
+        let key = FlowKey::new(t.node.icmp_source, dst, 0, 0, ipv4::protocol::ICMP, 0);
         match t.lpm.lookup(dst).and_then(|a| t.adjacencies.get(a as usize)) {
             Some(adj) => self.forward(buf, adj, key.hash(), false, true),
             None => self.drop(DropReason::NoRoute, buf),

@@ -1,6 +1,6 @@
 //! ICMP errors the switch originates: time exceeded and fragmentation
 //! needed (RFC 792, RFC 1191), built in place in the offending packet's
-//! buffer, sourced from the pods' gateway address, and rate limited per
+//! buffer, sourced from the pod subnet's `.0` address, and rate limited per
 //! worker with a token bucket.
 
 use super::classify::is_martian;

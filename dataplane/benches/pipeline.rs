@@ -113,7 +113,8 @@ impl Rig {
     /// all leave on `out_port`, counted by `event`.
     fn warm_and_check(&mut self, out_port: PortId, event: &str) {
         self.run();
-        let c = &*self.counters;
+        let counters = self.counters.clone();
+        let c = &*counters;
         let (hits, misses) = (
             c.events.flow_cache_hits.get(),
             c.events.flow_cache_misses.get(),

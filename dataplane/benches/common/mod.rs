@@ -1,6 +1,9 @@
 //! Shared by the benchmarks: the burst size, a deterministic PRNG and the
 //! note on what "cycles" means here.
 
+// Each bench binary uses only part of this module.
+#![allow(dead_code)]
+
 /// Packets per burst in every benchmark (the pipeline's `MIN_BURST`).
 pub const BURST: usize = 32;
 

@@ -49,8 +49,9 @@ fn dst_mac(d: &[u8]) -> MacAddr {
 /// Destination and source MACs, from one 12-byte chunk.
 #[inline]
 fn macs(d: &[u8]) -> (MacAddr, MacAddr) {
-    match d.first_chunk::<12>() {
-        Some(h) => (MacAddr([h[0], h[1], h[2], h[3], h[4], h[5]]), MacAddr([h[6], h[7], h[8], h[9], h[10], h[11]])),
+    // Whole 6-byte copies (one 4-byte and one 2-byte load each), not bytes.
+    match d.split_first_chunk::<6>() {
+        Some((dst, rest)) => (MacAddr(*dst), rest.first_chunk::<6>().map_or(MacAddr::ZERO, |src| MacAddr(*src))),
         None => (MacAddr::ZERO, MacAddr::ZERO),
     }
 }

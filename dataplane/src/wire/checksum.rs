@@ -167,7 +167,13 @@ mod tests {
                 // Mostly zero or 0xff bytes, to hit the fold's edges.
                 2 => {
                     for b in h.iter_mut() {
-                        *b = if next() % 3 == 0 { *b } else if next() % 2 == 0 { 0 } else { 0xff };
+                        *b = if next() % 3 == 0 {
+                            *b
+                        } else if next() % 2 == 0 {
+                            0
+                        } else {
+                            0xff
+                        };
                     }
                 }
                 _ => {}

@@ -649,7 +649,11 @@ mod tests {
                 p.decrement_ttl();
                 let old = u16::from_be_bytes([ttl, proto]);
                 let new = u16::from_be_bytes([ttl.wrapping_sub(1), proto]);
-                assert_eq!(p.checksum(), checksum::update_u16(check, old, new), "ttl {ttl} check {check:#x}");
+                assert_eq!(
+                    p.checksum(),
+                    checksum::update_u16(check, old, new),
+                    "ttl {ttl} check {check:#x}"
+                );
                 assert_eq!(p.ttl(), ttl.wrapping_sub(1));
             }
         }

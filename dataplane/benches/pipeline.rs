@@ -218,13 +218,15 @@ fn vxlan_to_pod_a() -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Path name, ingress port, frames, expected egress port and event counter.
+type Case = (&'static str, PortId, Vec<Vec<u8>>, PortId, &'static str);
+
 fn pipeline(c: &mut Criterion) {
     print_note("pipeline");
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(BURST as u64));
 
-    // Path name, ingress port, frames, expected egress port and event counter.
-    let cases: Vec<(&str, PortId, Vec<Vec<u8>>, PortId, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "vxlan_encap",
             POD_A,

@@ -315,7 +315,7 @@ fn a_route_change_invalidates_cached_flows() {
     let counters = Arc::new(WorkerCounters::new());
     let mut p: Pipeline<HeapBuf> = Pipeline::new(PipelineConfig::default(), counters.clone());
     let mut pool = HeapPool::new(64, 2048);
-    let mut send = |p: &mut Pipeline<HeapBuf>, t: &Tables, pool: &mut HeapPool| -> Vec<u16> {
+    let send = |p: &mut Pipeline<HeapBuf>, t: &Tables, pool: &mut HeapPool| -> Vec<u16> {
         let mut burst = Burst::new(32);
         let mut b = pool.alloc().unwrap();
         let f = pod_a_udp(REMOTE_POD_B, 1, 2, 3);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the dataplane benchmarks (criterion) and prints a Markdown table of
 # ns and cycles per packet, also written to $CARGO_TARGET_DIR/bench-report.md.
-#   scripts/bench.sh               # full run, about 4 minutes on 2 cores
+#   scripts/bench.sh               # full run: about 3 minutes on 2 cores, plus the release build
 #   scripts/bench.sh --report      # only rebuild the table from the last run
 # Environment: SLUICE_BENCH_WARMUP and SLUICE_BENCH_MEASURE (seconds per
 # benchmark, default 2 and 5); CARGO_TARGET_DIR is honoured.

@@ -40,6 +40,7 @@ impl Ipv4Net {
         self.addr
     }
     /// The prefix length.
+    // A prefix length, not a collection size: an `is_empty` would mean nothing.
     #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> u8 {
         self.len

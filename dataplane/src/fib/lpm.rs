@@ -275,20 +275,28 @@ impl Lpm {
         self.resolve(self.tbl24[(addr >> 8) as usize], addr)
     }
 
-    /// Looks up a burst: first touches all tbl24 entries, then resolves, so
-    /// the cache misses of independent loads overlap. Handles the first
+    /// Looks up a burst, eight addresses at a time: the eight independent
+    /// `tbl24` loads are issued together, so their cache and TLB misses
+    /// overlap, then each is resolved. Eight lanes stay in registers, so the
+    /// only stores are the answers and the CPU's window reaches the next
+    /// group's loads while this one's are in flight (the former burst-wide
+    /// array of entries filled the store queue and stalled it: 1.7x slower
+    /// at 1M routes, and slower than one-by-one lookups). Handles the first
     /// `min(addrs.len(), out.len())` addresses; other `out` slots are untouched.
     pub fn lookup_burst(&self, addrs: &[u32], out: &mut [Option<u32>]) {
-        const CHUNK: usize = 32;
+        const LANES: usize = 8;
         let n = addrs.len().min(out.len());
-        for (a, o) in addrs[..n].chunks(CHUNK).zip(out[..n].chunks_mut(CHUNK)) {
-            let mut e24 = [0u32; CHUNK];
-            for (e, &addr) in e24.iter_mut().zip(a) {
-                *e = self.tbl24[(addr >> 8) as usize];
-            }
-            for ((o, &addr), &e) in o.iter_mut().zip(a).zip(&e24) {
+        let (addrs, out) = (&addrs[..n], &mut out[..n]);
+        let mut a8 = addrs.chunks_exact(LANES);
+        let mut o8 = out.chunks_exact_mut(LANES);
+        for (a, o) in (&mut a8).zip(&mut o8) {
+            let e: [u32; LANES] = std::array::from_fn(|i| self.tbl24[(a[i] >> 8) as usize]);
+            for ((o, &addr), e) in o.iter_mut().zip(a).zip(e) {
                 *o = self.resolve(e, addr);
             }
+        }
+        for (o, &a) in o8.into_remainder().iter_mut().zip(a8.remainder()) {
+            *o = self.lookup(a);
         }
     }
 

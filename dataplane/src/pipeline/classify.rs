@@ -38,14 +38,22 @@ pub(crate) fn classify_burst<B: PacketBuf>(t: &Tables, in_port: PortId, entry: &
     }
 }
 
+// The MACs are copied out as whole 6-byte arrays (one check of the length,
+// not six). Every caller has checked that a whole Ethernet header is there;
+// a shorter frame would read as the zero MAC rather than panic.
 #[inline]
 fn dst_mac(d: &[u8]) -> MacAddr {
-    MacAddr([d[0], d[1], d[2], d[3], d[4], d[5]])
+    d.first_chunk::<6>().map_or(MacAddr::ZERO, |m| MacAddr(*m))
 }
 
+/// Destination and source MACs, from one 12-byte chunk.
 #[inline]
-fn src_mac(d: &[u8]) -> MacAddr {
-    MacAddr([d[6], d[7], d[8], d[9], d[10], d[11]])
+fn macs(d: &[u8]) -> (MacAddr, MacAddr) {
+    // Whole 6-byte copies (one 4-byte and one 2-byte load each), not bytes.
+    match d.split_first_chunk::<6>() {
+        Some((dst, rest)) => (MacAddr(*dst), rest.first_chunk::<6>().map_or(MacAddr::ZERO, |src| MacAddr(*src))),
+        None => (MacAddr::ZERO, MacAddr::ZERO),
+    }
 }
 
 /// Broadcast, multicast, limited-broadcast, "this network" or loopback.
@@ -59,9 +67,8 @@ fn classify_pod<B: PacketBuf>(t: &Tables, in_port: PortId, pod_ip: u32, pod_mac:
     if let Next::Drop(_) = m.next {
         return;
     }
-    let d = buf.data();
-    let dst = dst_mac(d);
-    if src_mac(d) != pod_mac {
+    let (dst, src) = macs(buf.data());
+    if src != pod_mac {
         m.next = Next::Drop(DropReason::SpoofedSourceMac);
         return;
     }
@@ -248,9 +255,10 @@ fn decap_vxlan<B: PacketBuf>(t: &Tables, in_port: PortId, buf: &mut B, m: &mut M
         return Next::Drop(DropReason::VxlanTruncated);
     }
     match parse_ipv4(buf, in_port) {
-        Ok(key) => {
+        Ok((key, ttl)) => {
             c.events.vxlan_decap.inc();
             m.key = key;
+            m.ttl = ttl;
             inner_checks(m)
         }
         Err(_) => Next::Drop(DropReason::InnerIpv4Malformed),
@@ -270,9 +278,10 @@ fn decap_ipip<B: PacketBuf>(t: &Tables, in_port: PortId, buf: &mut B, m: &mut Me
         return Next::Drop(DropReason::InnerIpv4Malformed);
     }
     match parse_ipv4(buf, in_port) {
-        Ok(key) => {
+        Ok((key, ttl)) => {
             c.events.ipip_decap.inc();
             m.key = key;
+            m.ttl = ttl;
             inner_checks(m)
         }
         Err(_) => Next::Drop(DropReason::InnerIpv4Malformed),

@@ -50,24 +50,42 @@ pub(crate) fn forward_burst<B: PacketBuf, P: BufPool<Buf = B>>(ctx: &mut Ctx<'_,
     }
 }
 
-#[inline]
-fn ip_len_and_df(d: &[u8]) -> (u16, bool) {
-    let ip = ipv4::Packet::new_unchecked(&d[L3_OFFSET..]);
-    (ip.total_len(), ip.dont_frag())
+// The IPv4 header is reached as a fixed-size array: parse (or the ICMP
+// builder) put a whole one at `L3_OFFSET`, and with the length known the
+// field accesses need no bounds checks. Were it ever missing, the packet
+// would read as 0 bytes long and go out untouched rather than panic.
+
+/// The IPv4 total length and DF flag; the TTL is decremented too when the
+/// packet fits in `max_ip_len` and was not `originated` by the switch.
+#[inline(always)]
+fn len_df_and_decrement_ttl<B: PacketBuf>(buf: &mut B, max_ip_len: u16, originated: bool) -> (u16, bool) {
+    match buf.data_mut().get_mut(L3_OFFSET..).and_then(|s| s.first_chunk_mut::<{ ipv4::HEADER_LEN }>()) {
+        Some(h) => {
+            let mut ip = ipv4::Packet::new_unchecked(h);
+            let (len, df) = (ip.total_len(), ip.dont_frag());
+            if len <= max_ip_len && !originated {
+                ip.decrement_ttl();
+            }
+            (len, df)
+        }
+        None => (0, false),
+    }
 }
 
 #[inline]
 fn decrement_ttl<B: PacketBuf>(buf: &mut B) {
-    ipv4::Packet::new_unchecked(&mut buf.data_mut()[L3_OFFSET..]).decrement_ttl();
+    if let Some(h) = buf.data_mut().get_mut(L3_OFFSET..).and_then(|s| s.first_chunk_mut::<{ ipv4::HEADER_LEN }>()) {
+        ipv4::Packet::new_unchecked(h).decrement_ttl();
+    }
 }
 
 /// Writes the Ethernet header of a routed packet.
 #[inline]
 fn rewrite_l2<B: PacketBuf>(buf: &mut B, r: &L2Rewrite) -> bool {
-    let d = buf.data_mut();
-    d[..6].copy_from_slice(&r.dst_mac.0);
-    d[6..12].copy_from_slice(&r.src_mac.0);
-    d[12..14].copy_from_slice(&crate::wire::ethernet::ethertype::IPV4.to_be_bytes());
+    let Some(h) = buf.data_mut().first_chunk_mut::<{ L3_OFFSET }>() else { return false };
+    h[..6].copy_from_slice(&r.dst_mac.0);
+    h[6..12].copy_from_slice(&r.src_mac.0);
+    h[12..14].copy_from_slice(&crate::wire::ethernet::ethertype::IPV4.to_be_bytes());
     true
 }
 
@@ -85,14 +103,15 @@ pub(crate) fn encap_vxlan<B: PacketBuf>(buf: &mut B, e: &Encap<VXLAN_TEMPLATE_LE
         return false;
     }
     let d = buf.data_mut();
-    let Some(h) = d.get_mut(..VXLAN_TEMPLATE_LEN) else { return false };
-    h.copy_from_slice(&e.header);
     let ip_len = (d.len() - L3_OFFSET) as u16;
-    d[16..18].copy_from_slice(&ip_len.to_be_bytes());
+    // A fixed-size array: the field writes below need no bounds checks.
+    let Some(h) = d.first_chunk_mut::<VXLAN_TEMPLATE_LEN>() else { return false };
+    *h = e.header;
+    h[16..18].copy_from_slice(&ip_len.to_be_bytes());
     let sum = !checksum::fold(e.ip_sum + u32::from(ip_len));
-    d[24..26].copy_from_slice(&sum.to_be_bytes());
-    d[34..36].copy_from_slice(&vxlan_source_port(hash).to_be_bytes());
-    d[38..40].copy_from_slice(&(ip_len - ipv4::HEADER_LEN as u16).to_be_bytes());
+    h[24..26].copy_from_slice(&sum.to_be_bytes());
+    h[34..36].copy_from_slice(&vxlan_source_port(hash).to_be_bytes());
+    h[38..40].copy_from_slice(&(ip_len - ipv4::HEADER_LEN as u16).to_be_bytes());
     true
 }
 
@@ -103,12 +122,12 @@ pub(crate) fn encap_ipip<B: PacketBuf>(buf: &mut B, e: &Encap<IPIP_TEMPLATE_LEN>
         return false;
     }
     let d = buf.data_mut();
-    let Some(h) = d.get_mut(..IPIP_TEMPLATE_LEN) else { return false };
-    h.copy_from_slice(&e.header);
     let ip_len = (d.len() - L3_OFFSET) as u16;
-    d[16..18].copy_from_slice(&ip_len.to_be_bytes());
+    let Some(h) = d.first_chunk_mut::<IPIP_TEMPLATE_LEN>() else { return false };
+    *h = e.header;
+    h[16..18].copy_from_slice(&ip_len.to_be_bytes());
     let sum = !checksum::fold(e.ip_sum + u32::from(ip_len));
-    d[24..26].copy_from_slice(&sum.to_be_bytes());
+    h[24..26].copy_from_slice(&sum.to_be_bytes());
     true
 }
 
@@ -131,6 +150,7 @@ impl<B: PacketBuf, P: BufPool<Buf = B>> Ctx<'_, B, P> {
 
     /// Sends `buf` along `adj`. `originated`: the switch made this packet
     /// (an ICMP error), so no TTL decrement and no ICMP about it.
+    #[inline(always)]
     fn forward(&mut self, buf: B, adj: &Adjacency, hash: u32, from_uplink: bool, originated: bool) {
         let ev = &self.counters.events;
         match adj {
@@ -158,19 +178,26 @@ impl<B: PacketBuf, P: BufPool<Buf = B>> Ctx<'_, B, P> {
         }
     }
 
-    #[inline]
+    /// The fast path: the packet fits, so at most a TTL decrement and the
+    /// rewrite. The header is looked at once, for the length, DF and TTL.
+    #[inline(always)]
     fn output(&mut self, mut buf: B, port: PortId, max_ip_len: u16, originated: bool, ev: &Counter, rewrite: impl Fn(&mut B) -> bool) {
-        let (ip_len, df) = ip_len_and_df(buf.data());
+        let (ip_len, df) = len_df_and_decrement_ttl(&mut buf, max_ip_len, originated);
         if ip_len <= max_ip_len {
-            if !originated {
-                decrement_ttl(&mut buf);
-            }
             if !rewrite(&mut buf) {
                 return self.drop(DropReason::NoBuffer, buf);
             }
             ev.inc();
             return self.enqueue(port, buf);
         }
+        self.output_too_big(buf, port, max_ip_len, originated, df, ev, rewrite)
+    }
+
+    /// Too big for the egress: drop, ICMP fragmentation needed, or fragment.
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn output_too_big(&mut self, mut buf: B, port: PortId, max_ip_len: u16, originated: bool, df: bool, ev: &Counter, rewrite: impl Fn(&mut B) -> bool) {
         if originated {
             return self.drop(DropReason::FragNeeded, buf);
         }
@@ -200,6 +227,8 @@ impl<B: PacketBuf, P: BufPool<Buf = B>> Ctx<'_, B, P> {
 
     /// Drops the packet for `reason` and, unless suppressed or rate limited,
     /// answers its sender with an ICMP error built in the same buffer.
+    #[cold]
+    #[inline(never)]
     fn icmp_error(&mut self, mut buf: B, reason: DropReason, msg_type: u8, code: u8, mtu: u16) {
         self.counters.count_drop(self.in_port, reason, 1);
         let ev = &self.counters.events;

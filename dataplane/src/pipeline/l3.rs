@@ -6,24 +6,19 @@
 //! result is cached. The key's hash is kept: it is the VXLAN source-port
 //! entropy too.
 
-use super::{Meta, Next, L3_OFFSET};
-use crate::buffer::PacketBuf;
+use super::{Meta, Next};
 use crate::counters::{DropReason, WorkerCounters};
 use crate::fib::flow_cache::FlowCache;
 use crate::tables::Tables;
 
-/// Offset of the TTL byte from the start of the frame.
-const TTL_OFFSET: usize = L3_OFFSET + 8;
-
-pub(crate) fn l3_burst<B: PacketBuf>(t: &Tables, bufs: &[B], meta: &mut [Meta], cache: &mut FlowCache<u32>, c: &WorkerCounters) {
+pub(crate) fn l3_burst(t: &Tables, meta: &mut [Meta], cache: &mut FlowCache<u32>, c: &WorkerCounters) {
     let (mut hits, mut misses) = (0u64, 0u64);
-    for (buf, m) in bufs.iter().zip(meta.iter_mut()) {
+    for m in meta.iter_mut() {
         if m.next != Next::L3 {
             continue;
         }
-        // parse validated the header, so the TTL byte is there.
-        let ttl = buf.data().get(TTL_OFFSET).copied().unwrap_or(0);
-        if ttl <= 1 {
+        // The TTL parse read from the header (which nothing has changed since).
+        if m.ttl <= 1 {
             m.next = Next::TimeExceeded;
             continue;
         }

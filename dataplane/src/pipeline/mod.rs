@@ -72,6 +72,9 @@ pub(crate) struct Meta {
     pub key: FlowKey,
     pub hash: u32,
     pub adj: u32,
+    /// The IPv4 TTL as parsed (of the inner header after decapsulation), so
+    /// the L3 stage need not look at the packet again.
+    pub ttl: u8,
     /// Arrived on the uplink (decapsulated or routed): never sent back out of it.
     pub from_uplink: bool,
 }
@@ -138,9 +141,9 @@ impl<B: PacketBuf> Pipeline<B> {
         let counters = &*self.counters;
         let port = counters.port(in_port);
         port.rx_packets.add(n as u64);
-        port.rx_bytes.add(burst.as_slice().iter().map(|b| b.len() as u64).sum());
 
         let Some(entry) = tables.ports.get(in_port as usize) else {
+            port.rx_bytes.add(burst.as_slice().iter().map(|b| b.len() as u64).sum());
             counters.count_drop(in_port, DropReason::PortDown, n as u64);
             for b in burst.drain() {
                 pool.free(b);
@@ -149,9 +152,10 @@ impl<B: PacketBuf> Pipeline<B> {
         };
         let meta = &mut self.meta[..n];
         let bufs = burst.as_mut_slice();
-        parse::parse_burst(bufs, meta, in_port);
+        // parse sums the frame lengths as it goes (before trimming padding).
+        port.rx_bytes.add(parse::parse_burst(bufs, meta, in_port));
         classify::classify_burst(tables, in_port, entry, bufs, meta, counters);
-        l3::l3_burst(tables, bufs, meta, &mut self.cache, counters);
+        l3::l3_burst(tables, meta, &mut self.cache, counters);
         let mut ctx = forward::Ctx { tables, in_port, counters, tx: &mut self.tx, pool, icmp: &mut self.icmp, frags: &mut self.frags, now_ns };
         forward::forward_burst(&mut ctx, burst, &self.meta[..n]);
     }

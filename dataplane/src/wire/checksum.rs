@@ -60,6 +60,23 @@ pub fn checksum(data: &[u8]) -> u16 {
     !fold(sum(data))
 }
 
+/// Whether an option-less (20-byte) IPv4 header has a correct checksum:
+/// exactly `checksum(header) == 0`, in about a third of the instructions.
+///
+/// `fold(sum(h))` is congruent to the 16-bit word sum modulo 0xffff, lies in
+/// `1..=0xffff` unless every byte is zero, and a correct checksum makes it
+/// 0xffff; so the header is correct iff its word sum is a non-zero multiple
+/// of 0xffff. Adding little-endian 32-bit loads instead of big-endian 16-bit
+/// words gives that sum times 2^-8 (mod 0xffff, as 2^16 = 1), and 2^8 is
+/// invertible modulo 0xffff, so "non-zero multiple of 0xffff" reads the
+/// same either way and no byte swap is needed.
+#[inline]
+pub fn ipv4_header_ok(h: &[u8; 20]) -> bool {
+    let w = |i: usize| u64::from(u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+    let s = w(0) + w(4) + w(8) + w(12) + w(16);
+    s != 0 && s % 0xffff == 0
+}
+
 /// Incremental update of checksum `check` when one 16-bit word changes from
 /// `old` to `new` (RFC 1624 eqn. 3: `HC' = ~(~HC + ~m + m')`).
 ///
@@ -119,6 +136,54 @@ mod tests {
 
     fn put16(b: &mut [u8], i: usize, v: u16) {
         b[i..i + 2].copy_from_slice(&v.to_be_bytes());
+    }
+
+    #[test]
+    fn ipv4_header_ok_is_checksum_zero() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut valid = 0;
+        for i in 0..200_000u32 {
+            let mut h = [0u8; 20];
+            for b in h.iter_mut() {
+                *b = next() as u8;
+            }
+            match i % 4 {
+                // A correct checksum, then (sometimes) one bit flipped.
+                0 | 1 => {
+                    h[10] = 0;
+                    h[11] = 0;
+                    let c = checksum(&h);
+                    h[10..12].copy_from_slice(&c.to_be_bytes());
+                    if i % 4 == 1 {
+                        h[next() as usize % 20] ^= 1 << (next() % 8);
+                    }
+                }
+                // Mostly zero or 0xff bytes, to hit the fold's edges.
+                2 => {
+                    for b in h.iter_mut() {
+                        *b = if next() % 3 == 0 {
+                            *b
+                        } else if next() % 2 == 0 {
+                            0
+                        } else {
+                            0xff
+                        };
+                    }
+                }
+                _ => {}
+            }
+            valid += usize::from(checksum(&h) == 0);
+            assert_eq!(ipv4_header_ok(&h), checksum(&h) == 0, "{h:02x?}");
+        }
+        assert!(valid > 50_000, "{valid} correct headers among the cases");
+        assert!(!ipv4_header_ok(&[0; 20]), "all zero sums to 0, not 0xffff");
+        assert_eq!(ipv4_header_ok(&[0xff; 20]), checksum(&[0xff; 20]) == 0);
     }
 
     #[test]

@@ -347,11 +347,20 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn decrement_ttl(&mut self) {
         let ttl = self.ttl();
         debug_assert!(ttl > 0, "decrement_ttl on TTL 0");
-        let proto = self.protocol();
         let new_ttl = ttl.wrapping_sub(1);
-        let old = u16::from_be_bytes([ttl, proto]);
-        let new = u16::from_be_bytes([new_ttl, proto]);
-        let c = checksum::update_u16(self.checksum(), old, new);
+        let c = if ttl != 0 {
+            // The TTL/protocol word drops by exactly 0x0100, so in
+            // `update_u16`'s ~(~HC + ~m + m') the ~m + m' is 0xfeff whatever
+            // the protocol, and the sum (at most 0x1fefe) folds in one step:
+            // the same result in a few instructions.
+            let s = u32::from(!self.checksum()) + 0xfeff;
+            !(((s & 0xffff) + (s >> 16)) as u16)
+        } else {
+            let proto = self.protocol();
+            let old = u16::from_be_bytes([ttl, proto]);
+            let new = u16::from_be_bytes([new_ttl, proto]);
+            checksum::update_u16(self.checksum(), old, new)
+        };
         self.set_ttl(new_ttl);
         self.set_checksum(c);
     }
@@ -626,6 +635,28 @@ mod tests {
         p.fill_checksum();
         assert_eq!(p.checksum(), incremental);
         assert_eq!(incremental, 0xc7bd);
+    }
+
+    #[test]
+    fn decrement_ttl_equals_update_u16_for_every_checksum() {
+        for (ttl, proto) in [(1u8, 17u8), (2, 6), (64, 1), (128, 4), (255, 0xff)] {
+            for check in 0..=u16::MAX {
+                let mut h = INNER_IPV4_BYTES;
+                let mut p = Packet::new_unchecked(&mut h[..]);
+                p.set_ttl(ttl);
+                p.set_protocol(proto);
+                p.set_checksum(check);
+                p.decrement_ttl();
+                let old = u16::from_be_bytes([ttl, proto]);
+                let new = u16::from_be_bytes([ttl.wrapping_sub(1), proto]);
+                assert_eq!(
+                    p.checksum(),
+                    checksum::update_u16(check, old, new),
+                    "ttl {ttl} check {check:#x}"
+                );
+                assert_eq!(p.ttl(), ttl.wrapping_sub(1));
+            }
+        }
     }
 
     #[test]

@@ -10,12 +10,21 @@ use std::process::Command;
 fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let c = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets it")).join("c");
-    for f in ["sluice_xdp.bpf.c", "sluice_xdp.h", "xsk_shim.c", "xsk_shim.h", "wrapper.h"] {
+    for f in [
+        "sluice_xdp.bpf.c",
+        "sluice_xdp.h",
+        "xsk_shim.c",
+        "xsk_shim.h",
+        "wrapper.h",
+    ] {
         println!("cargo:rerun-if-changed=c/{f}");
     }
 
     // The XDP program, embedded into the library as bytes.
-    let multiarch = format!("/usr/include/{}-linux-gnu", env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into()));
+    let multiarch = format!(
+        "/usr/include/{}-linux-gnu",
+        env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into())
+    );
     let status = Command::new(env::var("CLANG").unwrap_or_else(|_| "clang".into()))
         .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
         .arg(format!("-I{multiarch}"))
@@ -25,10 +34,17 @@ fn main() {
         .arg("-o")
         .arg(out.join("sluice_xdp.bpf.o"))
         .status()
-        .unwrap_or_else(|e| panic!("clang could not run ({e}): install Debian's clang (scripts/setup.sh does)"));
+        .unwrap_or_else(|e| {
+            panic!("clang could not run ({e}): install Debian's clang (scripts/setup.sh does)")
+        });
     assert!(status.success(), "clang failed to build the XDP program");
 
-    cc::Build::new().file(c.join("xsk_shim.c")).include(&c).opt_level(2).warnings(true).compile("sluice_xsk_shim");
+    cc::Build::new()
+        .file(c.join("xsk_shim.c"))
+        .include(&c)
+        .opt_level(2)
+        .warnings(true)
+        .compile("sluice_xsk_shim");
     println!("cargo:rustc-link-lib=xdp");
     println!("cargo:rustc-link-lib=bpf");
 
@@ -58,5 +74,7 @@ fn main() {
         .layout_tests(false)
         .generate()
         .expect("bindgen could not read the libxdp/libbpf headers: install libxdp-dev, libbpf-dev and libclang-dev (scripts/setup.sh does)");
-    bindings.write_to_file(out.join("bindings.rs")).expect("bindings written");
+    bindings
+        .write_to_file(out.join("bindings.rs"))
+        .expect("bindings written");
 }

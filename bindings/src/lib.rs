@@ -15,7 +15,15 @@
 //! wrap every FFI call in a `// SAFETY:`-commented block.
 
 /// Raw bindings; see the C headers for each item's contract.
-#[allow(non_camel_case_types, non_snake_case, non_upper_case_globals, dead_code, missing_docs, missing_debug_implementations, unsafe_code)]
+#[allow(
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    dead_code,
+    missing_docs,
+    missing_debug_implementations,
+    unsafe_code
+)]
 #[allow(clippy::all, clippy::undocumented_unsafe_blocks)]
 pub mod sys {
     include!(concat!(env!("OUT_DIR"), "/bindings.rs"));

@@ -113,7 +113,9 @@ impl HeapBuf {
     /// `false`, unchanged, if it does not fit.
     pub fn set_data(&mut self, bytes: &[u8]) -> bool {
         let start = self.default_headroom;
-        let Some(end) = start.checked_add(bytes.len()) else { return false };
+        let Some(end) = start.checked_add(bytes.len()) else {
+            return false;
+        };
         if end > self.storage.len() {
             return false;
         }
@@ -193,7 +195,9 @@ pub struct HeapPool {
 impl HeapPool {
     /// `count` buffers of `buf_size` bytes (headroom included).
     pub fn new(count: usize, buf_size: usize) -> Self {
-        let free = (0..count).map(|_| HeapBuf::new(buf_size, DEFAULT_HEADROOM)).collect();
+        let free = (0..count)
+            .map(|_| HeapBuf::new(buf_size, DEFAULT_HEADROOM))
+            .collect();
         HeapPool { free, total: count }
     }
     /// Buffers currently in the pool.
@@ -235,7 +239,10 @@ impl<B> Burst<B> {
     /// A burst of `capacity` packets, clamped to `MIN_BURST..=MAX_BURST`.
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.clamp(MIN_BURST, MAX_BURST);
-        Burst { bufs: Vec::with_capacity(capacity), capacity }
+        Burst {
+            bufs: Vec::with_capacity(capacity),
+            capacity,
+        }
     }
     /// Adds a buffer; gives it back when the burst is full.
     #[inline]

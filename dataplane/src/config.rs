@@ -83,13 +83,24 @@ impl fmt::Debug for Ipv4Net {
 impl FromStr for Ipv4Net {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (a, l) = s.split_once('/').ok_or_else(|| format!("`{s}` is not a prefix like 10.5.0.0/16"))?;
-        let addr: Ipv4Addr = a.parse().map_err(|_| format!("`{a}` is not an IPv4 address"))?;
-        let len: u8 = l.parse().map_err(|_| format!("`{l}` is not a prefix length"))?;
+        let (a, l) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}` is not a prefix like 10.5.0.0/16"))?;
+        let addr: Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("`{a}` is not an IPv4 address"))?;
+        let len: u8 = l
+            .parse()
+            .map_err(|_| format!("`{l}` is not a prefix length"))?;
         if len > 32 {
             return Err(format!("prefix length {len} is above 32"));
         }
-        Ipv4Net::new(addr, len).ok_or_else(|| format!("`{s}` has host bits set (did you mean {}/{len}?)", Ipv4Addr::from(u32::from(addr) & Self::mask_of(len))))
+        Ipv4Net::new(addr, len).ok_or_else(|| {
+            format!(
+                "`{s}` has host bits set (did you mean {}/{len}?)",
+                Ipv4Addr::from(u32::from(addr) & Self::mask_of(len))
+            )
+        })
     }
 }
 
@@ -119,7 +130,10 @@ impl IfAddr {
     /// The on-link network.
     pub fn network(&self) -> Ipv4Net {
         let mask = Ipv4Net::mask_of(self.len);
-        Ipv4Net { addr: Ipv4Addr::from(u32::from(self.ip) & mask), len: self.len }
+        Ipv4Net {
+            addr: Ipv4Addr::from(u32::from(self.ip) & mask),
+            len: self.len,
+        }
     }
 }
 
@@ -137,9 +151,15 @@ impl fmt::Debug for IfAddr {
 impl FromStr for IfAddr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (a, l) = s.split_once('/').ok_or_else(|| format!("`{s}` is not an address like 192.168.1.10/24"))?;
-        let ip: Ipv4Addr = a.parse().map_err(|_| format!("`{a}` is not an IPv4 address"))?;
-        let len: u8 = l.parse().map_err(|_| format!("`{l}` is not a prefix length"))?;
+        let (a, l) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}` is not an address like 192.168.1.10/24"))?;
+        let ip: Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("`{a}` is not an IPv4 address"))?;
+        let len: u8 = l
+            .parse()
+            .map_err(|_| format!("`{l}` is not a prefix length"))?;
         if len > 32 {
             return Err(format!("prefix length {len} is above 32"));
         }
@@ -221,7 +241,13 @@ pub struct DaemonSettings {
 
 impl Default for DaemonSettings {
     fn default() -> Self {
-        DaemonSettings { api_socket: default_api_socket(), metrics_address: default_metrics_address(), workers: Vec::new(), rx_mode: RxMode::default(), burst: default_burst() }
+        DaemonSettings {
+            api_socket: default_api_socket(),
+            metrics_address: default_metrics_address(),
+            workers: Vec::new(),
+            rx_mode: RxMode::default(),
+            burst: default_burst(),
+        }
     }
 }
 
@@ -266,7 +292,8 @@ pub struct NodeSettings {
 impl NodeSettings {
     /// The gateway address, explicit or the first of the pod subnet.
     pub fn gateway(&self) -> Ipv4Addr {
-        self.gateway_ip.unwrap_or_else(|| Ipv4Addr::from(self.pod_subnet.addr_u32().wrapping_add(1)))
+        self.gateway_ip
+            .unwrap_or_else(|| Ipv4Addr::from(self.pod_subnet.addr_u32().wrapping_add(1)))
     }
 }
 
@@ -287,7 +314,11 @@ pub struct TunnelSettings {
 
 impl Default for TunnelSettings {
     fn default() -> Self {
-        TunnelSettings { vni: DEFAULT_VNI, vxlan_port: DEFAULT_VXLAN_PORT, vtep_mac: None }
+        TunnelSettings {
+            vni: DEFAULT_VNI,
+            vxlan_port: DEFAULT_VXLAN_PORT,
+            vtep_mac: None,
+        }
     }
 }
 
@@ -396,7 +427,10 @@ pub struct ConfigError {
 }
 
 fn err(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-    ConfigError { key: key.into(), problem: problem.into() }
+    ConfigError {
+        key: key.into(),
+        problem: problem.into(),
+    }
 }
 
 impl NodeConfig {
@@ -404,7 +438,10 @@ impl NodeConfig {
     pub fn from_toml_str(s: &str) -> Result<Self, ConfigError> {
         let cfg: NodeConfig = toml::from_str(s).map_err(|e| {
             let msg = e.message().to_string();
-            let key = e.span().map(|sp| describe_span(s, sp)).unwrap_or_else(|| "config".into());
+            let key = e
+                .span()
+                .map(|sp| describe_span(s, sp))
+                .unwrap_or_else(|| "config".into());
             err(key, msg)
         })?;
         cfg.validate()?;
@@ -416,36 +453,67 @@ impl NodeConfig {
         let n = &self.node;
         let d = &self.daemon;
         if !(32..=256).contains(&d.burst) {
-            return Err(err("daemon.burst", format!("{} is outside 32..=256", d.burst)));
+            return Err(err(
+                "daemon.burst",
+                format!("{} is outside 32..=256", d.burst),
+            ));
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut seen_cores = HashSet::new();
         for (i, &c) in d.workers.iter().enumerate() {
             if c >= cores {
-                return Err(err(format!("daemon.workers[{i}]"), format!("core {c} does not exist (this machine has {cores})")));
+                return Err(err(
+                    format!("daemon.workers[{i}]"),
+                    format!("core {c} does not exist (this machine has {cores})"),
+                ));
             }
             if !seen_cores.insert(c) {
-                return Err(err(format!("daemon.workers[{i}]"), format!("core {c} is listed twice")));
+                return Err(err(
+                    format!("daemon.workers[{i}]"),
+                    format!("core {c} is listed twice"),
+                ));
             }
         }
         if !n.pod_network.covers(&n.pod_subnet) {
-            return Err(err("node.pod_subnet", format!("{} is not inside pod_network {}", n.pod_subnet, n.pod_network)));
+            return Err(err(
+                "node.pod_subnet",
+                format!(
+                    "{} is not inside pod_network {}",
+                    n.pod_subnet, n.pod_network
+                ),
+            ));
         }
         if !n.router_mac.is_unicast() || n.router_mac == MacAddr::ZERO {
-            return Err(err("node.router_mac", format!("{} is not a unicast MAC", n.router_mac)));
+            return Err(err(
+                "node.router_mac",
+                format!("{} is not a unicast MAC", n.router_mac),
+            ));
         }
         let gw = n.gateway();
         if !n.pod_subnet.contains(gw) {
-            return Err(err("node.gateway_ip", format!("{gw} is not inside pod_subnet {}", n.pod_subnet)));
+            return Err(err(
+                "node.gateway_ip",
+                format!("{gw} is not inside pod_subnet {}", n.pod_subnet),
+            ));
         }
         if self.tunnel.vni == 0 || self.tunnel.vni > 0x00ff_ffff {
-            return Err(err("tunnel.vni", format!("{} is not a VNI (1 to 16777215)", self.tunnel.vni)));
+            return Err(err(
+                "tunnel.vni",
+                format!("{} is not a VNI (1 to 16777215)", self.tunnel.vni),
+            ));
         }
         if self.tunnel.vxlan_port == 0 {
             return Err(err("tunnel.vxlan_port", "0 is not a UDP port"));
         }
         if self.ports.len() >= crate::counters::MAX_PORTS {
-            return Err(err("port", format!("{} ports; at most {}", self.ports.len(), crate::counters::MAX_PORTS - 1)));
+            return Err(err(
+                "port",
+                format!(
+                    "{} ports; at most {}",
+                    self.ports.len(),
+                    crate::counters::MAX_PORTS - 1
+                ),
+            ));
         }
         let mut names = HashSet::new();
         let mut pod_ips = HashSet::new();
@@ -459,7 +527,10 @@ impl NodeConfig {
                 return Err(err(k("name"), "must be 1 to 64 characters"));
             }
             if !names.insert(p.name.as_str()) {
-                return Err(err(k("name"), format!("`{}` is used by an earlier port", p.name)));
+                return Err(err(
+                    k("name"),
+                    format!("`{}` is used by an earlier port", p.name),
+                ));
             }
             if !(68..=9216).contains(&p.mtu) {
                 return Err(err(k("mtu"), format!("{} is outside 68..=9216", p.mtu)));
@@ -469,7 +540,10 @@ impl NodeConfig {
             }
             let forbid = |field: &str, present: bool| {
                 if present {
-                    Err(err(k(field), format!("not used by a {:?} port", p.kind).to_lowercase()))
+                    Err(err(
+                        k(field),
+                        format!("not used by a {:?} port", p.kind).to_lowercase(),
+                    ))
                 } else {
                     Ok(())
                 }
@@ -480,13 +554,24 @@ impl NodeConfig {
                     if uplinks > 1 {
                         return Err(err(k("kind"), "only one uplink port is supported"));
                     }
-                    let Some(a) = p.address else { return Err(err(k("address"), "an uplink needs its underlay address, e.g. 192.168.1.10/24")) };
+                    let Some(a) = p.address else {
+                        return Err(err(
+                            k("address"),
+                            "an uplink needs its underlay address, e.g. 192.168.1.10/24",
+                        ));
+                    };
                     if a.len == 0 || a.len > 31 {
-                        return Err(err(k("address"), format!("prefix length {} leaves no on-link peers", a.len)));
+                        return Err(err(
+                            k("address"),
+                            format!("prefix length {} leaves no on-link peers", a.len),
+                        ));
                     }
                     if let Some(g) = p.gateway {
                         if !a.network().contains(g) {
-                            return Err(err(k("gateway"), format!("{g} is not on-link in {}", a.network())));
+                            return Err(err(
+                                k("gateway"),
+                                format!("{g} is not on-link in {}", a.network()),
+                            ));
                         }
                     }
                     forbid("ip", p.ip.is_some())?;
@@ -501,9 +586,14 @@ impl NodeConfig {
                     forbid("ip", p.ip.is_some())?;
                 }
                 PortKind::Pod => {
-                    let Some(ip) = p.ip else { return Err(err(k("ip"), "a pod port needs the pod's IPv4 address")) };
+                    let Some(ip) = p.ip else {
+                        return Err(err(k("ip"), "a pod port needs the pod's IPv4 address"));
+                    };
                     if !n.pod_subnet.contains(ip) {
-                        return Err(err(k("ip"), format!("{ip} is not inside pod_subnet {}", n.pod_subnet)));
+                        return Err(err(
+                            k("ip"),
+                            format!("{ip} is not inside pod_subnet {}", n.pod_subnet),
+                        ));
                     }
                     if ip == gw {
                         return Err(err(k("ip"), format!("{ip} is the gateway address")));
@@ -516,20 +606,42 @@ impl NodeConfig {
                 }
             }
         }
-        let uplink = self.ports.iter().find(|p| p.kind == PortKind::Uplink && !p.removed);
+        let uplink = self
+            .ports
+            .iter()
+            .find(|p| p.kind == PortKind::Uplink && !p.removed);
         let mut prefixes = HashSet::new();
         for (i, r) in self.routes.iter().enumerate() {
             let k = |f: &str| format!("route[{i}].{f}");
             if !prefixes.insert(r.prefix) {
-                return Err(err(k("prefix"), format!("{} is routed by an earlier route", r.prefix)));
+                return Err(err(
+                    k("prefix"),
+                    format!("{} is routed by an earlier route", r.prefix),
+                ));
             }
             if r.prefix.len() == 32 && pod_ips.contains(&r.prefix.addr()) {
-                return Err(err(k("prefix"), format!("{} is a pod port's own address, routed to it already", r.prefix)));
+                return Err(err(
+                    k("prefix"),
+                    format!(
+                        "{} is a pod port's own address, routed to it already",
+                        r.prefix
+                    ),
+                ));
             }
             let needs_node = matches!(r.via, Via::Vxlan | Via::Ipip | Via::HostGw);
             match (needs_node, r.node) {
-                (true, None) => return Err(err(k("node"), format!("via {:?} needs the remote node's address", r.via).to_lowercase())),
-                (false, Some(_)) => return Err(err(k("node"), format!("not used via {:?}", r.via).to_lowercase())),
+                (true, None) => {
+                    return Err(err(
+                        k("node"),
+                        format!("via {:?} needs the remote node's address", r.via).to_lowercase(),
+                    ))
+                }
+                (false, Some(_)) => {
+                    return Err(err(
+                        k("node"),
+                        format!("not used via {:?}", r.via).to_lowercase(),
+                    ))
+                }
                 _ => {}
             }
             if needs_node && uplink.is_none() {
@@ -541,19 +653,32 @@ impl NodeConfig {
                     return Err(err(k("node"), format!("{node} is this node's own address")));
                 }
                 if r.via == Via::HostGw && !a.network().contains(node) {
-                    return Err(err(k("node"), format!("host-gw needs {node} on-link in {}", a.network())));
+                    return Err(err(
+                        k("node"),
+                        format!("host-gw needs {node} on-link in {}", a.network()),
+                    ));
                 }
             }
             match (r.via, r.vtep_mac) {
-                (Via::Vxlan, None) => return Err(err(k("vtep_mac"), "via vxlan needs the remote VTEP MAC")),
-                (Via::Vxlan, Some(m)) if !m.is_unicast() => return Err(err(k("vtep_mac"), format!("{m} is not a unicast MAC"))),
+                (Via::Vxlan, None) => {
+                    return Err(err(k("vtep_mac"), "via vxlan needs the remote VTEP MAC"))
+                }
+                (Via::Vxlan, Some(m)) if !m.is_unicast() => {
+                    return Err(err(k("vtep_mac"), format!("{m} is not a unicast MAC")))
+                }
                 (Via::Vxlan, Some(_)) | (_, None) => {}
                 (_, Some(_)) => return Err(err(k("vtep_mac"), "only used via vxlan")),
             }
             match (r.via, &r.port) {
-                (Via::Pod, None) => return Err(err(k("port"), "via pod needs the pod port's name")),
+                (Via::Pod, None) => {
+                    return Err(err(k("port"), "via pod needs the pod port's name"))
+                }
                 (Via::Pod, Some(name)) => {
-                    if !self.ports.iter().any(|p| p.kind == PortKind::Pod && !p.removed && &p.name == name) {
+                    if !self
+                        .ports
+                        .iter()
+                        .any(|p| p.kind == PortKind::Pod && !p.removed && &p.name == name)
+                    {
                         return Err(err(k("port"), format!("no pod port is named `{name}`")));
                     }
                 }
@@ -567,10 +692,16 @@ impl NodeConfig {
         let mut neigh = HashSet::new();
         for (i, nb) in self.neighbours.iter().enumerate() {
             if !neigh.insert(nb.ip) {
-                return Err(err(format!("neighbour[{i}].ip"), format!("{} is listed twice", nb.ip)));
+                return Err(err(
+                    format!("neighbour[{i}].ip"),
+                    format!("{} is listed twice", nb.ip),
+                ));
             }
             if !nb.mac.is_unicast() {
-                return Err(err(format!("neighbour[{i}].mac"), format!("{} is not a unicast MAC", nb.mac)));
+                return Err(err(
+                    format!("neighbour[{i}].mac"),
+                    format!("{} is not a unicast MAC", nb.mac),
+                ));
             }
         }
         Ok(())
@@ -596,7 +727,11 @@ fn describe_span(src: &str, span: std::ops::Range<usize>) -> String {
         }
     }
     let line = src[line_start..].lines().next().unwrap_or("");
-    let key = line.split('=').next().map(str::trim).filter(|k| !k.is_empty() && !k.starts_with('['));
+    let key = line
+        .split('=')
+        .next()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
     match (table.is_empty(), key) {
         (false, Some(k)) => format!("{table}.{k} (line {line_no})"),
         (false, None) => format!("{table} (line {line_no})"),
@@ -658,30 +793,92 @@ mac = "02:00:00:00:aa:02"
         assert_ne!(s, EXAMPLE, "fixture edit `{from}` did not apply");
         let e = NodeConfig::from_toml_str(&s).unwrap_err();
         assert!(e.key.starts_with(key), "key `{}` for {to}: {e}", e.key);
-        assert!(e.problem.contains(problem_part), "problem `{}` for {to}", e.problem);
+        assert!(
+            e.problem.contains(problem_part),
+            "problem `{}` for {to}",
+            e.problem
+        );
     }
 
     #[test]
     fn errors_name_the_key() {
-        check_err("pod_subnet = \"10.5.1.0/24\"", "pod_subnet = \"10.6.1.0/24\"", "node.pod_subnet", "not inside");
-        check_err("pod_subnet = \"10.5.1.0/24\"", "pod_subnet = \"10.5.1.1/24\"", "node.pod_subnet", "host bits");
+        check_err(
+            "pod_subnet = \"10.5.1.0/24\"",
+            "pod_subnet = \"10.6.1.0/24\"",
+            "node.pod_subnet",
+            "not inside",
+        );
+        check_err(
+            "pod_subnet = \"10.5.1.0/24\"",
+            "pod_subnet = \"10.5.1.1/24\"",
+            "node.pod_subnet",
+            "host bits",
+        );
         check_err("vni = 1", "vni = 0", "tunnel.vni", "not a VNI");
-        check_err("ip = \"10.5.1.2\"", "ip = \"10.5.9.2\"", "port[1].ip", "not inside");
-        check_err("ip = \"10.5.1.2\"", "ip = \"10.5.1.1\"", "port[1].ip", "gateway");
+        check_err(
+            "ip = \"10.5.1.2\"",
+            "ip = \"10.5.9.2\"",
+            "port[1].ip",
+            "not inside",
+        );
+        check_err(
+            "ip = \"10.5.1.2\"",
+            "ip = \"10.5.1.1\"",
+            "port[1].ip",
+            "gateway",
+        );
         check_err("mtu = 1450", "mtu = 20", "port[1].mtu", "outside");
-        check_err("mtu = 1450", "mtu = 1450\ncolour = \"red\"", "port[1].colour", "unknown field");
-        check_err("vtep_mac = \"02:00:00:00:bb:02\"", "", "route[0].vtep_mac", "VTEP MAC");
-        check_err("node = \"192.168.50.2\"", "node = \"192.168.50.1\"", "route[0].node", "own address");
-        check_err("via = \"vxlan\"", "via = \"wormhole\"", "route[0].via", "unknown variant");
-        check_err("mac = \"02:00:00:00:01:02\"", "mac = \"02:00:00:00:01\"", "port[1].mac", "");
-        check_err("address = \"192.168.50.1/24\"", "", "port[0].address", "underlay address");
-        check_err("kind = \"pod\"", "kind = \"uplink\"", "port[1].kind", "only one uplink");
+        check_err(
+            "mtu = 1450",
+            "mtu = 1450\ncolour = \"red\"",
+            "port[1].colour",
+            "unknown field",
+        );
+        check_err(
+            "vtep_mac = \"02:00:00:00:bb:02\"",
+            "",
+            "route[0].vtep_mac",
+            "VTEP MAC",
+        );
+        check_err(
+            "node = \"192.168.50.2\"",
+            "node = \"192.168.50.1\"",
+            "route[0].node",
+            "own address",
+        );
+        check_err(
+            "via = \"vxlan\"",
+            "via = \"wormhole\"",
+            "route[0].via",
+            "unknown variant",
+        );
+        check_err(
+            "mac = \"02:00:00:00:01:02\"",
+            "mac = \"02:00:00:00:01\"",
+            "port[1].mac",
+            "",
+        );
+        check_err(
+            "address = \"192.168.50.1/24\"",
+            "",
+            "port[0].address",
+            "underlay address",
+        );
+        check_err(
+            "kind = \"pod\"",
+            "kind = \"uplink\"",
+            "port[1].kind",
+            "only one uplink",
+        );
     }
 
     #[test]
     fn prefixes_parse_strictly() {
         assert_eq!("10.0.0.0/8".parse::<Ipv4Net>().unwrap().len(), 8);
-        assert!("10.0.0.1/8".parse::<Ipv4Net>().unwrap_err().contains("did you mean 10.0.0.0/8"));
+        assert!("10.0.0.1/8"
+            .parse::<Ipv4Net>()
+            .unwrap_err()
+            .contains("did you mean 10.0.0.0/8"));
         assert!("10.0.0.0/33".parse::<Ipv4Net>().is_err());
         assert!("10.0.0.0".parse::<Ipv4Net>().is_err());
         assert_eq!("0.0.0.0/0".parse::<Ipv4Net>().unwrap().mask(), 0);

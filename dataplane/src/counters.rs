@@ -223,7 +223,10 @@ impl WorkerLoad {
     pub fn record(&self, packets: usize, cycles: u64) {
         self.busy_cycles.add(cycles);
         self.busy_packets.add(packets as u64);
-        let i = BURST_BUCKETS.iter().position(|&b| packets as u64 <= b).unwrap_or(BURST_BUCKETS.len() - 1);
+        let i = BURST_BUCKETS
+            .iter()
+            .position(|&b| packets as u64 <= b)
+            .unwrap_or(BURST_BUCKETS.len() - 1);
         self.burst_sizes[i].inc();
     }
 }
@@ -292,7 +295,13 @@ impl WorkerCounters {
     /// Zeroes a port's counters (control path, when an id is reused).
     pub fn reset_port(&self, id: u16) {
         let p = self.port(id);
-        for c in [&p.rx_packets, &p.rx_bytes, &p.tx_packets, &p.tx_bytes, &p.rx_dropped] {
+        for c in [
+            &p.rx_packets,
+            &p.rx_bytes,
+            &p.tx_packets,
+            &p.tx_bytes,
+            &p.rx_dropped,
+        ] {
             c.reset();
         }
     }
@@ -344,11 +353,19 @@ impl StatsSnapshot {
             snap.ports.insert(name, s);
         }
         for &r in DropReason::ALL {
-            let total = workers.clone().into_iter().map(|w| w.drop_counter(r).get()).sum();
+            let total = workers
+                .clone()
+                .into_iter()
+                .map(|w| w.drop_counter(r).get())
+                .sum();
             snap.drops.insert(r.name(), total);
         }
         for (name, get) in EVENT_FIELDS {
-            let total = workers.clone().into_iter().map(|w| get(&w.events).get()).sum();
+            let total = workers
+                .clone()
+                .into_iter()
+                .map(|w| get(&w.events).get())
+                .sum();
             snap.events.insert(name, total);
         }
         snap
@@ -392,7 +409,10 @@ mod tests {
         for &r in DropReason::ALL {
             assert!(seen.insert(r.name()), "duplicate name {}", r.name());
             assert_eq!(DropReason::from_name(r.name()), Some(r));
-            assert!(r.name().chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()));
+            assert!(r
+                .name()
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()));
         }
         assert_eq!(DropReason::from_name("nonsense"), None);
     }
@@ -420,7 +440,16 @@ mod tests {
         assert_eq!(snap.events.len(), EVENT_FIELDS.len());
         assert!(snap.events.values().all(|&v| v == 3), "{:?}", snap.events);
         let p = snap.ports["pod0"];
-        assert_eq!(p, PortStats { rx_packets: 3, rx_bytes: 300, tx_packets: 3, tx_bytes: 30, rx_dropped: 3 * DropReason::COUNT as u64 });
+        assert_eq!(
+            p,
+            PortStats {
+                rx_packets: 3,
+                rx_bytes: 300,
+                tx_packets: 3,
+                tx_bytes: 30,
+                rx_dropped: 3 * DropReason::COUNT as u64
+            }
+        );
         workers[0].reset_port(3);
         assert_eq!(workers[0].port(3).rx_packets.get(), 0);
     }
@@ -430,10 +459,17 @@ mod tests {
     fn docs_list_every_counter() {
         let doc = include_str!("../../docs/metrics.md");
         for r in DropReason::ALL {
-            assert!(doc.contains(&format!("| `{}` |", r.name())), "docs/metrics.md lacks drop reason {}", r.name());
+            assert!(
+                doc.contains(&format!("| `{}` |", r.name())),
+                "docs/metrics.md lacks drop reason {}",
+                r.name()
+            );
         }
         for (name, _) in EVENT_FIELDS {
-            assert!(doc.contains(&format!("`{name}`")), "docs/metrics.md lacks event {name}");
+            assert!(
+                doc.contains(&format!("`{name}`")),
+                "docs/metrics.md lacks event {name}"
+            );
         }
     }
 

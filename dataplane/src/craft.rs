@@ -38,21 +38,43 @@ pub struct Ip {
 impl Ip {
     /// TTL 64, DF set, ID 1.
     pub fn new(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8) -> Self {
-        Ip { src, dst, protocol, ttl: 64, df: true, ident: 1 }
+        Ip {
+            src,
+            dst,
+            protocol,
+            ttl: 64,
+            df: true,
+            ident: 1,
+        }
     }
 }
 
 /// An IPv4 packet (20-byte header, correct checksum) around `payload`.
 pub fn ipv4_packet(ip: Ip, payload: &[u8]) -> Vec<u8> {
     let mut p = vec![0u8; ipv4::HEADER_LEN + payload.len()];
-    ipv4::Repr { src: ip.src, dst: ip.dst, protocol: ip.protocol, ttl: ip.ttl, payload_len: payload.len(), ident: ip.ident, dont_frag: ip.df, dscp_ecn: 0 }
-        .emit(&mut ipv4::Packet::new_unchecked(&mut p[..]));
+    ipv4::Repr {
+        src: ip.src,
+        dst: ip.dst,
+        protocol: ip.protocol,
+        ttl: ip.ttl,
+        payload_len: payload.len(),
+        ident: ip.ident,
+        dont_frag: ip.df,
+        dscp_ecn: 0,
+    }
+    .emit(&mut ipv4::Packet::new_unchecked(&mut p[..]));
     p[ipv4::HEADER_LEN..].copy_from_slice(payload);
     p
 }
 
 /// A UDP datagram (header and payload) with its checksum.
-pub fn udp_datagram(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+pub fn udp_datagram(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut d = vec![0u8; udp::HEADER_LEN + payload.len()];
     d[udp::HEADER_LEN..].copy_from_slice(payload);
     let mut u = udp::Packet::new_unchecked(&mut d[..]);
@@ -96,20 +118,40 @@ pub fn vxlan_payload(vni: u32, inner: &[u8]) -> Vec<u8> {
 }
 
 /// A whole VXLAN frame on the underlay, outer UDP checksum 0.
-pub fn vxlan_frame(outer_dst_mac: MacAddr, outer_src_mac: MacAddr, src: Ipv4Addr, dst: Ipv4Addr, port: u16, vni: u32, inner: &[u8]) -> Vec<u8> {
+pub fn vxlan_frame(
+    outer_dst_mac: MacAddr,
+    outer_src_mac: MacAddr,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    port: u16,
+    vni: u32,
+    inner: &[u8],
+) -> Vec<u8> {
     let v = vxlan_payload(vni, inner);
     let mut u = vec![0u8; udp::HEADER_LEN];
     u[..2].copy_from_slice(&54321u16.to_be_bytes());
     u[2..4].copy_from_slice(&port.to_be_bytes());
     u[4..6].copy_from_slice(&((udp::HEADER_LEN + v.len()) as u16).to_be_bytes());
     u.extend_from_slice(&v);
-    eth(outer_dst_mac, outer_src_mac, ethernet::ethertype::IPV4, &ipv4_packet(Ip::new(src, dst, ipv4::protocol::UDP), &u))
+    eth(
+        outer_dst_mac,
+        outer_src_mac,
+        ethernet::ethertype::IPV4,
+        &ipv4_packet(Ip::new(src, dst, ipv4::protocol::UDP), &u),
+    )
 }
 
 /// An ARP request frame (broadcast).
 pub fn arp_request(sender_mac: MacAddr, sender_ip: Ipv4Addr, target_ip: Ipv4Addr) -> Vec<u8> {
     let mut a = vec![0u8; arp::PACKET_LEN];
-    arp::emit_ethernet_ipv4(&mut a, arp::operation::REQUEST, sender_mac, sender_ip, MacAddr::ZERO, target_ip);
+    arp::emit_ethernet_ipv4(
+        &mut a,
+        arp::operation::REQUEST,
+        sender_mac,
+        sender_ip,
+        MacAddr::ZERO,
+        target_ip,
+    );
     eth(MacAddr::BROADCAST, sender_mac, ethernet::ethertype::ARP, &a)
 }
 
@@ -266,5 +308,10 @@ pub const REMOTE_POD_B: Ipv4Addr = Ipv4Addr::new(10, 5, 2, 7);
 pub fn pod_a_udp(dst: Ipv4Addr, sport: u16, dport: u16, payload_len: usize) -> Vec<u8> {
     let payload = vec![0x5a; payload_len];
     let u = udp_datagram(POD_A_IP, dst, sport, dport, &payload);
-    eth(ROUTER_MAC, POD_A_MAC, ethernet::ethertype::IPV4, &ipv4_packet(Ip::new(POD_A_IP, dst, ipv4::protocol::UDP), &u))
+    eth(
+        ROUTER_MAC,
+        POD_A_MAC,
+        ethernet::ethertype::IPV4,
+        &ipv4_packet(Ip::new(POD_A_IP, dst, ipv4::protocol::UDP), &u),
+    )
 }

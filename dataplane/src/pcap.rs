@@ -62,7 +62,13 @@ impl<R: Read> PcapReader<R> {
     /// Reads and checks the global header.
     pub fn new(mut r: R) -> Result<Self, PcapError> {
         let mut h = [0u8; 24];
-        r.read_exact(&mut h).map_err(|e| if e.kind() == io::ErrorKind::UnexpectedEof { PcapError::BadMagic(0) } else { e.into() })?;
+        r.read_exact(&mut h).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                PcapError::BadMagic(0)
+            } else {
+                e.into()
+            }
+        })?;
         let magic = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
         let (swapped, nanos) = match magic {
             MAGIC_MICROS => (false, false),
@@ -72,7 +78,12 @@ impl<R: Read> PcapReader<R> {
             PCAPNG_MAGIC => return Err(PcapError::Pcapng),
             m => return Err(PcapError::BadMagic(m)),
         };
-        let rd = PcapReader { r, swapped, nanos, index: 0 };
+        let rd = PcapReader {
+            r,
+            swapped,
+            nanos,
+            index: 0,
+        };
         let linktype = rd.u32_at(&h, 20);
         if linktype != LINKTYPE_ETHERNET {
             return Err(PcapError::LinkType(linktype));
@@ -106,10 +117,15 @@ impl<R: Read> PcapReader<R> {
         let frac = u64::from(self.u32_at(&h, 4));
         let caplen = self.u32_at(&h, 8);
         if caplen > MAX_RECORD {
-            return Err(PcapError::RecordTooLarge { index: self.index, len: caplen });
+            return Err(PcapError::RecordTooLarge {
+                index: self.index,
+                len: caplen,
+            });
         }
         let mut data = vec![0u8; caplen as usize];
-        self.r.read_exact(&mut data).map_err(|_| PcapError::Truncated(self.index))?;
+        self.r
+            .read_exact(&mut data)
+            .map_err(|_| PcapError::Truncated(self.index))?;
         self.index += 1;
         let ts_ns = secs * 1_000_000_000 + if self.nanos { frac } else { frac * 1000 };
         Ok(Some(Record { ts_ns, data }))
@@ -184,7 +200,16 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let recs = vec![Record { ts_ns: 1_700_000_000_123_456_000, data: vec![1, 2, 3] }, Record { ts_ns: 5_000, data: vec![] }];
+        let recs = vec![
+            Record {
+                ts_ns: 1_700_000_000_123_456_000,
+                data: vec![1, 2, 3],
+            },
+            Record {
+                ts_ns: 5_000,
+                data: vec![],
+            },
+        ];
         let mut w = PcapWriter::new(Vec::new()).unwrap();
         for r in &recs {
             w.write(r.ts_ns, &r.data).unwrap();
@@ -200,16 +225,35 @@ mod tests {
     fn big_endian_nanosecond_files_read() {
         let mut b = Vec::new();
         b.extend_from_slice(&MAGIC_NANOS.to_be_bytes());
-        b.extend_from_slice(&[0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 0, 0, 0, 1]);
+        b.extend_from_slice(&[
+            0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 0, 0, 0, 1,
+        ]);
         b.extend_from_slice(&[0, 0, 0, 2, 0, 0, 0, 7, 0, 0, 0, 1, 0, 0, 0, 1, 0xee]);
         let mut r = PcapReader::new(&b[..]).unwrap();
-        assert_eq!(r.next_record().unwrap().unwrap(), Record { ts_ns: 2_000_000_007, data: vec![0xee] });
+        assert_eq!(
+            r.next_record().unwrap().unwrap(),
+            Record {
+                ts_ns: 2_000_000_007,
+                data: vec![0xee]
+            }
+        );
     }
 
     #[test]
     fn bad_files_are_refused_with_reasons() {
-        assert!(matches!(PcapReader::new(&[0u8; 3][..]), Err(PcapError::BadMagic(0))));
-        assert!(matches!(PcapReader::new(&[0x0a, 0x0d, 0x0d, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..]), Err(PcapError::Pcapng)));
+        assert!(matches!(
+            PcapReader::new(&[0u8; 3][..]),
+            Err(PcapError::BadMagic(0))
+        ));
+        assert!(matches!(
+            PcapReader::new(
+                &[
+                    0x0a, 0x0d, 0x0d, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                    0, 0
+                ][..]
+            ),
+            Err(PcapError::Pcapng)
+        ));
         let mut w = PcapWriter::new(Vec::new()).unwrap();
         w.write(0, &[1, 2, 3, 4]).unwrap();
         let mut bytes = w.into_inner().unwrap();
@@ -217,6 +261,9 @@ mod tests {
         let mut r = PcapReader::new(&bytes[..]).unwrap();
         assert!(matches!(r.next_record(), Err(PcapError::Truncated(0))));
         bytes[20] = 113;
-        assert!(matches!(PcapReader::new(&bytes[..]), Err(PcapError::LinkType(113))));
+        assert!(matches!(
+            PcapReader::new(&bytes[..]),
+            Err(PcapError::LinkType(113))
+        ));
     }
 }

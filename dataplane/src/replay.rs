@@ -9,11 +9,11 @@
 //! the last input of its burst.
 
 use crate::buffer::{Burst, HeapPool, DEFAULT_HEADROOM, MIN_BURST};
-use crate::port::{poll_port, MemoryPort};
 use crate::config::NodeConfig;
 use crate::counters::{StatsSnapshot, WorkerCounters};
 use crate::pcap::{self, PcapWriter, Record};
 use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::port::{poll_port, MemoryPort};
 use crate::tables::{PortId, Tables, TablesError};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -84,17 +84,27 @@ pub struct ReplayReport {
 
 /// Reads a node configuration file.
 pub fn load_config(path: &Path) -> Result<NodeConfig, ReplayError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ReplayError::ReadConfig { path: path.into(), source })?;
-    NodeConfig::from_toml_str(&text).map_err(|source| ReplayError::Config { path: path.into(), source })
+    let text = std::fs::read_to_string(path).map_err(|source| ReplayError::ReadConfig {
+        path: path.into(),
+        source,
+    })?;
+    NodeConfig::from_toml_str(&text).map_err(|source| ReplayError::Config {
+        path: path.into(),
+        source,
+    })
 }
 
 /// Parses `PORT=FILE` arguments and reads the captures.
 pub fn load_inputs(args: &[String]) -> Result<Vec<(String, Vec<Record>)>, ReplayError> {
     args.iter()
         .map(|a| {
-            let (port, file) = a.split_once('=').filter(|(p, f)| !p.is_empty() && !f.is_empty()).ok_or_else(|| ReplayError::BadInput(a.clone()))?;
+            let (port, file) = a
+                .split_once('=')
+                .filter(|(p, f)| !p.is_empty() && !f.is_empty())
+                .ok_or_else(|| ReplayError::BadInput(a.clone()))?;
             let path = PathBuf::from(file);
-            let recs = pcap::read_file(&path).map_err(|source| ReplayError::Pcap { path, source })?;
+            let recs =
+                pcap::read_file(&path).map_err(|source| ReplayError::Pcap { path, source })?;
             Ok((port.to_string(), recs))
         })
         .collect()
@@ -113,11 +123,19 @@ pub struct MemoryReplay {
 /// Feeds `inputs` through one worker on memory ports, in bursts of
 /// consecutive frames of one port; `sink` gets each frame sent (port,
 /// timestamp, bytes). Returns the counters and the oversize count.
-fn run(tables: &Tables, inputs: &[(PortId, Record)], burst_size: usize, mut sink: impl FnMut(PortId, u64, &[u8])) -> (StatsSnapshot, u64) {
+fn run(
+    tables: &Tables,
+    inputs: &[(PortId, Record)],
+    burst_size: usize,
+    mut sink: impl FnMut(PortId, u64, &[u8]),
+) -> (StatsSnapshot, u64) {
     let counters = Arc::new(WorkerCounters::new());
     let mut pipeline = Pipeline::new(PipelineConfig::default(), counters.clone());
     let burst_size = burst_size.max(MIN_BURST);
-    let mut pool = HeapPool::new(burst_size * 4 + crate::pipeline::MAX_FRAGMENTS * 2, DEFAULT_HEADROOM + MAX_FRAME);
+    let mut pool = HeapPool::new(
+        burst_size * 4 + crate::pipeline::MAX_FRAGMENTS * 2,
+        DEFAULT_HEADROOM + MAX_FRAME,
+    );
     let mut burst = Burst::new(burst_size);
     let mut ports: Vec<MemoryPort> = tables.ports.iter().map(|_| MemoryPort::new()).collect();
     let mut skipped = 0;
@@ -140,18 +158,36 @@ fn run(tables: &Tables, inputs: &[(PortId, Record)], burst_size: usize, mut sink
         for p in ports.iter_mut() {
             p.set_now(last_ts);
         }
-        poll_port(&mut pipeline, tables, &mut ports, port, &mut burst, &mut pool, last_ts);
+        poll_port(
+            &mut pipeline,
+            tables,
+            &mut ports,
+            port,
+            &mut burst,
+            &mut pool,
+            last_ts,
+        );
         for (id, p) in ports.iter_mut().enumerate() {
             for rec in p.sent.drain(..) {
                 sink(id as PortId, rec.ts_ns, &rec.data);
             }
         }
     }
-    let stats = StatsSnapshot::collect([&*counters], tables.ports.iter().enumerate().map(|(i, p)| (i as PortId, p.name.clone())));
+    let stats = StatsSnapshot::collect(
+        [&*counters],
+        tables
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i as PortId, p.name.clone())),
+    );
     (stats, skipped)
 }
 
-fn merge(tables: &Tables, inputs: &[(String, Vec<Record>)]) -> Result<Vec<(PortId, Record)>, ReplayError> {
+fn merge(
+    tables: &Tables,
+    inputs: &[(String, Vec<Record>)],
+) -> Result<Vec<(PortId, Record)>, ReplayError> {
     let mut events: Vec<(u64, usize, usize, PortId)> = Vec::new();
     for (i, (port, recs)) in inputs.iter().enumerate() {
         let id = tables.port_by_name(port).ok_or_else(|| {
@@ -161,56 +197,101 @@ fn merge(tables: &Tables, inputs: &[(String, Vec<Record>)]) -> Result<Vec<(PortI
         events.extend(recs.iter().enumerate().map(|(j, r)| (r.ts_ns, i, j, id)));
     }
     events.sort_unstable();
-    Ok(events.into_iter().map(|(_, i, j, id)| (id, inputs[i].1[j].clone())).collect())
+    Ok(events
+        .into_iter()
+        .map(|(_, i, j, id)| (id, inputs[i].1[j].clone()))
+        .collect())
 }
 
 /// Replays `inputs` (port name, frames) through `cfg`'s node, writing
 /// outputs into `out_dir`.
-pub fn replay(cfg: &NodeConfig, inputs: &[(String, Vec<Record>)], out_dir: &Path, burst_size: usize) -> Result<ReplayReport, ReplayError> {
+pub fn replay(
+    cfg: &NodeConfig,
+    inputs: &[(String, Vec<Record>)],
+    out_dir: &Path,
+    burst_size: usize,
+) -> Result<ReplayReport, ReplayError> {
     let tables = Tables::from_config(cfg)?;
     let merged = merge(&tables, inputs)?;
-    std::fs::create_dir_all(out_dir).map_err(|source| ReplayError::Write { path: out_dir.into(), source })?;
+    std::fs::create_dir_all(out_dir).map_err(|source| ReplayError::Write {
+        path: out_dir.into(),
+        source,
+    })?;
     let mut writers = Vec::new();
     for p in &tables.ports {
         let path = out_dir.join(format!("{}.pcap", p.name));
-        let w = File::create(&path).and_then(|f| PcapWriter::new(BufWriter::new(f))).map_err(|source| ReplayError::Write { path: path.clone(), source })?;
+        let w = File::create(&path)
+            .and_then(|f| PcapWriter::new(BufWriter::new(f)))
+            .map_err(|source| ReplayError::Write {
+                path: path.clone(),
+                source,
+            })?;
         writers.push((path, w));
     }
-    let mut written: BTreeMap<String, u64> = tables.ports.iter().map(|p| (p.name.clone(), 0)).collect();
+    let mut written: BTreeMap<String, u64> =
+        tables.ports.iter().map(|p| (p.name.clone(), 0)).collect();
     let mut write_err = None;
     let (stats, skipped) = run(&tables, &merged, burst_size, |port, ts, data| {
         let (path, w) = &mut writers[port as usize];
         if let Err(e) = w.write(ts, data) {
             write_err.get_or_insert((path.clone(), e));
         }
-        *written.get_mut(&tables.ports[port as usize].name).expect("every port") += 1;
+        *written
+            .get_mut(&tables.ports[port as usize].name)
+            .expect("every port") += 1;
     });
     if let Some((path, source)) = write_err {
         return Err(ReplayError::Write { path, source });
     }
     for (path, w) in writers {
-        w.into_inner().map_err(|source| ReplayError::Write { path, source })?;
+        w.into_inner()
+            .map_err(|source| ReplayError::Write { path, source })?;
     }
-    Ok(ReplayReport { stats, written, skipped_oversize: skipped })
+    Ok(ReplayReport {
+        stats,
+        written,
+        skipped_oversize: skipped,
+    })
 }
 
 /// Runs frames through a node in memory: `inputs` are (port name, frame),
 /// in order, timestamps one microsecond apart.
-pub fn replay_in_memory(cfg: &NodeConfig, inputs: &[(&str, Vec<u8>)]) -> Result<MemoryReplay, ReplayError> {
+pub fn replay_in_memory(
+    cfg: &NodeConfig,
+    inputs: &[(&str, Vec<u8>)],
+) -> Result<MemoryReplay, ReplayError> {
     replay_tables_in_memory(&Tables::from_config(cfg)?, inputs)
 }
 
 /// [`replay_in_memory`] through tables already built, so that many small
 /// replays share one build (building tables is the expensive part).
-pub fn replay_tables_in_memory(tables: &Tables, inputs: &[(&str, Vec<u8>)]) -> Result<MemoryReplay, ReplayError> {
+pub fn replay_tables_in_memory(
+    tables: &Tables,
+    inputs: &[(&str, Vec<u8>)],
+) -> Result<MemoryReplay, ReplayError> {
     let mut merged = Vec::with_capacity(inputs.len());
     for (k, (port, data)) in inputs.iter().enumerate() {
-        let id = tables.port_by_name(port).ok_or_else(|| ReplayError::UnknownPort(port.to_string(), String::new()))?;
-        merged.push((id, Record { ts_ns: 1_000_000_000 + k as u64 * 1000, data: data.clone() }));
+        let id = tables
+            .port_by_name(port)
+            .ok_or_else(|| ReplayError::UnknownPort(port.to_string(), String::new()))?;
+        merged.push((
+            id,
+            Record {
+                ts_ns: 1_000_000_000 + k as u64 * 1000,
+                data: data.clone(),
+            },
+        ));
     }
-    let mut outputs: BTreeMap<String, Vec<Vec<u8>>> = tables.ports.iter().map(|p| (p.name.clone(), Vec::new())).collect();
+    let mut outputs: BTreeMap<String, Vec<Vec<u8>>> = tables
+        .ports
+        .iter()
+        .map(|p| (p.name.clone(), Vec::new()))
+        .collect();
     let (stats, _) = run(tables, &merged, MIN_BURST, |port, _, data| {
-        outputs.get_mut(&tables.ports[port as usize].name).expect("every port").push(data.to_vec());
+        outputs
+            .get_mut(&tables.ports[port as usize].name)
+            .expect("every port")
+            .push(data.to_vec());
     });
     Ok(MemoryReplay { outputs, stats })
 }

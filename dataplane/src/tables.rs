@@ -203,8 +203,15 @@ impl Tables {
         cfg.validate()?;
         let uplink_cfg = cfg.ports.iter().position(|p| p.kind == PortKind::Uplink);
         let host_cfg = cfg.ports.iter().position(|p| p.kind == PortKind::Host);
-        let node_ip = uplink_cfg.and_then(|i| cfg.ports[i].address).map(|a| u32::from(a.ip)).unwrap_or(0);
-        let vtep_mac = cfg.tunnel.vtep_mac.or_else(|| uplink_cfg.map(|i| cfg.ports[i].mac)).unwrap_or(cfg.node.router_mac);
+        let node_ip = uplink_cfg
+            .and_then(|i| cfg.ports[i].address)
+            .map(|a| u32::from(a.ip))
+            .unwrap_or(0);
+        let vtep_mac = cfg
+            .tunnel
+            .vtep_mac
+            .or_else(|| uplink_cfg.map(|i| cfg.ports[i].mac))
+            .unwrap_or(cfg.node.router_mac);
         let node = NodeParams {
             pod_network: cfg.node.pod_network,
             pod_subnet: cfg.node.pod_subnet,
@@ -224,14 +231,26 @@ impl Tables {
                 role: match p.kind {
                     PortKind::Uplink => PortRole::Uplink { ip: node_ip },
                     PortKind::Host => PortRole::Host { peer_mac: p.mac },
-                    PortKind::Pod => PortRole::Pod { ip: u32::from(p.ip.expect("validated")), mac: p.mac },
+                    PortKind::Pod => PortRole::Pod {
+                        ip: u32::from(p.ip.expect("validated")),
+                        mac: p.mac,
+                    },
                 },
-                own_mac: if p.kind == PortKind::Uplink { p.mac } else { cfg.node.router_mac },
+                own_mac: if p.kind == PortKind::Uplink {
+                    p.mac
+                } else {
+                    cfg.node.router_mac
+                },
                 mtu: p.mtu,
                 removed: p.removed,
             })
             .collect();
-        let port_id = |name: &str| ports.iter().position(|p| p.name == name && !p.removed).map(|i| i as PortId);
+        let port_id = |name: &str| {
+            ports
+                .iter()
+                .position(|p| p.name == name && !p.removed)
+                .map(|i| i as PortId)
+        };
 
         let mut keys: Vec<NextHopKey> = Vec::new();
         let mut key_index: HashMap<NextHopKey, u32> = HashMap::new();
@@ -245,7 +264,10 @@ impl Tables {
         let mut insert = |prefix: Ipv4Net, nh: u32| {
             lpm.insert(prefix.addr_u32(), prefix.len(), nh)
                 .map(|_| ())
-                .map_err(|e| TablesError::Route { prefix, problem: e.to_string() })
+                .map_err(|e| TablesError::Route {
+                    prefix,
+                    problem: e.to_string(),
+                })
         };
         for (i, p) in ports.iter().enumerate().filter(|(_, p)| !p.removed) {
             if let PortRole::Pod { ip, .. } = p.role {
@@ -258,7 +280,9 @@ impl Tables {
         for r in &cfg.routes {
             let node_u32 = r.node.map(u32::from).unwrap_or(0);
             let key = match r.via {
-                Via::Pod => NextHopKey::Pod(port_id(r.port.as_deref().unwrap_or_default()).expect("validated")),
+                Via::Pod => NextHopKey::Pod(
+                    port_id(r.port.as_deref().unwrap_or_default()).expect("validated"),
+                ),
                 Via::Vxlan => {
                     vxlan_peers.push(node_u32);
                     NextHopKey::Vxlan(node_u32, r.vtep_mac.expect("validated"))
@@ -287,7 +311,11 @@ impl Tables {
         ipip_peers.sort_unstable();
         ipip_peers.dedup();
 
-        let neighbours: HashMap<u32, MacAddr> = cfg.neighbours.iter().map(|n| (u32::from(n.ip), n.mac)).collect();
+        let neighbours: HashMap<u32, MacAddr> = cfg
+            .neighbours
+            .iter()
+            .map(|n| (u32::from(n.ip), n.mac))
+            .collect();
         let mut tables = Tables {
             generation: next_generation(),
             node,
@@ -308,14 +336,29 @@ impl Tables {
         Ok(tables)
     }
 
-    fn resolve(&self, key: NextHopKey, onlink: Option<Ipv4Net>, gateway: Option<u32>, neigh: &HashMap<u32, MacAddr>) -> Adjacency {
+    fn resolve(
+        &self,
+        key: NextHopKey,
+        onlink: Option<Ipv4Net>,
+        gateway: Option<u32>,
+        neigh: &HashMap<u32, MacAddr>,
+    ) -> Adjacency {
         let l2 = |port: PortId, dst_mac: MacAddr| {
             let p = &self.ports[port as usize];
-            L2Rewrite { port, dst_mac, src_mac: p.own_mac, max_ip_len: p.mtu }
+            L2Rewrite {
+                port,
+                dst_mac,
+                src_mac: p.own_mac,
+                max_ip_len: p.mtu,
+            }
         };
         // The underlay MAC towards `node`: its own if on-link, else the gateway's.
         let underlay_mac = |node: u32| -> Option<MacAddr> {
-            let hop = if onlink.is_some_and(|n| n.contains_u32(node)) { node } else { gateway? };
+            let hop = if onlink.is_some_and(|n| n.contains_u32(node)) {
+                node
+            } else {
+                gateway?
+            };
             neigh.get(&hop).copied()
         };
         match key {
@@ -337,14 +380,24 @@ impl Tables {
                 (None, _) => Adjacency::Drop(DropReason::PortDown),
             },
             NextHopKey::Vxlan(node, vtep_mac) => {
-                let Some(u) = self.uplink else { return Adjacency::Drop(DropReason::PortDown) };
-                let Some(next_mac) = underlay_mac(node) else { return Adjacency::Drop(DropReason::NeighbourUnresolved) };
+                let Some(u) = self.uplink else {
+                    return Adjacency::Drop(DropReason::PortDown);
+                };
+                let Some(next_mac) = underlay_mac(node) else {
+                    return Adjacency::Drop(DropReason::NeighbourUnresolved);
+                };
                 let p = &self.ports[u as usize];
-                Adjacency::Vxlan(Box::new(self.vxlan_template(u, p, node, next_mac, vtep_mac)))
+                Adjacency::Vxlan(Box::new(
+                    self.vxlan_template(u, p, node, next_mac, vtep_mac),
+                ))
             }
             NextHopKey::Ipip(node) => {
-                let Some(u) = self.uplink else { return Adjacency::Drop(DropReason::PortDown) };
-                let Some(next_mac) = underlay_mac(node) else { return Adjacency::Drop(DropReason::NeighbourUnresolved) };
+                let Some(u) = self.uplink else {
+                    return Adjacency::Drop(DropReason::PortDown);
+                };
+                let Some(next_mac) = underlay_mac(node) else {
+                    return Adjacency::Drop(DropReason::NeighbourUnresolved);
+                };
                 let p = &self.ports[u as usize];
                 Adjacency::Ipip(Box::new(self.ipip_template(u, p, node, next_mac)))
             }
@@ -368,7 +421,14 @@ impl Tables {
         checksum::sum(&ip.into_inner()[..ipv4::HEADER_LEN])
     }
 
-    fn vxlan_template(&self, port: PortId, p: &PortEntry, node: u32, next_mac: MacAddr, vtep_mac: MacAddr) -> Encap<VXLAN_TEMPLATE_LEN> {
+    fn vxlan_template(
+        &self,
+        port: PortId,
+        p: &PortEntry,
+        node: u32,
+        next_mac: MacAddr,
+        vtep_mac: MacAddr,
+    ) -> Encap<VXLAN_TEMPLATE_LEN> {
         let mut h = [0u8; VXLAN_TEMPLATE_LEN];
         write_eth(&mut h[..14], next_mac, p.own_mac);
         let ip_sum = self.outer_ipv4(&mut h[14..34], node, ipv4::protocol::UDP);
@@ -381,19 +441,40 @@ impl Tables {
         }
         vxlan::Packet::new_unchecked(&mut h[42..50]).emit_header(self.node.vni);
         write_eth(&mut h[50..64], vtep_mac, self.node.vtep_mac);
-        Encap { port, header: h, ip_sum, max_ip_len: p.mtu.saturating_sub(vxlan::OVERHEAD as u16), node }
+        Encap {
+            port,
+            header: h,
+            ip_sum,
+            max_ip_len: p.mtu.saturating_sub(vxlan::OVERHEAD as u16),
+            node,
+        }
     }
 
-    fn ipip_template(&self, port: PortId, p: &PortEntry, node: u32, next_mac: MacAddr) -> Encap<IPIP_TEMPLATE_LEN> {
+    fn ipip_template(
+        &self,
+        port: PortId,
+        p: &PortEntry,
+        node: u32,
+        next_mac: MacAddr,
+    ) -> Encap<IPIP_TEMPLATE_LEN> {
         let mut h = [0u8; IPIP_TEMPLATE_LEN];
         write_eth(&mut h[..14], next_mac, p.own_mac);
         let ip_sum = self.outer_ipv4(&mut h[14..34], node, ipv4::protocol::IPIP);
-        Encap { port, header: h, ip_sum, max_ip_len: p.mtu.saturating_sub(ipv4::HEADER_LEN as u16), node }
+        Encap {
+            port,
+            header: h,
+            ip_sum,
+            max_ip_len: p.mtu.saturating_sub(ipv4::HEADER_LEN as u16),
+            node,
+        }
     }
 
     /// The port with this name.
     pub fn port_by_name(&self, name: &str) -> Option<PortId> {
-        self.ports.iter().position(|p| p.name == name && !p.removed).map(|i| i as PortId)
+        self.ports
+            .iter()
+            .position(|p| p.name == name && !p.removed)
+            .map(|i| i as PortId)
     }
 
     /// Is `ip` (host order) a node allowed to send VXLAN?
@@ -425,7 +506,9 @@ pub struct TablesHandle {
 impl TablesHandle {
     /// A handle holding `tables`.
     pub fn new(tables: Tables) -> Self {
-        TablesHandle { current: ArcSwap::from_pointee(tables) }
+        TablesHandle {
+            current: ArcSwap::from_pointee(tables),
+        }
     }
     /// Replaces the tables atomically; workers see the new version at their
     /// next burst.

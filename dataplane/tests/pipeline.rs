@@ -25,17 +25,40 @@ fn run(inputs: &[(&str, Vec<u8>)]) -> MemoryReplay {
 
 /// The single frame sent anywhere, with its port; fails if not exactly one.
 fn only_output(r: &MemoryReplay) -> (&str, &[u8]) {
-    let all: Vec<(&str, &Vec<u8>)> = r.outputs.iter().flat_map(|(p, v)| v.iter().map(move |f| (p.as_str(), f))).collect();
-    assert_eq!(all.len(), 1, "expected one output frame, got {:?}; drops {:?}", all.iter().map(|x| x.0).collect::<Vec<_>>(), nonzero_drops(r));
+    let all: Vec<(&str, &Vec<u8>)> = r
+        .outputs
+        .iter()
+        .flat_map(|(p, v)| v.iter().map(move |f| (p.as_str(), f)))
+        .collect();
+    assert_eq!(
+        all.len(),
+        1,
+        "expected one output frame, got {:?}; drops {:?}",
+        all.iter().map(|x| x.0).collect::<Vec<_>>(),
+        nonzero_drops(r)
+    );
     (all[0].0, all[0].1)
 }
 
 fn nonzero_drops(r: &MemoryReplay) -> Vec<(&'static str, u64)> {
-    r.stats.drops.iter().filter(|(_, &v)| v > 0).map(|(&k, &v)| (k, v)).collect()
+    r.stats
+        .drops
+        .iter()
+        .filter(|(_, &v)| v > 0)
+        .map(|(&k, &v)| (k, v))
+        .collect()
 }
 
 fn assert_dropped(r: &MemoryReplay, reason: DropReason) {
-    assert_eq!(nonzero_drops(r), vec![(reason.name(), 1)], "outputs: {:?}", r.outputs.iter().map(|(k, v)| (k, v.len())).collect::<Vec<_>>());
+    assert_eq!(
+        nonzero_drops(r),
+        vec![(reason.name(), 1)],
+        "outputs: {:?}",
+        r.outputs
+            .iter()
+            .map(|(k, v)| (k, v.len()))
+            .collect::<Vec<_>>()
+    );
     assert!(r.outputs.values().all(Vec::is_empty));
 }
 
@@ -81,7 +104,11 @@ fn vxlan_encap_to_a_remote_node() {
     assert!(outer.dont_frag());
     let u = udp::Packet::new_checked(outer.payload()).unwrap();
     assert_eq!(u.dst_port(), 8472);
-    assert!(u.src_port() >= 49152, "source port {} in the dynamic range", u.src_port());
+    assert!(
+        u.src_port() >= 49152,
+        "source port {} in the dynamic range",
+        u.src_port()
+    );
     assert_eq!(u.checksum(), 0);
     assert_eq!(u.len() as usize, out.len() - 34);
     let v = vxlan::Packet::new_checked(u.payload()).unwrap();
@@ -89,20 +116,38 @@ fn vxlan_encap_to_a_remote_node() {
     let inner = v.payload();
     assert_eq!(macs(inner), (mac(0xbb, 2), VTEP_MAC));
     let iip = ip_at(inner, 14);
-    assert_eq!((iip.src_addr(), iip.dst_addr(), iip.ttl()), (POD_A_IP, REMOTE_POD_B, 63));
+    assert_eq!(
+        (iip.src_addr(), iip.dst_addr(), iip.ttl()),
+        (POD_A_IP, REMOTE_POD_B, 63)
+    );
     assert_eq!(&inner[34..], &f[34..]);
     assert_eq!(r.stats.events["vxlan_encap"], 1);
 }
 
 #[test]
 fn vxlan_source_port_follows_the_flow() {
-    let a = run(&[("pod-a", pod_a_udp(REMOTE_POD_B, 1000, 2000, 10)), ("pod-a", pod_a_udp(REMOTE_POD_B, 1000, 2000, 20))]);
-    let sports: Vec<u16> = a.outputs["eth0"].iter().map(|f| u16::from_be_bytes([f[34], f[35]])).collect();
+    let a = run(&[
+        ("pod-a", pod_a_udp(REMOTE_POD_B, 1000, 2000, 10)),
+        ("pod-a", pod_a_udp(REMOTE_POD_B, 1000, 2000, 20)),
+    ]);
+    let sports: Vec<u16> = a.outputs["eth0"]
+        .iter()
+        .map(|f| u16::from_be_bytes([f[34], f[35]]))
+        .collect();
     assert_eq!(sports[0], sports[1], "one flow, one source port");
-    let many: Vec<(&str, Vec<u8>)> = (0..64).map(|i| ("pod-a", pod_a_udp(REMOTE_POD_B, 1000 + i, 2000, 10))).collect();
+    let many: Vec<(&str, Vec<u8>)> = (0..64)
+        .map(|i| ("pod-a", pod_a_udp(REMOTE_POD_B, 1000 + i, 2000, 10)))
+        .collect();
     let r = run(&many);
-    let distinct: std::collections::HashSet<u16> = r.outputs["eth0"].iter().map(|f| u16::from_be_bytes([f[34], f[35]])).collect();
-    assert!(distinct.len() > 48, "64 flows spread over {} source ports", distinct.len());
+    let distinct: std::collections::HashSet<u16> = r.outputs["eth0"]
+        .iter()
+        .map(|f| u16::from_be_bytes([f[34], f[35]]))
+        .collect();
+    assert!(
+        distinct.len() > 48,
+        "64 flows spread over {} source ports",
+        distinct.len()
+    );
 }
 
 #[test]
@@ -123,7 +168,10 @@ fn ipip_encap() {
     assert_eq!(out.len(), f.len() + 20);
     assert_eq!(macs(out), (mac(0xaa, 3), UPLINK_MAC));
     let outer = ip_at(out, 14);
-    assert_eq!((outer.src_addr(), outer.dst_addr(), outer.protocol()), (NODE_A_IP, NODE_C_IP, 4));
+    assert_eq!(
+        (outer.src_addr(), outer.dst_addr(), outer.protocol()),
+        (NODE_A_IP, NODE_C_IP, 4)
+    );
     let inner = ip_at(out, 34);
     assert_eq!((inner.dst_addr(), inner.ttl()), (dst, 63));
     assert_eq!(r.stats.events["ipip_encap"], 1);
@@ -143,7 +191,10 @@ fn host_gw_rewrites_to_the_next_hop_mac() {
 
 #[test]
 fn default_route_goes_to_the_host_port() {
-    let r = run(&[("pod-a", pod_a_udp(Ipv4Addr::new(93, 184, 216, 34), 1, 53, 10))]);
+    let r = run(&[(
+        "pod-a",
+        pod_a_udp(Ipv4Addr::new(93, 184, 216, 34), 1, 53, 10),
+    )]);
     let (port, out) = only_output(&r);
     assert_eq!(port, "host");
     assert_eq!(macs(out), (mac(0xee, 1), ROUTER_MAC));
@@ -151,33 +202,76 @@ fn default_route_goes_to_the_host_port() {
 
 #[test]
 fn blackhole_and_unresolved_neighbours_drop_with_their_reasons() {
-    assert_dropped(&run(&[("pod-a", pod_a_udp(Ipv4Addr::new(10, 5, 9, 1), 1, 2, 10))]), DropReason::Blackhole);
-    assert_dropped(&run(&[("pod-a", pod_a_udp(Ipv4Addr::new(10, 5, 6, 1), 1, 2, 10))]), DropReason::NeighbourUnresolved);
+    assert_dropped(
+        &run(&[("pod-a", pod_a_udp(Ipv4Addr::new(10, 5, 9, 1), 1, 2, 10))]),
+        DropReason::Blackhole,
+    );
+    assert_dropped(
+        &run(&[("pod-a", pod_a_udp(Ipv4Addr::new(10, 5, 6, 1), 1, 2, 10))]),
+        DropReason::NeighbourUnresolved,
+    );
 }
 
 #[test]
 fn arp_for_the_gateway_is_answered() {
-    let r = run(&[("pod-a", arp_request(POD_A_MAC, POD_A_IP, Ipv4Addr::new(10, 5, 1, 1)))]);
+    let r = run(&[(
+        "pod-a",
+        arp_request(POD_A_MAC, POD_A_IP, Ipv4Addr::new(10, 5, 1, 1)),
+    )]);
     let (port, out) = only_output(&r);
     assert_eq!(port, "pod-a");
     assert_eq!(macs(out), (POD_A_MAC, ROUTER_MAC));
     let a = arp::Packet::new_checked(&out[14..]).unwrap();
     assert_eq!(a.operation(), arp::operation::REPLY);
-    assert_eq!((a.sender_hw_addr(), a.sender_ip()), (ROUTER_MAC, Ipv4Addr::new(10, 5, 1, 1)));
+    assert_eq!(
+        (a.sender_hw_addr(), a.sender_ip()),
+        (ROUTER_MAC, Ipv4Addr::new(10, 5, 1, 1))
+    );
     assert_eq!((a.target_hw_addr(), a.target_ip()), (POD_A_MAC, POD_A_IP));
     assert_eq!(r.stats.events["arp_replies"], 1);
-    assert_dropped(&run(&[("pod-a", arp_request(POD_A_MAC, POD_A_IP, Ipv4Addr::new(8, 8, 8, 8)))]), DropReason::ArpNotForUs);
-    assert_dropped(&run(&[("pod-a", arp_request(POD_A_MAC, POD_B_IP, Ipv4Addr::new(10, 5, 1, 1)))]), DropReason::SpoofedSourceIp);
+    assert_dropped(
+        &run(&[(
+            "pod-a",
+            arp_request(POD_A_MAC, POD_A_IP, Ipv4Addr::new(8, 8, 8, 8)),
+        )]),
+        DropReason::ArpNotForUs,
+    );
+    assert_dropped(
+        &run(&[(
+            "pod-a",
+            arp_request(POD_A_MAC, POD_B_IP, Ipv4Addr::new(10, 5, 1, 1)),
+        )]),
+        DropReason::SpoofedSourceIp,
+    );
 }
 
 fn vxlan_from(src: Ipv4Addr, vni: u32, inner_dst_mac: MacAddr, inner: &[u8]) -> Vec<u8> {
-    let inner_frame = eth(inner_dst_mac, mac(0xbb, 2), ethernet::ethertype::IPV4, inner);
-    vxlan_frame(UPLINK_MAC, NODE_B_MAC, src, NODE_A_IP, 8472, vni, &inner_frame)
+    let inner_frame = eth(
+        inner_dst_mac,
+        mac(0xbb, 2),
+        ethernet::ethertype::IPV4,
+        inner,
+    );
+    vxlan_frame(
+        UPLINK_MAC,
+        NODE_B_MAC,
+        src,
+        NODE_A_IP,
+        8472,
+        vni,
+        &inner_frame,
+    )
 }
 
 fn remote_to_pod_a(ttl: u8) -> Vec<u8> {
     let u = udp_datagram(REMOTE_POD_B, POD_A_IP, 3000, 4000, b"hello");
-    ipv4_packet(Ip { ttl, ..Ip::new(REMOTE_POD_B, POD_A_IP, ipv4::protocol::UDP) }, &u)
+    ipv4_packet(
+        Ip {
+            ttl,
+            ..Ip::new(REMOTE_POD_B, POD_A_IP, ipv4::protocol::UDP)
+        },
+        &u,
+    )
 }
 
 #[test]
@@ -196,46 +290,93 @@ fn vxlan_from_a_known_node_is_decapsulated_and_delivered() {
 #[test]
 fn tunnels_from_unknown_sources_or_wrong_vni_are_dropped() {
     let inner = remote_to_pod_a(64);
-    assert_dropped(&run(&[("eth0", vxlan_from(Ipv4Addr::new(192, 168, 50, 77), 1, VTEP_MAC, &inner))]), DropReason::UnknownTunnelSource);
-    assert_dropped(&run(&[("eth0", vxlan_from(NODE_B_IP, 2, VTEP_MAC, &inner))]), DropReason::VxlanUnknownVni);
-    assert_dropped(&run(&[("eth0", vxlan_from(NODE_B_IP, 1, mac(9, 9), &inner))]), DropReason::VxlanInnerMacMismatch);
+    assert_dropped(
+        &run(&[(
+            "eth0",
+            vxlan_from(Ipv4Addr::new(192, 168, 50, 77), 1, VTEP_MAC, &inner),
+        )]),
+        DropReason::UnknownTunnelSource,
+    );
+    assert_dropped(
+        &run(&[("eth0", vxlan_from(NODE_B_IP, 2, VTEP_MAC, &inner))]),
+        DropReason::VxlanUnknownVni,
+    );
+    assert_dropped(
+        &run(&[("eth0", vxlan_from(NODE_B_IP, 1, mac(9, 9), &inner))]),
+        DropReason::VxlanInnerMacMismatch,
+    );
     // IPIP from the VXLAN peer: not an IPIP peer.
-    let f = eth(UPLINK_MAC, NODE_B_MAC, 0x0800, &ipv4_packet(Ip::new(NODE_B_IP, NODE_A_IP, 4), &inner));
+    let f = eth(
+        UPLINK_MAC,
+        NODE_B_MAC,
+        0x0800,
+        &ipv4_packet(Ip::new(NODE_B_IP, NODE_A_IP, 4), &inner),
+    );
     assert_dropped(&run(&[("eth0", f)]), DropReason::UnknownTunnelSource);
 }
 
 #[test]
 fn ipip_from_a_known_node_is_decapsulated() {
     let inner = remote_to_pod_a(64);
-    let f = eth(UPLINK_MAC, mac(0xaa, 3), 0x0800, &ipv4_packet(Ip::new(NODE_C_IP, NODE_A_IP, 4), &inner));
+    let f = eth(
+        UPLINK_MAC,
+        mac(0xaa, 3),
+        0x0800,
+        &ipv4_packet(Ip::new(NODE_C_IP, NODE_A_IP, 4), &inner),
+    );
     let r = run(&[("eth0", f)]);
     let (port, out) = only_output(&r);
     assert_eq!(port, "pod-a");
-    assert_eq!(&out[14..], &{
-        let mut i = inner.clone();
-        i[8] = 63;
-        fix_ipv4_checksum(&mut i, 0);
-        i
-    }[..]);
+    assert_eq!(
+        &out[14..],
+        &{
+            let mut i = inner.clone();
+            i[8] = 63;
+            fix_ipv4_checksum(&mut i, 0);
+            i
+        }[..]
+    );
     assert_eq!(r.stats.events["ipip_decap"], 1);
 }
 
 #[test]
 fn uplink_traffic_for_the_node_goes_to_the_host() {
-    let ssh = eth(UPLINK_MAC, NODE_B_MAC, 0x0800, &ipv4_packet(Ip::new(NODE_B_IP, NODE_A_IP, 6), &tcp_syn(40000, 22)));
-    let r = run(&[("eth0", ssh.clone()), ("eth0", arp_request(NODE_B_MAC, NODE_B_IP, NODE_A_IP))]);
+    let ssh = eth(
+        UPLINK_MAC,
+        NODE_B_MAC,
+        0x0800,
+        &ipv4_packet(Ip::new(NODE_B_IP, NODE_A_IP, 6), &tcp_syn(40000, 22)),
+    );
+    let r = run(&[
+        ("eth0", ssh.clone()),
+        ("eth0", arp_request(NODE_B_MAC, NODE_B_IP, NODE_A_IP)),
+    ]);
     assert_eq!(r.outputs["host"].len(), 2);
-    assert_eq!(&r.outputs["host"][0][14..], &ssh[14..], "the node's own traffic passes unchanged");
+    assert_eq!(
+        &r.outputs["host"][0][14..],
+        &ssh[14..],
+        "the node's own traffic passes unchanged"
+    );
 }
 
 #[test]
 fn host_gw_traffic_from_the_uplink_reaches_pods_but_never_hairpins() {
     let u = udp_datagram(Ipv4Addr::new(10, 5, 4, 9), POD_B_IP, 1, 2, b"x");
-    let f = eth(UPLINK_MAC, mac(0xaa, 4), 0x0800, &ipv4_packet(Ip::new(Ipv4Addr::new(10, 5, 4, 9), POD_B_IP, 17), &u));
+    let f = eth(
+        UPLINK_MAC,
+        mac(0xaa, 4),
+        0x0800,
+        &ipv4_packet(Ip::new(Ipv4Addr::new(10, 5, 4, 9), POD_B_IP, 17), &u),
+    );
     let r = run(&[("eth0", f)]);
     assert_eq!(only_output(&r).0, "pod-b");
     let u = udp_datagram(Ipv4Addr::new(10, 5, 4, 9), REMOTE_POD_B, 1, 2, b"x");
-    let f = eth(UPLINK_MAC, mac(0xaa, 4), 0x0800, &ipv4_packet(Ip::new(Ipv4Addr::new(10, 5, 4, 9), REMOTE_POD_B, 17), &u));
+    let f = eth(
+        UPLINK_MAC,
+        mac(0xaa, 4),
+        0x0800,
+        &ipv4_packet(Ip::new(Ipv4Addr::new(10, 5, 4, 9), REMOTE_POD_B, 17), &u),
+    );
     assert_dropped(&run(&[("eth0", f)]), DropReason::Hairpin);
 }
 
@@ -249,7 +390,10 @@ fn ttl_expiry_answers_time_exceeded() {
     assert_eq!(port, "pod-a");
     assert_eq!(macs(out), (POD_A_MAC, ROUTER_MAC));
     let ip = ip_at(out, 14);
-    assert_eq!((ip.src_addr(), ip.dst_addr(), ip.protocol()), (Ipv4Addr::new(10, 5, 1, 0), POD_A_IP, 1));
+    assert_eq!(
+        (ip.src_addr(), ip.dst_addr(), ip.protocol()),
+        (Ipv4Addr::new(10, 5, 1, 0), POD_A_IP, 1)
+    );
     let m = icmp::Packet::new_checked(ip.payload()).unwrap();
     assert!(m.verify_checksum());
     assert_eq!((m.msg_type(), m.code()), (11, 0));
@@ -261,7 +405,19 @@ fn ttl_expiry_answers_time_exceeded() {
 fn host_udp(dst: Ipv4Addr, len: usize, df: bool) -> Vec<u8> {
     let src = Ipv4Addr::new(192, 168, 50, 1);
     let u = udp_datagram(src, dst, 5, 6, &vec![7u8; len]);
-    eth(ROUTER_MAC, mac(0xee, 1), 0x0800, &ipv4_packet(Ip { df, ident: 0x1234, ..Ip::new(src, dst, 17) }, &u))
+    eth(
+        ROUTER_MAC,
+        mac(0xee, 1),
+        0x0800,
+        &ipv4_packet(
+            Ip {
+                df,
+                ident: 0x1234,
+                ..Ip::new(src, dst, 17)
+            },
+            &u,
+        ),
+    )
 }
 
 #[test]
@@ -303,7 +459,12 @@ fn spoofed_pods_are_dropped() {
     let f = pod_a_udp(POD_B_IP, 1, 2, 3);
     assert_dropped(&run(&[("pod-b", f)]), DropReason::SpoofedSourceMac);
     let u = udp_datagram(Ipv4Addr::new(10, 5, 1, 99), POD_B_IP, 1, 2, b"");
-    let f = eth(ROUTER_MAC, POD_A_MAC, 0x0800, &ipv4_packet(Ip::new(Ipv4Addr::new(10, 5, 1, 99), POD_B_IP, 17), &u));
+    let f = eth(
+        ROUTER_MAC,
+        POD_A_MAC,
+        0x0800,
+        &ipv4_packet(Ip::new(Ipv4Addr::new(10, 5, 1, 99), POD_B_IP, 17), &u),
+    );
     assert_dropped(&run(&[("pod-a", f)]), DropReason::SpoofedSourceIp);
 }
 
@@ -334,10 +495,18 @@ fn a_route_change_invalidates_cached_flows() {
         });
         ports
     };
-    assert_eq!(send(&mut p, &t1, &mut pool), vec![0], "VXLAN out of the uplink");
+    assert_eq!(
+        send(&mut p, &t1, &mut pool),
+        vec![0],
+        "VXLAN out of the uplink"
+    );
     assert_eq!(send(&mut p, &t1, &mut pool), vec![0]);
     assert_eq!(counters.events.flow_cache_hits.get(), 1);
-    assert_eq!(send(&mut p, &t2, &mut pool), vec![1], "the default route (host) after the change");
+    assert_eq!(
+        send(&mut p, &t2, &mut pool),
+        vec![1],
+        "the default route (host) after the change"
+    );
     assert_eq!(counters.events.flow_cache_misses.get(), 2);
     assert_eq!(pool.available(), 64, "every buffer came back");
 }
@@ -365,8 +534,14 @@ fn every_drop_reason_is_reachable() {
     let mut a = arp_request(POD_A_MAC, POD_A_IP, Ipv4Addr::new(10, 5, 1, 1));
     a.truncate(30);
     check(&[("pod-a", a)]);
-    check(&[("pod-a", arp_request(POD_A_MAC, POD_A_IP, Ipv4Addr::new(1, 1, 1, 1)))]);
-    check(&[("pod-a", arp_request(POD_A_MAC, Ipv4Addr::UNSPECIFIED, POD_A_IP))]);
+    check(&[(
+        "pod-a",
+        arp_request(POD_A_MAC, POD_A_IP, Ipv4Addr::new(1, 1, 1, 1)),
+    )]);
+    check(&[(
+        "pod-a",
+        arp_request(POD_A_MAC, Ipv4Addr::UNSPECIFIED, POD_A_IP),
+    )]);
     check(&[("pod-a", good[..30].to_vec())]);
     for (at, val) in [(14usize, 0x65u8), (14, 0x44)] {
         let mut v = good.clone();
@@ -381,19 +556,38 @@ fn every_drop_reason_is_reachable() {
     let mut v = good.clone();
     v[24] ^= 0xff;
     check(&[("pod-a", v)]);
-    check(&[("pod-a", pod_a_udp(Ipv4Addr::new(224, 0, 0, 251), 5353, 5353, 4))]);
-    let short = eth(ROUTER_MAC, POD_A_MAC, 0x0800, &ipv4_packet(Ip::new(POD_A_IP, POD_B_IP, 17), &[0, 1, 2]));
+    check(&[(
+        "pod-a",
+        pod_a_udp(Ipv4Addr::new(224, 0, 0, 251), 5353, 5353, 4),
+    )]);
+    let short = eth(
+        ROUTER_MAC,
+        POD_A_MAC,
+        0x0800,
+        &ipv4_packet(Ip::new(POD_A_IP, POD_B_IP, 17), &[0, 1, 2]),
+    );
     check(&[("pod-a", short)]);
     let mut v = good.clone();
     v[6..12].copy_from_slice(&mac(7, 7).0);
     check(&[("pod-a", v)]);
     let u = udp_datagram(Ipv4Addr::new(10, 5, 1, 99), POD_B_IP, 1, 2, b"");
-    check(&[("pod-a", eth(ROUTER_MAC, POD_A_MAC, 0x0800, &ipv4_packet(Ip::new(Ipv4Addr::new(10, 5, 1, 99), POD_B_IP, 17), &u)))]);
+    check(&[(
+        "pod-a",
+        eth(
+            ROUTER_MAC,
+            POD_A_MAC,
+            0x0800,
+            &ipv4_packet(Ip::new(Ipv4Addr::new(10, 5, 1, 99), POD_B_IP, 17), &u),
+        ),
+    )]);
     let mut v = good.clone();
     v[..6].copy_from_slice(&mac(3, 3).0);
     check(&[("pod-a", v)]);
     let inner = remote_to_pod_a(64);
-    check(&[("eth0", vxlan_from(Ipv4Addr::new(192, 168, 50, 77), 1, VTEP_MAC, &inner))]);
+    check(&[(
+        "eth0",
+        vxlan_from(Ipv4Addr::new(192, 168, 50, 77), 1, VTEP_MAC, &inner),
+    )]);
     let mut v = vxlan_from(NODE_B_IP, 1, VTEP_MAC, &inner);
     v[42] = 0;
     check(&[("eth0", v)]);
@@ -404,11 +598,14 @@ fn every_drop_reason_is_reachable() {
     check(&[("eth0", vxlan_from(NODE_B_IP, 9, VTEP_MAC, &inner))]);
     check(&[("eth0", vxlan_from(NODE_B_IP, 1, mac(9, 9), &inner))]);
     let arp_inner = arp_request(mac(0xbb, 2), REMOTE_POD_B, POD_A_IP);
-    check(&[("eth0", vxlan_frame(UPLINK_MAC, NODE_B_MAC, NODE_B_IP, NODE_A_IP, 8472, 1, &{
-        let mut a = arp_inner.clone();
-        a[..6].copy_from_slice(&VTEP_MAC.0);
-        a
-    }))]);
+    check(&[(
+        "eth0",
+        vxlan_frame(UPLINK_MAC, NODE_B_MAC, NODE_B_IP, NODE_A_IP, 8472, 1, &{
+            let mut a = arp_inner.clone();
+            a[..6].copy_from_slice(&VTEP_MAC.0);
+            a
+        }),
+    )]);
     let mut bad_inner = inner.clone();
     bad_inner[0] = 0x55;
     check(&[("eth0", vxlan_from(NODE_B_IP, 1, VTEP_MAC, &bad_inner))]);
@@ -424,12 +621,24 @@ fn every_drop_reason_is_reachable() {
     check(&[("pod-a", pod_a_udp(Ipv4Addr::new(10, 5, 6, 1), 1, 2, 3))]);
     check(&[("host", host_udp(REMOTE_POD_B, 1472, true))]);
     let u = udp_datagram(Ipv4Addr::new(10, 5, 4, 9), REMOTE_POD_B, 1, 2, b"x");
-    check(&[("eth0", eth(UPLINK_MAC, mac(0xaa, 4), 0x0800, &ipv4_packet(Ip::new(Ipv4Addr::new(10, 5, 4, 9), REMOTE_POD_B, 17), &u)))]);
+    check(&[(
+        "eth0",
+        eth(
+            UPLINK_MAC,
+            mac(0xaa, 4),
+            0x0800,
+            &ipv4_packet(Ip::new(Ipv4Addr::new(10, 5, 4, 9), REMOTE_POD_B, 17), &u),
+        ),
+    )]);
     // No route: a node without a default route.
     {
         let mut cfg = node();
         cfg.routes.retain(|r| r.prefix.len() != 0);
-        let r = replay_in_memory(&cfg, &[("pod-a", pod_a_udp(Ipv4Addr::new(8, 8, 8, 8), 1, 2, 3))]).unwrap();
+        let r = replay_in_memory(
+            &cfg,
+            &[("pod-a", pod_a_udp(Ipv4Addr::new(8, 8, 8, 8), 1, 2, 3))],
+        )
+        .unwrap();
         assert_eq!(r.stats.drops["no_route"], 1);
         seen.insert("no_route");
     }
@@ -437,7 +646,13 @@ fn every_drop_reason_is_reachable() {
     // uplink MTU too small for any fragment: driven on a pipeline directly.
     let t = Tables::from_config(&node()).unwrap();
     let counters = Arc::new(WorkerCounters::new());
-    let mut p: Pipeline<HeapBuf> = Pipeline::new(PipelineConfig { tx_list_capacity: 1, ..PipelineConfig::default() }, counters.clone());
+    let mut p: Pipeline<HeapBuf> = Pipeline::new(
+        PipelineConfig {
+            tx_list_capacity: 1,
+            ..PipelineConfig::default()
+        },
+        counters.clone(),
+    );
     let mut pool = HeapPool::new(40, 4096);
     let mut burst = Burst::new(32);
     for _ in 0..2 {
@@ -468,12 +683,28 @@ fn every_drop_reason_is_reachable() {
     // A port whose TX ring takes nothing.
     let mut ports: Vec<MemoryPort> = (0..4).map(|_| MemoryPort::new()).collect();
     ports[3].tx_limit = Some(0);
-    ports[2].inject(Record { ts_ns: 0, data: good.clone() });
+    ports[2].inject(Record {
+        ts_ns: 0,
+        data: good.clone(),
+    });
     poll_port(&mut p, &t, &mut ports, 2, &mut burst, &mut pool, 0);
     assert_eq!(counters.drop_counter(DropReason::TxFailed).get(), 1);
-    for r in [DropReason::TxListFull, DropReason::PortDown, DropReason::NoBuffer, DropReason::TooManyFragments, DropReason::TxFailed] {
+    for r in [
+        DropReason::TxListFull,
+        DropReason::PortDown,
+        DropReason::NoBuffer,
+        DropReason::TooManyFragments,
+        DropReason::TxFailed,
+    ] {
         seen.insert(r.name());
     }
-    let missing: Vec<&str> = DropReason::ALL.iter().map(|r| r.name()).filter(|n| !seen.contains(n)).collect();
-    assert!(missing.is_empty(), "drop reasons no input reached: {missing:?}");
+    let missing: Vec<&str> = DropReason::ALL
+        .iter()
+        .map(|r| r.name())
+        .filter(|n| !seen.contains(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "drop reasons no input reached: {missing:?}"
+    );
 }

@@ -17,13 +17,25 @@ use std::time::{Duration, Instant};
 fn require_root() {
     let uid = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1).map(str::to_string)));
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        });
     assert_eq!(uid.as_deref(), Some("0"), "the privileged tier needs root (network namespaces, XDP, AF_XDP): run `sudo scripts/test.sh`");
 }
 
 fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{}: {e}", args.join(" ")));
-    assert!(out.status.success(), "`{}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", args.join(" ")));
+    assert!(
+        out.status.success(),
+        "`{}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -48,30 +60,66 @@ struct Pod {
     mac: &'static str,
 }
 
-const PODS: [Pod; 2] = [Pod { veth: "sva", ip: "10.5.1.2", mac: "02:00:00:00:01:02" }, Pod { veth: "svb", ip: "10.5.1.3", mac: "02:00:00:00:01:03" }];
+const PODS: [Pod; 2] = [
+    Pod {
+        veth: "sva",
+        ip: "10.5.1.2",
+        mac: "02:00:00:00:01:02",
+    },
+    Pod {
+        veth: "svb",
+        ip: "10.5.1.3",
+        mac: "02:00:00:00:01:03",
+    },
+];
 
 impl Lab {
     fn new(tag: &str) -> Lab {
         require_root();
         let prefix = format!("slt{}{}", std::process::id() % 100_000, tag);
         let node = format!("{prefix}-node");
-        let mut lab = Lab { prefix: prefix.clone(), node: node.clone(), pods: Vec::new(), daemon: None, dir: tempfile::tempdir().unwrap() };
+        let mut lab = Lab {
+            prefix: prefix.clone(),
+            node: node.clone(),
+            pods: Vec::new(),
+            daemon: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
         sh(&["ip", "netns", "add", &node]);
         ns_sh(&node, &["ip", "link", "set", "lo", "up"]);
         for (i, p) in PODS.iter().enumerate() {
             let pod = format!("{prefix}-p{i}");
             sh(&["ip", "netns", "add", &pod]);
             lab.pods.push(pod.clone());
-            sh(&["ip", "-n", &node, "link", "add", p.veth, "type", "veth", "peer", "name", "eth0", "netns", &pod]);
+            sh(&[
+                "ip", "-n", &node, "link", "add", p.veth, "type", "veth", "peer", "name", "eth0",
+                "netns", &pod,
+            ]);
             sh(&["ip", "-n", &pod, "link", "set", "eth0", "address", p.mac]);
-            sh(&["ip", "-n", &pod, "addr", "add", &format!("{}/24", p.ip), "dev", "eth0"]);
+            sh(&[
+                "ip",
+                "-n",
+                &pod,
+                "addr",
+                "add",
+                &format!("{}/24", p.ip),
+                "dev",
+                "eth0",
+            ]);
             sh(&["ip", "-n", &pod, "link", "set", "eth0", "up"]);
             sh(&["ip", "-n", &pod, "link", "set", "lo", "up"]);
-            sh(&["ip", "-n", &pod, "route", "add", "default", "via", "10.5.1.1"]);
+            sh(&[
+                "ip", "-n", &pod, "route", "add", "default", "via", "10.5.1.1",
+            ]);
             // AF_XDP sees frames as the pod wrote them: checksums must be
             // complete and segments no larger than the MTU (the CNI plugin
             // sets the same).
-            ns_sh(&pod, &["ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off"]);
+            ns_sh(
+                &pod,
+                &[
+                    "ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off",
+                ],
+            );
             sh(&["ip", "-n", &node, "link", "set", p.veth, "up"]);
         }
         lab
@@ -82,14 +130,25 @@ impl Lab {
     }
 
     fn ctl(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_sluicectl")).arg("--socket").arg(self.socket()).args(args).output().unwrap()
+        Command::new(env!("CARGO_BIN_EXE_sluicectl"))
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .unwrap()
     }
 
     fn config(&self, extra_port: Option<&str>) -> PathBuf {
-        let mut s = format!("[daemon]\nrx_mode = \"adaptive\"\napi_socket = \"{}\"\n\n[node]", self.socket().display());
+        let mut s = format!(
+            "[daemon]\nrx_mode = \"adaptive\"\napi_socket = \"{}\"\n\n[node]",
+            self.socket().display()
+        );
         s += "\npod_network = \"10.5.0.0/16\"\npod_subnet = \"10.5.1.0/24\"\nrouter_mac = \"02:00:00:00:00:01\"\n";
         for p in &PODS {
-            s += &format!("\n[[port]]\nname = \"{}\"\nkind = \"pod\"\nmac = \"{}\"\nip = \"{}\"\n", p.veth, p.mac, p.ip);
+            s += &format!(
+                "\n[[port]]\nname = \"{}\"\nkind = \"pod\"\nmac = \"{}\"\nip = \"{}\"\n",
+                p.veth, p.mac, p.ip
+            );
         }
         s += "\n[[port]]\nname = \"sluice0\"\nkind = \"host\"\nmac = \"02:00:00:00:ee:01\"\n";
         if let Some(name) = extra_port {
@@ -102,7 +161,13 @@ impl Lab {
 
     fn spawn(&self, config: &PathBuf) -> Child {
         Command::new("ip")
-            .args(["netns", "exec", &self.node, env!("CARGO_BIN_EXE_sluiced"), "--config"])
+            .args([
+                "netns",
+                "exec",
+                &self.node,
+                env!("CARGO_BIN_EXE_sluiced"),
+                "--config",
+            ])
             .arg(config)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -117,7 +182,11 @@ impl Lab {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let status = self.xdp_status();
-            if PODS.iter().all(|p| status.lines().any(|l| l.starts_with(p.veth) && l.contains("sluice_xdp"))) {
+            if PODS.iter().all(|p| {
+                status
+                    .lines()
+                    .any(|l| l.starts_with(p.veth) && l.contains("sluice_xdp"))
+            }) {
                 // Programs are attached before the sockets; give the workers a moment.
                 std::thread::sleep(Duration::from_millis(300));
                 return;
@@ -125,7 +194,10 @@ impl Lab {
             if let Some(st) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
                 panic!("sluiced exited during start-up: {st}");
             }
-            assert!(Instant::now() < deadline, "sluiced did not attach its XDP programs in time:\n{status}");
+            assert!(
+                Instant::now() < deadline,
+                "sluiced did not attach its XDP programs in time:\n{status}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -142,7 +214,10 @@ impl Lab {
             if let Some(st) = child.try_wait().unwrap() {
                 return st;
             }
-            assert!(Instant::now() < deadline, "sluiced did not exit after {sig}");
+            assert!(
+                Instant::now() < deadline,
+                "sluiced did not exit after {sig}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -151,7 +226,10 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         if let Some(mut c) = self.daemon.take() {
-            let _ = Command::new("kill").arg("-KILL").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(c.id().to_string())
+                .status();
             let _ = c.wait();
         }
         for ns in self.pods.iter().chain(std::iter::once(&self.node)) {
@@ -162,27 +240,71 @@ impl Drop for Lab {
 }
 
 fn ping(lab: &Lab, from: usize, to: &str) -> bool {
-    Command::new("ip").args(["netns", "exec", &lab.pods[from], "ping", "-c", "3", "-i", "0.2", "-W", "2", to]).stdout(Stdio::null()).status().unwrap().success()
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.pods[from],
+            "ping",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            to,
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
 }
 
 #[test]
 fn pods_ping_and_exchange_tcp_through_sluiced() {
     let mut lab = Lab::new("a");
     lab.start();
-    assert!(ping(&lab, 0, "10.5.1.3"), "pod a pings pod b through the switch");
+    assert!(
+        ping(&lab, 0, "10.5.1.3"),
+        "pod a pings pod b through the switch"
+    );
     assert!(ping(&lab, 1, "10.5.1.2"), "and back");
     // A 20 MiB TCP transfer, checked byte for byte by size at the receiver.
     let recv_path = lab.dir.path().join("received");
     let recv = std::fs::File::create(&recv_path).unwrap();
-    let mut server = Command::new("ip").args(["netns", "exec", &lab.pods[1], "timeout", "30", "nc", "-l", "-p", "5001"]).stdout(recv).spawn().unwrap();
+    let mut server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.pods[1],
+            "timeout",
+            "30",
+            "nc",
+            "-l",
+            "-p",
+            "5001",
+        ])
+        .stdout(recv)
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let sent = Command::new("sh")
-        .args(["-c", &format!("head -c 20971520 /dev/urandom | ip netns exec {} timeout 30 nc -N 10.5.1.3 5001", lab.pods[0])])
+        .args([
+            "-c",
+            &format!(
+                "head -c 20971520 /dev/urandom | ip netns exec {} timeout 30 nc -N 10.5.1.3 5001",
+                lab.pods[0]
+            ),
+        ])
         .status()
         .unwrap();
     let _ = server.wait();
     assert!(sent.success(), "the sender finished");
-    assert_eq!(std::fs::metadata(&recv_path).unwrap().len(), 20 * 1024 * 1024, "every byte arrived");
+    assert_eq!(
+        std::fs::metadata(&recv_path).unwrap().len(),
+        20 * 1024 * 1024,
+        "every byte arrived"
+    );
 }
 
 #[test]
@@ -192,13 +314,22 @@ fn sigterm_detaches_everything_and_kill9_then_restart_works() {
     let st = lab.signal("-TERM");
     assert!(st.success(), "sluiced exits cleanly on SIGTERM: {st}");
     let status = lab.xdp_status();
-    assert!(!status.contains("sluice_xdp"), "no XDP program left behind:\n{status}");
+    assert!(
+        !status.contains("sluice_xdp"),
+        "no XDP program left behind:\n{status}"
+    );
 
     lab.start();
     lab.signal("-KILL");
-    assert!(lab.xdp_status().contains("sluice_xdp"), "a crash leaves the program attached");
+    assert!(
+        lab.xdp_status().contains("sluice_xdp"),
+        "a crash leaves the program attached"
+    );
     lab.start();
-    assert!(ping(&lab, 0, "10.5.1.3"), "a restart after kill -9 replaces the stale program and forwards");
+    assert!(
+        ping(&lab, 0, "10.5.1.3"),
+        "a restart after kill -9 replaces the stale program and forwards"
+    );
     assert!(lab.signal("-TERM").success());
     assert!(!lab.xdp_status().contains("sluice_xdp"));
 }
@@ -207,14 +338,26 @@ fn sigterm_detaches_everything_and_kill9_then_restart_works() {
 fn a_missing_interface_is_refused_by_name_and_nothing_is_left_attached() {
     let lab = Lab::new("c");
     let out = Command::new("ip")
-        .args(["netns", "exec", &lab.node, env!("CARGO_BIN_EXE_sluiced"), "--config"])
+        .args([
+            "netns",
+            "exec",
+            &lab.node,
+            env!("CARGO_BIN_EXE_sluiced"),
+            "--config",
+        ])
         .arg(lab.config(Some("nosuch0")))
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("nosuch0") && err.contains("does not exist"), "{err}");
-    assert!(!lab.xdp_status().contains("sluice_xdp"), "nothing half-applied");
+    assert!(
+        err.contains("nosuch0") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(
+        !lab.xdp_status().contains("sluice_xdp"),
+        "nothing half-applied"
+    );
 }
 
 /// `/metrics` inside the node namespace (loopback there).
@@ -223,7 +366,9 @@ fn scrape(lab: &Lab) -> String {
 }
 
 fn metric(text: &str, series: &str) -> f64 {
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
 }
 
 #[test]
@@ -231,24 +376,80 @@ fn metrics_count_the_traffic_and_name_the_drops() {
     let mut lab = Lab::new("d");
     lab.start();
     // No ARP in the way: pod a knows the router MAC for pod b's address.
-    ns_sh(&lab.pods[0], &["ip", "neigh", "replace", "10.5.1.3", "lladdr", "02:00:00:00:00:01", "dev", "eth0", "nud", "permanent"]);
+    ns_sh(
+        &lab.pods[0],
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            "10.5.1.3",
+            "lladdr",
+            "02:00:00:00:00:01",
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ],
+    );
     let before = scrape(&lab);
-    let rx0 = metric(&before, "sluice_port_rx_packets_total{port=\"sva\",queue=\"0\"}");
+    let rx0 = metric(
+        &before,
+        "sluice_port_rx_packets_total{port=\"sva\",queue=\"0\"}",
+    );
     assert!(ping(&lab, 0, "10.5.1.3"));
     // Spoofed: a source address the port is not bound to.
-    ns_sh(&lab.pods[0], &["ip", "addr", "add", "10.5.1.99/32", "dev", "eth0"]);
-    let spoofed = Command::new("ip").args(["netns", "exec", &lab.pods[0], "ping", "-c", "3", "-i", "0.2", "-W", "1", "-I", "10.5.1.99", "10.5.1.3"]).stdout(Stdio::null()).status().unwrap();
+    ns_sh(
+        &lab.pods[0],
+        &["ip", "addr", "add", "10.5.1.99/32", "dev", "eth0"],
+    );
+    let spoofed = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.pods[0],
+            "ping",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            "-I",
+            "10.5.1.99",
+            "10.5.1.3",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
     assert!(!spoofed.success(), "spoofed pings are not answered");
     std::thread::sleep(Duration::from_millis(200));
     let after = scrape(&lab);
     assert!(after.starts_with("HTTP/1.1 200 OK"), "{after}");
-    assert_eq!(metric(&after, "sluice_drops_total{reason=\"spoofed_source_ip\"}"), 3.0);
-    let rx = metric(&after, "sluice_port_rx_packets_total{port=\"sva\",queue=\"0\"}") - rx0;
-    assert!(rx >= 6.0, "3 echo requests and 3 spoofed ones received on pod a's port, saw {rx}");
-    assert!(metric(&after, "sluice_port_tx_packets_total{port=\"svb\",queue=\"0\"}") >= 3.0);
+    assert_eq!(
+        metric(&after, "sluice_drops_total{reason=\"spoofed_source_ip\"}"),
+        3.0
+    );
+    let rx = metric(
+        &after,
+        "sluice_port_rx_packets_total{port=\"sva\",queue=\"0\"}",
+    ) - rx0;
+    assert!(
+        rx >= 6.0,
+        "3 echo requests and 3 spoofed ones received on pod a's port, saw {rx}"
+    );
+    assert!(
+        metric(
+            &after,
+            "sluice_port_tx_packets_total{port=\"svb\",queue=\"0\"}"
+        ) >= 3.0
+    );
     assert!(metric(&after, "sluice_worker_cycles_per_packet{worker=\"0\"}") > 0.0);
     assert!(metric(&after, "sluice_flow_cache_hit_ratio") > 0.0);
-    assert_eq!(metric(&after, "sluice_routes"), 3.0, "the two pods' /32 routes and the gateway's");
+    assert_eq!(
+        metric(&after, "sluice_routes"),
+        3.0,
+        "the two pods' /32 routes and the gateway's"
+    );
 }
 
 #[test]
@@ -256,47 +457,86 @@ fn sluicectl_shows_and_changes_the_running_switch() {
     let mut lab = Lab::new("e");
     lab.start();
     let out = lab.ctl(&["ports"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("sva") && text.contains("10.5.1.2") && text.contains("pod"), "{text}");
+    assert!(
+        text.contains("sva") && text.contains("10.5.1.2") && text.contains("pod"),
+        "{text}"
+    );
     // Blackhole pod b's address with a more specific route: pings stop, and
     // the drops are counted under their reason.
     let out = lab.ctl(&["route", "add", "10.5.1.3/32", "blackhole"]);
-    assert!(!out.status.success(), "a pod's own /32 cannot be overridden");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("routes[0].prefix"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !out.status.success(),
+        "a pod's own /32 cannot be overridden"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("routes[0].prefix"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(ping(&lab, 0, "10.5.1.3"));
     let out = lab.ctl(&["route", "add", "10.5.0.0/16", "vxlan", "192.168.50.2"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("routes[0].vtep_mac") || err.contains("uplink"), "{err}");
+    assert!(
+        err.contains("routes[0].vtep_mac") || err.contains("uplink"),
+        "{err}"
+    );
     let out = lab.ctl(&["--json", "stats"]);
     let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(stats["ports"]["sva"]["rx_packets"].as_u64().unwrap() >= 3);
     let routes = lab.ctl(&["--json", "routes"]);
     let routes: serde_json::Value = serde_json::from_slice(&routes.stdout).unwrap();
-    assert_eq!(routes["routes"].as_array().unwrap().len(), 2, "only the pods' /32s: nothing half-applied");
+    assert_eq!(
+        routes["routes"].as_array().unwrap().len(),
+        2,
+        "only the pods' /32s: nothing half-applied"
+    );
     // trace: a frame from pod a to pod b, as hex.
     let f = sluice_dataplane::craft::pod_a_udp(std::net::Ipv4Addr::new(10, 5, 1, 3), 1000, 2000, 5);
     let hexed: String = f.iter().map(|b| format!("{b:02x}")).collect();
     let out = lab.ctl(&["trace", "sva", &hexed]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("route 10.5.1.3/32 via pod") && text.contains("out   svb:"), "{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("route 10.5.1.3/32 via pod") && text.contains("out   svb:"),
+        "{text}"
+    );
     let flows = lab.ctl(&["flows"]);
     let text = String::from_utf8_lossy(&flows.stdout);
-    assert!(flows.status.success() && text.contains("10.5.1.2:0") && text.contains("deliver svb"), "the ping's flow is cached: {text}");
+    assert!(
+        flows.status.success() && text.contains("10.5.1.2:0") && text.contains("deliver svb"),
+        "the ping's flow is cached: {text}"
+    );
     // SIGHUP re-reads the file: a new route appears.
     let cfg = lab.dir.path().join("sluiced.toml");
-    let text = std::fs::read_to_string(&cfg).unwrap() + "\n[[route]]\nprefix = \"10.5.8.0/24\"\nvia = \"blackhole\"\n";
+    let text = std::fs::read_to_string(&cfg).unwrap()
+        + "\n[[route]]\nprefix = \"10.5.8.0/24\"\nvia = \"blackhole\"\n";
     std::fs::write(&cfg, text).unwrap();
-    sh(&["kill", "-HUP", &lab.daemon.as_ref().unwrap().id().to_string()]);
+    sh(&[
+        "kill",
+        "-HUP",
+        &lab.daemon.as_ref().unwrap().id().to_string(),
+    ]);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let routes = lab.ctl(&["routes"]);
         if String::from_utf8_lossy(&routes.stdout).contains("10.5.8.0/24") {
             break;
         }
-        assert!(Instant::now() < deadline, "SIGHUP did not reload the routes");
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload the routes"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // Raw malformed requests on the socket get errors naming the problem.
@@ -311,13 +551,22 @@ fn sluicectl_shows_and_changes_the_running_switch() {
         let a: serde_json::Value = serde_json::from_str(&a).unwrap();
         let b: serde_json::Value = serde_json::from_str(&b).unwrap();
         assert_eq!(a["ok"], false);
-        assert!(a["error"]["message"].as_str().unwrap().contains("not a request"), "{a}");
+        assert!(
+            a["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("not a request"),
+            "{a}"
+        );
         assert_eq!(b["error"]["field"], "routes[0].node", "{b}");
     }
     // The daemon keeps running after bad requests.
     assert!(ping(&lab, 1, "10.5.1.2"));
     assert!(lab.signal("-TERM").success());
-    assert!(!lab.socket().exists(), "the API socket is removed on shutdown");
+    assert!(
+        !lab.socket().exists(),
+        "the API socket is removed on shutdown"
+    );
 }
 
 #[test]
@@ -325,39 +574,101 @@ fn the_node_and_its_pods_reach_each_other_through_the_host_port() {
     let mut lab = Lab::new("f");
     lab.start();
     let addr = ns_sh(&lab.node, &["ip", "-4", "addr", "show", "dev", "sluice0"]);
-    assert!(addr.contains("10.5.1.1/32"), "the gateway address is the kernel's, on the TAP: {addr}");
-    assert!(ping(&lab, 0, "10.5.1.1"), "a pod pings its gateway, answered by the node's kernel");
-    let ok = Command::new("ip").args(["netns", "exec", &lab.node, "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.5.1.3"]).stdout(Stdio::null()).status().unwrap();
+    assert!(
+        addr.contains("10.5.1.1/32"),
+        "the gateway address is the kernel's, on the TAP: {addr}"
+    );
+    assert!(
+        ping(&lab, 0, "10.5.1.1"),
+        "a pod pings its gateway, answered by the node's kernel"
+    );
+    let ok = Command::new("ip")
+        .args([
+            "netns", "exec", &lab.node, "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.5.1.3",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
     assert!(ok.success(), "the node pings a pod");
     // TCP from a pod to a server on the node.
     let recv_path = lab.dir.path().join("from-pod");
-    let mut server = Command::new("ip").args(["netns", "exec", &lab.node, "timeout", "20", "nc", "-l", "-p", "5002"]).stdout(std::fs::File::create(&recv_path).unwrap()).spawn().unwrap();
+    let mut server = Command::new("ip")
+        .args([
+            "netns", "exec", &lab.node, "timeout", "20", "nc", "-l", "-p", "5002",
+        ])
+        .stdout(std::fs::File::create(&recv_path).unwrap())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let sent = Command::new("sh").args(["-c", &format!("head -c 1048576 /dev/urandom | ip netns exec {} timeout 20 nc -N 10.5.1.1 5002", lab.pods[1])]).status().unwrap();
+    let sent = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "head -c 1048576 /dev/urandom | ip netns exec {} timeout 20 nc -N 10.5.1.1 5002",
+                lab.pods[1]
+            ),
+        ])
+        .status()
+        .unwrap();
     let _ = server.wait();
     assert!(sent.success());
     assert_eq!(std::fs::metadata(&recv_path).unwrap().len(), 1 << 20);
     assert!(lab.signal("-TERM").success());
     let links = ns_sh(&lab.node, &["ip", "link", "show"]);
-    assert!(!links.contains("sluice0"), "the TAP goes away with sluiced: {links}");
+    assert!(
+        !links.contains("sluice0"),
+        "the TAP goes away with sluiced: {links}"
+    );
 }
 
 #[test]
 fn a_second_sluiced_on_the_same_ports_is_refused_and_the_first_keeps_forwarding() {
     let mut lab = Lab::new("g");
     lab.start();
-    let cfg = std::fs::read_to_string(lab.config(None)).unwrap().replace("sluiced.sock", "second.sock").replace("[daemon]", "[daemon]\nmetrics_address = \"127.0.0.1:9473\"");
+    let cfg = std::fs::read_to_string(lab.config(None))
+        .unwrap()
+        .replace("sluiced.sock", "second.sock")
+        .replace("[daemon]", "[daemon]\nmetrics_address = \"127.0.0.1:9473\"");
     let path = lab.dir.path().join("second.toml");
     std::fs::write(&path, cfg).unwrap();
-    let out = Command::new("ip").args(["netns", "exec", &lab.node, env!("CARGO_BIN_EXE_sluiced"), "--config"]).arg(&path).output().unwrap();
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.node,
+            env!("CARGO_BIN_EXE_sluiced"),
+            "--config",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("busy") && err.contains("another sluiced"), "{err}");
+    assert!(
+        err.contains("busy") && err.contains("another sluiced"),
+        "{err}"
+    );
     assert!(ping(&lab, 0, "10.5.1.3"), "the first one still forwards");
     // A bad config is refused with the key named, and nothing is started.
     let bad = lab.dir.path().join("bad.toml");
-    std::fs::write(&bad, std::fs::read_to_string(lab.config(None)).unwrap().replace("rx_mode = \"adaptive\"", "rx_mode = \"sometimes\"")).unwrap();
-    let out = Command::new("ip").args(["netns", "exec", &lab.node, env!("CARGO_BIN_EXE_sluiced"), "--config"]).arg(&bad).output().unwrap();
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(lab.config(None))
+            .unwrap()
+            .replace("rx_mode = \"adaptive\"", "rx_mode = \"sometimes\""),
+    )
+    .unwrap();
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.node,
+            env!("CARGO_BIN_EXE_sluiced"),
+            "--config",
+        ])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("daemon.rx_mode"), "{err}");
@@ -365,7 +676,9 @@ fn a_second_sluiced_on_the_same_ports_is_refused_and_the_first_keeps_forwarding(
 }
 
 fn mac_of(ns: &str, dev: &str) -> String {
-    ns_sh(ns, &["cat", &format!("/sys/class/net/{dev}/address")]).trim().to_string()
+    ns_sh(ns, &["cat", &format!("/sys/class/net/{dev}/address")])
+        .trim()
+        .to_string()
 }
 
 /// An uplink to a peer namespace whose kernel runs VXLAN as flannel
@@ -379,10 +692,31 @@ fn uplink_keeps_the_kernel_reachable_and_speaks_vxlan_with_a_kernel_peer() {
     let peer = format!("{}-peer", lab.prefix);
     sh(&["ip", "netns", "add", &peer]);
     lab.pods.push(peer.clone()); // removed with the lab
-    sh(&["ip", "-n", &lab.node, "link", "add", "up0", "type", "veth", "peer", "name", "up1", "netns", &peer]);
-    sh(&["ip", "-n", &lab.node, "addr", "add", "192.168.50.1/24", "dev", "up0"]);
+    sh(&[
+        "ip", "-n", &lab.node, "link", "add", "up0", "type", "veth", "peer", "name", "up1",
+        "netns", &peer,
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &lab.node,
+        "addr",
+        "add",
+        "192.168.50.1/24",
+        "dev",
+        "up0",
+    ]);
     sh(&["ip", "-n", &lab.node, "link", "set", "up0", "up"]);
-    sh(&["ip", "-n", &peer, "addr", "add", "192.168.50.2/24", "dev", "up1"]);
+    sh(&[
+        "ip",
+        "-n",
+        &peer,
+        "addr",
+        "add",
+        "192.168.50.2/24",
+        "dev",
+        "up1",
+    ]);
     sh(&["ip", "-n", &peer, "link", "set", "up1", "up"]);
     sh(&["ip", "-n", &peer, "link", "set", "lo", "up"]);
     ns_sh(&peer, &["ethtool", "-K", "up1", "tx", "off"]);
@@ -392,51 +726,181 @@ fn uplink_keeps_the_kernel_reachable_and_speaks_vxlan_with_a_kernel_peer() {
     // The peer as flanneld sets up a vxlan-backend node: flannel.1 with VNI 1
     // on port 8472, its subnet's .0 as a /32, and per remote node a permanent
     // ARP entry, an FDB entry and an onlink route.
-    sh(&["ip", "-n", &peer, "link", "add", "flannel.1", "type", "vxlan", "id", "1", "local", "192.168.50.2", "dev", "up1", "dstport", "8472", "nolearning"]);
-    sh(&["ip", "-n", &peer, "addr", "add", "10.5.9.0/32", "dev", "flannel.1"]);
-    sh(&["ip", "-n", &peer, "link", "set", "flannel.1", "mtu", "1450", "up"]);
+    sh(&[
+        "ip",
+        "-n",
+        &peer,
+        "link",
+        "add",
+        "flannel.1",
+        "type",
+        "vxlan",
+        "id",
+        "1",
+        "local",
+        "192.168.50.2",
+        "dev",
+        "up1",
+        "dstport",
+        "8472",
+        "nolearning",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &peer,
+        "addr",
+        "add",
+        "10.5.9.0/32",
+        "dev",
+        "flannel.1",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &peer,
+        "link",
+        "set",
+        "flannel.1",
+        "mtu",
+        "1450",
+        "up",
+    ]);
     ns_sh(&peer, &["ethtool", "-K", "flannel.1", "tx", "off"]);
     let peer_vtep = mac_of(&peer, "flannel.1");
-    sh(&["ip", "-n", &peer, "neigh", "replace", "10.5.1.0", "lladdr", &up0_mac, "dev", "flannel.1", "nud", "permanent"]);
-    sh(&["bridge", "-n", &peer, "fdb", "append", &up0_mac, "dev", "flannel.1", "dst", "192.168.50.1"]);
-    sh(&["ip", "-n", &peer, "route", "replace", "10.5.1.0/24", "via", "10.5.1.0", "dev", "flannel.1", "onlink"]);
+    sh(&[
+        "ip",
+        "-n",
+        &peer,
+        "neigh",
+        "replace",
+        "10.5.1.0",
+        "lladdr",
+        &up0_mac,
+        "dev",
+        "flannel.1",
+        "nud",
+        "permanent",
+    ]);
+    sh(&[
+        "bridge",
+        "-n",
+        &peer,
+        "fdb",
+        "append",
+        &up0_mac,
+        "dev",
+        "flannel.1",
+        "dst",
+        "192.168.50.1",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &peer,
+        "route",
+        "replace",
+        "10.5.1.0/24",
+        "via",
+        "10.5.1.0",
+        "dev",
+        "flannel.1",
+        "onlink",
+    ]);
 
     let cfg = lab.config(None);
     let text = std::fs::read_to_string(&cfg).unwrap() + &format!("\n[[port]]\nname = \"up0\"\nkind = \"uplink\"\nmac = \"{up0_mac}\"\naddress = \"192.168.50.1/24\"\n");
     std::fs::write(&cfg, text).unwrap();
     lab.daemon = Some(lab.spawn(&cfg));
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !lab.xdp_status().lines().any(|l| l.starts_with("up0") && l.contains("sluice_xdp")) {
-        assert!(Instant::now() < deadline, "sluiced did not attach to the uplink");
+    while !lab
+        .xdp_status()
+        .lines()
+        .any(|l| l.starts_with("up0") && l.contains("sluice_xdp"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "sluiced did not attach to the uplink"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(300));
 
-    let ok = Command::new("ip").args(["netns", "exec", &peer, "ping", "-c", "3", "-i", "0.2", "-W", "2", "192.168.50.1"]).stdout(Stdio::null()).status().unwrap();
+    let ok = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &peer,
+            "ping",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "192.168.50.1",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
     assert!(ok.success(), "the node's own address stays the kernel's");
 
-    let pinged = |src: &str, dst: &str| Command::new("ip").args(["netns", "exec", src, "ping", "-c", "3", "-i", "0.2", "-W", "2", dst]).stdout(Stdio::null()).status().unwrap().success();
+    let pinged = |src: &str, dst: &str| {
+        Command::new("ip")
+            .args([
+                "netns", "exec", src, "ping", "-c", "3", "-i", "0.2", "-W", "2", dst,
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
     assert!(!pinged(&peer, "10.5.1.2"), "no route to the peer yet");
     let m = scrape(&lab);
-    assert!(metric(&m, "sluice_drops_total{reason=\"unknown_tunnel_source\"}") >= 3.0, "VXLAN from a node no route names is dropped and counted");
+    assert!(
+        metric(&m, "sluice_drops_total{reason=\"unknown_tunnel_source\"}") >= 3.0,
+        "VXLAN from a node no route names is dropped and counted"
+    );
 
-    let out = lab.ctl(&["route", "add", "10.5.9.0/24", "vxlan", "192.168.50.2", &peer_vtep]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = lab.ctl(&[
+        "route",
+        "add",
+        "10.5.9.0/24",
+        "vxlan",
+        "192.168.50.2",
+        &peer_vtep,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // No neighbour given: sluiced has the kernel resolve the peer and learns
     // its MAC from the kernel's table.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let n = lab.ctl(&["--json", "neighbours"]);
         let v: serde_json::Value = serde_json::from_slice(&n.stdout).unwrap();
-        let found = v["neighbours"].as_array().unwrap().iter().any(|e| e["ip"] == "192.168.50.2" && e["mac"] == up1_mac.as_str() && e["source"] == "kernel");
+        let found = v["neighbours"].as_array().unwrap().iter().any(|e| {
+            e["ip"] == "192.168.50.2" && e["mac"] == up1_mac.as_str() && e["source"] == "kernel"
+        });
         if found {
             break;
         }
-        assert!(Instant::now() < deadline, "the peer's MAC was not learned from the kernel: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "the peer's MAC was not learned from the kernel: {v}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(pinged(&peer, "10.5.1.2"), "the kernel VXLAN peer reaches a pod");
-    assert!(pinged(&lab.pods[0], "10.5.9.0"), "a pod reaches the peer's flannel.1 over VXLAN");
+    assert!(
+        pinged(&peer, "10.5.1.2"),
+        "the kernel VXLAN peer reaches a pod"
+    );
+    assert!(
+        pinged(&lab.pods[0], "10.5.9.0"),
+        "a pod reaches the peer's flannel.1 over VXLAN"
+    );
     let m = scrape(&lab);
     assert!(metric(&m, "sluice_vxlan_decap_total") >= 3.0);
     assert!(metric(&m, "sluice_vxlan_encap_total") >= 3.0);
@@ -450,34 +914,94 @@ fn pod_ports_are_attached_and_detached_at_runtime() {
     let pod = format!("{}-p2", lab.prefix);
     sh(&["ip", "netns", "add", &pod]);
     lab.pods.push(pod.clone());
-    sh(&["ip", "-n", &lab.node, "link", "add", "svc", "type", "veth", "peer", "name", "eth0", "netns", &pod]);
-    sh(&["ip", "-n", &pod, "link", "set", "eth0", "address", "02:00:00:00:01:04"]);
-    sh(&["ip", "-n", &pod, "addr", "add", "10.5.1.4/24", "dev", "eth0"]);
+    sh(&[
+        "ip", "-n", &lab.node, "link", "add", "svc", "type", "veth", "peer", "name", "eth0",
+        "netns", &pod,
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &pod,
+        "link",
+        "set",
+        "eth0",
+        "address",
+        "02:00:00:00:01:04",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &pod,
+        "addr",
+        "add",
+        "10.5.1.4/24",
+        "dev",
+        "eth0",
+    ]);
     sh(&["ip", "-n", &pod, "link", "set", "eth0", "up"]);
-    sh(&["ip", "-n", &pod, "route", "add", "default", "via", "10.5.1.1"]);
-    ns_sh(&pod, &["ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off"]);
+    sh(&[
+        "ip", "-n", &pod, "route", "add", "default", "via", "10.5.1.1",
+    ]);
+    ns_sh(
+        &pod,
+        &[
+            "ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off",
+        ],
+    );
     sh(&["ip", "-n", &lab.node, "link", "set", "svc", "up"]);
     assert!(!ping(&lab, 0, "10.5.1.4"), "not attached yet");
 
     let out = lab.ctl(&["port", "add", "svc", "10.5.1.4", "02:00:00:00:01:04"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(ping(&lab, 0, "10.5.1.4"), "attached: pod a reaches the new pod");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        ping(&lab, 0, "10.5.1.4"),
+        "attached: pod a reaches the new pod"
+    );
     let again = lab.ctl(&["port", "add", "svc", "10.5.1.4", "02:00:00:00:01:04"]);
     assert!(again.status.success(), "adding the same port again is fine");
     let clash = lab.ctl(&["port", "add", "svc", "10.5.1.5", "02:00:00:00:01:04"]);
-    assert!(!clash.status.success(), "the same name with other settings is refused");
+    assert!(
+        !clash.status.success(),
+        "the same name with other settings is refused"
+    );
     let missing = lab.ctl(&["port", "add", "nosuch1", "10.5.1.6", "02:00:00:00:01:06"]);
     assert!(!missing.status.success());
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("nosuch1"), "{}", String::from_utf8_lossy(&missing.stderr));
-    assert!(ping(&lab, 0, "10.5.1.4"), "a refused request changed nothing");
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("nosuch1"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    assert!(
+        ping(&lab, 0, "10.5.1.4"),
+        "a refused request changed nothing"
+    );
 
     let out = lab.ctl(&["port", "del", "svc"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!lab.xdp_status().lines().any(|l| l.starts_with("svc") && l.contains("sluice_xdp")), "detached");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !lab.xdp_status()
+            .lines()
+            .any(|l| l.starts_with("svc") && l.contains("sluice_xdp")),
+        "detached"
+    );
     assert!(!ping(&lab, 0, "10.5.1.4"), "detached: unreachable again");
-    assert!(lab.ctl(&["port", "del", "svc"]).status.success(), "removing it again is fine");
+    assert!(
+        lab.ctl(&["port", "del", "svc"]).status.success(),
+        "removing it again is fine"
+    );
     assert!(ping(&lab, 0, "10.5.1.3"), "the other pods are unaffected");
     // And it can come back (under a new id).
-    assert!(lab.ctl(&["port", "add", "svc", "10.5.1.4", "02:00:00:00:01:04"]).status.success());
+    assert!(lab
+        .ctl(&["port", "add", "svc", "10.5.1.4", "02:00:00:00:01:04"])
+        .status
+        .success());
     assert!(ping(&lab, 1, "10.5.1.4"));
 }

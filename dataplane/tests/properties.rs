@@ -16,7 +16,14 @@ use std::sync::Arc;
 
 /// A frame from the host port to `dst` with an IPv4 header carrying
 /// `options` (a multiple of 4 bytes), `payload` after it.
-fn host_frame(dst: Ipv4Addr, options: &[u8], payload: &[u8], more_frags: bool, offset: u16, ident: u16) -> Vec<u8> {
+fn host_frame(
+    dst: Ipv4Addr,
+    options: &[u8],
+    payload: &[u8],
+    more_frags: bool,
+    offset: u16,
+    ident: u16,
+) -> Vec<u8> {
     let hl = 20 + options.len();
     let mut ip = vec![0u8; hl + payload.len()];
     {
@@ -124,7 +131,9 @@ proptest! {
 fn tables_published_during_traffic_are_seen_whole() {
     let mut with_vxlan = NodeConfig::from_toml_str(REFERENCE_NODE).unwrap();
     let mut without = with_vxlan.clone();
-    without.routes.retain(|r| r.prefix.to_string() != "10.5.2.0/24");
+    without
+        .routes
+        .retain(|r| r.prefix.to_string() != "10.5.2.0/24");
     with_vxlan.routes.retain(|r| r.prefix.len() != 0);
     let handle = Arc::new(TablesHandle::new(Tables::from_config(&with_vxlan).unwrap()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -133,7 +142,11 @@ fn tables_published_during_traffic_are_seen_whole() {
         std::thread::spawn(move || {
             let mut n = 0u32;
             while !stop.load(Ordering::Relaxed) {
-                let cfg = if n.is_multiple_of(2) { &without } else { &with_vxlan };
+                let cfg = if n.is_multiple_of(2) {
+                    &without
+                } else {
+                    &with_vxlan
+                };
                 handle.publish(Tables::from_config(cfg).unwrap());
                 n += 1;
                 std::thread::sleep(std::time::Duration::from_micros(200));
@@ -163,16 +176,27 @@ fn tables_published_during_traffic_are_seen_whole() {
         }
         sent += 32;
         p.process(&tables, 2, &mut burst, &mut pool, 0);
-        let has_vxlan = tables.lpm.lookup(u32::from(REMOTE_POD_B)).is_some_and(|a| matches!(tables.adjacencies[a as usize], sluice_dataplane::tables::Adjacency::Vxlan(_)));
+        let has_vxlan = tables.lpm.lookup(u32::from(REMOTE_POD_B)).is_some_and(|a| {
+            matches!(
+                tables.adjacencies[a as usize],
+                sluice_dataplane::tables::Adjacency::Vxlan(_)
+            )
+        });
         p.tx().flush(|port, l| {
             for b in l.drain(..) {
                 match port {
                     0 => {
-                        assert!(has_vxlan, "a packet went out by VXLAN under tables without that route");
+                        assert!(
+                            has_vxlan,
+                            "a packet went out by VXLAN under tables without that route"
+                        );
                         to_uplink += 1
                     }
                     1 => {
-                        assert!(!has_vxlan, "a packet went to the host under tables with the VXLAN route");
+                        assert!(
+                            !has_vxlan,
+                            "a packet went to the host under tables with the VXLAN route"
+                        );
                         to_host += 1
                     }
                     other => panic!("unexpected port {other}"),
@@ -184,9 +208,20 @@ fn tables_published_during_traffic_are_seen_whole() {
     stop.store(true, Ordering::Relaxed);
     let versions = publisher.join().unwrap();
     let snap = StatsSnapshot::collect([&*counters], [(2u16, "pod-a".to_string())]);
-    assert_eq!(to_uplink + to_host + snap.total_drops(), sent, "every packet accounted for");
+    assert_eq!(
+        to_uplink + to_host + snap.total_drops(),
+        sent,
+        "every packet accounted for"
+    );
     assert_eq!(snap.total_drops(), 0);
-    assert!(seen.len() >= 40, "the worker saw {} versions of {versions} published", seen.len());
-    assert!(to_uplink > 0 && to_host > 0, "both versions carried traffic ({to_uplink}, {to_host})");
+    assert!(
+        seen.len() >= 40,
+        "the worker saw {} versions of {versions} published",
+        seen.len()
+    );
+    assert!(
+        to_uplink > 0 && to_host > 0,
+        "both versions carried traffic ({to_uplink}, {to_host})"
+    );
     assert_eq!(pool.available(), 64);
 }

@@ -131,9 +131,18 @@ pub struct NodeState {
 
 /// Runs a command; its stderr becomes the error.
 pub fn run(args: &[&str]) -> Result<String> {
-    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| LabError::Command { cmd: args.join(" "), stderr: e.to_string() })?;
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| LabError::Command {
+            cmd: args.join(" "),
+            stderr: e.to_string(),
+        })?;
     if !out.status.success() {
-        return Err(LabError::Command { cmd: args.join(" "), stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+        return Err(LabError::Command {
+            cmd: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -155,9 +164,14 @@ fn state_path(name: &str) -> PathBuf {
 }
 
 fn save(state: &LabState) -> Result<()> {
-    std::fs::create_dir_all(state_dir()).map_err(|e| LabError::Other(format!("{}: {e}", state_dir().display())))?;
+    std::fs::create_dir_all(state_dir())
+        .map_err(|e| LabError::Other(format!("{}: {e}", state_dir().display())))?;
     let tmp = state_path(&state.name).with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(state).expect("state serializes")).map_err(|e| LabError::Other(e.to_string()))?;
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(state).expect("state serializes"),
+    )
+    .map_err(|e| LabError::Other(e.to_string()))?;
     std::fs::rename(&tmp, state_path(&state.name)).map_err(|e| LabError::Other(e.to_string()))
 }
 
@@ -172,7 +186,10 @@ pub fn sluiced_path() -> PathBuf {
         return p.into();
     }
     if let Ok(me) = std::env::current_exe() {
-        for dir in [me.parent(), me.parent().and_then(Path::parent)].into_iter().flatten() {
+        for dir in [me.parent(), me.parent().and_then(Path::parent)]
+            .into_iter()
+            .flatten()
+        {
             let p = dir.join("sluiced");
             if p.is_file() {
                 return p;
@@ -183,7 +200,11 @@ pub fn sluiced_path() -> PathBuf {
 }
 
 fn mac_of(ns: &str, dev: &str) -> Result<String> {
-    Ok(ns_run(ns, &["cat", &format!("/sys/class/net/{dev}/address")])?.trim().to_string())
+    Ok(
+        ns_run(ns, &["cat", &format!("/sys/class/net/{dev}/address")])?
+            .trim()
+            .to_string(),
+    )
 }
 
 /// Options of `up`.
@@ -205,8 +226,14 @@ pub struct LabSpec {
 
 /// Builds the lab; on any failure removes what it made.
 pub fn up(spec: &LabSpec, progress: &mut dyn FnMut(&str)) -> Result<LabState> {
-    if spec.name.is_empty() || spec.name.len() > 8 || !spec.name.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Err(LabError::Other(format!("lab name `{}`: 1 to 8 letters or digits", spec.name)));
+    if spec.name.is_empty()
+        || spec.name.len() > 8
+        || !spec.name.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        return Err(LabError::Other(format!(
+            "lab name `{}`: 1 to 8 letters or digits",
+            spec.name
+        )));
     }
     if !(2..=8).contains(&spec.nodes) {
         return Err(LabError::Other(format!("{} nodes: 2 to 8", spec.nodes)));
@@ -215,7 +242,12 @@ pub fn up(spec: &LabSpec, progress: &mut dyn FnMut(&str)) -> Result<LabState> {
         progress(&format!("removing the earlier lab `{}`", old.name));
         down(&spec.name)?;
     }
-    let mut state = LabState { name: spec.name.clone(), mode: spec.mode, nodes: Vec::new(), namespaces: Vec::new() };
+    let mut state = LabState {
+        name: spec.name.clone(),
+        mode: spec.mode,
+        nodes: Vec::new(),
+        namespaces: Vec::new(),
+    };
     match build(spec, &mut state, progress) {
         Ok(()) => Ok(state),
         Err(e) => {
@@ -246,10 +278,22 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
         progress(&format!("node {k}: namespace, uplink, pods"));
         add_ns(state, &node)?;
         let port = format!("n{k}");
-        run(&["ip", "-n", &ul, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &node])?;
+        run(&[
+            "ip", "-n", &ul, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+            &node,
+        ])?;
         run(&["ip", "-n", &ul, "link", "set", &port, "master", "br0", "up"])?;
         let ip = format!("192.168.77.{k}");
-        run(&["ip", "-n", &node, "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        run(&[
+            "ip",
+            "-n",
+            &node,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            "eth0",
+        ])?;
         run(&["ip", "-n", &node, "link", "set", "eth0", "up"])?;
         let uplink_mac = mac_of(&node, "eth0")?;
         let subnet = format!("10.77.{k}.0/24");
@@ -260,25 +304,77 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
             let host_end = format!("pod{j}");
             let pip = format!("10.77.{k}.{}", j + 2);
             let pmac = format!("02:77:00:00:{k:02x}:{:02x}", j + 2);
-            run(&["ip", "-n", &node, "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &pod])?;
-            run(&["ip", "-n", &pod, "link", "set", "eth0", "address", &pmac, "mtu", &spec.mode.pod_mtu().to_string()])?;
-            run(&["ip", "-n", &pod, "addr", "add", &format!("{pip}/24"), "dev", "eth0"])?;
+            run(&[
+                "ip", "-n", &node, "link", "add", &host_end, "type", "veth", "peer", "name",
+                "eth0", "netns", &pod,
+            ])?;
+            run(&[
+                "ip",
+                "-n",
+                &pod,
+                "link",
+                "set",
+                "eth0",
+                "address",
+                &pmac,
+                "mtu",
+                &spec.mode.pod_mtu().to_string(),
+            ])?;
+            run(&[
+                "ip",
+                "-n",
+                &pod,
+                "addr",
+                "add",
+                &format!("{pip}/24"),
+                "dev",
+                "eth0",
+            ])?;
             run(&["ip", "-n", &pod, "link", "set", "eth0", "up"])?;
-            run(&["ip", "-n", &pod, "route", "add", "default", "via", &format!("10.77.{k}.1")])?;
+            run(&[
+                "ip",
+                "-n",
+                &pod,
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("10.77.{k}.1"),
+            ])?;
             // AF_XDP sees frames as written: complete checksums, no GSO.
-            ns_run(&pod, &["ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off"])?;
+            ns_run(
+                &pod,
+                &[
+                    "ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off",
+                ],
+            )?;
             run(&["ip", "-n", &node, "link", "set", &host_end, "up"])?;
             pods.push((pod, pip));
         }
         let api_socket = state_dir().join(format!("{node}.sock"));
         let kernel = spec.kernel_nodes.contains(&k);
         let vtep_mac = uplink_mac.clone();
-        state.nodes.push(NodeState { index: k, ns: node, ip, uplink_mac, subnet, pods, sluiced_pid: None, api_socket, kernel, vtep_mac });
+        state.nodes.push(NodeState {
+            index: k,
+            ns: node,
+            ip,
+            uplink_mac,
+            subnet,
+            pods,
+            sluiced_pid: None,
+            api_socket,
+            kernel,
+            vtep_mac,
+        });
         save(state)?;
     }
     for i in 0..state.nodes.len() {
         if state.nodes[i].kernel {
-            progress(&format!("node {}: kernel networking as flanneld sets it up ({})", i + 1, spec.mode));
+            progress(&format!(
+                "node {}: kernel networking as flanneld sets it up ({})",
+                i + 1,
+                spec.mode
+            ));
             kernel_node_local(state, i)?;
         }
     }
@@ -317,12 +413,58 @@ fn kernel_node_local(state: &mut LabState, i: usize) -> Result<()> {
     run(&["ip", "-n", ns, "link", "set", "cni0", "up"])?;
     ns_run(ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
     for j in 0..n.pods.len() {
-        run(&["ip", "-n", ns, "link", "set", &format!("pod{j}"), "master", "cni0"])?;
+        run(&[
+            "ip",
+            "-n",
+            ns,
+            "link",
+            "set",
+            &format!("pod{j}"),
+            "master",
+            "cni0",
+        ])?;
     }
     if state.mode == Mode::Vxlan {
-        run(&["ip", "-n", ns, "link", "add", "flannel.1", "type", "vxlan", "id", "1", "local", &n.ip, "dev", "eth0", "dstport", "8472", "nolearning"])?;
-        run(&["ip", "-n", ns, "addr", "add", &format!("10.77.{}.0/32", n.index), "dev", "flannel.1"])?;
-        run(&["ip", "-n", ns, "link", "set", "flannel.1", "mtu", "1450", "up"])?;
+        run(&[
+            "ip",
+            "-n",
+            ns,
+            "link",
+            "add",
+            "flannel.1",
+            "type",
+            "vxlan",
+            "id",
+            "1",
+            "local",
+            &n.ip,
+            "dev",
+            "eth0",
+            "dstport",
+            "8472",
+            "nolearning",
+        ])?;
+        run(&[
+            "ip",
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("10.77.{}.0/32", n.index),
+            "dev",
+            "flannel.1",
+        ])?;
+        run(&[
+            "ip",
+            "-n",
+            ns,
+            "link",
+            "set",
+            "flannel.1",
+            "mtu",
+            "1450",
+            "up",
+        ])?;
         // Frames leave for AF_XDP peers with complete checksums.
         ns_run(ns, &["ethtool", "-K", "flannel.1", "tx", "off"])?;
         ns_run(ns, &["ethtool", "-K", "eth0", "tx", "off"])?;
@@ -341,12 +483,50 @@ fn kernel_node_routes(state: &LabState, i: usize) -> Result<()> {
         match state.mode {
             Mode::Vxlan => {
                 let dot0 = format!("10.77.{}.0", m.index);
-                run(&["ip", "-n", ns, "neigh", "replace", &dot0, "lladdr", &m.vtep_mac, "dev", "flannel.1", "nud", "permanent"])?;
-                run(&["bridge", "-n", ns, "fdb", "append", &m.vtep_mac, "dev", "flannel.1", "dst", &m.ip])?;
-                run(&["ip", "-n", ns, "route", "replace", &m.subnet, "via", &dot0, "dev", "flannel.1", "onlink"])?;
+                run(&[
+                    "ip",
+                    "-n",
+                    ns,
+                    "neigh",
+                    "replace",
+                    &dot0,
+                    "lladdr",
+                    &m.vtep_mac,
+                    "dev",
+                    "flannel.1",
+                    "nud",
+                    "permanent",
+                ])?;
+                run(&[
+                    "bridge",
+                    "-n",
+                    ns,
+                    "fdb",
+                    "append",
+                    &m.vtep_mac,
+                    "dev",
+                    "flannel.1",
+                    "dst",
+                    &m.ip,
+                ])?;
+                run(&[
+                    "ip",
+                    "-n",
+                    ns,
+                    "route",
+                    "replace",
+                    &m.subnet,
+                    "via",
+                    &dot0,
+                    "dev",
+                    "flannel.1",
+                    "onlink",
+                ])?;
             }
             Mode::HostGw => {
-                run(&["ip", "-n", ns, "route", "replace", &m.subnet, "via", &m.ip, "dev", "eth0"])?;
+                run(&[
+                    "ip", "-n", ns, "route", "replace", &m.subnet, "via", &m.ip, "dev", "eth0",
+                ])?;
             }
             Mode::Ipip => {}
         }
@@ -359,13 +539,33 @@ fn wait_for_neighbours(state: &LabState) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     for n in state.nodes.iter().filter(|n| !n.kernel) {
         loop {
-            let resp = sluice_dataplane::daemon::api::call(&n.api_socket, "neighbours.list", serde_json::Value::Null).map_err(|e| LabError::Other(e.to_string()))?;
-            let known: Vec<String> = resp.result.as_ref().and_then(|r| r["neighbours"].as_array()).into_iter().flatten().filter_map(|e| e["ip"].as_str().map(str::to_string)).collect();
-            if state.nodes.iter().filter(|m| m.index != n.index).all(|m| known.contains(&m.ip)) {
+            let resp = sluice_dataplane::daemon::api::call(
+                &n.api_socket,
+                "neighbours.list",
+                serde_json::Value::Null,
+            )
+            .map_err(|e| LabError::Other(e.to_string()))?;
+            let known: Vec<String> = resp
+                .result
+                .as_ref()
+                .and_then(|r| r["neighbours"].as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["ip"].as_str().map(str::to_string))
+                .collect();
+            if state
+                .nodes
+                .iter()
+                .filter(|m| m.index != n.index)
+                .all(|m| known.contains(&m.ip))
+            {
                 break;
             }
             if Instant::now() > deadline {
-                return Err(LabError::Other(format!("node {} did not learn the other nodes' MACs (knows {known:?})", n.index)));
+                return Err(LabError::Other(format!(
+                    "node {} did not learn the other nodes' MACs (knows {known:?})",
+                    n.index
+                )));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -380,8 +580,14 @@ fn node_config(state: &LabState, n: &NodeState) -> String {
         n.subnet,
         n.index
     );
-    s += &format!("[[port]]\nname = \"eth0\"\nkind = \"uplink\"\nmac = \"{}\"\naddress = \"{}/24\"\n\n", n.uplink_mac, n.ip);
-    s += &format!("[[port]]\nname = \"sluice0\"\nkind = \"host\"\nmac = \"02:77:00:ee:{:02x}:01\"\n\n", n.index);
+    s += &format!(
+        "[[port]]\nname = \"eth0\"\nkind = \"uplink\"\nmac = \"{}\"\naddress = \"{}/24\"\n\n",
+        n.uplink_mac, n.ip
+    );
+    s += &format!(
+        "[[port]]\nname = \"sluice0\"\nkind = \"host\"\nmac = \"02:77:00:ee:{:02x}:01\"\n\n",
+        n.index
+    );
     for (j, (_, pip)) in n.pods.iter().enumerate() {
         s += &format!("[[port]]\nname = \"pod{j}\"\nkind = \"pod\"\nmac = \"02:77:00:00:{:02x}:{:02x}\"\nip = \"{pip}\"\nmtu = {}\n\n", n.index, j + 2, state.mode.pod_mtu());
     }
@@ -390,26 +596,45 @@ fn node_config(state: &LabState, n: &NodeState) -> String {
 
 fn start_sluiced(state: &mut LabState, i: usize) -> Result<()> {
     let cfg_path = state_dir().join(format!("{}.toml", state.nodes[i].ns));
-    std::fs::write(&cfg_path, node_config(state, &state.nodes[i])).map_err(|e| LabError::Other(e.to_string()))?;
-    let log = std::fs::File::create(state_dir().join(format!("{}.log", state.nodes[i].ns))).map_err(|e| LabError::Other(e.to_string()))?;
+    std::fs::write(&cfg_path, node_config(state, &state.nodes[i]))
+        .map_err(|e| LabError::Other(e.to_string()))?;
+    let log = std::fs::File::create(state_dir().join(format!("{}.log", state.nodes[i].ns)))
+        .map_err(|e| LabError::Other(e.to_string()))?;
     let child = Command::new("ip")
         .args(["netns", "exec", &state.nodes[i].ns])
         .arg(sluiced_path())
         .arg("--config")
         .arg(&cfg_path)
-        .stdout(log.try_clone().map_err(|e| LabError::Other(e.to_string()))?)
+        .stdout(
+            log.try_clone()
+                .map_err(|e| LabError::Other(e.to_string()))?,
+        )
         .stderr(log)
         .stdin(Stdio::null())
         .spawn()
-        .map_err(|e| LabError::Other(format!("cannot start sluiced ({}): {e}", sluiced_path().display())))?;
+        .map_err(|e| {
+            LabError::Other(format!(
+                "cannot start sluiced ({}): {e}",
+                sluiced_path().display()
+            ))
+        })?;
     state.nodes[i].sluiced_pid = Some(child.id());
     // The lab may outlive this process (`down` then stops it by PID); while
     // it does not, `down` reaps the child here so no zombie is left.
-    CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).push(child);
+    CHILDREN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(child);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !state.nodes[i].api_socket.exists() {
         if Instant::now() > deadline {
-            return Err(LabError::Other(format!("sluiced on {} did not come up; see {}", state.nodes[i].ns, state_dir().join(format!("{}.log", state.nodes[i].ns)).display())));
+            return Err(LabError::Other(format!(
+                "sluiced on {} did not come up; see {}",
+                state.nodes[i].ns,
+                state_dir()
+                    .join(format!("{}.log", state.nodes[i].ns))
+                    .display()
+            )));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -421,7 +646,8 @@ pub fn program_routes(state: &LabState) -> Result<()> {
     for n in state.nodes.iter().filter(|n| !n.kernel) {
         let mut routes = Vec::new();
         for m in state.nodes.iter().filter(|m| m.index != n.index) {
-            let mut r = serde_json::json!({ "prefix": m.subnet, "via": state.mode.via(), "node": m.ip });
+            let mut r =
+                serde_json::json!({ "prefix": m.subnet, "via": state.mode.via(), "node": m.ip });
             if state.mode == Mode::Vxlan {
                 // A sluiced node's VTEP MAC is its uplink's (the default); a
                 // kernel node's is its flannel.1's.
@@ -429,10 +655,18 @@ pub fn program_routes(state: &LabState) -> Result<()> {
             }
             routes.push(r);
         }
-        let resp = sluice_dataplane::daemon::api::call(&n.api_socket, "routes.replace", serde_json::json!({ "routes": routes }))
-            .map_err(|e| LabError::Other(format!("{}: {e}", n.api_socket.display())))?;
+        let resp = sluice_dataplane::daemon::api::call(
+            &n.api_socket,
+            "routes.replace",
+            serde_json::json!({ "routes": routes }),
+        )
+        .map_err(|e| LabError::Other(format!("{}: {e}", n.api_socket.display())))?;
         if !resp.ok {
-            return Err(LabError::Other(format!("node {}: {}", n.index, resp.error.map(|e| e.to_string()).unwrap_or_default())));
+            return Err(LabError::Other(format!(
+                "node {}: {}",
+                n.index,
+                resp.error.map(|e| e.to_string()).unwrap_or_default()
+            )));
         }
     }
     Ok(())
@@ -448,22 +682,31 @@ fn reap(pid: u32) {
 
 /// True if `pid` is a live process (not a zombie).
 pub fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists() && std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z ")).unwrap_or(false)
+    Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
 }
 
 /// Stops the lab's daemons by PID and deletes its namespaces. Works from a
 /// partial state file; a missing lab is not an error.
 pub fn down(name: &str) -> Result<()> {
-    let Some(state) = load(name) else { return Ok(()) };
+    let Some(state) = load(name) else {
+        return Ok(());
+    };
     for n in &state.nodes {
         if let Some(pid) = n.sluiced_pid {
-            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(5);
             while pid_alive(pid) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
             }
             if pid_alive(pid) {
-                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
                 std::thread::sleep(Duration::from_millis(100));
             }
             reap(pid);
@@ -472,13 +715,17 @@ pub fn down(name: &str) -> Result<()> {
     }
     let mut failed = Vec::new();
     for ns in state.namespaces.iter().rev() {
-        let exists = run(&["ip", "netns", "list"]).map(|l| l.lines().any(|x| x.split_whitespace().next() == Some(ns))).unwrap_or(false);
+        let exists = run(&["ip", "netns", "list"])
+            .map(|l| l.lines().any(|x| x.split_whitespace().next() == Some(ns)))
+            .unwrap_or(false);
         if exists && run(&["ip", "netns", "del", ns]).is_err() {
             failed.push(ns.clone());
         }
     }
     if !failed.is_empty() {
-        return Err(LabError::Other(format!("could not delete namespaces {failed:?}")));
+        return Err(LabError::Other(format!(
+            "could not delete namespaces {failed:?}"
+        )));
     }
     for n in &state.nodes {
         for ext in ["toml", "log"] {

@@ -13,7 +13,11 @@ use std::time::Duration;
 
 fn require_root() {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let uid = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1)).unwrap_or("");
+    let uid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("");
     assert_eq!(uid, "0", "the privileged tier needs root (network namespaces, XDP, AF_XDP): run `sudo scripts/test.sh`");
 }
 
@@ -25,13 +29,34 @@ impl Drop for Guard {
 }
 
 fn ping(from: &str, to: &str) -> bool {
-    Command::new("ip").args(["netns", "exec", from, "ping", "-c", "3", "-i", "0.2", "-W", "2", to]).stdout(Stdio::null()).status().unwrap().success()
+    Command::new("ip")
+        .args([
+            "netns", "exec", from, "ping", "-c", "3", "-i", "0.2", "-W", "2", to,
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
 }
 
 fn tcp(from: &str, to_ns: &str, to_ip: &str, port: u16, bytes: usize) -> u64 {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("recv");
-    let mut server = Command::new("ip").args(["netns", "exec", to_ns, "timeout", "30", "nc", "-l", "-p", &port.to_string()]).stdout(std::fs::File::create(&out).unwrap()).spawn().unwrap();
+    let mut server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            to_ns,
+            "timeout",
+            "30",
+            "nc",
+            "-l",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let ok = Command::new("sh").args(["-c", &format!("head -c {bytes} /dev/urandom | ip netns exec {from} timeout 30 nc -N {to_ip} {port}")]).status().unwrap();
     let _ = server.wait();
@@ -42,9 +67,29 @@ fn tcp(from: &str, to_ns: &str, to_ip: &str, port: u16, bytes: usize) -> u64 {
 fn udp(from: &str, to_ns: &str, to_ip: &str, port: u16) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("recv");
-    let mut server = Command::new("ip").args(["netns", "exec", to_ns, "timeout", "3", "nc", "-u", "-l", "-p", &port.to_string()]).stdout(std::fs::File::create(&out).unwrap()).spawn().unwrap();
+    let mut server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            to_ns,
+            "timeout",
+            "3",
+            "nc",
+            "-u",
+            "-l",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let _ = Command::new("sh").args(["-c", &format!("echo sluice-udp | ip netns exec {from} timeout 2 nc -u -w 1 {to_ip} {port}")]).status();
+    let _ = Command::new("sh")
+        .args([
+            "-c",
+            &format!("echo sluice-udp | ip netns exec {from} timeout 2 nc -u -w 1 {to_ip} {port}"),
+        ])
+        .status();
     let _ = server.wait();
     std::fs::read_to_string(&out).unwrap()
 }
@@ -55,7 +100,24 @@ fn capture(st: &lab::LabState, filter: &str, decode: &[&str], fields: &[&str]) -
     let file = dir.path().join("ul.pcap");
     let ul = format!("{}-ul", st.name);
     let mut cap = Command::new("ip")
-        .args(["netns", "exec", &ul, "tshark", "-q", "-i", "n1", "-f", filter, "-c", "4", "-a", "duration:10", "-F", "pcap", "-w"])
+        .args([
+            "netns",
+            "exec",
+            &ul,
+            "tshark",
+            "-q",
+            "-i",
+            "n1",
+            "-f",
+            filter,
+            "-c",
+            "4",
+            "-a",
+            "duration:10",
+            "-F",
+            "pcap",
+            "-w",
+        ])
         .arg(&file)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -65,32 +127,92 @@ fn capture(st: &lab::LabState, filter: &str, decode: &[&str], fields: &[&str]) -
     assert!(ping(&st.nodes[0].pods[0].0, &st.nodes[1].pods[1].1));
     let _ = cap.wait();
     let mut cmd = Command::new("tshark");
-    cmd.args(["-n", "-r"]).arg(&file).args(["-o", "ip.check_checksum:TRUE"]).args(decode).args(["-T", "fields", "-E", "separator=/t"]);
+    cmd.args(["-n", "-r"])
+        .arg(&file)
+        .args(["-o", "ip.check_checksum:TRUE"])
+        .args(decode)
+        .args(["-T", "fields", "-E", "separator=/t"]);
     for f in fields {
         cmd.args(["-e", f]);
     }
     let out = cmd.output().unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| l.split('\t').map(str::to_string).collect()).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
 }
 
 fn across_nodes(mode: Mode, name: &str) {
     require_root();
     let _guard = Guard(name.to_string());
-    let st = lab::up(&LabSpec { name: name.into(), nodes: 2, mode, sluiced: true, kernel_nodes: vec![] }, &mut |_| {}).expect("lab up");
+    let st = lab::up(
+        &LabSpec {
+            name: name.into(),
+            nodes: 2,
+            mode,
+            sluiced: true,
+            kernel_nodes: vec![],
+        },
+        &mut |_| {},
+    )
+    .expect("lab up");
     let (a, b) = (&st.nodes[0], &st.nodes[1]);
-    assert!(ping(&a.pods[0].0, &b.pods[1].1), "{mode}: node 1 pod to node 2 pod");
+    assert!(
+        ping(&a.pods[0].0, &b.pods[1].1),
+        "{mode}: node 1 pod to node 2 pod"
+    );
     assert!(ping(&b.pods[0].0, &a.pods[1].1), "{mode}: and back");
-    assert_eq!(tcp(&a.pods[0].0, &b.pods[1].0, &b.pods[1].1, 5101, 4 << 20), 4 << 20, "{mode}: TCP across");
-    assert_eq!(tcp(&b.pods[1].0, &a.pods[0].0, &a.pods[0].1, 5102, 4 << 20), 4 << 20, "{mode}: TCP back");
-    assert_eq!(udp(&a.pods[1].0, &b.pods[0].0, &b.pods[0].1, 5103).trim(), "sluice-udp", "{mode}: UDP across");
-    assert_eq!(udp(&b.pods[0].0, &a.pods[1].0, &a.pods[1].1, 5104).trim(), "sluice-udp", "{mode}: UDP back");
+    assert_eq!(
+        tcp(&a.pods[0].0, &b.pods[1].0, &b.pods[1].1, 5101, 4 << 20),
+        4 << 20,
+        "{mode}: TCP across"
+    );
+    assert_eq!(
+        tcp(&b.pods[1].0, &a.pods[0].0, &a.pods[0].1, 5102, 4 << 20),
+        4 << 20,
+        "{mode}: TCP back"
+    );
+    assert_eq!(
+        udp(&a.pods[1].0, &b.pods[0].0, &b.pods[0].1, 5103).trim(),
+        "sluice-udp",
+        "{mode}: UDP across"
+    );
+    assert_eq!(
+        udp(&b.pods[0].0, &a.pods[1].0, &a.pods[1].1, 5104).trim(),
+        "sluice-udp",
+        "{mode}: UDP back"
+    );
     let rows = match mode {
-        Mode::Vxlan => capture(&st, "udp port 8472", &["-d", "udp.port==8472,vxlan"], &["vxlan.vni", "ip.src", "ip.dst", "ip.checksum.status", "udp.dstport"]),
-        Mode::Ipip => capture(&st, "ip proto 4", &[], &["ip.proto", "ip.src", "ip.dst", "ip.checksum.status"]),
-        Mode::HostGw => capture(&st, "icmp", &[], &["eth.dst", "ip.src", "ip.dst", "ip.checksum.status"]),
+        Mode::Vxlan => capture(
+            &st,
+            "udp port 8472",
+            &["-d", "udp.port==8472,vxlan"],
+            &[
+                "vxlan.vni",
+                "ip.src",
+                "ip.dst",
+                "ip.checksum.status",
+                "udp.dstport",
+            ],
+        ),
+        Mode::Ipip => capture(
+            &st,
+            "ip proto 4",
+            &[],
+            &["ip.proto", "ip.src", "ip.dst", "ip.checksum.status"],
+        ),
+        Mode::HostGw => capture(
+            &st,
+            "icmp",
+            &[],
+            &["eth.dst", "ip.src", "ip.dst", "ip.checksum.status"],
+        ),
     };
     assert!(!rows.is_empty(), "{mode}: nothing captured on the underlay");
-    let to_b = rows.iter().find(|r| r.iter().any(|c| c.contains(&b.pods[1].1))).unwrap_or_else(|| panic!("{mode}: no frame towards node 2's pod: {rows:?}"));
+    let to_b = rows
+        .iter()
+        .find(|r| r.iter().any(|c| c.contains(&b.pods[1].1)))
+        .unwrap_or_else(|| panic!("{mode}: no frame towards node 2's pod: {rows:?}"));
     match mode {
         Mode::Vxlan => {
             assert_eq!(to_b[0], "1", "VNI 1");
@@ -114,9 +236,15 @@ fn across_nodes(mode: Mode, name: &str) {
     let pids: Vec<u32> = st.nodes.iter().filter_map(|n| n.sluiced_pid).collect();
     lab::down(name).expect("lab down");
     let list = lab::run(&["ip", "netns", "list"]).unwrap();
-    assert!(!list.lines().any(|l| l.starts_with(&format!("{name}-"))), "namespaces left: {list}");
+    assert!(
+        !list.lines().any(|l| l.starts_with(&format!("{name}-"))),
+        "namespaces left: {list}"
+    );
     for pid in pids {
-        assert!(!lab::pid_alive(pid) && !std::path::Path::new(&format!("/proc/{pid}")).exists(), "sluiced {pid} still running or not reaped");
+        assert!(
+            !lab::pid_alive(pid) && !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "sluiced {pid} still running or not reaped"
+        );
     }
     assert!(lab::load(name).is_none(), "state file removed");
 }
@@ -141,11 +269,23 @@ fn down_cleans_up_after_an_interrupted_up() {
     require_root();
     // A lab whose sluiced cannot start: up fails and removes what it made.
     std::env::set_var("SLUICED", "/nonexistent/sluiced");
-    let r = lab::up(&LabSpec { name: "tbad".into(), nodes: 2, mode: Mode::Vxlan, sluiced: true, kernel_nodes: vec![] }, &mut |_| {});
+    let r = lab::up(
+        &LabSpec {
+            name: "tbad".into(),
+            nodes: 2,
+            mode: Mode::Vxlan,
+            sluiced: true,
+            kernel_nodes: vec![],
+        },
+        &mut |_| {},
+    );
     std::env::remove_var("SLUICED");
     assert!(r.is_err());
     let list = lab::run(&["ip", "netns", "list"]).unwrap();
-    assert!(!list.lines().any(|l| l.starts_with("tbad-")), "namespaces left after a failed up: {list}");
+    assert!(
+        !list.lines().any(|l| l.starts_with("tbad-")),
+        "namespaces left after a failed up: {list}"
+    );
     assert!(lab::load("tbad").is_none());
 }
 
@@ -154,14 +294,36 @@ fn down_cleans_up_after_an_interrupted_up() {
 fn interop(mode: Mode, name: &str) {
     require_root();
     let _guard = Guard(name.to_string());
-    let st = lab::up(&LabSpec { name: name.into(), nodes: 2, mode, sluiced: true, kernel_nodes: vec![2] }, &mut |_| {}).expect("lab up");
+    let st = lab::up(
+        &LabSpec {
+            name: name.into(),
+            nodes: 2,
+            mode,
+            sluiced: true,
+            kernel_nodes: vec![2],
+        },
+        &mut |_| {},
+    )
+    .expect("lab up");
     let (s, k) = (&st.nodes[0], &st.nodes[1]);
     assert!(!s.kernel && k.kernel);
-    for (from, to) in [(&s.pods[0], &k.pods[1]), (&k.pods[0], &s.pods[1]), (&s.pods[1], &k.pods[0])] {
+    for (from, to) in [
+        (&s.pods[0], &k.pods[1]),
+        (&k.pods[0], &s.pods[1]),
+        (&s.pods[1], &k.pods[0]),
+    ] {
         assert!(ping(&from.0, &to.1), "{mode}: {} pings {}", from.0, to.1);
     }
-    assert_eq!(tcp(&s.pods[0].0, &k.pods[1].0, &k.pods[1].1, 5201, 4 << 20), 4 << 20, "{mode}: TCP sluice -> kernel");
-    assert_eq!(tcp(&k.pods[0].0, &s.pods[1].0, &s.pods[1].1, 5202, 4 << 20), 4 << 20, "{mode}: TCP kernel -> sluice");
+    assert_eq!(
+        tcp(&s.pods[0].0, &k.pods[1].0, &k.pods[1].1, 5201, 4 << 20),
+        4 << 20,
+        "{mode}: TCP sluice -> kernel"
+    );
+    assert_eq!(
+        tcp(&k.pods[0].0, &s.pods[1].0, &s.pods[1].1, 5202, 4 << 20),
+        4 << 20,
+        "{mode}: TCP kernel -> sluice"
+    );
     lab::down(name).unwrap();
 }
 
@@ -180,17 +342,62 @@ fn path_mtu_over_vxlan_and_the_node_through_its_host_port() {
     require_root();
     let name = "tmtu";
     let _guard = Guard(name.to_string());
-    let st = lab::up(&LabSpec { name: name.into(), nodes: 2, mode: Mode::Vxlan, sluiced: true, kernel_nodes: vec![] }, &mut |_| {}).expect("lab up");
+    let st = lab::up(
+        &LabSpec {
+            name: name.into(),
+            nodes: 2,
+            mode: Mode::Vxlan,
+            sluiced: true,
+            kernel_nodes: vec![],
+        },
+        &mut |_| {},
+    )
+    .expect("lab up");
     let (a, b) = (&st.nodes[0], &st.nodes[1]);
     // From node 1's kernel (1500-byte host port) to a pod on node 2: a
     // 1500-byte ping with DF gets "fragmentation needed", MTU 1450, from the switch.
-    let out = Command::new("ip").args(["netns", "exec", &a.ns, "ping", "-M", "do", "-s", "1472", "-c", "2", "-W", "2", &b.pods[0].1]).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(text.contains("mtu = 1450") || text.contains("mtu=1450"), "ping reports the next-hop MTU: {text}");
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &a.ns,
+            "ping",
+            "-M",
+            "do",
+            "-s",
+            "1472",
+            "-c",
+            "2",
+            "-W",
+            "2",
+            &b.pods[0].1,
+        ])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("mtu = 1450") || text.contains("mtu=1450"),
+        "ping reports the next-hop MTU: {text}"
+    );
     // Path MTU discovery then lets a bulk transfer through.
-    assert_eq!(tcp(&a.ns, &b.pods[0].0, &b.pods[0].1, 5301, 8 << 20), 8 << 20, "bulk TCP from the node to a remote pod");
+    assert_eq!(
+        tcp(&a.ns, &b.pods[0].0, &b.pods[0].1, 5301, 8 << 20),
+        8 << 20,
+        "bulk TCP from the node to a remote pod"
+    );
     // A pod reaches its own node's host and back through the host port.
     assert!(ping(&a.pods[0].0, &format!("10.77.{}.1", a.index)));
-    assert_eq!(tcp(&a.pods[1].0, &a.ns, &format!("10.77.{}.1", a.index), 5302, 1 << 20), 1 << 20, "pod to its node over TCP");
+    assert_eq!(
+        tcp(
+            &a.pods[1].0,
+            &a.ns,
+            &format!("10.77.{}.1", a.index),
+            5302,
+            1 << 20
+        ),
+        1 << 20,
+        "pod to its node over TCP"
+    );
     lab::down(name).unwrap();
 }

@@ -32,7 +32,8 @@ fn main() -> ExitCode {
     let run = || -> Result<String, sluice_dataplane::replay::ReplayError> {
         let cfg = sluice_dataplane::replay::load_config(&args.config)?;
         let inputs = sluice_dataplane::replay::load_inputs(&args.inputs)?;
-        let report = sluice_dataplane::replay::replay(&cfg, &inputs, &args.out_dir, args.burst as usize)?;
+        let report =
+            sluice_dataplane::replay::replay(&cfg, &inputs, &args.out_dir, args.burst as usize)?;
         Ok(serde_json::to_string_pretty(&report).expect("the report serializes"))
     };
     match run() {

@@ -125,9 +125,24 @@ enum NeighbourCmd {
 
 fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols).map(|c| rows.iter().map(|r| r.get(c).map_or(0, String::len)).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, String::len))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     rows.iter()
-        .map(|r| r.iter().enumerate().map(|(c, v)| format!("{v:<w$}", w = widths[c])).collect::<Vec<_>>().join("  ").trim_end().to_string())
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .map(|(c, v)| format!("{v:<w$}", w = widths[c]))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -143,17 +158,47 @@ fn s(v: &Value) -> String {
 fn human(cmd: &Cmd, r: &Value) -> String {
     match cmd {
         Cmd::Ports => {
-            let mut rows = vec![vec!["ID".into(), "NAME".into(), "KIND".into(), "MAC".into(), "ADDRESS".into(), "MTU".into()]];
+            let mut rows = vec![vec![
+                "ID".into(),
+                "NAME".into(),
+                "KIND".into(),
+                "MAC".into(),
+                "ADDRESS".into(),
+                "MTU".into(),
+            ]];
             for p in r["ports"].as_array().into_iter().flatten() {
-                let addr = if p["ip"].is_null() { s(&p["address"]) } else { s(&p["ip"]) };
-                rows.push(vec![s(&p["id"]), s(&p["name"]), s(&p["kind"]), s(&p["mac"]), addr, s(&p["mtu"])]);
+                let addr = if p["ip"].is_null() {
+                    s(&p["address"])
+                } else {
+                    s(&p["ip"])
+                };
+                rows.push(vec![
+                    s(&p["id"]),
+                    s(&p["name"]),
+                    s(&p["kind"]),
+                    s(&p["mac"]),
+                    addr,
+                    s(&p["mtu"]),
+                ]);
             }
             table(&rows)
         }
         Cmd::Routes => {
-            let mut rows = vec![vec!["PREFIX".into(), "VIA".into(), "NODE".into(), "VTEP MAC".into(), "PORT".into()]];
+            let mut rows = vec![vec![
+                "PREFIX".into(),
+                "VIA".into(),
+                "NODE".into(),
+                "VTEP MAC".into(),
+                "PORT".into(),
+            ]];
             for p in r["routes"].as_array().into_iter().flatten() {
-                rows.push(vec![s(&p["prefix"]), s(&p["via"]), s(&p["node"]), s(&p["vtep_mac"]), s(&p["port"])]);
+                rows.push(vec![
+                    s(&p["prefix"]),
+                    s(&p["via"]),
+                    s(&p["node"]),
+                    s(&p["vtep_mac"]),
+                    s(&p["port"]),
+                ]);
             }
             table(&rows)
         }
@@ -165,32 +210,88 @@ fn human(cmd: &Cmd, r: &Value) -> String {
             table(&rows)
         }
         Cmd::Stats => {
-            let mut rows = vec![vec!["PORT".into(), "RX PKTS".into(), "RX BYTES".into(), "TX PKTS".into(), "TX BYTES".into(), "RX DROPPED".into()]];
+            let mut rows = vec![vec![
+                "PORT".into(),
+                "RX PKTS".into(),
+                "RX BYTES".into(),
+                "TX PKTS".into(),
+                "TX BYTES".into(),
+                "RX DROPPED".into(),
+            ]];
             for (name, p) in r["ports"].as_object().into_iter().flatten() {
-                rows.push(vec![name.clone(), s(&p["rx_packets"]), s(&p["rx_bytes"]), s(&p["tx_packets"]), s(&p["tx_bytes"]), s(&p["rx_dropped"])]);
+                rows.push(vec![
+                    name.clone(),
+                    s(&p["rx_packets"]),
+                    s(&p["rx_bytes"]),
+                    s(&p["tx_packets"]),
+                    s(&p["tx_bytes"]),
+                    s(&p["rx_dropped"]),
+                ]);
             }
             let mut out = table(&rows);
-            let nonzero = |k: &str| -> Vec<Vec<String>> { r[k].as_object().into_iter().flatten().filter(|(_, v)| v.as_u64() != Some(0)).map(|(k, v)| vec![k.clone(), s(v)]).collect() };
+            let nonzero = |k: &str| -> Vec<Vec<String>> {
+                r[k].as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, v)| v.as_u64() != Some(0))
+                    .map(|(k, v)| vec![k.clone(), s(v)])
+                    .collect()
+            };
             let drops = nonzero("drops");
             out += "\n\nDROP REASON            COUNT\n";
-            out += &if drops.is_empty() { "(none)".to_string() } else { table(&drops) };
+            out += &if drops.is_empty() {
+                "(none)".to_string()
+            } else {
+                table(&drops)
+            };
             let events = nonzero("events");
             out += "\n\nEVENT                  COUNT\n";
-            out += &if events.is_empty() { "(none)".to_string() } else { table(&events) };
+            out += &if events.is_empty() {
+                "(none)".to_string()
+            } else {
+                table(&events)
+            };
             out
         }
         Cmd::Flows => {
-            let mut rows = vec![vec!["WORKER".into(), "IN".into(), "PROTO".into(), "SOURCE".into(), "DESTINATION".into(), "ACTION".into()]];
+            let mut rows = vec![vec![
+                "WORKER".into(),
+                "IN".into(),
+                "PROTO".into(),
+                "SOURCE".into(),
+                "DESTINATION".into(),
+                "ACTION".into(),
+            ]];
             for f in r["flows"].as_array().into_iter().flatten() {
-                rows.push(vec![s(&f["worker"]), s(&f["in_port"]), s(&f["protocol"]), format!("{}:{}", s(&f["src"]), s(&f["src_port"])), format!("{}:{}", s(&f["dst"]), s(&f["dst_port"])), s(&f["action"])]);
+                rows.push(vec![
+                    s(&f["worker"]),
+                    s(&f["in_port"]),
+                    s(&f["protocol"]),
+                    format!("{}:{}", s(&f["src"]), s(&f["src_port"])),
+                    format!("{}:{}", s(&f["dst"]), s(&f["dst_port"])),
+                    s(&f["action"]),
+                ]);
             }
             table(&rows)
         }
         Cmd::Trace { .. } => {
-            let mut out = format!("in    {}: {}\n", s(&r["input"]["port"]), s(&r["input"]["summary"]));
+            let mut out = format!(
+                "in    {}: {}\n",
+                s(&r["input"]["port"]),
+                s(&r["input"]["summary"])
+            );
             if !r["route"].is_null() {
                 let rt = &r["route"];
-                out += &format!("route {} via {}{}\n", s(&rt["prefix"]), s(&rt["via"]), if rt["node"].is_null() { String::new() } else { format!(" {}", s(&rt["node"])) });
+                out += &format!(
+                    "route {} via {}{}\n",
+                    s(&rt["prefix"]),
+                    s(&rt["via"]),
+                    if rt["node"].is_null() {
+                        String::new()
+                    } else {
+                        format!(" {}", s(&rt["node"]))
+                    }
+                );
             }
             for (k, v) in r["events"].as_object().into_iter().flatten() {
                 out += &format!("event {k} x{}\n", s(v));
@@ -216,7 +317,15 @@ fn main() -> ExitCode {
         Cmd::Stats => ("stats", Value::Null),
         Cmd::Node => ("node.get", Value::Null),
         Cmd::Flows => ("flows", Value::Null),
-        Cmd::Route { action: RouteCmd::Add { prefix, via, node, vtep_mac } } => {
+        Cmd::Route {
+            action:
+                RouteCmd::Add {
+                    prefix,
+                    via,
+                    node,
+                    vtep_mac,
+                },
+        } => {
             let mut r = json!({ "prefix": prefix, "via": via });
             if let Some(n) = node {
                 r["node"] = json!(n);
@@ -226,31 +335,58 @@ fn main() -> ExitCode {
             }
             ("routes.add", json!({ "routes": [r] }))
         }
-        Cmd::Route { action: RouteCmd::Del { prefixes } } => ("routes.remove", json!({ "prefixes": prefixes })),
-        Cmd::Neighbour { action: NeighbourCmd::Add { ip, mac } } => ("neighbours.set", json!({ "neighbours": [{ "ip": ip, "mac": mac }] })),
-        Cmd::Neighbour { action: NeighbourCmd::Del { ips } } => ("neighbours.remove", json!({ "ips": ips })),
+        Cmd::Route {
+            action: RouteCmd::Del { prefixes },
+        } => ("routes.remove", json!({ "prefixes": prefixes })),
+        Cmd::Neighbour {
+            action: NeighbourCmd::Add { ip, mac },
+        } => (
+            "neighbours.set",
+            json!({ "neighbours": [{ "ip": ip, "mac": mac }] }),
+        ),
+        Cmd::Neighbour {
+            action: NeighbourCmd::Del { ips },
+        } => ("neighbours.remove", json!({ "ips": ips })),
         Cmd::Trace { port, frame } => ("trace", json!({ "port": port, "frame": frame })),
-        Cmd::Port { action: PortCmd::Add { name, ip, mac, mtu } } => ("ports.add", json!({ "ports": [{ "name": name, "kind": "pod", "ip": ip, "mac": mac, "mtu": mtu }] })),
-        Cmd::Port { action: PortCmd::Del { names } } => ("ports.remove", json!({ "names": names })),
+        Cmd::Port {
+            action: PortCmd::Add { name, ip, mac, mtu },
+        } => (
+            "ports.add",
+            json!({ "ports": [{ "name": name, "kind": "pod", "ip": ip, "mac": mac, "mtu": mtu }] }),
+        ),
+        Cmd::Port {
+            action: PortCmd::Del { names },
+        } => ("ports.remove", json!({ "names": names })),
     };
     let resp = match api::call(&a.socket, op, args) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("sluicectl: cannot reach sluiced at {}: {e}", a.socket.display());
+            eprintln!(
+                "sluicectl: cannot reach sluiced at {}: {e}",
+                a.socket.display()
+            );
             return ExitCode::from(2);
         }
     };
     if !resp.ok {
-        let e = resp.error.unwrap_or(api::ApiError { field: None, message: "unknown error".into() });
+        let e = resp.error.unwrap_or(api::ApiError {
+            field: None,
+            message: "unknown error".into(),
+        });
         eprintln!("sluicectl: {e}");
         return ExitCode::FAILURE;
     }
     let result = resp.result.unwrap_or(Value::Null);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&result).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&result).unwrap_or_default()
+        );
     } else {
         match &a.cmd {
-            Cmd::Route { .. } | Cmd::Neighbour { .. } | Cmd::Port { .. } => println!("ok (tables generation {})", s(&result["generation"])),
+            Cmd::Route { .. } | Cmd::Neighbour { .. } | Cmd::Port { .. } => {
+                println!("ok (tables generation {})", s(&result["generation"]))
+            }
             cmd => println!("{}", human(cmd, &result)),
         }
     }

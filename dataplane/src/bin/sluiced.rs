@@ -40,7 +40,11 @@ fn main() -> ExitCode {
         eprintln!("sluiced: cannot handle SIGHUP: {e}");
         return ExitCode::FAILURE;
     }
-    let daemon = match sluice_dataplane::daemon::Daemon::start_with_file(&cfg, Some(args.config.clone()), stop.clone()) {
+    let daemon = match sluice_dataplane::daemon::Daemon::start_with_file(
+        &cfg,
+        Some(args.config.clone()),
+        stop.clone(),
+    ) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("sluiced: {e}");
@@ -53,7 +57,14 @@ fn main() -> ExitCode {
     if let Some(n) = &daemon.numa {
         println!("sluiced: {n}");
     }
-    println!("sluiced: running, umem on {}", if daemon.hugepages { "hugepages" } else { "ordinary pages" });
+    println!(
+        "sluiced: running, umem on {}",
+        if daemon.hugepages {
+            "hugepages"
+        } else {
+            "ordinary pages"
+        }
+    );
     let debug = std::env::var_os("SLUICED_DEBUG").is_some();
     let mut ticks = 0u32;
     while !stop.load(Ordering::Relaxed) {
@@ -66,8 +77,15 @@ fn main() -> ExitCode {
             }
         }
         if debug && ticks.is_multiple_of(20) {
-            let names = cfg.ports.iter().enumerate().map(|(i, p)| (i as u16, p.name.clone()));
-            let snap = sluice_dataplane::counters::StatsSnapshot::collect(daemon.counters().iter().map(|c| &**c), names);
+            let names = cfg
+                .ports
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (i as u16, p.name.clone()));
+            let snap = sluice_dataplane::counters::StatsSnapshot::collect(
+                daemon.counters().iter().map(|c| &**c),
+                names,
+            );
             println!("{}", serde_json::to_string(&snap).unwrap_or_default());
         }
     }

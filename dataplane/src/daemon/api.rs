@@ -36,7 +36,9 @@
 //! Route and neighbour objects are those of the configuration file
 //! (docs/configuration.md).
 
-use crate::config::{ConfigError, Ipv4Net, NeighbourConfig, NodeConfig, PortKind, RouteConfig, Via};
+use crate::config::{
+    ConfigError, Ipv4Net, NeighbourConfig, NodeConfig, PortKind, RouteConfig, Via,
+};
 use crate::counters::{StatsSnapshot, WorkerCounters};
 use crate::tables::{PortId, Tables, TablesHandle};
 use serde::{Deserialize, Serialize};
@@ -79,7 +81,10 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(field: Option<String>, message: impl Into<String>) -> Self {
-        ApiError { field, message: message.into() }
+        ApiError {
+            field,
+            message: message.into(),
+        }
     }
 }
 
@@ -139,11 +144,17 @@ struct TraceArgs {
 }
 
 fn parse_hex(s: &str) -> Option<Vec<u8>> {
-    let clean: String = s.chars().filter(|c| !c.is_whitespace() && *c != ':').collect();
+    let clean: String = s
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != ':')
+        .collect();
     if !clean.len().is_multiple_of(2) {
         return None;
     }
-    (0..clean.len()).step_by(2).map(|i| u8::from_str_radix(&clean[i..i + 2], 16).ok()).collect()
+    (0..clean.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&clean[i..i + 2], 16).ok())
+        .collect()
 }
 
 fn hex(b: &[u8]) -> String {
@@ -153,31 +164,46 @@ fn hex(b: &[u8]) -> String {
 /// A one-line description of a frame, decoding VXLAN and IPIP inner packets.
 pub fn summarize(frame: &[u8]) -> String {
     use crate::wire::{ethernet, ipv4, udp, vxlan};
-    let Ok(e) = ethernet::Frame::new_checked(frame) else { return format!("{} bytes, not Ethernet", frame.len()) };
+    let Ok(e) = ethernet::Frame::new_checked(frame) else {
+        return format!("{} bytes, not Ethernet", frame.len());
+    };
     let head = format!("{} > {}", e.src_addr(), e.dst_addr());
     match e.ethertype() {
         ethernet::ethertype::ARP => format!("{head} arp"),
         ethernet::ethertype::IPV4 => {
-            let Ok(ip) = ipv4::Packet::new_checked(e.payload()) else { return format!("{head} ipv4 (malformed)") };
-            let mut s = format!("{head} {} > {} ttl {}", ip.src_addr(), ip.dst_addr(), ip.ttl());
+            let Ok(ip) = ipv4::Packet::new_checked(e.payload()) else {
+                return format!("{head} ipv4 (malformed)");
+            };
+            let mut s = format!(
+                "{head} {} > {} ttl {}",
+                ip.src_addr(),
+                ip.dst_addr(),
+                ip.ttl()
+            );
             match ip.protocol() {
                 ipv4::protocol::UDP => {
                     if let Ok(u) = udp::Packet::new_checked(ip.payload()) {
                         s += &format!(" udp {} > {}", u.src_port(), u.dst_port());
                         if let Ok(v) = vxlan::Packet::new_checked(u.payload()) {
                             if u.dst_port() == 8472 || u.dst_port() == 4789 {
-                                s += &format!(" vxlan vni {} [{}]", v.vni(), summarize(v.payload()));
+                                s +=
+                                    &format!(" vxlan vni {} [{}]", v.vni(), summarize(v.payload()));
                             }
                         }
                     }
                 }
                 ipv4::protocol::TCP => s += " tcp",
-                ipv4::protocol::ICMP => s += &format!(" icmp type {}", ip.payload().first().copied().unwrap_or(0)),
+                ipv4::protocol::ICMP => {
+                    s += &format!(" icmp type {}", ip.payload().first().copied().unwrap_or(0))
+                }
                 ipv4::protocol::IPIP => {
                     let mut inner = vec![0u8; 14];
                     inner[12..14].copy_from_slice(&ethernet::ethertype::IPV4.to_be_bytes());
                     inner.extend_from_slice(ip.payload());
-                    s += &format!(" ipip [{}]", summarize(&inner).split_once(' ').map(|x| x.1).unwrap_or(""));
+                    s += &format!(
+                        " ipip [{}]",
+                        summarize(&inner).split_once(' ').map(|x| x.1).unwrap_or("")
+                    );
                 }
                 p => s += &format!(" proto {p}"),
             }
@@ -225,7 +251,12 @@ struct NamesArgs {
 const PORT_CHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Maps a configuration error back to the request entry that caused it.
-fn request_error(e: ConfigError, section: &str, req_name: &str, origin: &[Option<usize>]) -> ApiError {
+fn request_error(
+    e: ConfigError,
+    section: &str,
+    req_name: &str,
+    origin: &[Option<usize>],
+) -> ApiError {
     let prefix = format!("{section}[");
     if let Some(rest) = e.key.strip_prefix(&prefix) {
         if let Some((idx, tail)) = rest.split_once(']') {
@@ -241,13 +272,28 @@ fn request_error(e: ConfigError, section: &str, req_name: &str, origin: &[Option
 
 impl Control {
     /// Control over a running switch's tables.
-    pub fn new(cfg: NodeConfig, tables: Arc<TablesHandle>, counters: Vec<Arc<WorkerCounters>>) -> Self {
-        Control { cfg, tables, counters, config_path: None, programs: Vec::new(), registry: None }
+    pub fn new(
+        cfg: NodeConfig,
+        tables: Arc<TablesHandle>,
+        counters: Vec<Arc<WorkerCounters>>,
+    ) -> Self {
+        Control {
+            cfg,
+            tables,
+            counters,
+            config_path: None,
+            programs: Vec::new(),
+            registry: None,
+        }
     }
 
     /// Gives the control side the attached XDP programs and the workers'
     /// port registry, so it can add and remove pod ports at runtime.
-    pub fn manage_ports(&mut self, programs: Vec<crate::port::afxdp::XdpProgram>, registry: Arc<super::PortRegistry>) {
+    pub fn manage_ports(
+        &mut self,
+        programs: Vec<crate::port::afxdp::XdpProgram>,
+        registry: Arc<super::PortRegistry>,
+    ) {
         self.programs = programs;
         self.registry = Some(registry);
     }
@@ -258,18 +304,35 @@ impl Control {
     }
 
     fn ports_add(&mut self, new_ports: Vec<crate::config::PortConfig>) -> Result<Value, ApiError> {
-        let registry = self.registry.clone().ok_or_else(|| ApiError::new(None, "ports cannot be added to this switch at runtime"))?;
+        let registry = self.registry.clone().ok_or_else(|| {
+            ApiError::new(None, "ports cannot be added to this switch at runtime")
+        })?;
         let mut new = self.cfg.clone();
         let mut origin: Vec<Option<usize>> = vec![None; new.ports.len()];
         let mut fresh = Vec::new();
         for (i, p) in new_ports.into_iter().enumerate() {
             if p.kind != PortKind::Pod {
-                return Err(ApiError::new(Some(format!("ports[{i}].kind")), "only pod ports are added at runtime"));
+                return Err(ApiError::new(
+                    Some(format!("ports[{i}].kind")),
+                    "only pod ports are added at runtime",
+                ));
             }
-            match new.ports.iter().position(|x| x.name == p.name && !x.removed) {
+            match new
+                .ports
+                .iter()
+                .position(|x| x.name == p.name && !x.removed)
+            {
                 // Idempotent: the same port again changes nothing.
                 Some(k) if new.ports[k] == p => {}
-                Some(_) => return Err(ApiError::new(Some(format!("ports[{i}].name")), format!("`{}` is attached with other settings; remove it first", p.name))),
+                Some(_) => {
+                    return Err(ApiError::new(
+                        Some(format!("ports[{i}].name")),
+                        format!(
+                            "`{}` is attached with other settings; remove it first",
+                            p.name
+                        ),
+                    ))
+                }
                 None => {
                     new.ports.push(p);
                     origin.push(Some(i));
@@ -280,12 +343,16 @@ impl Control {
         if fresh.is_empty() {
             return Ok(json!({ "added": 0, "generation": self.tables.load().generation }));
         }
-        new.validate().map_err(|e| request_error(e, "port", "ports", &origin))?;
+        new.validate()
+            .map_err(|e| request_error(e, "port", "ports", &origin))?;
         // Attach first; on any failure detach what was attached and stop.
         let mut attached = Vec::new();
         for &k in &fresh {
             let name = new.ports[k].name.clone();
-            match crate::port::afxdp::XdpProgram::attach(&name, crate::port::afxdp::Steering::RedirectAll) {
+            match crate::port::afxdp::XdpProgram::attach(
+                &name,
+                crate::port::afxdp::Steering::RedirectAll,
+            ) {
                 Ok(prog) => {
                     registry.add(&name, prog.xsk_map());
                     attached.push(prog);
@@ -295,13 +362,18 @@ impl Control {
                         registry.remove(p.ifname());
                     }
                     let i = origin[k].unwrap_or(0);
-                    return Err(ApiError::new(Some(format!("ports[{i}].name")), e.to_string()));
+                    return Err(ApiError::new(
+                        Some(format!("ports[{i}].name")),
+                        e.to_string(),
+                    ));
                 }
             }
         }
         let old = self.cfg.clone();
         let g = self.commit(new, "port", "ports", &origin)?;
-        let failures = registry.wait_for(g, PORT_CHANGE_TIMEOUT).map_err(|e| ApiError::new(None, e))?;
+        let failures = registry
+            .wait_for(g, PORT_CHANGE_TIMEOUT)
+            .map_err(|e| ApiError::new(None, e))?;
         if let Some((name, why)) = failures.first() {
             // Roll back: the old tables, then the sockets some workers opened
             // close at reconcile, then the programs go.
@@ -310,7 +382,10 @@ impl Control {
             for p in &attached {
                 registry.remove(p.ifname());
             }
-            return Err(ApiError::new(Some("ports".into()), format!("port `{name}`: {why}")));
+            return Err(ApiError::new(
+                Some("ports".into()),
+                format!("port `{name}`: {why}"),
+            ));
         }
         let n = attached.len();
         self.programs.extend(attached);
@@ -318,13 +393,18 @@ impl Control {
     }
 
     fn ports_remove(&mut self, names: &[String]) -> Result<Value, ApiError> {
-        let registry = self.registry.clone().ok_or_else(|| ApiError::new(None, "ports cannot be removed from this switch at runtime"))?;
+        let registry = self.registry.clone().ok_or_else(|| {
+            ApiError::new(None, "ports cannot be removed from this switch at runtime")
+        })?;
         let mut new = self.cfg.clone();
         let mut gone = Vec::new();
         for (i, name) in names.iter().enumerate() {
             if let Some(p) = new.ports.iter_mut().find(|p| &p.name == name && !p.removed) {
                 if p.kind != PortKind::Pod {
-                    return Err(ApiError::new(Some(format!("names[{i}]")), format!("`{name}` is not a pod port")));
+                    return Err(ApiError::new(
+                        Some(format!("names[{i}]")),
+                        format!("`{name}` is not a pod port"),
+                    ));
                 }
                 p.removed = true;
                 gone.push(name.clone());
@@ -334,13 +414,15 @@ impl Control {
             return Ok(json!({ "removed": 0, "generation": self.tables.load().generation }));
         }
         // Routes that name a removed port go with it.
-        new.routes.retain(|r| !(r.via == Via::Pod && r.port.as_ref().is_some_and(|p| gone.contains(p))));
+        new.routes
+            .retain(|r| !(r.via == Via::Pod && r.port.as_ref().is_some_and(|p| gone.contains(p))));
         let g = self.commit(new, "port", "names", &[])?;
         let _ = registry.wait_for(g, PORT_CHANGE_TIMEOUT);
         for name in &gone {
             registry.remove(name);
         }
-        self.programs.retain(|p| !gone.iter().any(|n| n == p.ifname()));
+        self.programs
+            .retain(|p| !gone.iter().any(|n| n == p.ifname()));
         Ok(json!({ "removed": gone.len(), "generation": g }))
     }
 
@@ -351,16 +433,24 @@ impl Control {
 
     /// Replaces the neighbours learned from the kernel with `learned`;
     /// static ones (file, API) win. Publishes only when something changed.
-    pub fn learn_neighbours(&mut self, learned: &std::collections::BTreeMap<Ipv4Addr, crate::wire::MacAddr>) -> Result<bool, ApiError> {
+    pub fn learn_neighbours(
+        &mut self,
+        learned: &std::collections::BTreeMap<Ipv4Addr, crate::wire::MacAddr>,
+    ) -> Result<bool, ApiError> {
         let mut new = self.cfg.clone();
         new.neighbours.retain(|n| !n.learned);
         for (ip, mac) in learned {
             if !new.neighbours.iter().any(|n| n.ip == *ip) {
-                new.neighbours.push(NeighbourConfig { ip: *ip, mac: *mac, learned: true });
+                new.neighbours.push(NeighbourConfig {
+                    ip: *ip,
+                    mac: *mac,
+                    learned: true,
+                });
             }
         }
         let key = |v: &[NeighbourConfig]| {
-            let mut k: Vec<(Ipv4Addr, crate::wire::MacAddr, bool)> = v.iter().map(|n| (n.ip, n.mac, n.learned)).collect();
+            let mut k: Vec<(Ipv4Addr, crate::wire::MacAddr, bool)> =
+                v.iter().map(|n| (n.ip, n.mac, n.learned)).collect();
             k.sort();
             k
         };
@@ -375,14 +465,31 @@ impl Control {
     /// running (node and tunnel settings, routes, neighbours). A file that
     /// also changes ports or daemon settings is refused whole, naming them.
     pub fn reload(&mut self) -> Result<Value, ApiError> {
-        let path = self.config_path.clone().ok_or_else(|| ApiError::new(None, "this sluiced was started without a configuration file"))?;
-        let text = std::fs::read_to_string(&path).map_err(|e| ApiError::new(None, format!("{}: {e}", path.display())))?;
-        let new = NodeConfig::from_toml_str(&text).map_err(|e| ApiError::new(Some(e.key), format!("{}: {}", path.display(), e.problem)))?;
+        let path = self.config_path.clone().ok_or_else(|| {
+            ApiError::new(
+                None,
+                "this sluiced was started without a configuration file",
+            )
+        })?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ApiError::new(None, format!("{}: {e}", path.display())))?;
+        let new = NodeConfig::from_toml_str(&text).map_err(|e| {
+            ApiError::new(Some(e.key), format!("{}: {}", path.display(), e.problem))
+        })?;
         // Pod ports are the API's (the CNI plugin adds and removes them at
         // runtime); the uplink and host port must be as running.
-        let infra = |ports: &[crate::config::PortConfig]| -> Vec<crate::config::PortConfig> { ports.iter().filter(|p| p.kind != PortKind::Pod && !p.removed).cloned().collect() };
+        let infra = |ports: &[crate::config::PortConfig]| -> Vec<crate::config::PortConfig> {
+            ports
+                .iter()
+                .filter(|p| p.kind != PortKind::Pod && !p.removed)
+                .cloned()
+                .collect()
+        };
         if infra(&new.ports) != infra(&self.cfg.ports) {
-            return Err(ApiError::new(Some("port".into()), "the uplink or host port differs from the running one; that needs a restart"));
+            return Err(ApiError::new(
+                Some("port".into()),
+                "the uplink or host port differs from the running one; that needs a restart",
+            ));
         }
         let mut new = new;
         new.ports = self.cfg.ports.clone();
@@ -392,10 +499,15 @@ impl Control {
             }
         }
         if new.daemon != self.cfg.daemon {
-            return Err(ApiError::new(Some("daemon".into()), "daemon settings differ from the running ones; they take effect on restart"));
+            return Err(ApiError::new(
+                Some("daemon".into()),
+                "daemon settings differ from the running ones; they take effect on restart",
+            ));
         }
         let g = self.commit(new, "route", "route", &[])?;
-        Ok(json!({ "generation": g, "routes": self.cfg.routes.len(), "neighbours": self.cfg.neighbours.len() }))
+        Ok(
+            json!({ "generation": g, "routes": self.cfg.routes.len(), "neighbours": self.cfg.neighbours.len() }),
+        )
     }
 
     /// The configuration in force.
@@ -404,8 +516,15 @@ impl Control {
     }
 
     /// Validates `new`, compiles and publishes it; on any error nothing changes.
-    fn commit(&mut self, new: NodeConfig, section: &str, req_name: &str, origin: &[Option<usize>]) -> Result<u32, ApiError> {
-        new.validate().map_err(|e| request_error(e, section, req_name, origin))?;
+    fn commit(
+        &mut self,
+        new: NodeConfig,
+        section: &str,
+        req_name: &str,
+        origin: &[Option<usize>],
+    ) -> Result<u32, ApiError> {
+        new.validate()
+            .map_err(|e| request_error(e, section, req_name, origin))?;
         let tables = Tables::from_config(&new).map_err(|e| ApiError::new(None, e.to_string()))?;
         let generation = tables.generation;
         self.tables.publish(tables);
@@ -416,7 +535,13 @@ impl Control {
     /// Applies one request.
     pub fn handle(&mut self, req: &Request) -> Result<Value, ApiError> {
         if req.version != VERSION {
-            return Err(ApiError::new(Some("version".into()), format!("version {} is not spoken here; this sluiced speaks {VERSION}", req.version)));
+            return Err(ApiError::new(
+                Some("version".into()),
+                format!(
+                    "version {} is not spoken here; this sluiced speaks {VERSION}",
+                    req.version
+                ),
+            ));
         }
         match req.op.as_str() {
             "ports.list" => Ok(json!({ "ports": self.ports() })),
@@ -517,10 +642,14 @@ impl Control {
             }
             "trace" => {
                 let a: TraceArgs = args(&req.args)?;
-                let frame = parse_hex(&a.frame).ok_or_else(|| ApiError::new(Some("args.frame".into()), "not hex bytes"))?;
+                let frame = parse_hex(&a.frame)
+                    .ok_or_else(|| ApiError::new(Some("args.frame".into()), "not hex bytes"))?;
                 self.trace(&a.port, frame)
             }
-            other => Err(ApiError::new(Some("op".into()), format!("unknown operation `{other}`; see docs/api.md"))),
+            other => Err(ApiError::new(
+                Some("op".into()),
+                format!("unknown operation `{other}`; see docs/api.md"),
+            )),
         }
     }
 
@@ -532,20 +661,41 @@ impl Control {
         use crate::pipeline::{Pipeline, PipelineConfig};
         use crate::port::{poll_port, MemoryPort};
         let tables = self.tables.load();
-        let id = tables.port_by_name(port).ok_or_else(|| ApiError::new(Some("args.port".into()), format!("no port named `{port}`")))?;
+        let id = tables.port_by_name(port).ok_or_else(|| {
+            ApiError::new(Some("args.port".into()), format!("no port named `{port}`"))
+        })?;
         if frame.len() > 9216 {
-            return Err(ApiError::new(Some("args.frame".into()), "longer than a jumbo frame"));
+            return Err(ApiError::new(
+                Some("args.frame".into()),
+                "longer than a jumbo frame",
+            ));
         }
         let counters = Arc::new(WorkerCounters::new());
         let mut pipeline = Pipeline::new(PipelineConfig::default(), counters.clone());
         let mut pool = HeapPool::new(128, DEFAULT_HEADROOM + 9216);
         let mut ports: Vec<MemoryPort> = tables.ports.iter().map(|_| MemoryPort::new()).collect();
-        ports[id as usize].inject(Record { ts_ns: 0, data: frame.clone() });
+        ports[id as usize].inject(Record {
+            ts_ns: 0,
+            data: frame.clone(),
+        });
         let mut burst = Burst::new(32);
-        poll_port(&mut pipeline, &tables, &mut ports, id, &mut burst, &mut pool, 0);
+        poll_port(
+            &mut pipeline,
+            &tables,
+            &mut ports,
+            id,
+            &mut burst,
+            &mut pool,
+            0,
+        );
         let snap = StatsSnapshot::collect([&*counters], std::iter::empty());
         let drop = snap.drops.iter().find(|(_, &v)| v > 0).map(|(k, _)| *k);
-        let events: serde_json::Map<String, Value> = snap.events.iter().filter(|(_, &v)| v > 0).map(|(k, v)| (k.to_string(), json!(v))).collect();
+        let events: serde_json::Map<String, Value> = snap
+            .events
+            .iter()
+            .filter(|(_, &v)| v > 0)
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
         let outputs: Vec<Value> = ports
             .iter()
             .enumerate()
@@ -556,8 +706,17 @@ impl Control {
         let dst = crate::wire::ethernet::Frame::new_checked(&frame[..])
             .ok()
             .filter(|e| e.ethertype() == crate::wire::ethernet::ethertype::IPV4)
-            .and_then(|e| crate::wire::ipv4::Packet::new_checked(e.payload()).ok().map(|ip| ip.dst_addr()));
-        let route = dst.and_then(|d| self.routes().into_iter().filter(|r| r.prefix.contains(d)).max_by_key(|r| r.prefix.len()));
+            .and_then(|e| {
+                crate::wire::ipv4::Packet::new_checked(e.payload())
+                    .ok()
+                    .map(|ip| ip.dst_addr())
+            });
+        let route = dst.and_then(|d| {
+            self.routes()
+                .into_iter()
+                .filter(|r| r.prefix.contains(d))
+                .max_by_key(|r| r.prefix.len())
+        });
         Ok(json!({
             "input": { "port": port, "summary": summarize(&frame) },
             "route": route,
@@ -568,13 +727,20 @@ impl Control {
     }
 
     fn flows(&self) -> Result<Value, ApiError> {
-        let registry = self.registry.clone().ok_or_else(|| ApiError::new(None, "this switch has no workers to ask"))?;
-        let flows = registry.dump_flows(Duration::from_secs(2)).map_err(|e| ApiError::new(None, e))?;
+        let registry = self
+            .registry
+            .clone()
+            .ok_or_else(|| ApiError::new(None, "this switch has no workers to ask"))?;
+        let flows = registry
+            .dump_flows(Duration::from_secs(2))
+            .map_err(|e| ApiError::new(None, e))?;
         let tables = self.tables.load();
         let describe = |adj: u32| -> String {
             use crate::tables::Adjacency;
             match tables.adjacencies.get(adj as usize) {
-                Some(Adjacency::Deliver(r)) => format!("deliver {}", tables.ports[r.port as usize].name),
+                Some(Adjacency::Deliver(r)) => {
+                    format!("deliver {}", tables.ports[r.port as usize].name)
+                }
                 Some(Adjacency::HostGw(r)) => format!("host-gw {}", r.dst_mac),
                 Some(Adjacency::ToHost(_)) => "host".into(),
                 Some(Adjacency::Vxlan(e)) => format!("vxlan {}", Ipv4Addr::from(e.node)),
@@ -607,9 +773,20 @@ impl Control {
 
     fn routes(&self) -> Vec<RouteConfig> {
         let mut v = self.cfg.routes.clone();
-        for p in self.cfg.ports.iter().filter(|p| p.kind == PortKind::Pod && !p.removed) {
+        for p in self
+            .cfg
+            .ports
+            .iter()
+            .filter(|p| p.kind == PortKind::Pod && !p.removed)
+        {
             if let Some(ip) = p.ip {
-                v.push(RouteConfig { prefix: Ipv4Net::new(ip, 32).expect("a /32"), via: Via::Pod, node: None, vtep_mac: None, port: Some(p.name.clone()) });
+                v.push(RouteConfig {
+                    prefix: Ipv4Net::new(ip, 32).expect("a /32"),
+                    via: Via::Pod,
+                    node: None,
+                    vtep_mac: None,
+                    port: Some(p.name.clone()),
+                });
             }
         }
         v
@@ -617,7 +794,13 @@ impl Control {
 
     /// Counters summed over workers.
     pub fn stats(&self) -> StatsSnapshot {
-        let names = self.cfg.ports.iter().enumerate().filter(|(_, p)| !p.removed).map(|(i, p)| (i as PortId, p.name.clone()));
+        let names = self
+            .cfg
+            .ports
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.removed)
+            .map(|(i, p)| (i as PortId, p.name.clone()));
         StatsSnapshot::collect(self.counters.iter().map(|c| &**c), names)
     }
 }
@@ -630,10 +813,25 @@ pub fn respond(control: &Mutex<Control>, line: &str) -> Response {
             let field = msg.split('`').nth(1).map(str::to_string);
             ApiError::new(field, format!("not a request: {msg}"))
         })
-        .and_then(|req| control.lock().unwrap_or_else(|p| p.into_inner()).handle(&req));
+        .and_then(|req| {
+            control
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .handle(&req)
+        });
     match outcome {
-        Ok(result) => Response { version: VERSION, ok: true, result: Some(result), error: None },
-        Err(error) => Response { version: VERSION, ok: false, result: None, error: Some(error) },
+        Ok(result) => Response {
+            version: VERSION,
+            ok: true,
+            result: Some(result),
+            error: None,
+        },
+        Err(error) => Response {
+            version: VERSION,
+            ok: false,
+            result: None,
+            error: Some(error),
+        },
     }
 }
 
@@ -645,7 +843,10 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     }
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, format!("another sluiced answers on {}", path.display())));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("another sluiced answers on {}", path.display()),
+            ));
         }
         std::fs::remove_file(path)?;
     }
@@ -655,14 +856,21 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Serves the API until `stop`; removes the socket file on the way out.
-pub fn serve(listener: UnixListener, path: PathBuf, control: Arc<Mutex<Control>>, stop: Arc<AtomicBool>) {
+pub fn serve(
+    listener: UnixListener,
+    path: PathBuf,
+    control: Arc<Mutex<Control>>,
+    stop: Arc<AtomicBool>,
+) {
     let _ = listener.set_nonblocking(true);
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, _)) => {
                 let control = control.clone();
                 let stop = stop.clone();
-                let _ = std::thread::Builder::new().name("sluice-api-conn".into()).spawn(move || connection(stream, &control, &stop));
+                let _ = std::thread::Builder::new()
+                    .name("sluice-api-conn".into())
+                    .spawn(move || connection(stream, &control, &stop));
             }
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
@@ -673,7 +881,9 @@ pub fn serve(listener: UnixListener, path: PathBuf, control: Arc<Mutex<Control>>
 fn connection(stream: UnixStream, control: &Mutex<Control>, stop: &AtomicBool) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let Ok(mut out) = stream.try_clone() else { return };
+    let Ok(mut out) = stream.try_clone() else {
+        return;
+    };
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     loop {
@@ -691,7 +901,12 @@ fn connection(stream: UnixStream, control: &Mutex<Control>, stop: &AtomicBool) {
                     return;
                 }
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
@@ -705,7 +920,12 @@ fn connection(stream: UnixStream, control: &Mutex<Control>, stop: &AtomicBool) {
 pub fn call(socket: &Path, op: &str, args: Value) -> std::io::Result<Response> {
     let mut s = UnixStream::connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut text = serde_json::to_string(&Request { version: VERSION, op: op.into(), args }).expect("requests serialize");
+    let mut text = serde_json::to_string(&Request {
+        version: VERSION,
+        op: op.into(),
+        args,
+    })
+    .expect("requests serialize");
     text.push('\n');
     s.write_all(text.as_bytes())?;
     let mut line = String::new();
@@ -721,7 +941,11 @@ mod tests {
     fn control() -> Mutex<Control> {
         let cfg = NodeConfig::from_toml_str(craft::REFERENCE_NODE).unwrap();
         let handle = Arc::new(TablesHandle::new(Tables::from_config(&cfg).unwrap()));
-        Mutex::new(Control::new(cfg, handle, vec![Arc::new(WorkerCounters::new())]))
+        Mutex::new(Control::new(
+            cfg,
+            handle,
+            vec![Arc::new(WorkerCounters::new())],
+        ))
     }
 
     fn ask(c: &Mutex<Control>, line: &str) -> Response {
@@ -737,14 +961,21 @@ mod tests {
         assert!(r.ok, "{r:?}");
         let t = c.lock().unwrap().tables.load();
         assert!(t.generation != g0);
-        assert!(t.lpm.lookup(u32::from(Ipv4Addr::new(10, 5, 7, 1))).is_some());
+        assert!(t
+            .lpm
+            .lookup(u32::from(Ipv4Addr::new(10, 5, 7, 1)))
+            .is_some());
         assert!(t.is_ipip_peer(u32::from(Ipv4Addr::new(192, 168, 50, 7))));
         let n = c.lock().unwrap().cfg.routes.len();
         assert!(ask(&c, add).ok, "adding it again is fine");
         assert_eq!(c.lock().unwrap().cfg.routes.len(), n, "and changes nothing");
         let rm = r#"{"version":1,"op":"routes.remove","args":{"prefixes":["10.5.7.0/24","10.5.8.0/24"]}}"#;
         assert_eq!(ask(&c, rm).result.unwrap()["removed"], 1);
-        assert_eq!(ask(&c, rm).result.unwrap()["removed"], 0, "removing what is gone succeeds");
+        assert_eq!(
+            ask(&c, rm).result.unwrap()["removed"],
+            0,
+            "removing what is gone succeeds"
+        );
     }
 
     #[test]
@@ -759,8 +990,16 @@ mod tests {
         assert!(!r.ok);
         let e = r.error.unwrap();
         assert_eq!(e.field.as_deref(), Some("routes[1].vtep_mac"), "{e:?}");
-        assert_eq!(c.lock().unwrap().tables.load().generation, before, "nothing published");
-        assert_eq!(c.lock().unwrap().cfg.routes, routes_before, "nothing half-applied");
+        assert_eq!(
+            c.lock().unwrap().tables.load().generation,
+            before,
+            "nothing published"
+        );
+        assert_eq!(
+            c.lock().unwrap().cfg.routes,
+            routes_before,
+            "nothing half-applied"
+        );
     }
 
     #[test]
@@ -772,12 +1011,21 @@ mod tests {
         assert_eq!(r.error.unwrap().field.as_deref(), Some("version"));
         let r = ask(&c, r#"{"version":1,"op":"routes.explode"}"#);
         assert_eq!(r.error.unwrap().field.as_deref(), Some("op"));
-        let r = ask(&c, r#"{"version":1,"op":"routes.add","args":{"routez":[]}}"#);
+        let r = ask(
+            &c,
+            r#"{"version":1,"op":"routes.add","args":{"routez":[]}}"#,
+        );
         assert_eq!(r.error.unwrap().field.as_deref(), Some("args.routez"));
-        let r = ask(&c, r#"{"version":1,"op":"routes.add","args":{"routes":[{"prefix":"10.5.7.1/24","via":"host"}]}}"#);
+        let r = ask(
+            &c,
+            r#"{"version":1,"op":"routes.add","args":{"routes":[{"prefix":"10.5.7.1/24","via":"host"}]}}"#,
+        );
         let e = r.error.unwrap();
         assert!(e.message.contains("host bits"), "{e:?}");
-        let r = ask(&c, r#"{"version":1,"op":"neighbours.set","args":{"neighbours":[{"ip":"192.168.50.9","mac":"ff:ff:ff:ff:ff:ff"}]}}"#);
+        let r = ask(
+            &c,
+            r#"{"version":1,"op":"neighbours.set","args":{"neighbours":[{"ip":"192.168.50.9","mac":"ff:ff:ff:ff:ff:ff"}]}}"#,
+        );
         assert_eq!(r.error.unwrap().field.as_deref(), Some("neighbours[0].mac"));
     }
 
@@ -786,19 +1034,34 @@ mod tests {
         let c = control();
         let t = c.lock().unwrap().tables.load();
         let adj = t.lpm.lookup(u32::from(Ipv4Addr::new(10, 5, 6, 1))).unwrap();
-        assert!(matches!(t.adjacencies[adj as usize], crate::tables::Adjacency::Drop(_)), "10.5.6.0/24's node has no neighbour entry yet");
-        let r = ask(&c, r#"{"version":1,"op":"neighbours.set","args":{"neighbours":[{"ip":"192.168.50.6","mac":"02:00:00:00:aa:06"}]}}"#);
+        assert!(
+            matches!(
+                t.adjacencies[adj as usize],
+                crate::tables::Adjacency::Drop(_)
+            ),
+            "10.5.6.0/24's node has no neighbour entry yet"
+        );
+        let r = ask(
+            &c,
+            r#"{"version":1,"op":"neighbours.set","args":{"neighbours":[{"ip":"192.168.50.6","mac":"02:00:00:00:aa:06"}]}}"#,
+        );
         assert!(r.ok, "{r:?}");
         let t = c.lock().unwrap().tables.load();
         let adj = t.lpm.lookup(u32::from(Ipv4Addr::new(10, 5, 6, 1))).unwrap();
-        assert!(matches!(t.adjacencies[adj as usize], crate::tables::Adjacency::Vxlan(_)));
+        assert!(matches!(
+            t.adjacencies[adj as usize],
+            crate::tables::Adjacency::Vxlan(_)
+        ));
     }
 
     #[test]
     fn trace_shows_the_route_the_encapsulation_and_drops() {
         let c = control();
         let f = hex(&craft::pod_a_udp(craft::REMOTE_POD_B, 1000, 5201, 4));
-        let r = ask(&c, &format!(r#"{{"version":1,"op":"trace","args":{{"port":"pod-a","frame":"{f}"}}}}"#));
+        let r = ask(
+            &c,
+            &format!(r#"{{"version":1,"op":"trace","args":{{"port":"pod-a","frame":"{f}"}}}}"#),
+        );
         let v = r.result.expect("trace result");
         assert_eq!(v["route"]["prefix"], "10.5.2.0/24");
         assert_eq!(v["route"]["via"], "vxlan");
@@ -807,14 +1070,32 @@ mod tests {
         let out = &v["outputs"][0];
         assert_eq!(out["port"], "eth0");
         let summary = out["summary"].as_str().unwrap();
-        assert!(summary.contains("192.168.50.1 > 192.168.50.2") && summary.contains("vxlan vni 1") && summary.contains("10.5.1.2 > 10.5.2.7"), "{summary}");
+        assert!(
+            summary.contains("192.168.50.1 > 192.168.50.2")
+                && summary.contains("vxlan vni 1")
+                && summary.contains("10.5.1.2 > 10.5.2.7"),
+            "{summary}"
+        );
         let spoof = hex(&craft::pod_a_udp(craft::POD_B_IP, 1, 2, 4));
-        let r = ask(&c, &format!(r#"{{"version":1,"op":"trace","args":{{"port":"pod-b","frame":"{spoof}"}}}}"#));
+        let r = ask(
+            &c,
+            &format!(r#"{{"version":1,"op":"trace","args":{{"port":"pod-b","frame":"{spoof}"}}}}"#),
+        );
         assert_eq!(r.result.unwrap()["drop"], "spoofed_source_mac");
-        assert_eq!(c.lock().unwrap().stats().total_drops(), 0, "tracing leaves the live counters alone");
-        let r = ask(&c, r#"{"version":1,"op":"trace","args":{"port":"pod-z","frame":"00"}}"#);
+        assert_eq!(
+            c.lock().unwrap().stats().total_drops(),
+            0,
+            "tracing leaves the live counters alone"
+        );
+        let r = ask(
+            &c,
+            r#"{"version":1,"op":"trace","args":{"port":"pod-z","frame":"00"}}"#,
+        );
         assert_eq!(r.error.unwrap().field.as_deref(), Some("args.port"));
-        let r = ask(&c, r#"{"version":1,"op":"trace","args":{"port":"pod-a","frame":"0g"}}"#);
+        let r = ask(
+            &c,
+            r#"{"version":1,"op":"trace","args":{"port":"pod-a","frame":"0g"}}"#,
+        );
         assert_eq!(r.error.unwrap().field.as_deref(), Some("args.frame"));
     }
 
@@ -824,16 +1105,39 @@ mod tests {
         let path = dir.path().join("node.toml");
         let c = control();
         c.lock().unwrap().set_config_path(path.clone());
-        let with_route = format!("{}\n[[route]]\nprefix = \"10.5.77.0/24\"\nvia = \"blackhole\"\n", craft::REFERENCE_NODE);
+        let with_route = format!(
+            "{}\n[[route]]\nprefix = \"10.5.77.0/24\"\nvia = \"blackhole\"\n",
+            craft::REFERENCE_NODE
+        );
         std::fs::write(&path, &with_route).unwrap();
         let r = ask(&c, r#"{"version":1,"op":"reload"}"#);
         assert!(r.ok, "{r:?}");
-        assert!(c.lock().unwrap().tables.load().lpm.get(u32::from(Ipv4Addr::new(10, 5, 77, 0)), 24).is_some());
+        assert!(c
+            .lock()
+            .unwrap()
+            .tables
+            .load()
+            .lpm
+            .get(u32::from(Ipv4Addr::new(10, 5, 77, 0)), 24)
+            .is_some());
         let g = c.lock().unwrap().tables.load().generation;
-        std::fs::write(&path, with_route.replace("gateway = \"192.168.50.254\"", "gateway = \"192.168.50.253\"").replace("10.5.77.0/24", "10.5.78.0/24")).unwrap();
+        std::fs::write(
+            &path,
+            with_route
+                .replace(
+                    "gateway = \"192.168.50.254\"",
+                    "gateway = \"192.168.50.253\"",
+                )
+                .replace("10.5.77.0/24", "10.5.78.0/24"),
+        )
+        .unwrap();
         let r = ask(&c, r#"{"version":1,"op":"reload"}"#);
         assert_eq!(r.error.unwrap().field.as_deref(), Some("port"));
-        assert_eq!(c.lock().unwrap().tables.load().generation, g, "nothing applied");
+        assert_eq!(
+            c.lock().unwrap().tables.load().generation,
+            g,
+            "nothing applied"
+        );
         std::fs::write(&path, "[node]\n").unwrap();
         let r = ask(&c, r#"{"version":1,"op":"reload"}"#);
         assert!(r.error.unwrap().message.contains("node.toml"));
@@ -842,14 +1146,24 @@ mod tests {
     #[test]
     fn node_settings_change_whole_or_not_at_all() {
         let c = control();
-        let r = ask(&c, r#"{"version":1,"op":"node.set","args":{"tunnel":{"vni":42,"vxlan_port":4789}}}"#);
+        let r = ask(
+            &c,
+            r#"{"version":1,"op":"node.set","args":{"tunnel":{"vni":42,"vxlan_port":4789}}}"#,
+        );
         assert!(r.ok, "{r:?}");
         assert_eq!(c.lock().unwrap().tables.load().node.vni, 42);
         let g = c.lock().unwrap().tables.load().generation;
         // A pod subnet that no longer holds the pods is refused, naming the pod.
-        let r = ask(&c, r#"{"version":1,"op":"node.set","args":{"node":{"pod_network":"10.5.0.0/16","pod_subnet":"10.5.200.0/24","router_mac":"02:00:00:00:00:01"}}}"#);
+        let r = ask(
+            &c,
+            r#"{"version":1,"op":"node.set","args":{"node":{"pod_network":"10.5.0.0/16","pod_subnet":"10.5.200.0/24","router_mac":"02:00:00:00:00:01"}}}"#,
+        );
         let e = r.error.unwrap();
-        assert!(e.field.as_deref().unwrap_or("").starts_with("port[") && e.message.contains("not inside pod_subnet"), "{e:?}");
+        assert!(
+            e.field.as_deref().unwrap_or("").starts_with("port[")
+                && e.message.contains("not inside pod_subnet"),
+            "{e:?}"
+        );
         assert_eq!(c.lock().unwrap().tables.load().generation, g);
     }
 

@@ -23,7 +23,9 @@ use crate::buffer::Burst;
 use crate::config::{NodeConfig, PortKind, RxMode};
 use crate::counters::WorkerCounters;
 use crate::pipeline::{Pipeline, PipelineConfig};
-use crate::port::afxdp::{self, Steering, Umem, UmemConfig, UmemPool, XdpBuf, XdpProgram, XskConfig, XskMap, XskPort};
+use crate::port::afxdp::{
+    self, Steering, Umem, UmemConfig, UmemPool, XdpBuf, XdpProgram, XskConfig, XskMap, XskPort,
+};
 use crate::port::tap::TapPort;
 use crate::port::{poll_port, Port};
 use crate::tables::{PortId, Tables, TablesError, TablesHandle};
@@ -136,7 +138,9 @@ impl PortRegistry {
     fn new(workers: usize) -> Self {
         PortRegistry {
             maps: Default::default(),
-            acks: (0..workers).map(|_| std::sync::atomic::AtomicU32::new(0)).collect(),
+            acks: (0..workers)
+                .map(|_| std::sync::atomic::AtomicU32::new(0))
+                .collect(),
             failures: Default::default(),
             flow_request: Default::default(),
             flow_dumps: Default::default(),
@@ -145,7 +149,10 @@ impl PortRegistry {
 
     /// Asks every worker for its live flows (current tables generation) and
     /// waits for them: (worker, flow key, adjacency index).
-    pub fn dump_flows(&self, timeout: std::time::Duration) -> Result<Vec<(usize, crate::fib::flow_cache::FlowKey, u32)>, String> {
+    pub fn dump_flows(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<(usize, crate::fib::flow_cache::FlowKey, u32)>, String> {
         let req = self.flow_request.fetch_add(1, Ordering::AcqRel) + 1;
         let deadline = Instant::now() + timeout;
         loop {
@@ -153,7 +160,10 @@ impl PortRegistry {
                 let mut d = self.flow_dumps.lock().unwrap_or_else(|p| p.into_inner());
                 d.retain(|(_, r, _)| *r == req);
                 if d.len() >= self.acks.len() {
-                    return Ok(d.drain(..).flat_map(|(w, _, flows)| flows.into_iter().map(move |(k, a)| (w, k, a))).collect());
+                    return Ok(d
+                        .drain(..)
+                        .flat_map(|(w, _, flows)| flows.into_iter().map(move |(k, a)| (w, k, a)))
+                        .collect());
                 }
             }
             if Instant::now() > deadline {
@@ -164,30 +174,52 @@ impl PortRegistry {
     }
 
     fn map_of(&self, name: &str) -> Option<XskMap> {
-        self.maps.lock().unwrap_or_else(|p| p.into_inner()).get(name).copied()
+        self.maps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .copied()
     }
 
     /// Registers a port's socket map before tables naming it are published.
     pub fn add(&self, name: &str, map: XskMap) {
-        self.maps.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), map);
+        self.maps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), map);
     }
 
     /// Forgets a port's socket map.
     pub fn remove(&self, name: &str) {
-        self.maps.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        self.maps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
     }
 
     /// Waits until every worker has brought its sockets up to `generation`;
     /// returns the ports that failed to open, or an error on timeout.
-    pub fn wait_for(&self, generation: u32, timeout: std::time::Duration) -> Result<Vec<(String, String)>, String> {
+    pub fn wait_for(
+        &self,
+        generation: u32,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<(String, String)>, String> {
         let deadline = Instant::now() + timeout;
-        while self.acks.iter().any(|a| a.load(Ordering::Acquire) != generation) {
+        while self
+            .acks
+            .iter()
+            .any(|a| a.load(Ordering::Acquire) != generation)
+        {
             if Instant::now() > deadline {
-                return Err(format!("workers did not take up tables generation {generation} in {timeout:?}"));
+                return Err(format!(
+                    "workers did not take up tables generation {generation} in {timeout:?}"
+                ));
             }
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
-        Ok(std::mem::take(&mut *self.failures.lock().unwrap_or_else(|p| p.into_inner())))
+        Ok(std::mem::take(
+            &mut *self.failures.lock().unwrap_or_else(|p| p.into_inner()),
+        ))
     }
 }
 
@@ -229,11 +261,25 @@ struct PortLock {
 impl PortLock {
     fn claim(ifname: &str) -> Result<PortLock, String> {
         use std::io::{Read, Seek, Write};
-        let netns = std::fs::read_link("/proc/self/ns/net").map(|p| p.to_string_lossy().chars().filter(char::is_ascii_digit).collect::<String>()).unwrap_or_default();
+        let netns = std::fs::read_link("/proc/self/ns/net")
+            .map(|p| {
+                p.to_string_lossy()
+                    .chars()
+                    .filter(char::is_ascii_digit)
+                    .collect::<String>()
+            })
+            .unwrap_or_default();
         let dir = std::path::Path::new("/run/sluice/locks");
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let path = dir.join(format!("{netns}-{ifname}.lock"));
-        let mut f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         if let Err(e) = f.try_lock() {
             let mut pid = String::new();
             let _ = f.read_to_string(&mut pid);
@@ -262,11 +308,22 @@ impl Daemon {
     }
 
     /// As [`Daemon::start`], remembering the file `reload` re-reads.
-    pub fn start_with_file(cfg: &NodeConfig, config_path: Option<std::path::PathBuf>, stop: Arc<AtomicBool>) -> Result<Daemon, DaemonError> {
+    pub fn start_with_file(
+        cfg: &NodeConfig,
+        config_path: Option<std::path::PathBuf>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Daemon, DaemonError> {
         let tables = Tables::from_config(cfg)?;
-        let metrics_listener = metrics::bind(cfg.daemon.metrics_address).map_err(|source| DaemonError::Metrics { addr: cfg.daemon.metrics_address, source })?;
+        let metrics_listener =
+            metrics::bind(cfg.daemon.metrics_address).map_err(|source| DaemonError::Metrics {
+                addr: cfg.daemon.metrics_address,
+                source,
+            })?;
         let api_path = cfg.daemon.api_socket.clone();
-        let api_listener = api::bind(&api_path).map_err(|source| DaemonError::Api { path: api_path.clone(), source })?;
+        let api_listener = api::bind(&api_path).map_err(|source| DaemonError::Api {
+            path: api_path.clone(),
+            source,
+        })?;
         // Until the API thread owns it, a failed start removes the socket file.
         struct RemoveOnError<'a>(&'a std::path::Path, bool);
         impl Drop for RemoveOnError<'_> {
@@ -281,7 +338,10 @@ impl Daemon {
         // Every interface must exist before anything is attached.
         for p in &cfg.ports {
             if p.kind != PortKind::Host {
-                afxdp::ifindex(&p.name).map_err(|source| DaemonError::Port { port: p.name.clone(), source })?;
+                afxdp::ifindex(&p.name).map_err(|source| DaemonError::Port {
+                    port: p.name.clone(),
+                    source,
+                })?;
             }
         }
         // Claim every interface before touching any: a second sluiced on the
@@ -289,17 +349,30 @@ impl Daemon {
         // one's XDP programs. The kernel drops the locks if we crash.
         let mut locks = Vec::new();
         for p in &cfg.ports {
-            locks.push(PortLock::claim(&p.name).map_err(|holder| DaemonError::Busy { port: p.name.clone(), holder })?);
+            locks.push(
+                PortLock::claim(&p.name).map_err(|holder| DaemonError::Busy {
+                    port: p.name.clone(),
+                    holder,
+                })?,
+            );
         }
         let n_workers = cfg.daemon.workers.len().max(1);
         let registry = Arc::new(PortRegistry::new(n_workers));
         let mut programs = Vec::new();
         let mut plans = Vec::new();
-        let uplink_ip = cfg.ports.iter().find(|p| p.kind == PortKind::Uplink).and_then(|p| p.address).map(|a| a.ip);
+        let uplink_ip = cfg
+            .ports
+            .iter()
+            .find(|p| p.kind == PortKind::Uplink)
+            .and_then(|p| p.address)
+            .map(|a| a.ip);
         for p in &cfg.ports {
             let steering = match p.kind {
                 PortKind::Host => {
-                    plans.push(PortPlan { ifname: p.name.clone(), map: None });
+                    plans.push(PortPlan {
+                        ifname: p.name.clone(),
+                        map: None,
+                    });
                     continue;
                 }
                 PortKind::Pod => Steering::RedirectAll,
@@ -310,15 +383,30 @@ impl Daemon {
                     vxlan_port: cfg.tunnel.vxlan_port,
                 },
             };
-            let prog = XdpProgram::attach(&p.name, steering).map_err(|source| DaemonError::Port { port: p.name.clone(), source })?;
-            plans.push(PortPlan { ifname: p.name.clone(), map: Some(prog.xsk_map()) });
+            let prog =
+                XdpProgram::attach(&p.name, steering).map_err(|source| DaemonError::Port {
+                    port: p.name.clone(),
+                    source,
+                })?;
+            plans.push(PortPlan {
+                ifname: p.name.clone(),
+                map: Some(prog.xsk_map()),
+            });
             registry.add(&p.name, prog.xsk_map());
             programs.push(prog);
         }
 
         let handle = Arc::new(TablesHandle::new(tables));
-        let cores: Vec<Option<usize>> = if cfg.daemon.workers.is_empty() { vec![None] } else { cfg.daemon.workers.iter().map(|&c| Some(c)).collect() };
-        let modes: Vec<RxMode> = cfg.ports.iter().map(|p| p.rx_mode.unwrap_or(cfg.daemon.rx_mode)).collect();
+        let cores: Vec<Option<usize>> = if cfg.daemon.workers.is_empty() {
+            vec![None]
+        } else {
+            cfg.daemon.workers.iter().map(|&c| Some(c)).collect()
+        };
+        let modes: Vec<RxMode> = cfg
+            .ports
+            .iter()
+            .map(|p| p.rx_mode.unwrap_or(cfg.daemon.rx_mode))
+            .collect();
         let burst = cfg.daemon.burst as usize;
         let mut counters = Vec::new();
         let mut workers = Vec::new();
@@ -328,14 +416,24 @@ impl Daemon {
             let c = Arc::new(WorkerCounters::new());
             counters.push(c.clone());
             let (ready_tx, ready_rx) = mpsc::channel();
-            let (plans, modes, handle, wstop) = (plans.clone(), modes.clone(), handle.clone(), stop.clone());
+            let (plans, modes, handle, wstop) =
+                (plans.clone(), modes.clone(), handle.clone(), stop.clone());
             let wreg = registry.clone();
-            let spawned = std::thread::Builder::new().name(format!("sluice-w{w}")).spawn(move || worker_main(w, core, plans, modes, burst, handle, c, wreg, wstop, ready_tx));
+            let spawned = std::thread::Builder::new()
+                .name(format!("sluice-w{w}"))
+                .spawn(move || {
+                    worker_main(
+                        w, core, plans, modes, burst, handle, c, wreg, wstop, ready_tx,
+                    )
+                });
             let join = match spawned {
                 Ok(j) => j,
                 Err(e) => {
                     stop.store(true, Ordering::Relaxed);
-                    return Err(DaemonError::Worker { worker: w, message: e.to_string() });
+                    return Err(DaemonError::Worker {
+                        worker: w,
+                        message: e.to_string(),
+                    });
                 }
             };
             workers.push(join);
@@ -358,7 +456,10 @@ impl Daemon {
                     for j in workers {
                         let _ = j.join();
                     }
-                    return Err(DaemonError::Worker { worker: w, message: "exited during start-up".into() });
+                    return Err(DaemonError::Worker {
+                        worker: w,
+                        message: "exited during start-up".into(),
+                    });
                 }
             }
         }
@@ -368,7 +469,10 @@ impl Daemon {
                 for j in workers {
                     let _ = j.join();
                 }
-                return Err(DaemonError::Host { port: host.name.clone(), message });
+                return Err(DaemonError::Host {
+                    port: host.name.clone(),
+                    message,
+                });
             }
         }
         for (r, prog) in report.iter_mut().zip(cfg.ports.iter()) {
@@ -389,39 +493,70 @@ impl Daemon {
             let control = Arc::new(std::sync::Mutex::new(c));
             control_handle = control.clone();
             let (ncontrol, nstop) = (control.clone(), stop.clone());
-            match std::thread::Builder::new().name("sluice-neigh".into()).spawn(move || neigh::run(ncontrol, nstop)) {
+            match std::thread::Builder::new()
+                .name("sluice-neigh".into())
+                .spawn(move || neigh::run(ncontrol, nstop))
+            {
                 Ok(j) => workers.push(j),
                 Err(e) => {
                     stop.store(true, Ordering::Relaxed);
-                    return Err(DaemonError::Worker { worker: usize::MAX, message: format!("neighbour thread: {e}") });
+                    return Err(DaemonError::Worker {
+                        worker: usize::MAX,
+                        message: format!("neighbour thread: {e}"),
+                    });
                 }
             }
             let (apath, astop) = (api_path.clone(), stop.clone());
-            match std::thread::Builder::new().name("sluice-api".into()).spawn(move || api::serve(api_listener, apath, control, astop)) {
+            match std::thread::Builder::new()
+                .name("sluice-api".into())
+                .spawn(move || api::serve(api_listener, apath, control, astop))
+            {
                 Ok(j) => {
                     workers.push(j);
                     api_guard.1 = false;
                 }
                 Err(e) => {
                     stop.store(true, Ordering::Relaxed);
-                    return Err(DaemonError::Worker { worker: usize::MAX, message: format!("API thread: {e}") });
+                    return Err(DaemonError::Worker {
+                        worker: usize::MAX,
+                        message: format!("API thread: {e}"),
+                    });
                 }
             }
         }
         {
             let (mhandle, mcounters, mstop) = (handle.clone(), counters.clone(), stop.clone());
-            let m = std::thread::Builder::new().name("sluice-metrics".into()).spawn(move || metrics::serve(metrics_listener, mhandle, mcounters, mstop));
+            let m = std::thread::Builder::new()
+                .name("sluice-metrics".into())
+                .spawn(move || metrics::serve(metrics_listener, mhandle, mcounters, mstop));
             match m {
                 Ok(j) => workers.push(j),
                 Err(e) => {
                     stop.store(true, Ordering::Relaxed);
-                    return Err(DaemonError::Worker { worker: usize::MAX, message: format!("metrics thread: {e}") });
+                    return Err(DaemonError::Worker {
+                        worker: usize::MAX,
+                        message: format!("metrics thread: {e}"),
+                    });
                 }
             }
         }
         let control = control_handle;
-        let numa = cfg.ports.iter().find(|p| p.kind == PortKind::Uplink).and_then(|u| numa_report(&u.name, &cfg.daemon.workers));
-        Ok(Daemon { tables: handle, counters, stop, workers, report, hugepages, numa, control, _locks: locks })
+        let numa = cfg
+            .ports
+            .iter()
+            .find(|p| p.kind == PortKind::Uplink)
+            .and_then(|u| numa_report(&u.name, &cfg.daemon.workers));
+        Ok(Daemon {
+            tables: handle,
+            counters,
+            stop,
+            workers,
+            report,
+            hugepages,
+            numa,
+            control,
+            _locks: locks,
+        })
     }
 
     /// The published tables.
@@ -431,7 +566,10 @@ impl Daemon {
 
     /// Re-reads the configuration file (SIGHUP).
     pub fn reload(&self) -> Result<serde_json::Value, api::ApiError> {
-        self.control.lock().unwrap_or_else(|p| p.into_inner()).reload()
+        self.control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reload()
     }
 
     /// Each worker's counters.
@@ -446,7 +584,10 @@ impl Daemon {
             let _ = j.join();
         }
         // Sockets are closed; now the programs can go.
-        self.control.lock().unwrap_or_else(|p| p.into_inner()).release_ports();
+        self.control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .release_ports();
     }
 }
 
@@ -456,14 +597,24 @@ impl Drop for Daemon {
         for j in self.workers.drain(..) {
             let _ = j.join();
         }
-        self.control.lock().unwrap_or_else(|p| p.into_inner()).release_ports();
+        self.control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .release_ports();
     }
 }
 
 /// Brings a worker's sockets in line with the tables: opens sockets for pod
 /// ports that appeared, closes those of removed ports. Ids never move, so
 /// slot `i` is always port `i`.
-fn reconcile(w: usize, tables: &Tables, ports: &mut Vec<WorkerPort>, umem: &mut Umem, pool: &mut UmemPool, registry: &PortRegistry) {
+fn reconcile(
+    w: usize,
+    tables: &Tables,
+    ports: &mut Vec<WorkerPort>,
+    umem: &mut Umem,
+    pool: &mut UmemPool,
+    registry: &PortRegistry,
+) {
     while ports.len() < tables.ports.len() {
         ports.push(WorkerPort::Closed);
     }
@@ -471,11 +622,19 @@ fn reconcile(w: usize, tables: &Tables, ports: &mut Vec<WorkerPort>, umem: &mut 
         let slot = &mut ports[i];
         match (&*slot, entry.removed) {
             (WorkerPort::Xsk(_), true) => *slot = WorkerPort::Closed,
-            (WorkerPort::Closed, false) if matches!(entry.role, crate::tables::PortRole::Pod { .. }) => {
-                let Some(map) = registry.map_of(&entry.name) else { continue };
+            (WorkerPort::Closed, false)
+                if matches!(entry.role, crate::tables::PortRole::Pod { .. }) =>
+            {
+                let Some(map) = registry.map_of(&entry.name) else {
+                    continue;
+                };
                 match XskPort::open(umem, pool, map, &entry.name, w as u32, XskConfig::default()) {
                     Ok(p) => *slot = WorkerPort::Xsk(p),
-                    Err(e) => registry.failures.lock().unwrap_or_else(|p| p.into_inner()).push((entry.name.clone(), e.to_string())),
+                    Err(e) => registry
+                        .failures
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((entry.name.clone(), e.to_string())),
                 }
             }
             _ => {}
@@ -503,12 +662,22 @@ fn parse_cpulist(s: &str) -> Vec<usize> {
 /// same NUMA node (from sysfs, as hwloc reads it). `None` when the kernel
 /// does not say (virtual NICs, single-node machines).
 pub fn numa_report(uplink: &str, cores: &[usize]) -> Option<String> {
-    let node: i64 = std::fs::read_to_string(format!("/sys/class/net/{uplink}/device/numa_node")).ok()?.trim().parse().ok()?;
+    let node: i64 = std::fs::read_to_string(format!("/sys/class/net/{uplink}/device/numa_node"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     if node < 0 {
         return None;
     }
-    let local = parse_cpulist(&std::fs::read_to_string(format!("/sys/devices/system/node/node{node}/cpulist")).ok()?);
-    let remote: Vec<usize> = cores.iter().copied().filter(|c| !local.contains(c)).collect();
+    let local = parse_cpulist(
+        &std::fs::read_to_string(format!("/sys/devices/system/node/node{node}/cpulist")).ok()?,
+    );
+    let remote: Vec<usize> = cores
+        .iter()
+        .copied()
+        .filter(|c| !local.contains(c))
+        .collect();
     Some(if cores.is_empty() {
         format!("uplink {uplink} is on NUMA node {node} (cores {local:?}); the worker is not pinned: set daemon.workers to cores of that node")
     } else if remote.is_empty() {
@@ -520,19 +689,38 @@ pub fn numa_report(uplink: &str, cores: &[usize]) -> Option<String> {
 
 /// Gives the host TAP the kernel-side MAC, brings it up, puts the pods'
 /// gateway address on it and routes the pod network through it.
-fn configure_host_port(cfg: &NodeConfig, name: &str, mac: crate::wire::MacAddr) -> Result<(), String> {
+fn configure_host_port(
+    cfg: &NodeConfig,
+    name: &str,
+    mac: crate::wire::MacAddr,
+) -> Result<(), String> {
     let gw = format!("{}/32", cfg.node.gateway());
     let net = cfg.node.pod_network.to_string();
     let mac = mac.to_string();
     let steps: [&[&str]; 3] = [
         &["link", "set", "dev", name, "address", &mac, "up"],
         &["addr", "replace", &gw, "dev", name],
-        &["route", "replace", &net, "dev", name, "src", &cfg.node.gateway().to_string()],
+        &[
+            "route",
+            "replace",
+            &net,
+            "dev",
+            name,
+            "src",
+            &cfg.node.gateway().to_string(),
+        ],
     ];
     for args in steps {
-        let out = std::process::Command::new("ip").args(args).output().map_err(|e| format!("cannot run ip: {e}"))?;
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run ip: {e}"))?;
         if !out.status.success() {
-            return Err(format!("`ip {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+            return Err(format!(
+                "`ip {}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
         }
     }
     Ok(())
@@ -546,10 +734,24 @@ const IDLE_WAIT_MS: i32 = 20;
 type Ready = mpsc::Sender<Result<(Vec<PortReport>, bool), DaemonError>>;
 
 #[allow(clippy::too_many_arguments)]
-fn worker_main(w: usize, core: Option<usize>, plans: Vec<PortPlan>, modes: Vec<RxMode>, burst_size: usize, handle: Arc<TablesHandle>, counters: Arc<WorkerCounters>, registry: Arc<PortRegistry>, stop: Arc<AtomicBool>, ready: Ready) {
+fn worker_main(
+    w: usize,
+    core: Option<usize>,
+    plans: Vec<PortPlan>,
+    modes: Vec<RxMode>,
+    burst_size: usize,
+    handle: Arc<TablesHandle>,
+    counters: Arc<WorkerCounters>,
+    registry: Arc<PortRegistry>,
+    stop: Arc<AtomicBool>,
+    ready: Ready,
+) {
     if let Some(c) = core {
         if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
-            let _ = ready.send(Err(DaemonError::Worker { worker: w, message: format!("cannot pin to core {c}") }));
+            let _ = ready.send(Err(DaemonError::Worker {
+                worker: w,
+                message: format!("cannot pin to core {c}"),
+            }));
             return;
         }
     }
@@ -557,7 +759,10 @@ fn worker_main(w: usize, core: Option<usize>, plans: Vec<PortPlan>, modes: Vec<R
     let mut umem = match Umem::new(UmemConfig::default()) {
         Ok(u) => u,
         Err(source) => {
-            let _ = ready.send(Err(DaemonError::Port { port: "(umem)".into(), source }));
+            let _ = ready.send(Err(DaemonError::Port {
+                port: "(umem)".into(),
+                source,
+            }));
             return;
         }
     };
@@ -569,24 +774,48 @@ fn worker_main(w: usize, core: Option<usize>, plans: Vec<PortPlan>, modes: Vec<R
             None => match TapPort::open(&plan.ifname) {
                 Ok(t) => {
                     ports.push(WorkerPort::Tap(t));
-                    report.push(PortReport { name: plan.ifname.clone(), xdp: "none", mode: "tap" });
+                    report.push(PortReport {
+                        name: plan.ifname.clone(),
+                        xdp: "none",
+                        mode: "tap",
+                    });
                 }
                 Err(e) => {
-                    let _ = ready.send(Err(DaemonError::Host { port: plan.ifname.clone(), message: format!("cannot open the TAP: {e}") }));
+                    let _ = ready.send(Err(DaemonError::Host {
+                        port: plan.ifname.clone(),
+                        message: format!("cannot open the TAP: {e}"),
+                    }));
                     return;
                 }
             },
-            Some(map) => match XskPort::open(&mut umem, &mut pool, map, &plan.ifname, w as u32, XskConfig::default()) {
+            Some(map) => match XskPort::open(
+                &mut umem,
+                &mut pool,
+                map,
+                &plan.ifname,
+                w as u32,
+                XskConfig::default(),
+            ) {
                 Ok(p) => {
-                    report.push(PortReport { name: plan.ifname.clone(), xdp: "native", mode: if p.zero_copy() { "zero-copy" } else { "copy" } });
+                    report.push(PortReport {
+                        name: plan.ifname.clone(),
+                        xdp: "native",
+                        mode: if p.zero_copy() { "zero-copy" } else { "copy" },
+                    });
                     ports.push(WorkerPort::Xsk(p));
                 }
                 Err(source) => {
                     let source = match source {
-                        afxdp::XdpError::QueueBusy { ifname, .. } => afxdp::XdpError::QueueBusy { ifname, queue: w as u32 },
+                        afxdp::XdpError::QueueBusy { ifname, .. } => afxdp::XdpError::QueueBusy {
+                            ifname,
+                            queue: w as u32,
+                        },
                         other => other,
                     };
-                    let _ = ready.send(Err(DaemonError::Port { port: plan.ifname.clone(), source }));
+                    let _ = ready.send(Err(DaemonError::Port {
+                        port: plan.ifname.clone(),
+                        source,
+                    }));
                     return;
                 }
             },
@@ -622,15 +851,31 @@ fn worker_main(w: usize, core: Option<usize>, plans: Vec<PortPlan>, modes: Vec<R
             last_debug = Instant::now();
             for p in &ports {
                 if let WorkerPort::Xsk(x) = p {
-                    eprintln!("worker {w}: {:?} {:?} fill {:?} pool {}", x.target(), x.statistics(), x.fill_ring_state(), pool.available());
+                    eprintln!(
+                        "worker {w}: {:?} {:?} fill {:?} pool {}",
+                        x.target(),
+                        x.statistics(),
+                        x.fill_ring_state(),
+                        pool.available()
+                    );
                 }
             }
         }
         let tables = Arc::clone(cache.load());
         let flow_req = registry.flow_request.load(Ordering::Relaxed);
         if flow_req != flows_answered {
-            let live: Vec<_> = pipeline.flow_cache().iter().filter(|(_, g, _)| *g == tables.generation).take(FLOW_DUMP_LIMIT).map(|(k, _, a)| (k, a)).collect();
-            registry.flow_dumps.lock().unwrap_or_else(|p| p.into_inner()).push((w, flow_req, live));
+            let live: Vec<_> = pipeline
+                .flow_cache()
+                .iter()
+                .filter(|(_, g, _)| *g == tables.generation)
+                .take(FLOW_DUMP_LIMIT)
+                .map(|(k, _, a)| (k, a))
+                .collect();
+            registry
+                .flow_dumps
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((w, flow_req, live));
             flows_answered = flow_req;
         }
         if tables.generation != generation {
@@ -643,9 +888,20 @@ fn worker_main(w: usize, core: Option<usize>, plans: Vec<PortPlan>, modes: Vec<R
         let mut got = 0;
         for id in 0..ports.len() {
             let t0 = sluice_bindings::tsc();
-            let n = poll_port(&mut pipeline, &tables, &mut ports, id as PortId, &mut burst, &mut pool, now);
+            let n = poll_port(
+                &mut pipeline,
+                &tables,
+                &mut ports,
+                id as PortId,
+                &mut burst,
+                &mut pool,
+                now,
+            );
             if n > 0 {
-                pipeline.counters().load.record(n, sluice_bindings::tsc().wrapping_sub(t0));
+                pipeline
+                    .counters()
+                    .load
+                    .record(n, sluice_bindings::tsc().wrapping_sub(t0));
                 got += n;
             }
         }
@@ -667,7 +923,10 @@ fn worker_main(w: usize, core: Option<usize>, plans: Vec<PortPlan>, modes: Vec<R
 mod tests {
     #[test]
     fn cpulists_parse() {
-        assert_eq!(super::parse_cpulist("0-3,8,10-11\n"), vec![0, 1, 2, 3, 8, 10, 11]);
+        assert_eq!(
+            super::parse_cpulist("0-3,8,10-11\n"),
+            vec![0, 1, 2, 3, 8, 10, 11]
+        );
         assert_eq!(super::parse_cpulist(""), Vec::<usize>::new());
     }
 }

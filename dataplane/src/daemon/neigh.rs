@@ -27,9 +27,18 @@ pub const INTERVAL: Duration = Duration::from_millis(500);
 /// the uplink gateway, with the uplink's name.
 pub fn wanted(control: &Control) -> Option<(String, Vec<Ipv4Addr>)> {
     let cfg = control.config();
-    let up = cfg.ports.iter().find(|p| p.kind == PortKind::Uplink && !p.removed)?;
+    let up = cfg
+        .ports
+        .iter()
+        .find(|p| p.kind == PortKind::Uplink && !p.removed)?;
     let net = up.address?.network();
-    let mut ips: Vec<Ipv4Addr> = cfg.routes.iter().filter(|r| matches!(r.via, Via::Vxlan | Via::Ipip | Via::HostGw)).filter_map(|r| r.node).filter(|n| net.contains(*n)).collect();
+    let mut ips: Vec<Ipv4Addr> = cfg
+        .routes
+        .iter()
+        .filter(|r| matches!(r.via, Via::Vxlan | Via::Ipip | Via::HostGw))
+        .filter_map(|r| r.node)
+        .filter(|n| net.contains(*n))
+        .collect();
     if let Some(g) = up.gateway {
         ips.push(g);
     }
@@ -40,15 +49,32 @@ pub fn wanted(control: &Control) -> Option<(String, Vec<Ipv4Addr>)> {
 
 /// The kernel's usable entries on `dev`.
 pub fn kernel_table(dev: &str) -> HashMap<Ipv4Addr, MacAddr> {
-    let Ok(out) = std::process::Command::new("ip").args(["-json", "-4", "neigh", "show", "dev", dev]).output() else { return HashMap::new() };
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else { return HashMap::new() };
+    let Ok(out) = std::process::Command::new("ip")
+        .args(["-json", "-4", "neigh", "show", "dev", dev])
+        .output()
+    else {
+        return HashMap::new();
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+        return HashMap::new();
+    };
     let mut map = HashMap::new();
     for e in v.as_array().into_iter().flatten() {
-        let states: Vec<&str> = e["state"].as_array().into_iter().flatten().filter_map(|s| s.as_str()).collect();
+        let states: Vec<&str> = e["state"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str())
+            .collect();
         if states.iter().any(|s| matches!(*s, "FAILED" | "INCOMPLETE")) {
             continue;
         }
-        let (Some(ip), Some(mac)) = (e["dst"].as_str().and_then(|s| s.parse().ok()), e["lladdr"].as_str().and_then(|s| s.parse().ok())) else { continue };
+        let (Some(ip), Some(mac)) = (
+            e["dst"].as_str().and_then(|s| s.parse().ok()),
+            e["lladdr"].as_str().and_then(|s| s.parse().ok()),
+        ) else {
+            continue;
+        };
         map.insert(ip, mac);
     }
     map
@@ -69,7 +95,9 @@ pub fn run(control: Arc<Mutex<Control>>, stop: Arc<AtomicBool>) {
                         learned.insert(ip, *mac);
                     }
                     None => {
-                        let due = last_probe.get(&ip).is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+                        let due = last_probe
+                            .get(&ip)
+                            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
                         if let (true, Some(sock)) = (due, &probe) {
                             let _ = sock.send_to(&[], (ip, 9));
                             last_probe.insert(ip, Instant::now());

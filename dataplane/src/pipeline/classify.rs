@@ -18,7 +18,14 @@ use crate::counters::{DropReason, WorkerCounters};
 use crate::tables::{PortEntry, PortId, PortRole, Tables};
 use crate::wire::{arp, ethernet, ipv4, udp, vxlan, MacAddr};
 
-pub(crate) fn classify_burst<B: PacketBuf>(t: &Tables, in_port: PortId, entry: &PortEntry, bufs: &mut [B], meta: &mut [Meta], c: &WorkerCounters) {
+pub(crate) fn classify_burst<B: PacketBuf>(
+    t: &Tables,
+    in_port: PortId,
+    entry: &PortEntry,
+    bufs: &mut [B],
+    meta: &mut [Meta],
+    c: &WorkerCounters,
+) {
     match entry.role {
         PortRole::Pod { ip, mac } => {
             for (buf, m) in bufs.iter_mut().zip(meta.iter_mut()) {
@@ -51,7 +58,11 @@ fn dst_mac(d: &[u8]) -> MacAddr {
 fn macs(d: &[u8]) -> (MacAddr, MacAddr) {
     // Whole 6-byte copies (one 4-byte and one 2-byte load each), not bytes.
     match d.split_first_chunk::<6>() {
-        Some((dst, rest)) => (MacAddr(*dst), rest.first_chunk::<6>().map_or(MacAddr::ZERO, |src| MacAddr(*src))),
+        Some((dst, rest)) => (
+            MacAddr(*dst),
+            rest.first_chunk::<6>()
+                .map_or(MacAddr::ZERO, |src| MacAddr(*src)),
+        ),
         None => (MacAddr::ZERO, MacAddr::ZERO),
     }
 }
@@ -63,7 +74,15 @@ pub(crate) fn is_martian(ip: u32) -> bool {
     ip == u32::MAX || first == 0 || first == 127 || (224..=239).contains(&first)
 }
 
-fn classify_pod<B: PacketBuf>(t: &Tables, in_port: PortId, pod_ip: u32, pod_mac: MacAddr, buf: &mut B, m: &mut Meta, c: &WorkerCounters) {
+fn classify_pod<B: PacketBuf>(
+    t: &Tables,
+    in_port: PortId,
+    pod_ip: u32,
+    pod_mac: MacAddr,
+    buf: &mut B,
+    m: &mut Meta,
+    c: &WorkerCounters,
+) {
     if let Next::Drop(_) = m.next {
         return;
     }
@@ -94,7 +113,13 @@ fn classify_pod<B: PacketBuf>(t: &Tables, in_port: PortId, pod_ip: u32, pod_mac:
     }
 }
 
-fn classify_host<B: PacketBuf>(t: &Tables, in_port: PortId, buf: &mut B, m: &mut Meta, c: &WorkerCounters) {
+fn classify_host<B: PacketBuf>(
+    t: &Tables,
+    in_port: PortId,
+    buf: &mut B,
+    m: &mut Meta,
+    c: &WorkerCounters,
+) {
     if let Next::Drop(_) = m.next {
         return;
     }
@@ -121,9 +146,17 @@ fn classify_host<B: PacketBuf>(t: &Tables, in_port: PortId, buf: &mut B, m: &mut
 
 /// Turns an ARP request into the reply in place. `pod` is the requester's
 /// bound (IP, MAC) on pod ports, checked against the ARP sender fields.
-fn arp_reply<B: PacketBuf>(t: &Tables, in_port: PortId, buf: &mut B, pod: Option<(u32, MacAddr)>, c: &WorkerCounters) -> Next {
+fn arp_reply<B: PacketBuf>(
+    t: &Tables,
+    in_port: PortId,
+    buf: &mut B,
+    pod: Option<(u32, MacAddr)>,
+    c: &WorkerCounters,
+) -> Next {
     let d = buf.data_mut();
-    let Ok(mut a) = arp::Packet::new_checked(&mut d[L3_OFFSET..]) else { return Next::Drop(DropReason::ArpMalformed) };
+    let Ok(mut a) = arp::Packet::new_checked(&mut d[L3_OFFSET..]) else {
+        return Next::Drop(DropReason::ArpMalformed);
+    };
     let sender_ip = u32::from(a.sender_ip());
     let sender_mac = a.sender_hw_addr();
     if let Some((ip, mac)) = pod {
@@ -144,7 +177,8 @@ fn arp_reply<B: PacketBuf>(t: &Tables, in_port: PortId, buf: &mut B, pod: Option
     let target = u32::from(a.target_ip());
     // Gateway, or any other pod-network address (proxy ARP, so pods that put
     // their peers on-link still route through the switch). Never the asker's own.
-    let ours = target == t.node.gateway_ip || (t.node.pod_network.contains_u32(target) && target != sender_ip);
+    let ours = target == t.node.gateway_ip
+        || (t.node.pod_network.contains_u32(target) && target != sender_ip);
     if !ours {
         return Next::Drop(DropReason::ArpNotForUs);
     }
@@ -164,8 +198,12 @@ fn arp_reply<B: PacketBuf>(t: &Tables, in_port: PortId, buf: &mut B, pod: Option
 
 /// Hands a frame to the host port unchanged but for its MACs.
 fn to_host_raw<B: PacketBuf>(t: &Tables, buf: &mut B, c: &WorkerCounters) -> Next {
-    let Some(h) = t.host else { return Next::Drop(DropReason::PortDown) };
-    let crate::tables::PortRole::Host { peer_mac } = t.ports[h as usize].role else { return Next::Drop(DropReason::PortDown) };
+    let Some(h) = t.host else {
+        return Next::Drop(DropReason::PortDown);
+    };
+    let crate::tables::PortRole::Host { peer_mac } = t.ports[h as usize].role else {
+        return Next::Drop(DropReason::PortDown);
+    };
     let d = buf.data_mut();
     d[..6].copy_from_slice(&peer_mac.0);
     d[6..12].copy_from_slice(&t.node.router_mac.0);
@@ -173,7 +211,15 @@ fn to_host_raw<B: PacketBuf>(t: &Tables, buf: &mut B, c: &WorkerCounters) -> Nex
     Next::Out(h)
 }
 
-fn classify_uplink<B: PacketBuf>(t: &Tables, in_port: PortId, own_mac: MacAddr, node_ip: u32, buf: &mut B, m: &mut Meta, c: &WorkerCounters) {
+fn classify_uplink<B: PacketBuf>(
+    t: &Tables,
+    in_port: PortId,
+    own_mac: MacAddr,
+    node_ip: u32,
+    buf: &mut B,
+    m: &mut Meta,
+    c: &WorkerCounters,
+) {
     if let Next::Drop(_) = m.next {
         return;
     }
@@ -190,8 +236,14 @@ fn classify_uplink<B: PacketBuf>(t: &Tables, in_port: PortId, own_mac: MacAddr, 
     m.from_uplink = true;
     if m.key.dst == node_ip {
         m.next = match m.key.protocol {
-            ipv4::protocol::UDP if m.key.dst_port == t.node.vxlan_port => decap_vxlan(t, in_port, buf, m, c),
-            ipv4::protocol::UDP if first_fragment_dst_port(buf.data()) == Some(t.node.vxlan_port) => Next::Drop(DropReason::TunnelFragment),
+            ipv4::protocol::UDP if m.key.dst_port == t.node.vxlan_port => {
+                decap_vxlan(t, in_port, buf, m, c)
+            }
+            ipv4::protocol::UDP
+                if first_fragment_dst_port(buf.data()) == Some(t.node.vxlan_port) =>
+            {
+                Next::Drop(DropReason::TunnelFragment)
+            }
             ipv4::protocol::IPIP => decap_ipip(t, in_port, buf, m, c),
             _ => to_host_raw(t, buf, c),
         };
@@ -215,7 +267,13 @@ fn outer_is_fragment(d: &[u8]) -> bool {
     ipv4::Packet::new_unchecked(&d[L3_OFFSET..]).is_fragment()
 }
 
-fn decap_vxlan<B: PacketBuf>(t: &Tables, in_port: PortId, buf: &mut B, m: &mut Meta, c: &WorkerCounters) -> Next {
+fn decap_vxlan<B: PacketBuf>(
+    t: &Tables,
+    in_port: PortId,
+    buf: &mut B,
+    m: &mut Meta,
+    c: &WorkerCounters,
+) -> Next {
     let strip = {
         let d = buf.data();
         let ip = ipv4::Packet::new_unchecked(&d[L3_OFFSET..]);
@@ -227,7 +285,9 @@ fn decap_vxlan<B: PacketBuf>(t: &Tables, in_port: PortId, buf: &mut B, m: &mut M
         }
         let l4 = ip.payload();
         // parse checked 8 bytes of UDP; its length field must cover VXLAN.
-        let Ok(u) = udp::Packet::new_checked(l4) else { return Next::Drop(DropReason::VxlanTruncated) };
+        let Ok(u) = udp::Packet::new_checked(l4) else {
+            return Next::Drop(DropReason::VxlanTruncated);
+        };
         let vx = match vxlan::Packet::new_checked(u.payload()) {
             Ok(v) => v,
             Err(crate::wire::Error::BadFlags) => return Next::Drop(DropReason::VxlanBadFlags),
@@ -248,7 +308,10 @@ fn decap_vxlan<B: PacketBuf>(t: &Tables, in_port: PortId, buf: &mut B, m: &mut M
         }
         // Trim anything past the UDP length, then strip outer headers.
         let end = L3_OFFSET + ip.header_len() + u.len() as usize;
-        (L3_OFFSET + ip.header_len() + udp::HEADER_LEN + vxlan::HEADER_LEN, end)
+        (
+            L3_OFFSET + ip.header_len() + udp::HEADER_LEN + vxlan::HEADER_LEN,
+            end,
+        )
     };
     buf.truncate(strip.1);
     if !buf.adj(strip.0) {
@@ -265,7 +328,13 @@ fn decap_vxlan<B: PacketBuf>(t: &Tables, in_port: PortId, buf: &mut B, m: &mut M
     }
 }
 
-fn decap_ipip<B: PacketBuf>(t: &Tables, in_port: PortId, buf: &mut B, m: &mut Meta, c: &WorkerCounters) -> Next {
+fn decap_ipip<B: PacketBuf>(
+    t: &Tables,
+    in_port: PortId,
+    buf: &mut B,
+    m: &mut Meta,
+    c: &WorkerCounters,
+) -> Next {
     if outer_is_fragment(buf.data()) {
         return Next::Drop(DropReason::TunnelFragment);
     }

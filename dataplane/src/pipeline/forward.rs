@@ -17,7 +17,9 @@ use super::{Meta, Next, L3_OFFSET};
 use crate::buffer::{BufPool, Burst, PacketBuf};
 use crate::counters::{Counter, DropReason, WorkerCounters};
 use crate::fib::flow_cache::FlowKey;
-use crate::tables::{Adjacency, Encap, L2Rewrite, PortId, Tables, IPIP_TEMPLATE_LEN, VXLAN_TEMPLATE_LEN};
+use crate::tables::{
+    Adjacency, Encap, L2Rewrite, PortId, Tables, IPIP_TEMPLATE_LEN, VXLAN_TEMPLATE_LEN,
+};
 use crate::wire::{checksum, icmp, ipv4, udp, vxlan};
 
 /// Everything the forward stage touches, borrowed from the pipeline.
@@ -32,7 +34,11 @@ pub(crate) struct Ctx<'a, B, P> {
     pub now_ns: u64,
 }
 
-pub(crate) fn forward_burst<B: PacketBuf, P: BufPool<Buf = B>>(ctx: &mut Ctx<'_, B, P>, burst: &mut Burst<B>, meta: &[Meta]) {
+pub(crate) fn forward_burst<B: PacketBuf, P: BufPool<Buf = B>>(
+    ctx: &mut Ctx<'_, B, P>,
+    burst: &mut Burst<B>,
+    meta: &[Meta],
+) {
     let t = ctx.tables;
     for (buf, m) in burst.drain().zip(meta.iter()) {
         match m.next {
@@ -42,9 +48,13 @@ pub(crate) fn forward_burst<B: PacketBuf, P: BufPool<Buf = B>>(ctx: &mut Ctx<'_,
                 Some(adj) => ctx.forward(buf, adj, m.hash, m.from_uplink, false),
                 None => ctx.drop(DropReason::NoRoute, buf),
             },
-            Next::TimeExceeded => {
-                ctx.icmp_error(buf, DropReason::TtlExceeded, icmp::msg_type::TIME_EXCEEDED, icmp::code::TTL_EXCEEDED, 0)
-            }
+            Next::TimeExceeded => ctx.icmp_error(
+                buf,
+                DropReason::TtlExceeded,
+                icmp::msg_type::TIME_EXCEEDED,
+                icmp::code::TTL_EXCEEDED,
+                0,
+            ),
             Next::Arp | Next::NonIp => ctx.drop(DropReason::UnsupportedEthertype, buf),
         }
     }
@@ -58,8 +68,16 @@ pub(crate) fn forward_burst<B: PacketBuf, P: BufPool<Buf = B>>(ctx: &mut Ctx<'_,
 /// The IPv4 total length and DF flag; the TTL is decremented too when the
 /// packet fits in `max_ip_len` and was not `originated` by the switch.
 #[inline(always)]
-fn len_df_and_decrement_ttl<B: PacketBuf>(buf: &mut B, max_ip_len: u16, originated: bool) -> (u16, bool) {
-    match buf.data_mut().get_mut(L3_OFFSET..).and_then(|s| s.first_chunk_mut::<{ ipv4::HEADER_LEN }>()) {
+fn len_df_and_decrement_ttl<B: PacketBuf>(
+    buf: &mut B,
+    max_ip_len: u16,
+    originated: bool,
+) -> (u16, bool) {
+    match buf
+        .data_mut()
+        .get_mut(L3_OFFSET..)
+        .and_then(|s| s.first_chunk_mut::<{ ipv4::HEADER_LEN }>())
+    {
         Some(h) => {
             let mut ip = ipv4::Packet::new_unchecked(h);
             let (len, df) = (ip.total_len(), ip.dont_frag());
@@ -74,7 +92,11 @@ fn len_df_and_decrement_ttl<B: PacketBuf>(buf: &mut B, max_ip_len: u16, originat
 
 #[inline]
 fn decrement_ttl<B: PacketBuf>(buf: &mut B) {
-    if let Some(h) = buf.data_mut().get_mut(L3_OFFSET..).and_then(|s| s.first_chunk_mut::<{ ipv4::HEADER_LEN }>()) {
+    if let Some(h) = buf
+        .data_mut()
+        .get_mut(L3_OFFSET..)
+        .and_then(|s| s.first_chunk_mut::<{ ipv4::HEADER_LEN }>())
+    {
         ipv4::Packet::new_unchecked(h).decrement_ttl();
     }
 }
@@ -82,7 +104,9 @@ fn decrement_ttl<B: PacketBuf>(buf: &mut B) {
 /// Writes the Ethernet header of a routed packet.
 #[inline]
 fn rewrite_l2<B: PacketBuf>(buf: &mut B, r: &L2Rewrite) -> bool {
-    let Some(h) = buf.data_mut().first_chunk_mut::<{ L3_OFFSET }>() else { return false };
+    let Some(h) = buf.data_mut().first_chunk_mut::<{ L3_OFFSET }>() else {
+        return false;
+    };
     h[..6].copy_from_slice(&r.dst_mac.0);
     h[6..12].copy_from_slice(&r.src_mac.0);
     h[12..14].copy_from_slice(&crate::wire::ethernet::ethertype::IPV4.to_be_bytes());
@@ -98,14 +122,20 @@ pub fn vxlan_source_port(hash: u32) -> u16 {
 /// Prepends outer Ethernet, IPv4, UDP and VXLAN headers and rewrites the
 /// inner Ethernet header, all from the template.
 #[inline]
-pub(crate) fn encap_vxlan<B: PacketBuf>(buf: &mut B, e: &Encap<VXLAN_TEMPLATE_LEN>, hash: u32) -> bool {
+pub(crate) fn encap_vxlan<B: PacketBuf>(
+    buf: &mut B,
+    e: &Encap<VXLAN_TEMPLATE_LEN>,
+    hash: u32,
+) -> bool {
     if !buf.prepend(vxlan::OVERHEAD) {
         return false;
     }
     let d = buf.data_mut();
     let ip_len = (d.len() - L3_OFFSET) as u16;
     // A fixed-size array: the field writes below need no bounds checks.
-    let Some(h) = d.first_chunk_mut::<VXLAN_TEMPLATE_LEN>() else { return false };
+    let Some(h) = d.first_chunk_mut::<VXLAN_TEMPLATE_LEN>() else {
+        return false;
+    };
     *h = e.header;
     h[16..18].copy_from_slice(&ip_len.to_be_bytes());
     let sum = !checksum::fold(e.ip_sum + u32::from(ip_len));
@@ -123,7 +153,9 @@ pub(crate) fn encap_ipip<B: PacketBuf>(buf: &mut B, e: &Encap<IPIP_TEMPLATE_LEN>
     }
     let d = buf.data_mut();
     let ip_len = (d.len() - L3_OFFSET) as u16;
-    let Some(h) = d.first_chunk_mut::<IPIP_TEMPLATE_LEN>() else { return false };
+    let Some(h) = d.first_chunk_mut::<IPIP_TEMPLATE_LEN>() else {
+        return false;
+    };
     *h = e.header;
     h[16..18].copy_from_slice(&ip_len.to_be_bytes());
     let sum = !checksum::fold(e.ip_sum + u32::from(ip_len));
@@ -154,25 +186,44 @@ impl<B: PacketBuf, P: BufPool<Buf = B>> Ctx<'_, B, P> {
     fn forward(&mut self, buf: B, adj: &Adjacency, hash: u32, from_uplink: bool, originated: bool) {
         let ev = &self.counters.events;
         match adj {
-            Adjacency::Deliver(r) => self.output(buf, r.port, r.max_ip_len, originated, &ev.delivered, |b| rewrite_l2(b, r)),
-            Adjacency::ToHost(r) => self.output(buf, r.port, r.max_ip_len, originated, &ev.to_host, |b| rewrite_l2(b, r)),
+            Adjacency::Deliver(r) => {
+                self.output(buf, r.port, r.max_ip_len, originated, &ev.delivered, |b| {
+                    rewrite_l2(b, r)
+                })
+            }
+            Adjacency::ToHost(r) => {
+                self.output(buf, r.port, r.max_ip_len, originated, &ev.to_host, |b| {
+                    rewrite_l2(b, r)
+                })
+            }
             Adjacency::HostGw(r) => {
                 if from_uplink {
                     return self.drop(DropReason::Hairpin, buf);
                 }
-                self.output(buf, r.port, r.max_ip_len, originated, &ev.host_gw, |b| rewrite_l2(b, r))
+                self.output(buf, r.port, r.max_ip_len, originated, &ev.host_gw, |b| {
+                    rewrite_l2(b, r)
+                })
             }
             Adjacency::Vxlan(e) => {
                 if from_uplink {
                     return self.drop(DropReason::Hairpin, buf);
                 }
-                self.output(buf, e.port, e.max_ip_len, originated, &ev.vxlan_encap, |b| encap_vxlan(b, e, hash))
+                self.output(
+                    buf,
+                    e.port,
+                    e.max_ip_len,
+                    originated,
+                    &ev.vxlan_encap,
+                    |b| encap_vxlan(b, e, hash),
+                )
             }
             Adjacency::Ipip(e) => {
                 if from_uplink {
                     return self.drop(DropReason::Hairpin, buf);
                 }
-                self.output(buf, e.port, e.max_ip_len, originated, &ev.ipip_encap, |b| encap_ipip(b, e))
+                self.output(buf, e.port, e.max_ip_len, originated, &ev.ipip_encap, |b| {
+                    encap_ipip(b, e)
+                })
             }
             Adjacency::Drop(r) => self.drop(*r, buf),
         }
@@ -181,7 +232,15 @@ impl<B: PacketBuf, P: BufPool<Buf = B>> Ctx<'_, B, P> {
     /// The fast path: the packet fits, so at most a TTL decrement and the
     /// rewrite. The header is looked at once, for the length, DF and TTL.
     #[inline(always)]
-    fn output(&mut self, mut buf: B, port: PortId, max_ip_len: u16, originated: bool, ev: &Counter, rewrite: impl Fn(&mut B) -> bool) {
+    fn output(
+        &mut self,
+        mut buf: B,
+        port: PortId,
+        max_ip_len: u16,
+        originated: bool,
+        ev: &Counter,
+        rewrite: impl Fn(&mut B) -> bool,
+    ) {
         let (ip_len, df) = len_df_and_decrement_ttl(&mut buf, max_ip_len, originated);
         if ip_len <= max_ip_len {
             if !rewrite(&mut buf) {
@@ -197,12 +256,27 @@ impl<B: PacketBuf, P: BufPool<Buf = B>> Ctx<'_, B, P> {
     #[cold]
     #[inline(never)]
     #[allow(clippy::too_many_arguments)]
-    fn output_too_big(&mut self, mut buf: B, port: PortId, max_ip_len: u16, originated: bool, df: bool, ev: &Counter, rewrite: impl Fn(&mut B) -> bool) {
+    fn output_too_big(
+        &mut self,
+        mut buf: B,
+        port: PortId,
+        max_ip_len: u16,
+        originated: bool,
+        df: bool,
+        ev: &Counter,
+        rewrite: impl Fn(&mut B) -> bool,
+    ) {
         if originated {
             return self.drop(DropReason::FragNeeded, buf);
         }
         if df {
-            return self.icmp_error(buf, DropReason::FragNeeded, icmp::msg_type::DEST_UNREACHABLE, icmp::code::FRAG_NEEDED, max_ip_len);
+            return self.icmp_error(
+                buf,
+                DropReason::FragNeeded,
+                icmp::msg_type::DEST_UNREACHABLE,
+                icmp::code::FRAG_NEEDED,
+                max_ip_len,
+            );
         }
         decrement_ttl(&mut buf);
         let mut frags = std::mem::take(self.frags);
@@ -251,7 +325,11 @@ impl<B: PacketBuf, P: BufPool<Buf = B>> Ctx<'_, B, P> {
         }
         let dst = ipv4::Packet::new_unchecked(&buf.data()[L3_OFFSET..]).dst_u32();
         let key = FlowKey::new(t.node.icmp_source, dst, 0, 0, ipv4::protocol::ICMP, 0);
-        match t.lpm.lookup(dst).and_then(|a| t.adjacencies.get(a as usize)) {
+        match t
+            .lpm
+            .lookup(dst)
+            .and_then(|a| t.adjacencies.get(a as usize))
+        {
             Some(adj) => self.forward(buf, adj, key.hash(), false, true),
             None => self.drop(DropReason::NoRoute, buf),
         }

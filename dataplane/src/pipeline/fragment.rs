@@ -39,7 +39,12 @@ fn copied_options(opts: &[u8], out: &mut [u8; 40]) -> usize {
 
 /// Cuts the IPv4 packet at `L3_OFFSET` of `buf` into fragments of at most
 /// `max_ip_len` bytes: `buf` becomes the first, `out` receives the rest in order.
-pub(crate) fn fragment<P: BufPool>(buf: &mut P::Buf, max_ip_len: usize, pool: &mut P, out: &mut Vec<P::Buf>) -> Result<(), DropReason> {
+pub(crate) fn fragment<P: BufPool>(
+    buf: &mut P::Buf,
+    max_ip_len: usize,
+    pool: &mut P,
+    out: &mut Vec<P::Buf>,
+) -> Result<(), DropReason> {
     let (hl, first_chunk, base_off) = {
         let d = buf.data();
         let ip = ipv4::Packet::new_unchecked(&d[L3_OFFSET..]);
@@ -110,6 +115,10 @@ mod tests {
         assert_eq!(n, 4);
         assert_eq!(&out[..4], &[0x82, 4, 0xab, 0xcd]);
         let bad = [0x83, 40];
-        assert_eq!(copied_options(&bad, &mut out), 0, "a length past the end stops the walk");
+        assert_eq!(
+            copied_options(&bad, &mut out),
+            0,
+            "a length past the end stops the walk"
+        );
     }
 }

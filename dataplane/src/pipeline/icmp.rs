@@ -25,7 +25,12 @@ impl IcmpLimiter {
     /// A full bucket.
     pub fn new(rate_per_sec: u32, burst: u32) -> Self {
         let capacity = u64::from(burst).saturating_mul(NANOS);
-        IcmpLimiter { rate: u64::from(rate_per_sec), capacity, tokens: capacity, last_ns: 0 }
+        IcmpLimiter {
+            rate: u64::from(rate_per_sec),
+            capacity,
+            tokens: capacity,
+            last_ns: 0,
+        }
     }
 
     /// Takes a token if one is there at `now_ns`.
@@ -33,7 +38,10 @@ impl IcmpLimiter {
     pub fn allow(&mut self, now_ns: u64) -> bool {
         let elapsed = now_ns.saturating_sub(self.last_ns);
         self.last_ns = self.last_ns.max(now_ns);
-        self.tokens = self.tokens.saturating_add(elapsed.saturating_mul(self.rate)).min(self.capacity);
+        self.tokens = self
+            .tokens
+            .saturating_add(elapsed.saturating_mul(self.rate))
+            .min(self.capacity);
         if self.tokens >= NANOS {
             self.tokens -= NANOS;
             true
@@ -61,7 +69,13 @@ pub(crate) fn may_answer(d: &[u8]) -> bool {
 /// Rewrites the buffer into an ICMP error about the packet it holds:
 /// `[Ethernet scratch][IPv4 gateway -> original source][ICMP][original header + 8 bytes]`.
 /// Returns false, with the buffer unusable, if it has no room.
-pub(crate) fn build_error<B: PacketBuf>(buf: &mut B, from: u32, msg_type: u8, code: u8, next_hop_mtu: u16) -> bool {
+pub(crate) fn build_error<B: PacketBuf>(
+    buf: &mut B,
+    from: u32,
+    msg_type: u8,
+    code: u8,
+    next_hop_mtu: u16,
+) -> bool {
     let (quote, orig_src) = {
         let ip = ipv4::Packet::new_unchecked(&buf.data()[L3_OFFSET..]);
         let hl = ip.header_len();
@@ -105,6 +119,10 @@ mod tests {
         assert!(!l.allow(0));
         assert!(!l.allow(50_000_000), "half a token after 50 ms at 10/s");
         assert!(l.allow(100_000_000));
-        assert_eq!((0..10).filter(|_| l.allow(100 * NANOS)).count(), 3, "never more than the burst");
+        assert_eq!(
+            (0..10).filter(|_| l.allow(100 * NANOS)).count(),
+            3,
+            "never more than the burst"
+        );
     }
 }

@@ -11,7 +11,12 @@ use crate::counters::{DropReason, WorkerCounters};
 use crate::fib::flow_cache::FlowCache;
 use crate::tables::Tables;
 
-pub(crate) fn l3_burst(t: &Tables, meta: &mut [Meta], cache: &mut FlowCache<u32>, c: &WorkerCounters) {
+pub(crate) fn l3_burst(
+    t: &Tables,
+    meta: &mut [Meta],
+    cache: &mut FlowCache<u32>,
+    c: &WorkerCounters,
+) {
     let (mut hits, mut misses) = (0u64, 0u64);
     for m in meta.iter_mut() {
         if m.next != Next::L3 {

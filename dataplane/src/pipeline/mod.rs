@@ -82,7 +82,10 @@ pub(crate) struct Meta {
 impl Meta {
     #[inline]
     pub fn drop(reason: DropReason) -> Meta {
-        Meta { next: Next::Drop(reason), ..Meta::default() }
+        Meta {
+            next: Next::Drop(reason),
+            ..Meta::default()
+        }
     }
 }
 
@@ -101,7 +104,12 @@ pub struct PipelineConfig {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        PipelineConfig { flow_cache_entries: 8192, tx_list_capacity: 2 * MAX_BURST, icmp_rate_per_sec: 1000, icmp_burst: 50 }
+        PipelineConfig {
+            flow_cache_entries: 8192,
+            tx_list_capacity: 2 * MAX_BURST,
+            icmp_rate_per_sec: 1000,
+            icmp_burst: 50,
+        }
     }
 }
 
@@ -132,7 +140,14 @@ impl<B: PacketBuf> Pipeline<B> {
     /// Runs `burst`, received on `in_port`, through every stage. The burst
     /// is left empty: each buffer is in a TX list or back in `pool`.
     /// `now_ns` is a monotonic clock (for ICMP rate limiting).
-    pub fn process<P: BufPool<Buf = B>>(&mut self, tables: &Tables, in_port: PortId, burst: &mut Burst<B>, pool: &mut P, now_ns: u64) {
+    pub fn process<P: BufPool<Buf = B>>(
+        &mut self,
+        tables: &Tables,
+        in_port: PortId,
+        burst: &mut Burst<B>,
+        pool: &mut P,
+        now_ns: u64,
+    ) {
         let n = burst.len();
         if n == 0 {
             return;
@@ -143,7 +158,8 @@ impl<B: PacketBuf> Pipeline<B> {
         port.rx_packets.add(n as u64);
 
         let Some(entry) = tables.ports.get(in_port as usize) else {
-            port.rx_bytes.add(burst.as_slice().iter().map(|b| b.len() as u64).sum());
+            port.rx_bytes
+                .add(burst.as_slice().iter().map(|b| b.len() as u64).sum());
             counters.count_drop(in_port, DropReason::PortDown, n as u64);
             for b in burst.drain() {
                 pool.free(b);
@@ -156,7 +172,16 @@ impl<B: PacketBuf> Pipeline<B> {
         port.rx_bytes.add(parse::parse_burst(bufs, meta, in_port));
         classify::classify_burst(tables, in_port, entry, bufs, meta, counters);
         l3::l3_burst(tables, meta, &mut self.cache, counters);
-        let mut ctx = forward::Ctx { tables, in_port, counters, tx: &mut self.tx, pool, icmp: &mut self.icmp, frags: &mut self.frags, now_ns };
+        let mut ctx = forward::Ctx {
+            tables,
+            in_port,
+            counters,
+            tx: &mut self.tx,
+            pool,
+            icmp: &mut self.icmp,
+            frags: &mut self.frags,
+            now_ns,
+        };
         forward::forward_burst(&mut ctx, burst, &self.meta[..n]);
     }
 

@@ -32,12 +32,23 @@ fn parse_one<B: PacketBuf>(buf: &mut B, in_port: PortId) -> Meta {
     }
     match u16::from_be_bytes([d[12], d[13]]) {
         ethertype::IPV4 => match parse_ipv4(buf, in_port) {
-            Ok((key, ttl)) => Meta { next: Next::L3, key, ttl, ..Meta::default() },
+            Ok((key, ttl)) => Meta {
+                next: Next::L3,
+                key,
+                ttl,
+                ..Meta::default()
+            },
             Err(r) => Meta::drop(r),
         },
-        ethertype::ARP => Meta { next: Next::Arp, ..Meta::default() },
+        ethertype::ARP => Meta {
+            next: Next::Arp,
+            ..Meta::default()
+        },
         ethertype::VLAN => Meta::drop(DropReason::VlanTagged),
-        _ => Meta { next: Next::NonIp, ..Meta::default() },
+        _ => Meta {
+            next: Next::NonIp,
+            ..Meta::default()
+        },
     }
 }
 
@@ -55,7 +66,10 @@ pub(crate) fn ipv4_error(e: Error) -> DropReason {
 /// Validates the IPv4 packet at `L3_OFFSET`, trims padding, and returns its
 /// flow key and TTL.
 #[inline(always)]
-pub(crate) fn parse_ipv4<B: PacketBuf>(buf: &mut B, in_port: PortId) -> Result<(FlowKey, u8), DropReason> {
+pub(crate) fn parse_ipv4<B: PacketBuf>(
+    buf: &mut B,
+    in_port: PortId,
+) -> Result<(FlowKey, u8), DropReason> {
     let d = buf.data();
     let (key, ttl, end) = match parse_ipv4_fast(d, in_port) {
         Some(r) => r?,
@@ -72,7 +86,9 @@ pub(crate) fn parse_ipv4<B: PacketBuf>(buf: &mut B, in_port: PortId) -> Result<(
 /// path's: same checks, in the same order, same drop reasons.
 #[inline(always)]
 fn parse_ipv4_fast(d: &[u8], in_port: PortId) -> Option<Result<(FlowKey, u8, usize), DropReason>> {
-    let (h, _) = d.get(L3_OFFSET..)?.split_first_chunk::<{ ipv4::HEADER_LEN }>()?;
+    let (h, _) = d
+        .get(L3_OFFSET..)?
+        .split_first_chunk::<{ ipv4::HEADER_LEN }>()?;
     if h[0] != 0x45 {
         return None;
     }
@@ -101,20 +117,31 @@ fn parse_ipv4_fast(d: &[u8], in_port: PortId) -> Option<Result<(FlowKey, u8, usi
                 return Some(Err(DropReason::L4Truncated));
             }
             // In bounds: end <= d.len() and the L4 header is at least 8 bytes.
-            if let Some(p) = d.get(L3_OFFSET + ipv4::HEADER_LEN..).and_then(|l4| l4.first_chunk::<4>()) {
-                (sport, dport) = (u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]]));
+            if let Some(p) = d
+                .get(L3_OFFSET + ipv4::HEADER_LEN..)
+                .and_then(|l4| l4.first_chunk::<4>())
+            {
+                (sport, dport) = (
+                    u16::from_be_bytes([p[0], p[1]]),
+                    u16::from_be_bytes([p[2], p[3]]),
+                );
             }
         }
     }
     let src = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
     let dst = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
-    Some(Ok((FlowKey::new(src, dst, sport, dport, protocol, in_port as u8), h[8], end)))
+    Some(Ok((
+        FlowKey::new(src, dst, sport, dport, protocol, in_port as u8),
+        h[8],
+        end,
+    )))
 }
 
 /// Any IPv4 header (options, or anything the fast path leaves).
 #[inline(never)]
 fn parse_ipv4_general(d: &[u8], in_port: PortId) -> Result<(FlowKey, u8, usize), DropReason> {
-    let ip = ipv4::Packet::new_checked(d.get(L3_OFFSET..).unwrap_or_default()).map_err(ipv4_error)?;
+    let ip =
+        ipv4::Packet::new_checked(d.get(L3_OFFSET..).unwrap_or_default()).map_err(ipv4_error)?;
     if !ip.verify_checksum() {
         return Err(DropReason::Ipv4BadChecksum);
     }
@@ -136,6 +163,13 @@ fn parse_ipv4_general(d: &[u8], in_port: PortId) -> Result<(FlowKey, u8, usize),
             }
         }
     }
-    let key = FlowKey::new(ip.src_u32(), ip.dst_u32(), sport, dport, protocol, in_port as u8);
+    let key = FlowKey::new(
+        ip.src_u32(),
+        ip.dst_u32(),
+        sport,
+        dport,
+        protocol,
+        in_port as u8,
+    );
     Ok((key, ip.ttl(), L3_OFFSET + ip.total_len() as usize))
 }

@@ -17,7 +17,11 @@ pub struct TxLists<B> {
 impl<B> TxLists<B> {
     /// Lists of `capacity` packets each.
     pub fn new(capacity: usize) -> Self {
-        TxLists { lists: Vec::new(), dirty: Vec::new(), capacity: capacity.max(1) }
+        TxLists {
+            lists: Vec::new(),
+            dirty: Vec::new(),
+            capacity: capacity.max(1),
+        }
     }
 
     /// Makes sure ports `0..n` have lists (allocates only when `n` grew).
@@ -33,7 +37,9 @@ impl<B> TxLists<B> {
     /// port unknown.
     #[inline]
     pub fn push(&mut self, port: PortId, buf: B) -> Result<(), B> {
-        let Some(list) = self.lists.get_mut(port as usize) else { return Err(buf) };
+        let Some(list) = self.lists.get_mut(port as usize) else {
+            return Err(buf);
+        };
         if list.len() >= self.capacity {
             return Err(buf);
         }

@@ -69,9 +69,16 @@ fn errno_err(what: &'static str, ifname: &str, code: i32) -> XdpError {
     let code = code.abs();
     if what == "bind AF_XDP socket" && code == libc::EBUSY {
         // Caller fills in the queue.
-        return XdpError::QueueBusy { ifname: ifname.to_string(), queue: u32::MAX };
+        return XdpError::QueueBusy {
+            ifname: ifname.to_string(),
+            queue: u32::MAX,
+        };
     }
-    XdpError::Lib { what, ifname: ifname.to_string(), source: std::io::Error::from_raw_os_error(code) }
+    XdpError::Lib {
+        what,
+        ifname: ifname.to_string(),
+        source: std::io::Error::from_raw_os_error(code),
+    }
 }
 
 /// The interface index of `ifname`.
@@ -146,7 +153,11 @@ fn prog_name(p: *const sys::xdp_program) -> Option<String> {
         return None;
     }
     // SAFETY: non-null, NUL-terminated, alive as long as `p`.
-    Some(unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned())
+    Some(
+        unsafe { CStr::from_ptr(name) }
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 /// Detaches a sluice XDP program left on `ifname` (by a crash). Returns
@@ -180,7 +191,9 @@ pub fn detach_stale(ifname: &str) -> Result<bool, XdpError> {
             let next = unsafe { sys::xdp_multiprog__next_prog(p, mp) };
             if prog_name(p).as_deref() == Some(PROGRAM_NAME) {
                 // SAFETY: detaching a program attached to `idx` in the mode the dispatcher uses.
-                let rc = unsafe { sys::xdp_program__detach(p, idx, sys::xdp_multiprog__attach_mode(mp), 0) };
+                let rc = unsafe {
+                    sys::xdp_program__detach(p, idx, sys::xdp_multiprog__attach_mode(mp), 0)
+                };
                 found |= rc == 0;
             }
             p = next;
@@ -200,12 +213,18 @@ impl XdpProgram {
         let bytes = sluice_bindings::XDP_PROGRAM;
         // SAFETY: the buffer is a static ELF object, valid for the call;
         // null opts are allowed. The result is checked for errors.
-        let obj = unsafe { sys::bpf_object__open_mem(bytes.as_ptr().cast(), bytes.len(), std::ptr::null()) };
+        let obj = unsafe {
+            sys::bpf_object__open_mem(bytes.as_ptr().cast(), bytes.len(), std::ptr::null())
+        };
         // SAFETY: libxdp_get_error accepts any pointer libbpf/libxdp returned.
         let err = unsafe { sys::libxdp_get_error(obj as *const _) };
-        let obj = NonNull::new(obj).filter(|_| err == 0).ok_or_else(|| errno_err("open the XDP object", ifname, err as i32))?;
+        let obj = NonNull::new(obj)
+            .filter(|_| err == 0)
+            .ok_or_else(|| errno_err("open the XDP object", ifname, err as i32))?;
         // SAFETY: `obj` is a valid object; the section name is NUL-terminated.
-        let prog = unsafe { sys::xdp_program__from_bpf_obj(obj.as_ptr(), sluice_bindings::XDP_SECTION.as_ptr()) };
+        let prog = unsafe {
+            sys::xdp_program__from_bpf_obj(obj.as_ptr(), sluice_bindings::XDP_SECTION.as_ptr())
+        };
         // SAFETY: as above.
         let err = unsafe { sys::libxdp_get_error(prog as *const _) };
         let Some(prog) = NonNull::new(prog).filter(|_| err == 0) else {
@@ -215,13 +234,24 @@ impl XdpProgram {
         };
         let mut mode = AttachMode::Native;
         // SAFETY: valid program and ifindex.
-        let mut rc = unsafe { sys::xdp_program__attach(prog.as_ptr(), idx, sys::xdp_attach_mode_XDP_MODE_NATIVE, 0) };
+        let mut rc = unsafe {
+            sys::xdp_program__attach(prog.as_ptr(), idx, sys::xdp_attach_mode_XDP_MODE_NATIVE, 0)
+        };
         if rc != 0 {
             mode = AttachMode::Generic;
             // SAFETY: as above.
-            rc = unsafe { sys::xdp_program__attach(prog.as_ptr(), idx, sys::xdp_attach_mode_XDP_MODE_SKB, 0) };
+            rc = unsafe {
+                sys::xdp_program__attach(prog.as_ptr(), idx, sys::xdp_attach_mode_XDP_MODE_SKB, 0)
+            };
         }
-        let mut me = XdpProgram { ifname: ifname.to_string(), ifindex: idx, prog, obj, mode, xsks_map_fd: -1 };
+        let mut me = XdpProgram {
+            ifname: ifname.to_string(),
+            ifindex: idx,
+            prog,
+            obj,
+            mode,
+            xsks_map_fd: -1,
+        };
         if rc != 0 {
             me.mode = AttachMode::Generic;
             let e = errno_err("attach the XDP program", ifname, rc);
@@ -234,8 +264,17 @@ impl XdpProgram {
         let mut cfg = sys::sluice_xdp_config::default();
         match steering {
             Steering::RedirectAll => cfg.mode = sys::SLUICE_XDP_REDIRECT_ALL,
-            Steering::Filter { node_ip, pod_net, pod_len, vxlan_port } => {
-                let mask = if pod_len == 0 { 0 } else { u32::MAX << (32 - u32::from(pod_len)) };
+            Steering::Filter {
+                node_ip,
+                pod_net,
+                pod_len,
+                vxlan_port,
+            } => {
+                let mask = if pod_len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(pod_len))
+                };
                 cfg.mode = sys::SLUICE_XDP_FILTER;
                 cfg.node_ip = u32::from(node_ip).to_be();
                 cfg.pod_net = (u32::from(pod_net) & mask).to_be();
@@ -246,9 +285,20 @@ impl XdpProgram {
         let key: u32 = 0;
         // SAFETY: key and value point to properly sized values for the
         // array map (u32 key, sluice_xdp_config value).
-        let rc = unsafe { sys::bpf_map_update_elem(cfg_fd, (&key as *const u32).cast(), (&cfg as *const sys::sluice_xdp_config).cast(), 0) };
+        let rc = unsafe {
+            sys::bpf_map_update_elem(
+                cfg_fd,
+                (&key as *const u32).cast(),
+                (&cfg as *const sys::sluice_xdp_config).cast(),
+                0,
+            )
+        };
         if rc != 0 {
-            return Err(errno_err("configure the XDP program", ifname, std::io::Error::last_os_error().raw_os_error().unwrap_or(0)));
+            return Err(errno_err(
+                "configure the XDP program",
+                ifname,
+                std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            ));
         }
         Ok(me)
     }
@@ -257,7 +307,11 @@ impl XdpProgram {
         // SAFETY: valid object; NUL-terminated name.
         let map = unsafe { sys::bpf_object__find_map_by_name(self.obj.as_ptr(), name.as_ptr()) };
         if map.is_null() {
-            return Err(errno_err("find a map of the XDP program", &self.ifname, libc::ENOENT));
+            return Err(errno_err(
+                "find a map of the XDP program",
+                &self.ifname,
+                libc::ENOENT,
+            ));
         }
         // SAFETY: `map` belongs to the loaded object.
         let fd = unsafe { sys::bpf_map__fd(map) };
@@ -317,7 +371,11 @@ pub struct UmemConfig {
 
 impl Default for UmemConfig {
     fn default() -> Self {
-        UmemConfig { frames: 8192, frame_size: 4096, ring_size: 2048 }
+        UmemConfig {
+            frames: 8192,
+            frame_size: 4096,
+            ring_size: 2048,
+        }
     }
 }
 
@@ -334,16 +392,36 @@ impl Area {
         let prot = libc::PROT_READ | libc::PROT_WRITE;
         let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE;
         // SAFETY: anonymous mapping of `len` bytes; no existing memory is touched.
-        let huge = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags | libc::MAP_HUGETLB, -1, 0) };
+        let huge = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                flags | libc::MAP_HUGETLB,
+                -1,
+                0,
+            )
+        };
         if huge != libc::MAP_FAILED {
-            return Ok(Area { ptr: NonNull::new(huge.cast()).expect("mmap never returns null"), len, hugepages: true });
+            return Ok(Area {
+                ptr: NonNull::new(huge.cast()).expect("mmap never returns null"),
+                len,
+                hugepages: true,
+            });
         }
         // SAFETY: as above, ordinary pages.
         let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, -1, 0) };
         if p == libc::MAP_FAILED {
-            return Err(XdpError::Mmap { bytes: len, source: std::io::Error::last_os_error() });
+            return Err(XdpError::Mmap {
+                bytes: len,
+                source: std::io::Error::last_os_error(),
+            });
         }
-        Ok(Area { ptr: NonNull::new(p.cast()).expect("mmap never returns null"), len, hugepages: false })
+        Ok(Area {
+            ptr: NonNull::new(p.cast()).expect("mmap never returns null"),
+            len,
+            hugepages: false,
+        })
     }
 }
 
@@ -376,17 +454,39 @@ impl Umem {
         let area = Area::map(len)?;
         let mut fill = Box::<sys::xsk_ring_prod>::default();
         let mut comp = Box::<sys::xsk_ring_cons>::default();
-        let ucfg = sys::xsk_umem_config { fill_size: cfg.ring_size, comp_size: cfg.ring_size, frame_size: cfg.frame_size, frame_headroom: 0, flags: 0 };
+        let ucfg = sys::xsk_umem_config {
+            fill_size: cfg.ring_size,
+            comp_size: cfg.ring_size,
+            frame_size: cfg.frame_size,
+            frame_headroom: 0,
+            flags: 0,
+        };
         let mut raw = std::ptr::null_mut();
         // SAFETY: the area is `len` bytes, page aligned, alive as long as the
         // UMEM (field order); the ring structs are boxed so their addresses,
         // which libxdp keeps, never move.
-        let rc = unsafe { sys::xsk_umem__create(&mut raw, area.ptr.as_ptr().cast(), len as u64, &mut *fill, &mut *comp, &ucfg) };
+        let rc = unsafe {
+            sys::xsk_umem__create(
+                &mut raw,
+                area.ptr.as_ptr().cast(),
+                len as u64,
+                &mut *fill,
+                &mut *comp,
+                &ucfg,
+            )
+        };
         if rc != 0 {
             return Err(errno_err("register the UMEM", "-", rc));
         }
-        let raw = NonNull::new(raw).ok_or_else(|| errno_err("register the UMEM", "-", libc::ENOMEM))?;
-        Ok(Umem { raw, _fill: fill, _comp: comp, cfg, area })
+        let raw =
+            NonNull::new(raw).ok_or_else(|| errno_err("register the UMEM", "-", libc::ENOMEM))?;
+        Ok(Umem {
+            raw,
+            _fill: fill,
+            _comp: comp,
+            cfg,
+            area,
+        })
     }
 
     /// Whether the area is on hugepages.
@@ -399,7 +499,9 @@ impl Umem {
         UmemPool {
             base: self.area.ptr,
             frame_size: self.cfg.frame_size,
-            free: (0..self.cfg.frames).map(|i| u64::from(i) * u64::from(self.cfg.frame_size)).collect(),
+            free: (0..self.cfg.frames)
+                .map(|i| u64::from(i) * u64::from(self.cfg.frame_size))
+                .collect(),
             total: self.cfg.frames as usize,
         }
     }
@@ -430,12 +532,22 @@ impl XdpBuf {
         // the mapped UMEM area, which outlives every buffer (the pool and
         // ports that hand buffers out are dropped after them); this buffer is
         // the frame's only owner, and start <= end <= frame_size.
-        unsafe { std::slice::from_raw_parts(self.frame.as_ptr().add(self.start as usize), (self.end - self.start) as usize) }
+        unsafe {
+            std::slice::from_raw_parts(
+                self.frame.as_ptr().add(self.start as usize),
+                (self.end - self.start) as usize,
+            )
+        }
     }
     #[inline]
     fn bytes_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `bytes`; `&mut self` makes the access exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.frame.as_ptr().add(self.start as usize), (self.end - self.start) as usize) }
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.frame.as_ptr().add(self.start as usize),
+                (self.end - self.start) as usize,
+            )
+        }
     }
     /// The frame's address in the UMEM.
     pub fn frame_addr(&self) -> u64 {
@@ -521,7 +633,13 @@ impl UmemPool {
         // SAFETY: `base` is a frame offset below the area's length (frames
         // come from this UMEM), so the pointer stays inside the mapping.
         let frame = unsafe { NonNull::new_unchecked(self.base.as_ptr().add(base as usize)) };
-        XdpBuf { frame, addr: base, start, end, frame_size: self.frame_size }
+        XdpBuf {
+            frame,
+            addr: base,
+            start,
+            end,
+            frame_size: self.frame_size,
+        }
     }
 }
 
@@ -549,7 +667,10 @@ pub struct XskConfig {
 
 impl Default for XskConfig {
     fn default() -> Self {
-        XskConfig { ring_size: 2048, fill_target: 1024 }
+        XskConfig {
+            ring_size: 2048,
+            fill_target: 1024,
+        }
     }
 }
 
@@ -590,7 +711,14 @@ impl XskPort {
     /// Binds a socket to `ifname` queue `queue` on `umem`, registers it in
     /// the program's socket map, and fills its fill ring from `pool`. The
     /// kernel picks zero-copy where the driver offers it, copy mode elsewhere.
-    pub fn open(umem: &mut Umem, pool: &mut UmemPool, map: XskMap, ifname: &str, queue: u32, cfg: XskConfig) -> Result<XskPort, XdpError> {
+    pub fn open(
+        umem: &mut Umem,
+        pool: &mut UmemPool,
+        map: XskMap,
+        ifname: &str,
+        queue: u32,
+        cfg: XskConfig,
+    ) -> Result<XskPort, XdpError> {
         let cname = CString::new(ifname).map_err(|_| XdpError::NoSuchInterface(ifname.into()))?;
         ifindex(ifname)?;
         let mut rx = Box::<sys::xsk_ring_cons>::default();
@@ -600,29 +728,67 @@ impl XskPort {
         // Neither XDP_ZEROCOPY nor XDP_COPY: the kernel uses zero-copy where
         // the driver supports it and copy mode elsewhere, in one attempt (a
         // failed bind would tear down the UMEM's first rings).
-        let mut scfg = sys::xsk_socket_config { rx_size: cfg.ring_size, tx_size: cfg.ring_size, xdp_flags: 0, bind_flags: sys::XDP_USE_NEED_WAKEUP as u16, ..Default::default() };
+        let mut scfg = sys::xsk_socket_config {
+            rx_size: cfg.ring_size,
+            tx_size: cfg.ring_size,
+            xdp_flags: 0,
+            bind_flags: sys::XDP_USE_NEED_WAKEUP as u16,
+            ..Default::default()
+        };
         scfg.__bindgen_anon_1.libxdp_flags = sys::XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD;
-        let (fill_ptr, comp_ptr): (*mut sys::xsk_ring_prod, *mut sys::xsk_ring_cons) = (&mut *fill, &mut *comp);
+        let (fill_ptr, comp_ptr): (*mut sys::xsk_ring_prod, *mut sys::xsk_ring_cons) =
+            (&mut *fill, &mut *comp);
         let mut raw = std::ptr::null_mut();
         // SAFETY: every pointer is to a live, boxed (address-stable) ring
         // struct or config; `umem` outlives the socket (the worker drops
         // ports before the UMEM). libxdp copies the UMEM's own rings into
         // `fill`/`comp` for the first socket and makes new ones after.
-        let rc = unsafe { sys::xsk_socket__create_shared(&mut raw, cname.as_ptr(), queue, umem.raw.as_ptr(), &mut *rx, &mut *tx, fill_ptr, comp_ptr, &scfg) };
+        let rc = unsafe {
+            sys::xsk_socket__create_shared(
+                &mut raw,
+                cname.as_ptr(),
+                queue,
+                umem.raw.as_ptr(),
+                &mut *rx,
+                &mut *tx,
+                fill_ptr,
+                comp_ptr,
+                &scfg,
+            )
+        };
         if rc != 0 {
             if rc.abs() == libc::EBUSY {
-                return Err(XdpError::QueueBusy { ifname: ifname.into(), queue });
+                return Err(XdpError::QueueBusy {
+                    ifname: ifname.into(),
+                    queue,
+                });
             }
             return Err(errno_err("bind AF_XDP socket", ifname, rc));
         }
         let raw = NonNull::new(raw).expect("libxdp returns a socket on success");
         // SAFETY: valid socket.
         let fd = unsafe { sys::xsk_socket__fd(raw.as_ptr()) };
-        let mut port = XskPort { raw, rx, tx, fill, comp, fd, zero_copy: false, fill_target: cfg.fill_target.min(cfg.ring_size), outstanding_tx: 0, ifname: ifname.into(), queue };
+        let mut port = XskPort {
+            raw,
+            rx,
+            tx,
+            fill,
+            comp,
+            fd,
+            zero_copy: false,
+            fill_target: cfg.fill_target.min(cfg.ring_size),
+            outstanding_tx: 0,
+            ifname: ifname.into(),
+            queue,
+        };
         // SAFETY: valid socket and map fd.
         let rc = unsafe { sys::xsk_socket__update_xskmap(port.raw.as_ptr(), map.0) };
         if rc != 0 {
-            return Err(errno_err("register the socket with the XDP program", ifname, rc));
+            return Err(errno_err(
+                "register the socket with the XDP program",
+                ifname,
+                rc,
+            ));
         }
         port.zero_copy = port.query_zero_copy();
         port.refill(pool);
@@ -633,7 +799,15 @@ impl XskPort {
         let mut opts = sys::xdp_options::default();
         let mut len = std::mem::size_of::<sys::xdp_options>() as libc::socklen_t;
         // SAFETY: getsockopt writes at most `len` bytes into `opts`.
-        let rc = unsafe { libc::getsockopt(self.fd, libc::SOL_XDP, sys::XDP_OPTIONS as i32, (&mut opts as *mut sys::xdp_options).cast(), &mut len) };
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd,
+                libc::SOL_XDP,
+                sys::XDP_OPTIONS as i32,
+                (&mut opts as *mut sys::xdp_options).cast(),
+                &mut len,
+            )
+        };
         rc == 0 && opts.flags & sys::XDP_OPTIONS_ZEROCOPY != 0
     }
 
@@ -643,7 +817,15 @@ impl XskPort {
         let mut st = sys::xdp_statistics::default();
         let mut len = std::mem::size_of::<sys::xdp_statistics>() as libc::socklen_t;
         // SAFETY: getsockopt writes at most `len` bytes into `st`.
-        let rc = unsafe { libc::getsockopt(self.fd, libc::SOL_XDP, sys::XDP_STATISTICS as i32, (&mut st as *mut sys::xdp_statistics).cast(), &mut len) };
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd,
+                libc::SOL_XDP,
+                sys::XDP_STATISTICS as i32,
+                (&mut st as *mut sys::xdp_statistics).cast(),
+                &mut len,
+            )
+        };
         (rc == 0).then_some(XskStats {
             rx_dropped: st.rx_dropped,
             rx_invalid_descs: st.rx_invalid_descs,
@@ -658,7 +840,12 @@ impl XskPort {
     pub fn fill_ring_state(&self) -> (u32, u32) {
         // SAFETY: the ring's producer and consumer words are mapped for the
         // socket's lifetime; a volatile read of a u32 is always valid.
-        unsafe { (std::ptr::read_volatile(self.fill.producer), std::ptr::read_volatile(self.fill.consumer)) }
+        unsafe {
+            (
+                std::ptr::read_volatile(self.fill.producer),
+                std::ptr::read_volatile(self.fill.consumer),
+            )
+        }
     }
 
     /// True if the driver gave zero-copy (copy mode elsewhere, e.g. veth).
@@ -680,7 +867,10 @@ impl XskPort {
     fn refill(&mut self, pool: &mut UmemPool) {
         // SAFETY: the fill ring belongs to this socket only.
         let free = unsafe { sys::sluice_ring_prod_free(&mut *self.fill, self.fill_target) };
-        let want = free.min(self.fill_target).min(pool.free.len() as u32).min(MAX_BURST as u32 * 4);
+        let want = free
+            .min(self.fill_target)
+            .min(pool.free.len() as u32)
+            .min(MAX_BURST as u32 * 4);
         if want == 0 {
             return;
         }
@@ -718,14 +908,24 @@ impl XskPort {
             sys::sluice_ring_cons_release(&mut *self.comp, n);
         }
         let mask = !u64::from(pool.frame_size - 1);
-        pool.free.extend(addrs[..n as usize].iter().map(|a| a & mask));
+        pool.free
+            .extend(addrs[..n as usize].iter().map(|a| a & mask));
         self.outstanding_tx -= n.min(self.outstanding_tx);
     }
 
     fn kick(&self) {
         // SAFETY: a zero-length send on our own socket only wakes the kernel's
         // TX processing; no memory is passed.
-        unsafe { libc::sendto(self.fd, std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0) };
+        unsafe {
+            libc::sendto(
+                self.fd,
+                std::ptr::null(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null(),
+                0,
+            )
+        };
     }
 
     /// Whether the kernel wants a wakeup to refill RX (need_wakeup on the fill ring).
@@ -747,7 +947,16 @@ impl Port<UmemPool> for XskPort {
             if self.rx_needs_wakeup() {
                 // SAFETY: a zero-length, non-blocking receive on our own socket
                 // asks the kernel to process the fill ring; no memory is passed.
-                unsafe { libc::recvfrom(self.fd, std::ptr::null_mut(), 0, libc::MSG_DONTWAIT, std::ptr::null_mut(), std::ptr::null_mut()) };
+                unsafe {
+                    libc::recvfrom(
+                        self.fd,
+                        std::ptr::null_mut(),
+                        0,
+                        libc::MSG_DONTWAIT,
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                    )
+                };
             }
             return 0;
         }
@@ -776,7 +985,11 @@ impl Port<UmemPool> for XskPort {
         if n > 0 {
             let mut descs = [sys::xdp_desc::default(); MAX_BURST];
             for (d, b) in descs.iter_mut().zip(bufs.iter()) {
-                *d = sys::xdp_desc { addr: b.addr + u64::from(b.start), len: b.end - b.start, options: 0 };
+                *d = sys::xdp_desc {
+                    addr: b.addr + u64::from(b.start),
+                    len: b.end - b.start,
+                    options: 0,
+                };
             }
             // SAFETY: `n` slots reserved at `idx`; the frames' ownership moves
             // to the kernel until they show up on the completion ring.
@@ -788,7 +1001,9 @@ impl Port<UmemPool> for XskPort {
             self.outstanding_tx += n;
         }
         // SAFETY: reads the flags word of our own mapped ring.
-        if self.outstanding_tx > 0 && (!self.zero_copy || unsafe { sys::sluice_ring_prod_needs_wakeup(&*self.tx) } != 0) {
+        if self.outstanding_tx > 0
+            && (!self.zero_copy || unsafe { sys::sluice_ring_prod_needs_wakeup(&*self.tx) } != 0)
+        {
             self.kick();
         }
         n as usize
@@ -806,10 +1021,18 @@ impl Drop for XskPort {
 /// Sleeps until one of `fds` is readable or `timeout_ms` passes (the idle
 /// path of the adaptive and interrupt rx modes). Returns whether any is.
 pub fn wait_readable(fds: &[i32], timeout_ms: i32) -> bool {
-    let mut pfds = [libc::pollfd { fd: -1, events: 0, revents: 0 }; 64];
+    let mut pfds = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; 64];
     let n = fds.len().min(pfds.len());
     for (p, &fd) in pfds.iter_mut().zip(&fds[..n]) {
-        *p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        *p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
     }
     // SAFETY: `pfds[..n]` is a valid array of initialised pollfd structs.
     let rc = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, timeout_ms) };

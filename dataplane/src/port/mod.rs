@@ -91,7 +91,10 @@ impl<P: BufPool> Port<P> for MemoryPort {
     fn tx_burst(&mut self, pool: &mut P, bufs: &mut Vec<P::Buf>) -> usize {
         let n = self.tx_limit.map_or(bufs.len(), |l| l.min(bufs.len()));
         for b in bufs.drain(..n) {
-            self.sent.push(Record { ts_ns: self.now_ns, data: b.data().to_vec() });
+            self.sent.push(Record {
+                ts_ns: self.now_ns,
+                data: b.data().to_vec(),
+            });
             pool.free(b);
         }
         n
@@ -100,12 +103,22 @@ impl<P: BufPool> Port<P> for MemoryPort {
 
 /// One worker turn on `in_port`: receive a burst, process it, flush every
 /// TX list to `ports` (indexed by port id). Returns the packets received.
-pub fn poll_port<P, X>(pipeline: &mut Pipeline<P::Buf>, tables: &Tables, ports: &mut [X], in_port: PortId, burst: &mut Burst<P::Buf>, pool: &mut P, now_ns: u64) -> usize
+pub fn poll_port<P, X>(
+    pipeline: &mut Pipeline<P::Buf>,
+    tables: &Tables,
+    ports: &mut [X],
+    in_port: PortId,
+    burst: &mut Burst<P::Buf>,
+    pool: &mut P,
+    now_ns: u64,
+) -> usize
 where
     P: BufPool,
     X: Port<P>,
 {
-    let Some(port) = ports.get_mut(in_port as usize) else { return 0 };
+    let Some(port) = ports.get_mut(in_port as usize) else {
+        return 0;
+    };
     let n = port.rx_burst(pool, burst);
     if n == 0 {
         return 0;
@@ -151,25 +164,59 @@ mod tests {
 
     #[test]
     fn memory_ports_carry_frames_and_a_full_ring_counts_tx_failed() {
-        let tables = Tables::from_config(&NodeConfig::from_toml_str(craft::REFERENCE_NODE).unwrap()).unwrap();
+        let tables =
+            Tables::from_config(&NodeConfig::from_toml_str(craft::REFERENCE_NODE).unwrap())
+                .unwrap();
         let counters = Arc::new(WorkerCounters::new());
         let mut pipeline = Pipeline::new(PipelineConfig::default(), counters.clone());
         let mut pool = HeapPool::new(64, DEFAULT_HEADROOM + 2048);
         let mut ports: Vec<MemoryPort> = (0..4).map(|_| MemoryPort::new()).collect();
         ports[3].tx_limit = Some(2);
         for i in 0..5 {
-            ports[2].inject(Record { ts_ns: i, data: craft::pod_a_udp(craft::POD_B_IP, 1000 + i as u16, 2, 10) });
+            ports[2].inject(Record {
+                ts_ns: i,
+                data: craft::pod_a_udp(craft::POD_B_IP, 1000 + i as u16, 2, 10),
+            });
         }
         // Too big for a buffer: never received.
-        ports[2].inject(Record { ts_ns: 9, data: vec![0; 4096] });
+        ports[2].inject(Record {
+            ts_ns: 9,
+            data: vec![0; 4096],
+        });
         let mut burst = Burst::new(32);
-        assert_eq!(poll_port(&mut pipeline, &tables, &mut ports, 2, &mut burst, &mut pool, 0), 5);
+        assert_eq!(
+            poll_port(
+                &mut pipeline,
+                &tables,
+                &mut ports,
+                2,
+                &mut burst,
+                &mut pool,
+                0
+            ),
+            5
+        );
         assert_eq!(ports[2].pending(), 0);
         assert_eq!(ports[3].sent.len(), 2);
         assert_eq!(counters.drop_counter(DropReason::TxFailed).get(), 3);
         assert_eq!(counters.port(3).tx_packets.get(), 2);
-        assert_eq!(counters.port(3).tx_bytes.get(), 2 * ports[3].sent[0].data.len() as u64);
+        assert_eq!(
+            counters.port(3).tx_bytes.get(),
+            2 * ports[3].sent[0].data.len() as u64
+        );
         assert_eq!(pool.available(), 64, "every buffer back in the pool");
-        assert_eq!(poll_port(&mut pipeline, &tables, &mut ports, 2, &mut burst, &mut pool, 0), 0, "nothing left to receive");
+        assert_eq!(
+            poll_port(
+                &mut pipeline,
+                &tables,
+                &mut ports,
+                2,
+                &mut burst,
+                &mut pool,
+                0
+            ),
+            0,
+            "nothing left to receive"
+        );
     }
 }

@@ -42,17 +42,29 @@ impl TapPort {
     /// Opens (creating if needed) queue of the multi-queue TAP `name`.
     pub fn open(name: &str) -> std::io::Result<TapPort> {
         if name.is_empty() || name.len() >= libc::IFNAMSIZ {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("`{name}` is not an interface name")));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("`{name}` is not an interface name"),
+            ));
         }
         let path = CString::new("/dev/net/tun").expect("no NUL");
         // SAFETY: opening a device node by a valid C string.
-        let raw = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        let raw = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
         if raw < 0 {
             return Err(std::io::Error::last_os_error());
         }
         // SAFETY: `raw` is a fresh descriptor this function owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: IFF_TAP | IFF_NO_PI | IFF_MULTI_QUEUE, _pad: [0; 22] };
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            flags: IFF_TAP | IFF_NO_PI | IFF_MULTI_QUEUE,
+            _pad: [0; 22],
+        };
         req.name[..name.len()].copy_from_slice(name.as_bytes());
         // SAFETY: TUNSETIFF reads and writes an `ifreq`-sized struct, which
         // `IfReq` is (16-byte name, flags, padding to 40 bytes).
@@ -60,7 +72,10 @@ impl TapPort {
         if rc < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(TapPort { fd, name: name.to_string() })
+        Ok(TapPort {
+            fd,
+            name: name.to_string(),
+        })
     }
 
     /// The device name.
@@ -87,7 +102,8 @@ impl<P: BufPool> Port<P> for TapPort {
             let data = buf.data_mut();
             // SAFETY: reads at most `data.len()` bytes into the buffer's own
             // writable window.
-            let got = unsafe { libc::read(self.fd.as_raw_fd(), data.as_mut_ptr().cast(), data.len()) };
+            let got =
+                unsafe { libc::read(self.fd.as_raw_fd(), data.as_mut_ptr().cast(), data.len()) };
             if got <= 0 {
                 pool.free(buf);
                 break;

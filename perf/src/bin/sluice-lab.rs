@@ -52,12 +52,38 @@ enum Cmd {
 fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.cmd {
-        Cmd::Up { name, nodes, mode, kernel_nodes } => lab::up(&LabSpec { name, nodes, mode, sluiced: true, kernel_nodes }, &mut |s| eprintln!("sluice-lab: {s}")).map(|st| {
+        Cmd::Up {
+            name,
+            nodes,
+            mode,
+            kernel_nodes,
+        } => lab::up(
+            &LabSpec {
+                name,
+                nodes,
+                mode,
+                sluiced: true,
+                kernel_nodes,
+            },
+            &mut |s| eprintln!("sluice-lab: {s}"),
+        )
+        .map(|st| {
             for n in &st.nodes {
-                let pods: Vec<String> = n.pods.iter().map(|(ns, ip)| format!("{ns} {ip}")).collect();
-                println!("node {} ({}): {} subnet {}, pods: {}", n.index, n.ns, n.ip, n.subnet, pods.join(", "));
+                let pods: Vec<String> =
+                    n.pods.iter().map(|(ns, ip)| format!("{ns} {ip}")).collect();
+                println!(
+                    "node {} ({}): {} subnet {}, pods: {}",
+                    n.index,
+                    n.ns,
+                    n.ip,
+                    n.subnet,
+                    pods.join(", ")
+                );
             }
-            println!("try: ip netns exec {} ping {}", st.nodes[0].pods[0].0, st.nodes[1].pods[1].1);
+            println!(
+                "try: ip netns exec {} ping {}",
+                st.nodes[0].pods[0].0, st.nodes[1].pods[1].1
+            );
         }),
         Cmd::Status { name } => match lab::load(&name) {
             Some(st) => {

@@ -928,6 +928,12 @@ impl XskPort {
         };
     }
 
+    /// Whether the kernel wants a wakeup to send (need_wakeup on the TX ring).
+    fn tx_needs_wakeup(&self) -> bool {
+        // SAFETY: reads the flags word of our own mapped ring.
+        unsafe { sys::sluice_ring_prod_needs_wakeup(&*self.tx) != 0 }
+    }
+
     /// Whether the kernel wants a wakeup to refill RX (need_wakeup on the fill ring).
     pub fn rx_needs_wakeup(&self) -> bool {
         // SAFETY: reads the flags word of our own mapped ring.
@@ -1000,10 +1006,7 @@ impl Port<UmemPool> for XskPort {
             bufs.drain(..n as usize);
             self.outstanding_tx += n;
         }
-        // SAFETY: reads the flags word of our own mapped ring.
-        if self.outstanding_tx > 0
-            && (!self.zero_copy || unsafe { sys::sluice_ring_prod_needs_wakeup(&*self.tx) } != 0)
-        {
+        if self.outstanding_tx > 0 && (!self.zero_copy || self.tx_needs_wakeup()) {
             self.kick();
         }
         n as usize

@@ -16,7 +16,7 @@ export DEBIAN_FRONTEND=noninteractive
 # Python for the fixture generator; iproute2 and xdp-tools for namespaces
 # and XDP status.
 PKGS=(build-essential pkg-config clang libclang-dev libxdp-dev libbpf-dev xdp-tools
-      tshark python3 iproute2 ethtool iputils-ping netcat-openbsd bsdextrautils
+      tshark python3 iproute2 ethtool iputils-ping netcat-openbsd iperf3 sockperf bsdextrautils
       ca-certificates curl)
 missing=()
 for p in "${PKGS[@]}"; do
@@ -26,6 +26,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
     log "installing Debian packages: ${missing[*]}"
     # tshark asks whether non-root users may capture; the tests run as root.
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+    # iperf3 asks whether to run a system-wide server; the benches start their own.
+    echo "iperf3 iperf3/start_daemon boolean false" | debconf-set-selections
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

@@ -3,8 +3,9 @@
 //! that node's `sluiced` over AF_XDP), in VXLAN, IPIP or host-gw mode, and
 //! tears them down again. See [`lab`].
 //!
-//! Comparisons with the kernel paths flannel uses (`sluice-lab bench`) come
-//! next; the per-packet pipeline figures come from the criterion benchmarks
-//! in `dataplane/benches`.
+//! [`bench`] runs the same traffic through sluice and through the kernel
+//! path flannel uses and reports ratios; the per-packet pipeline figures come
+//! from the criterion benchmarks in `dataplane/benches`.
 
+pub mod bench;
 pub mod lab;

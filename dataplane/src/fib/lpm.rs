@@ -139,11 +139,7 @@ impl Lpm {
     /// [`MAX_TBL8_GROUPS`]). Each /24 block holding a prefix longer than /24
     /// uses one group (1 KiB); groups are allocated on demand.
     pub fn with_tbl8_groups(max_groups: usize) -> Self {
-        let tbl24: Box<[u32; TBL24_LEN]> = match vec![0u32; TBL24_LEN].into_boxed_slice().try_into()
-        {
-            Ok(t) => t,
-            Err(_) => unreachable!("length is TBL24_LEN"),
-        };
+        let tbl24 = new_tbl24();
         Lpm {
             tbl24,
             tbl8: Vec::new(),
@@ -378,14 +374,22 @@ impl Default for Lpm {
     }
 }
 
+/// A zeroed `tbl24` on the heap, advised onto transparent huge pages before
+/// its first touch: random lookups over 64 MiB then miss the TLB far less.
+fn new_tbl24() -> Box<[u32; TBL24_LEN]> {
+    let mut v = vec![0u32; TBL24_LEN];
+    let _ = sluice_bindings::advise_hugepages(&mut v);
+    match v.into_boxed_slice().try_into() {
+        Ok(t) => t,
+        Err(_) => unreachable!("length is TBL24_LEN"),
+    }
+}
+
 impl Clone for Lpm {
     /// Copies the whole 64 MiB `tbl24` (through the heap, never the stack).
     fn clone(&self) -> Self {
-        let tbl24: Box<[u32; TBL24_LEN]> =
-            match self.tbl24[..].to_vec().into_boxed_slice().try_into() {
-                Ok(t) => t,
-                Err(_) => unreachable!("length is TBL24_LEN"),
-            };
+        let mut tbl24 = new_tbl24();
+        tbl24.copy_from_slice(&self.tbl24[..]);
         Lpm {
             tbl24,
             tbl8: self.tbl8.clone(),

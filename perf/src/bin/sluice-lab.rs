@@ -41,6 +41,22 @@ enum Cmd {
         #[arg(long, default_value = "lab")]
         name: String,
     },
+    /// The same traffic through sluice and through the kernel path flannel
+    /// uses, one after the other: a table, bench.json and report.md with charts.
+    Bench {
+        /// Lab name used for both labs.
+        #[arg(long, default_value = "bench")]
+        name: String,
+        /// vxlan or host-gw (the kernel side is set up as flannel's backend).
+        #[arg(long, default_value = "vxlan")]
+        mode: Mode,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
+        /// Where bench.json, report.md and the charts go.
+        #[arg(long, default_value = "sluice-lab-report")]
+        out: std::path::PathBuf,
+    },
     /// Remove everything a lab created (also after a failed or interrupted run).
     Down {
         /// Lab name.
@@ -93,6 +109,23 @@ fn main() -> ExitCode {
             None => Err(lab::LabError::Other(format!("no lab named `{name}`"))),
         },
         Cmd::Down { name } => lab::down(&name),
+        Cmd::Bench {
+            name,
+            mode,
+            seconds,
+            out,
+        } => sluice_perf::bench::run(&name, mode, seconds, &mut |s| eprintln!("sluice-lab: {s}"))
+            .and_then(|r| {
+                print!("{}", sluice_perf::bench::table(&r));
+                sluice_perf::bench::write(&r, &out)
+                    .map_err(|e| lab::LabError::Other(format!("{}: {e}", out.display())))?;
+                println!(
+                    "wrote {}/bench.json and {}/report.md",
+                    out.display(),
+                    out.display()
+                );
+                Ok(())
+            }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

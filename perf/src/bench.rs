@@ -176,6 +176,7 @@ pub fn run(
     name: &str,
     mode: Mode,
     seconds: u32,
+    rx_mode: Option<&str>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Report, lab::LabError> {
     let mut results = Vec::new();
@@ -187,6 +188,7 @@ pub fn run(
             mode,
             sluiced: !kernel,
             kernel_nodes: if kernel { vec![1, 2] } else { vec![] },
+            rx_mode: rx_mode.map(str::to_string),
         };
         let st = lab::up(&spec, progress)?;
         // A first ping warms ARP and neighbour tables on both paths.

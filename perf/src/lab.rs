@@ -222,6 +222,8 @@ pub struct LabSpec {
     /// running sluiced: pods on a `cni0` bridge, `flannel.1` (VXLAN) or
     /// host-gw routes. For interop tests and kernel baselines.
     pub kernel_nodes: Vec<u8>,
+    /// sluiced's rx mode (`adaptive` by default).
+    pub rx_mode: Option<String>,
 }
 
 /// Builds the lab; on any failure removes what it made.
@@ -388,7 +390,7 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
         for i in 0..state.nodes.len() {
             if !state.nodes[i].kernel {
                 progress(&format!("node {}: starting sluiced", i + 1));
-                start_sluiced(state, i)?;
+                start_sluiced(state, i, spec.rx_mode.as_deref().unwrap_or("adaptive"))?;
                 save(state)?;
             }
         }
@@ -465,9 +467,12 @@ fn kernel_node_local(state: &mut LabState, i: usize) -> Result<()> {
             "1450",
             "up",
         ])?;
-        // Frames leave for AF_XDP peers with complete checksums.
-        ns_run(ns, &["ethtool", "-K", "flannel.1", "tx", "off"])?;
-        ns_run(ns, &["ethtool", "-K", "eth0", "tx", "off"])?;
+        // Frames for AF_XDP peers must carry complete checksums; an
+        // all-kernel lab keeps the kernel's offloads.
+        if state.nodes.iter().any(|m| !m.kernel) {
+            ns_run(ns, &["ethtool", "-K", "flannel.1", "tx", "off"])?;
+            ns_run(ns, &["ethtool", "-K", "eth0", "tx", "off"])?;
+        }
         state.nodes[i].vtep_mac = mac_of(ns, "flannel.1")?;
     } else if state.mode == Mode::Ipip {
         return Err(LabError::Other("kernel nodes are set up for vxlan and host-gw (flannel's backends tested here), not ipip".into()));
@@ -573,9 +578,9 @@ fn wait_for_neighbours(state: &LabState) -> Result<()> {
     Ok(())
 }
 
-fn node_config(state: &LabState, n: &NodeState) -> String {
+fn node_config(state: &LabState, n: &NodeState, rx_mode: &str) -> String {
     let mut s = format!(
-        "[daemon]\napi_socket = \"{}\"\nmetrics_address = \"127.0.0.1:9472\"\nrx_mode = \"adaptive\"\n\n[node]\npod_network = \"10.77.0.0/16\"\npod_subnet = \"{}\"\nrouter_mac = \"02:77:00:00:{:02x}:01\"\n\n[tunnel]\nvni = 1\nvxlan_port = 8472\n\n",
+        "[daemon]\napi_socket = \"{}\"\nmetrics_address = \"127.0.0.1:9472\"\nrx_mode = \"{rx_mode}\"\n\n[node]\npod_network = \"10.77.0.0/16\"\npod_subnet = \"{}\"\nrouter_mac = \"02:77:00:00:{:02x}:01\"\n\n[tunnel]\nvni = 1\nvxlan_port = 8472\n\n",
         n.api_socket.display(),
         n.subnet,
         n.index
@@ -594,9 +599,9 @@ fn node_config(state: &LabState, n: &NodeState) -> String {
     s
 }
 
-fn start_sluiced(state: &mut LabState, i: usize) -> Result<()> {
+fn start_sluiced(state: &mut LabState, i: usize, rx_mode: &str) -> Result<()> {
     let cfg_path = state_dir().join(format!("{}.toml", state.nodes[i].ns));
-    std::fs::write(&cfg_path, node_config(state, &state.nodes[i]))
+    std::fs::write(&cfg_path, node_config(state, &state.nodes[i], rx_mode))
         .map_err(|e| LabError::Other(e.to_string()))?;
     let log = std::fs::File::create(state_dir().join(format!("{}.log", state.nodes[i].ns)))
         .map_err(|e| LabError::Other(e.to_string()))?;

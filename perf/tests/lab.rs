@@ -152,6 +152,7 @@ fn across_nodes(mode: Mode, name: &str) {
             mode,
             sluiced: true,
             kernel_nodes: vec![],
+            rx_mode: None,
         },
         &mut |_| {},
     )
@@ -276,6 +277,7 @@ fn down_cleans_up_after_an_interrupted_up() {
             mode: Mode::Vxlan,
             sluiced: true,
             kernel_nodes: vec![],
+            rx_mode: None,
         },
         &mut |_| {},
     );
@@ -301,6 +303,7 @@ fn interop(mode: Mode, name: &str) {
             mode,
             sluiced: true,
             kernel_nodes: vec![2],
+            rx_mode: None,
         },
         &mut |_| {},
     )
@@ -349,6 +352,7 @@ fn path_mtu_over_vxlan_and_the_node_through_its_host_port() {
             mode: Mode::Vxlan,
             sluiced: true,
             kernel_nodes: vec![],
+            rx_mode: None,
         },
         &mut |_| {},
     )

@@ -53,6 +53,9 @@ enum Cmd {
         /// Seconds per measurement.
         #[arg(long, default_value_t = 5)]
         seconds: u32,
+        /// sluiced's rx mode: poll, adaptive or interrupt.
+        #[arg(long, default_value = "adaptive")]
+        rx_mode: String,
         /// Where bench.json, report.md and the charts go.
         #[arg(long, default_value = "sluice-lab-report")]
         out: std::path::PathBuf,
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
                 mode,
                 sluiced: true,
                 kernel_nodes,
+                rx_mode: None,
             },
             &mut |s| eprintln!("sluice-lab: {s}"),
         )
@@ -113,19 +117,22 @@ fn main() -> ExitCode {
             name,
             mode,
             seconds,
+            rx_mode,
             out,
-        } => sluice_perf::bench::run(&name, mode, seconds, &mut |s| eprintln!("sluice-lab: {s}"))
-            .and_then(|r| {
-                print!("{}", sluice_perf::bench::table(&r));
-                sluice_perf::bench::write(&r, &out)
-                    .map_err(|e| lab::LabError::Other(format!("{}: {e}", out.display())))?;
-                println!(
-                    "wrote {}/bench.json and {}/report.md",
-                    out.display(),
-                    out.display()
-                );
-                Ok(())
-            }),
+        } => sluice_perf::bench::run(&name, mode, seconds, Some(&rx_mode), &mut |s| {
+            eprintln!("sluice-lab: {s}")
+        })
+        .and_then(|r| {
+            print!("{}", sluice_perf::bench::table(&r));
+            sluice_perf::bench::write(&r, &out)
+                .map_err(|e| lab::LabError::Other(format!("{}: {e}", out.display())))?;
+            println!(
+                "wrote {}/bench.json and {}/report.md",
+                out.display(),
+                out.display()
+            );
+            Ok(())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -299,6 +299,7 @@ impl PortLock {
 struct PortPlan {
     ifname: String,
     map: Option<XskMap>,
+    pod: bool,
 }
 
 impl Daemon {
@@ -372,6 +373,7 @@ impl Daemon {
                     plans.push(PortPlan {
                         ifname: p.name.clone(),
                         map: None,
+                        pod: false,
                     });
                     continue;
                 }
@@ -391,6 +393,7 @@ impl Daemon {
             plans.push(PortPlan {
                 ifname: p.name.clone(),
                 map: Some(prog.xsk_map()),
+                pod: p.kind == PortKind::Pod,
             });
             registry.add(&p.name, prog.xsk_map());
             programs.push(prog);
@@ -628,7 +631,7 @@ fn reconcile(
                 let Some(map) = registry.map_of(&entry.name) else {
                     continue;
                 };
-                match XskPort::open(umem, pool, map, &entry.name, w as u32, XskConfig::default()) {
+                match XskPort::open(umem, pool, map, &entry.name, w as u32, XskConfig::pod()) {
                     Ok(p) => *slot = WorkerPort::Xsk(p),
                     Err(e) => registry
                         .failures
@@ -794,7 +797,11 @@ fn worker_main(
                 map,
                 &plan.ifname,
                 w as u32,
-                XskConfig::default(),
+                if plan.pod {
+                    XskConfig::pod()
+                } else {
+                    XskConfig::default()
+                },
             ) {
                 Ok(p) => {
                     report.push(PortReport {

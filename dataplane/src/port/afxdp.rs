@@ -372,7 +372,9 @@ pub struct UmemConfig {
 impl Default for UmemConfig {
     fn default() -> Self {
         UmemConfig {
-            frames: 8192,
+            // 64 MiB: the uplink's fill ring (1024 frames), 128 per pod port,
+            // and room in flight; enough for about 100 pods per worker.
+            frames: 16384,
             frame_size: 4096,
             ring_size: 2048,
         }
@@ -670,6 +672,16 @@ impl Default for XskConfig {
         XskConfig {
             ring_size: 2048,
             fill_target: 1024,
+        }
+    }
+}
+
+impl XskConfig {
+    /// A pod's veth: a smaller fill target, so a worker's UMEM serves many pods.
+    pub fn pod() -> Self {
+        XskConfig {
+            ring_size: 512,
+            fill_target: 128,
         }
     }
 }
@@ -984,13 +996,24 @@ impl Port<UmemPool> for XskPort {
 
     fn tx_burst(&mut self, pool: &mut UmemPool, bufs: &mut Vec<XdpBuf>) -> usize {
         self.complete(pool);
-        let want = bufs.len().min(MAX_BURST) as u32;
-        let mut idx = 0;
-        // SAFETY: the TX ring belongs to this socket only.
-        let n = unsafe { sys::sluice_ring_prod_reserve(&mut *self.tx, want, &mut idx) };
-        if n > 0 {
+        let mut sent = 0;
+        // Reserving is all-or-nothing, so ask for no more than is free, and
+        // go round until the list is empty or the ring is full.
+        while !bufs.is_empty() {
+            let want = bufs.len().min(MAX_BURST) as u32;
+            // SAFETY: the TX ring belongs to this socket only.
+            let free = unsafe { sys::sluice_ring_prod_free(&mut *self.tx, want) }.min(want);
+            if free == 0 {
+                break;
+            }
+            let mut idx = 0;
+            // SAFETY: as above; `free` slots are known to be free.
+            let n = unsafe { sys::sluice_ring_prod_reserve(&mut *self.tx, free, &mut idx) };
+            if n == 0 {
+                break;
+            }
             let mut descs = [sys::xdp_desc::default(); MAX_BURST];
-            for (d, b) in descs.iter_mut().zip(bufs.iter()) {
+            for (d, b) in descs.iter_mut().zip(bufs.iter()).take(n as usize) {
                 *d = sys::xdp_desc {
                     addr: b.addr + u64::from(b.start),
                     len: b.end - b.start,
@@ -1005,11 +1028,12 @@ impl Port<UmemPool> for XskPort {
             }
             bufs.drain(..n as usize);
             self.outstanding_tx += n;
+            sent += n as usize;
         }
         if self.outstanding_tx > 0 && (!self.zero_copy || self.tx_needs_wakeup()) {
             self.kick();
         }
-        n as usize
+        sent
     }
 }
 

@@ -13,6 +13,25 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
+/// Serde for types written as strings: `Display` out, `FromStr` in (its
+/// error becomes the message).
+macro_rules! string_serde {
+    ($t:ty) => {
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 /// An IPv4 prefix with no host bits set, written `10.5.0.0/16`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Ipv4Net {
@@ -104,18 +123,7 @@ impl FromStr for Ipv4Net {
     }
 }
 
-impl Serialize for Ipv4Net {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Ipv4Net {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+string_serde!(Ipv4Net);
 
 /// An interface address with its prefix length, written `192.168.1.10/24`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -167,18 +175,7 @@ impl FromStr for IfAddr {
     }
 }
 
-impl Serialize for IfAddr {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for IfAddr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+string_serde!(IfAddr);
 
 /// Linux's VXLAN port, flannel's default.
 pub const DEFAULT_VXLAN_PORT: u16 = 8472;

@@ -381,6 +381,23 @@ fn host_gw_traffic_from_the_uplink_reaches_pods_but_never_hairpins() {
 }
 
 #[test]
+fn link_layer_broadcast_from_the_uplink_is_not_routed() {
+    let u = udp_datagram(Ipv4Addr::new(10, 5, 4, 9), POD_B_IP, 1, 2, b"x");
+    let f = eth(
+        MacAddr::BROADCAST,
+        mac(0xaa, 4),
+        0x0800,
+        &ipv4_packet(Ip::new(Ipv4Addr::new(10, 5, 4, 9), POD_B_IP, 17), &u),
+    );
+    let r = run(&[("eth0", f)]);
+    assert_eq!(
+        only_output(&r).0,
+        "host",
+        "handed to the node's kernel, not forwarded to the pod (RFC 1812 5.3.4)"
+    );
+}
+
+#[test]
 fn ttl_expiry_answers_time_exceeded() {
     let mut f = pod_a_udp(REMOTE_POD_B, 1, 2, 30);
     f[22] = 1;

@@ -228,8 +228,10 @@ fn classify_uplink<B: PacketBuf>(
         m.next = Next::Drop(DropReason::NotForUs);
         return;
     }
-    if m.next != Next::L3 {
-        // ARP and other protocols on the uplink belong to the node's kernel.
+    // ARP and other protocols on the uplink belong to the node's kernel, and
+    // so does link-layer broadcast or multicast IPv4: a router does not
+    // forward it (RFC 1812 section 5.3.4).
+    if m.next != Next::L3 || !dst.is_unicast() {
         m.next = to_host_raw(t, buf, c);
         return;
     }

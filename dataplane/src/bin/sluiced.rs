@@ -65,28 +65,13 @@ fn main() -> ExitCode {
             "ordinary pages"
         }
     );
-    let debug = std::env::var_os("SLUICED_DEBUG").is_some();
-    let mut ticks = 0u32;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(50));
-        ticks += 1;
         if hup.swap(false, Ordering::Relaxed) {
             match daemon.reload() {
                 Ok(r) => println!("sluiced: reloaded {}: {r}", args.config.display()),
                 Err(e) => eprintln!("sluiced: reload refused, nothing changed: {e}"),
             }
-        }
-        if debug && ticks.is_multiple_of(20) {
-            let names = cfg
-                .ports
-                .iter()
-                .enumerate()
-                .map(|(i, p)| (i as u16, p.name.clone()));
-            let snap = sluice_dataplane::counters::StatsSnapshot::collect(
-                daemon.counters().iter().map(|c| &**c),
-                names,
-            );
-            println!("{}", serde_json::to_string(&snap).unwrap_or_default());
         }
     }
     daemon.shutdown();

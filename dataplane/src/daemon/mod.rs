@@ -581,16 +581,9 @@ impl Daemon {
     }
 
     /// Stops the workers, closes the sockets and detaches the programs.
-    pub fn shutdown(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for j in self.workers.drain(..) {
-            let _ = j.join();
-        }
-        // Sockets are closed; now the programs can go.
-        self.control
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .release_ports();
+    pub fn shutdown(self) {
+        // Drop does it: workers first (sockets close), then the programs.
+        drop(self);
     }
 }
 
@@ -600,6 +593,7 @@ impl Drop for Daemon {
         for j in self.workers.drain(..) {
             let _ = j.join();
         }
+        // Sockets are closed; now the programs can go.
         self.control
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -851,24 +845,9 @@ fn worker_main(
     let epoch = Instant::now();
     let mut flows_answered = registry.flow_request.load(Ordering::Relaxed);
     let mut idle = 0u32;
-    let debug = std::env::var_os("SLUICED_DEBUG").is_some();
-    let mut last_debug = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        if debug && last_debug.elapsed().as_secs() >= 2 {
-            last_debug = Instant::now();
-            for p in &ports {
-                if let WorkerPort::Xsk(x) = p {
-                    eprintln!(
-                        "worker {w}: {:?} {:?} fill {:?} pool {}",
-                        x.target(),
-                        x.statistics(),
-                        x.fill_ring_state(),
-                        pool.available()
-                    );
-                }
-            }
-        }
-        let tables = Arc::clone(cache.load());
+        // A reference, not a clone: no atomic count per turn.
+        let tables = cache.load();
         let flow_req = registry.flow_request.load(Ordering::Relaxed);
         if flow_req != flows_answered {
             let live: Vec<_> = pipeline
@@ -886,7 +865,7 @@ fn worker_main(
             flows_answered = flow_req;
         }
         if tables.generation != generation {
-            reconcile(w, &tables, &mut ports, &mut umem, &mut pool, &registry);
+            reconcile(w, tables, &mut ports, &mut umem, &mut pool, &registry);
             fds = fds_of(&ports);
             generation = tables.generation;
             registry.acks[w].store(generation, Ordering::Release);
@@ -897,7 +876,7 @@ fn worker_main(
             let t0 = sluice_bindings::tsc();
             let n = poll_port(
                 &mut pipeline,
-                &tables,
+                tables,
                 &mut ports,
                 id as PortId,
                 &mut burst,

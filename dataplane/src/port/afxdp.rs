@@ -848,18 +848,6 @@ impl XskPort {
         })
     }
 
-    /// Fill ring (producer, consumer) as the kernel sees them (diagnostics).
-    pub fn fill_ring_state(&self) -> (u32, u32) {
-        // SAFETY: the ring's producer and consumer words are mapped for the
-        // socket's lifetime; a volatile read of a u32 is always valid.
-        unsafe {
-            (
-                std::ptr::read_volatile(self.fill.producer),
-                std::ptr::read_volatile(self.fill.consumer),
-            )
-        }
-    }
-
     /// True if the driver gave zero-copy (copy mode elsewhere, e.g. veth).
     pub fn zero_copy(&self) -> bool {
         self.zero_copy

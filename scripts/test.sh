@@ -23,8 +23,8 @@ step "tier 1-3: unit, property, golden and malformed-input tests"
 cargo test --workspace --quiet
 
 step "tier 4: privileged (root): sluiced on AF_XDP, and sluice-lab, in network namespaces"
-cargo test -p sluice-dataplane --features privileged-tests --test privileged -- --test-threads=1
-cargo build -p sluice-dataplane --bins --quiet
+cargo build -p sluiced -p sluicectl --bins --quiet
+cargo test -p sluiced --features privileged-tests --test privileged -- --test-threads=1
 cargo test -p sluice-perf --features privileged-tests --test lab -- --test-threads=1
 
 step "tier 5: fuzz targets, ${SLUICE_FUZZ_SECONDS:-45}s each"

@@ -11,15 +11,22 @@
 //! - [`fib`]: the longest-prefix-match route table and the flow cache;
 //! - [`pipeline`]: the stages, from a received burst to per-port TX lists;
 //! - [`port`]: the port contract (`rx_burst`, `tx_burst`), memory ports, and
-//!   the worker step joining ports to the pipeline;
+//!   the worker step joining ports to the pipeline (the real backends live
+//!   in `sluice-ports`, the daemon in `sluiced`);
 //! - [`counters`]: per-worker counters, drops by named reason;
-//! - [`pcap`] and [`replay`]: offline replay of captures through a node.
+//! - [`pcap`] and [`replay`]: offline replay of captures through a node;
+//! - `craft` (feature `test-frames`): frame builders and a reference node
+//!   for tests, benches and fuzz seeds.
+//!
+//! This crate does no I/O beyond reading and writing pcap files, has no
+//! FFI and no `unsafe`; it depends on `sluice-api` for the value types of
+//! the configuration, and on serde, toml, thiserror and arc-swap.
 
 pub mod buffer;
 pub mod config;
 pub mod counters;
+#[cfg(any(test, feature = "test-frames"))]
 pub mod craft;
-pub mod daemon;
 pub mod fib;
 pub mod pcap;
 pub mod pipeline;

@@ -544,12 +544,9 @@ fn wait_for_neighbours(state: &LabState) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     for n in state.nodes.iter().filter(|n| !n.kernel) {
         loop {
-            let resp = sluice_dataplane::daemon::api::call(
-                &n.api_socket,
-                "neighbours.list",
-                serde_json::Value::Null,
-            )
-            .map_err(|e| LabError::Other(e.to_string()))?;
+            let resp =
+                sluiced::api::call(&n.api_socket, "neighbours.list", serde_json::Value::Null)
+                    .map_err(|e| LabError::Other(e.to_string()))?;
             let known: Vec<String> = resp
                 .result
                 .as_ref()
@@ -660,7 +657,7 @@ pub fn program_routes(state: &LabState) -> Result<()> {
             }
             routes.push(r);
         }
-        let resp = sluice_dataplane::daemon::api::call(
+        let resp = sluiced::api::call(
             &n.api_socket,
             "routes.replace",
             serde_json::json!({ "routes": routes }),

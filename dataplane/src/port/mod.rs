@@ -12,9 +12,6 @@
 //! take is dropped as `tx_failed`, counted, and its buffer returned, so
 //! nothing is ever silently lost.
 
-pub mod afxdp;
-pub mod tap;
-
 use crate::buffer::{BufPool, Burst, PacketBuf};
 use crate::counters::DropReason;
 use crate::pcap::Record;
@@ -29,6 +26,19 @@ pub trait Port<P: BufPool> {
     /// Sends frames from the front of `bufs`, removing those it sent (and
     /// taking ownership of their buffers); returns how many.
     fn tx_burst(&mut self, pool: &mut P, bufs: &mut Vec<P::Buf>) -> usize;
+}
+
+/// A closed slot (a port not opened yet, or removed): receives nothing and
+/// takes nothing, so what is routed to it is counted as a TX failure.
+impl<P: BufPool, T: Port<P>> Port<P> for Option<T> {
+    #[inline]
+    fn rx_burst(&mut self, pool: &mut P, burst: &mut Burst<P::Buf>) -> usize {
+        self.as_mut().map_or(0, |p| p.rx_burst(pool, burst))
+    }
+    #[inline]
+    fn tx_burst(&mut self, pool: &mut P, bufs: &mut Vec<P::Buf>) -> usize {
+        self.as_mut().map_or(0, |p| p.tx_burst(pool, bufs))
+    }
 }
 
 /// A port backed by memory: frames queued for receive, frames sent kept.

@@ -231,7 +231,7 @@ pub struct Control {
     tables: Arc<TablesHandle>,
     counters: Vec<Arc<WorkerCounters>>,
     config_path: Option<PathBuf>,
-    programs: Vec<crate::port::afxdp::XdpProgram>,
+    programs: Vec<sluice_ports::afxdp::XdpProgram>,
     registry: Option<Arc<super::PortRegistry>>,
 }
 
@@ -291,7 +291,7 @@ impl Control {
     /// port registry, so it can add and remove pod ports at runtime.
     pub fn manage_ports(
         &mut self,
-        programs: Vec<crate::port::afxdp::XdpProgram>,
+        programs: Vec<sluice_ports::afxdp::XdpProgram>,
         registry: Arc<super::PortRegistry>,
     ) {
         self.programs = programs;
@@ -349,9 +349,9 @@ impl Control {
         let mut attached = Vec::new();
         for &k in &fresh {
             let name = new.ports[k].name.clone();
-            match crate::port::afxdp::XdpProgram::attach(
+            match sluice_ports::afxdp::XdpProgram::attach(
                 &name,
-                crate::port::afxdp::Steering::RedirectAll,
+                sluice_ports::afxdp::Steering::RedirectAll,
             ) {
                 Ok(prog) => {
                     registry.add(&name, prog.xsk_map());

@@ -1,4 +1,4 @@
-//! `sluiced`: the sluice switch. See `sluice_dataplane::daemon`.
+//! `sluiced`: the sluice switch. See the `sluiced` library.
 //!
 //! ```text
 //! sluiced --config /etc/sluice/sluiced.toml
@@ -40,17 +40,14 @@ fn main() -> ExitCode {
         eprintln!("sluiced: cannot handle SIGHUP: {e}");
         return ExitCode::FAILURE;
     }
-    let daemon = match sluice_dataplane::daemon::Daemon::start_with_file(
-        &cfg,
-        Some(args.config.clone()),
-        stop.clone(),
-    ) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("sluiced: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let daemon =
+        match sluiced::Daemon::start_with_file(&cfg, Some(args.config.clone()), stop.clone()) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("sluiced: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     for p in &daemon.report {
         println!("sluiced: port {} xdp={} mode={}", p.name, p.xdp, p.mode);
     }

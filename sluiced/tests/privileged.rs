@@ -130,7 +130,7 @@ impl Lab {
     }
 
     fn ctl(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_sluicectl"))
+        Command::new(sluicectl())
             .arg("--socket")
             .arg(self.socket())
             .args(args)
@@ -1004,4 +1004,21 @@ fn pod_ports_are_attached_and_detached_at_runtime() {
         .status
         .success());
     assert!(ping(&lab, 1, "10.5.1.4"));
+}
+
+/// The `sluicectl` binary of this build (its own crate: `cargo build -p
+/// sluicectl` first, as scripts/test.sh does), or `$SLUICECTL`.
+fn sluicectl() -> PathBuf {
+    if let Some(p) = std::env::var_os("SLUICECTL") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let p = dir.join("sluicectl");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build -p sluicectl` first (scripts/test.sh does)",
+        p.display()
+    );
+    p
 }

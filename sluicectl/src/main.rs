@@ -10,7 +10,7 @@
 
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
-use sluice_dataplane::daemon::api;
+use sluiced::api;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

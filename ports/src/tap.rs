@@ -12,8 +12,8 @@
 //! the last queue closes, so a crash leaves nothing behind.
 #![allow(unsafe_code)]
 
-use crate::buffer::{BufPool, Burst, PacketBuf};
-use crate::port::Port;
+use sluice_dataplane::buffer::{BufPool, Burst, PacketBuf};
+use sluice_dataplane::port::Port;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 

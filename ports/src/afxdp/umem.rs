@@ -1,0 +1,167 @@
+//! The UMEM: one memory area per worker, registered with the kernel and
+//! shared by the worker's sockets, so a frame received on one port is sent
+//! on another without a copy. Hugepages when reserved, ordinary pages
+//! otherwise. The area outlives every socket and buffer made from it (drop
+//! order in the worker: ports, pool, UMEM).
+#![allow(unsafe_code)]
+
+use super::*;
+
+/// UMEM geometry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UmemConfig {
+    /// Frames in the area.
+    pub frames: u32,
+    /// Bytes per frame (a power of two, 2048 or 4096).
+    pub frame_size: u32,
+    /// Fill and completion ring sizes (powers of two).
+    pub ring_size: u32,
+}
+
+impl Default for UmemConfig {
+    fn default() -> Self {
+        UmemConfig {
+            // 64 MiB: the uplink's fill ring (1024 frames), 128 per pod port,
+            // and room in flight; enough for about 100 pods per worker.
+            frames: 16384,
+            frame_size: 4096,
+            ring_size: 2048,
+        }
+    }
+}
+
+/// The memory area frames live in, mapped once, hugepages when available.
+#[derive(Debug)]
+pub(super) struct Area {
+    pub(super) ptr: NonNull<u8>,
+    pub(super) len: usize,
+    pub(super) hugepages: bool,
+}
+
+impl Area {
+    fn map(len: usize) -> Result<Area, XdpError> {
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE;
+        // SAFETY: anonymous mapping of `len` bytes; no existing memory is touched.
+        let huge = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                flags | libc::MAP_HUGETLB,
+                -1,
+                0,
+            )
+        };
+        if huge != libc::MAP_FAILED {
+            return Ok(Area {
+                ptr: NonNull::new(huge.cast()).expect("mmap never returns null"),
+                len,
+                hugepages: true,
+            });
+        }
+        // SAFETY: as above, ordinary pages.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, -1, 0) };
+        if p == libc::MAP_FAILED {
+            return Err(XdpError::Mmap {
+                bytes: len,
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(Area {
+            ptr: NonNull::new(p.cast()).expect("mmap never returns null"),
+            len,
+            hugepages: false,
+        })
+    }
+}
+
+impl Drop for Area {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping made in `map`; every user
+        // (the UMEM, sockets, buffers) is gone by now (see `Umem`'s drop order).
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// A UMEM: the area registered with the kernel, shared by one worker's sockets.
+#[derive(Debug)]
+pub struct Umem {
+    pub(super) raw: NonNull<sys::xsk_umem>,
+    // The rings libxdp made with the UMEM (the first socket adopts copies);
+    // kept because libxdp holds their addresses until then.
+    pub(super) _fill: Box<sys::xsk_ring_prod>,
+    pub(super) _comp: Box<sys::xsk_ring_cons>,
+    pub(super) cfg: UmemConfig,
+    // Declared last: dropped after everything that points into it.
+    pub(super) area: Area,
+}
+
+impl Umem {
+    /// Maps and registers a UMEM.
+    pub fn new(cfg: UmemConfig) -> Result<Umem, XdpError> {
+        assert!(cfg.frame_size.is_power_of_two() && cfg.ring_size.is_power_of_two());
+        let len = cfg.frames as usize * cfg.frame_size as usize;
+        let area = Area::map(len)?;
+        let mut fill = Box::<sys::xsk_ring_prod>::default();
+        let mut comp = Box::<sys::xsk_ring_cons>::default();
+        let ucfg = sys::xsk_umem_config {
+            fill_size: cfg.ring_size,
+            comp_size: cfg.ring_size,
+            frame_size: cfg.frame_size,
+            frame_headroom: 0,
+            flags: 0,
+        };
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: the area is `len` bytes, page aligned, alive as long as the
+        // UMEM (field order); the ring structs are boxed so their addresses,
+        // which libxdp keeps, never move.
+        let rc = unsafe {
+            sys::xsk_umem__create(
+                &mut raw,
+                area.ptr.as_ptr().cast(),
+                len as u64,
+                &mut *fill,
+                &mut *comp,
+                &ucfg,
+            )
+        };
+        if rc != 0 {
+            return Err(errno_err("register the UMEM", "-", rc));
+        }
+        let raw =
+            NonNull::new(raw).ok_or_else(|| errno_err("register the UMEM", "-", libc::ENOMEM))?;
+        Ok(Umem {
+            raw,
+            _fill: fill,
+            _comp: comp,
+            cfg,
+            area,
+        })
+    }
+
+    /// Whether the area is on hugepages.
+    pub fn hugepages(&self) -> bool {
+        self.area.hugepages
+    }
+
+    /// A pool over all frames, none handed out yet.
+    pub fn pool(&self) -> UmemPool {
+        UmemPool {
+            base: self.area.ptr,
+            frame_size: self.cfg.frame_size,
+            free: (0..self.cfg.frames)
+                .map(|i| u64::from(i) * u64::from(self.cfg.frame_size))
+                .collect(),
+            total: self.cfg.frames as usize,
+        }
+    }
+}
+
+impl Drop for Umem {
+    fn drop(&mut self) {
+        // SAFETY: every socket on this UMEM has been deleted (they borrow it);
+        // the area is unmapped afterwards by field order.
+        unsafe { sys::xsk_umem__delete(self.raw.as_ptr()) };
+    }
+}

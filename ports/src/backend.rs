@@ -1,0 +1,199 @@
+//! The one trait the daemon's worker loop knows: a backend opens ports for
+//! one worker over that worker's own buffer memory, and says how to wait on
+//! them and what the kernel or NIC counted for them.
+//!
+//! A backend value belongs to one worker thread and is created there, so its
+//! memory (UMEM, mempool) is local to the worker's core. The worker keeps
+//! the drop order every backend relies on: ports first, then the pool, then
+//! the backend (whose memory the pool's buffers point into).
+
+use crate::afxdp::{self, UmemPool, XdpBuf, XdpError, XskConfig, XskMap, XskPort, XskStats};
+use crate::tap::TapPort;
+use sluice_dataplane::buffer::{BufPool, Burst};
+use sluice_dataplane::config::PortKind;
+use sluice_dataplane::port::Port;
+use std::fmt;
+use std::sync::Arc;
+
+/// What a worker asks its backend to open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortSpec<'a> {
+    /// Interface (or device) name.
+    pub name: &'a str,
+    /// What it connects to.
+    pub kind: PortKind,
+    /// The queue this worker serves (its worker index).
+    pub queue: u32,
+}
+
+/// Why a backend could not open a port.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// AF_XDP set-up failed.
+    #[error(transparent)]
+    Xdp(#[from] XdpError),
+    /// The host TAP could not be opened.
+    #[error("cannot open the TAP: {0}")]
+    Tap(std::io::Error),
+    /// The control side has not attached the port (no socket map for it).
+    #[error("`{0}` is not attached")]
+    NotAttached(String),
+}
+
+/// Counters the kernel or NIC keeps for one port queue, beyond the
+/// switch's own: drops that happen before a packet reaches the worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PortStats {
+    /// The kernel's AF_XDP socket counters, for an XSK port.
+    pub xsk: Option<XskStats>,
+}
+
+/// A worker's view of one backend.
+pub trait Backend: fmt::Debug {
+    /// The worker's buffer pool.
+    type Pool: BufPool + fmt::Debug;
+    /// An open port queue.
+    type Port: Port<Self::Pool> + fmt::Debug;
+    /// The worker's pool of free buffers (taken once, at start).
+    fn pool(&self) -> Self::Pool;
+    /// Opens `spec` on this worker.
+    fn open(
+        &mut self,
+        pool: &mut Self::Pool,
+        spec: &PortSpec<'_>,
+    ) -> Result<Self::Port, BackendError>;
+    /// A descriptor that becomes readable when `port` has work (the idle
+    /// path of the adaptive and interrupt rx modes).
+    fn wait_fd(port: &Self::Port) -> Option<i32>;
+    /// Sleeps until one of `fds` is readable or `timeout_ms` passes.
+    fn wait(fds: &[i32], timeout_ms: i32) -> bool;
+    /// What the kernel or NIC counted for `port`.
+    fn stats(port: &Self::Port) -> PortStats;
+    /// How `port` moves frames, for reports: `zero-copy`, `copy`, `tap`.
+    fn mode(port: &Self::Port) -> &'static str;
+    /// Whether the backend's memory sits on huge pages.
+    fn hugepages(&self) -> bool;
+}
+
+/// Finds the socket map the control side registered for an interface.
+pub type MapLookup = Arc<dyn Fn(&str) -> Option<XskMap> + Send + Sync>;
+
+/// AF_XDP for kernel netdevs (uplink, pod veths) plus the host TAP, over
+/// one UMEM per worker.
+pub struct AfXdpBackend {
+    umem: afxdp::Umem,
+    maps: MapLookup,
+}
+
+impl fmt::Debug for AfXdpBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AfXdpBackend")
+            .field("umem", &self.umem)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AfXdpBackend {
+    /// A worker's backend: maps its UMEM (on the calling thread).
+    pub fn new(cfg: afxdp::UmemConfig, maps: MapLookup) -> Result<Self, BackendError> {
+        Ok(AfXdpBackend {
+            umem: afxdp::Umem::new(cfg)?,
+            maps,
+        })
+    }
+}
+
+/// A port of the AF_XDP backend.
+#[derive(Debug)]
+pub enum AfXdpPort {
+    /// An XSK socket on a netdev queue.
+    Xsk(XskPort),
+    /// A queue of the host TAP.
+    Tap(TapPort),
+}
+
+impl Port<UmemPool> for AfXdpPort {
+    #[inline]
+    fn rx_burst(&mut self, pool: &mut UmemPool, burst: &mut Burst<XdpBuf>) -> usize {
+        match self {
+            AfXdpPort::Xsk(p) => p.rx_burst(pool, burst),
+            AfXdpPort::Tap(p) => p.rx_burst(pool, burst),
+        }
+    }
+    #[inline]
+    fn tx_burst(&mut self, pool: &mut UmemPool, bufs: &mut Vec<XdpBuf>) -> usize {
+        match self {
+            AfXdpPort::Xsk(p) => p.tx_burst(pool, bufs),
+            AfXdpPort::Tap(p) => p.tx_burst(pool, bufs),
+        }
+    }
+}
+
+impl Backend for AfXdpBackend {
+    type Pool = UmemPool;
+    type Port = AfXdpPort;
+
+    fn pool(&self) -> UmemPool {
+        self.umem.pool()
+    }
+
+    fn open(
+        &mut self,
+        pool: &mut UmemPool,
+        spec: &PortSpec<'_>,
+    ) -> Result<AfXdpPort, BackendError> {
+        if spec.kind == PortKind::Host {
+            return TapPort::open(spec.name)
+                .map(AfXdpPort::Tap)
+                .map_err(BackendError::Tap);
+        }
+        let map =
+            (self.maps)(spec.name).ok_or_else(|| BackendError::NotAttached(spec.name.into()))?;
+        let cfg = if spec.kind == PortKind::Pod {
+            XskConfig::pod()
+        } else {
+            XskConfig::default()
+        };
+        match XskPort::open(&mut self.umem, pool, map, spec.name, spec.queue, cfg) {
+            Ok(p) => Ok(AfXdpPort::Xsk(p)),
+            Err(XdpError::QueueBusy { ifname, .. }) => Err(XdpError::QueueBusy {
+                ifname,
+                queue: spec.queue,
+            }
+            .into()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn wait_fd(port: &AfXdpPort) -> Option<i32> {
+        Some(match port {
+            AfXdpPort::Xsk(x) => x.fd(),
+            AfXdpPort::Tap(t) => t.fd(),
+        })
+    }
+
+    fn wait(fds: &[i32], timeout_ms: i32) -> bool {
+        afxdp::wait_readable(fds, timeout_ms)
+    }
+
+    fn stats(port: &AfXdpPort) -> PortStats {
+        PortStats {
+            xsk: match port {
+                AfXdpPort::Xsk(x) => x.statistics(),
+                AfXdpPort::Tap(_) => None,
+            },
+        }
+    }
+
+    fn mode(port: &AfXdpPort) -> &'static str {
+        match port {
+            AfXdpPort::Xsk(x) if x.zero_copy() => "zero-copy",
+            AfXdpPort::Xsk(_) => "copy",
+            AfXdpPort::Tap(_) => "tap",
+        }
+    }
+
+    fn hugepages(&self) -> bool {
+        self.umem.hugepages()
+    }
+}

@@ -1,0 +1,22 @@
+//! sluice's port backends: where the pipeline's bursts come from on a real
+//! node.
+//!
+//! Each backend implements [`sluice_dataplane::port::Port`] over its own
+//! buffers and is opened per worker through [`Backend`], the one trait the
+//! daemon's worker loop knows, so a new backend (DPDK, vhost-user) slots in
+//! without touching the loop:
+//!
+//! - [`afxdp`]: AF_XDP sockets on kernel netdevs (uplink and pod veths),
+//!   split by concern: the XDP program, the UMEM, frames and their pool, the
+//!   sockets;
+//! - [`tap`]: the host port, a multi-queue TAP into the node's kernel.
+//!
+//! This crate may depend on `sluice-dataplane` (the port contract, buffers)
+//! and `sluice-bindings` (FFI). It is, with `bindings/`, where `unsafe`
+//! lives: each module that needs it opts in and documents every block.
+
+pub mod afxdp;
+pub mod backend;
+pub mod tap;
+
+pub use backend::{AfXdpBackend, AfXdpPort, Backend, BackendError, MapLookup, PortSpec, PortStats};

@@ -1,0 +1,34 @@
+//! `sluiced`: the sluice switch as a running process, as a library with a
+//! thin `main`.
+//!
+//! - [`startup`]: all-or-nothing start-up and shutdown ([`Daemon`]);
+//! - [`worker`]: the pinned worker loop, generic over the port backend
+//!   (`sluice_ports::Backend`), with housekeeping every N turns;
+//! - [`registry`]: what the control side and the workers share (socket
+//!   maps, generation acknowledgements, flow dumps, kernel port counters);
+//! - [`api`]: the control API over a Unix socket;
+//! - [`metrics`]: the Prometheus endpoint;
+//! - [`host`] and [`neigh`]: the node around the switch (interface locks,
+//!   the host TAP's addresses, NUMA placement, the kernel's neighbours).
+//!
+//! This crate may depend on `sluice-dataplane` (the pipeline), `sluice-ports`
+//! (backends), `sluice-api` (the API schema) and `sluice-bindings` (only for
+//! the TSC read in the worker loop). It has no `unsafe` of its own.
+
+pub mod api;
+pub mod host;
+pub mod metrics;
+pub mod neigh;
+pub mod registry;
+pub mod startup;
+pub mod worker;
+
+// The pipeline library's modules under their old paths inside this crate.
+#[cfg(test)]
+pub(crate) use sluice_dataplane::craft;
+pub(crate) use sluice_dataplane::{
+    buffer, config, counters, fib, pcap, pipeline, port, tables, wire,
+};
+
+pub use registry::{PortRegistry, FLOW_DUMP_LIMIT};
+pub use startup::{Daemon, DaemonError, PortReport};

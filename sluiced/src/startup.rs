@@ -1,0 +1,417 @@
+//! Start-up and shutdown. Start-up is all or nothing: the configuration is
+//! validated and the tables built, every interface is claimed and the XDP
+//! program attached to every AF_XDP port (a stale copy left by a crash is
+//! replaced), and every worker opens its ports; any failure undoes what was
+//! done (programs detached, sockets closed) and is reported with the port
+//! at fault. Shutdown (the `stop` flag, set by SIGTERM or SIGINT) stops the
+//! workers, closes the sockets and detaches the programs.
+
+use crate::api;
+use crate::config::{NodeConfig, PortKind, RxMode};
+use crate::counters::WorkerCounters;
+use crate::host::{configure_host_port, numa_report, PortLock};
+use crate::metrics;
+use crate::neigh;
+use crate::registry::PortRegistry;
+use crate::tables::{Tables, TablesError, TablesHandle};
+use crate::worker::{self, PortPlan, WorkerSetup};
+use sluice_ports::afxdp::{self, Steering, UmemConfig, XdpProgram};
+use sluice_ports::{AfXdpBackend, BackendError, MapLookup};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The configuration or tables.
+    #[error(transparent)]
+    Tables(#[from] TablesError),
+    /// A port could not be set up.
+    #[error("port `{port}`: {source}")]
+    Port {
+        /// The port's name.
+        port: String,
+        /// What went wrong.
+        source: BackendError,
+    },
+    /// The host port could not be set up.
+    #[error("host port `{port}`: {message}")]
+    Host {
+        /// The port's name.
+        port: String,
+        /// What failed.
+        message: String,
+    },
+    /// Another sluiced serves this port.
+    #[error("port `{port}` is busy: another sluiced ({holder}) serves it")]
+    Busy {
+        /// The port's name.
+        port: String,
+        /// Who holds it.
+        holder: String,
+    },
+    /// The API socket could not be bound.
+    #[error("daemon.api_socket {path}: {source}")]
+    Api {
+        /// The socket path.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The metrics address could not be bound.
+    #[error("daemon.metrics_address {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A worker could not start.
+    #[error("worker {worker}: {message}")]
+    Worker {
+        /// Which.
+        worker: usize,
+        /// Why.
+        message: String,
+    },
+}
+
+/// What start-up set up on a port, for the start-up report and the API.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PortReport {
+    /// Port name.
+    pub name: String,
+    /// `native` or `generic` XDP, or `none`.
+    pub xdp: &'static str,
+    /// `zero-copy` or `copy` (worker 0's socket), or `none`.
+    pub mode: &'static str,
+}
+
+/// A running switch.
+#[derive(Debug)]
+pub struct Daemon {
+    tables: Arc<TablesHandle>,
+    counters: Vec<Arc<WorkerCounters>>,
+    stop: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<()>>,
+    /// What was set up.
+    pub report: Vec<PortReport>,
+    /// Whether UMEMs are on hugepages.
+    pub hugepages: bool,
+    /// NUMA placement of the workers against the uplink, when known.
+    pub numa: Option<String>,
+    control: Arc<std::sync::Mutex<api::Control>>,
+    _locks: Vec<PortLock>,
+}
+
+impl Daemon {
+    /// Starts the switch for `cfg`; `stop` ends it.
+    pub fn start(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<Daemon, DaemonError> {
+        Self::start_with_file(cfg, None, stop)
+    }
+
+    /// As [`Daemon::start`], remembering the file `reload` re-reads.
+    pub fn start_with_file(
+        cfg: &NodeConfig,
+        config_path: Option<std::path::PathBuf>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Daemon, DaemonError> {
+        let tables = Tables::from_config(cfg)?;
+        let metrics_listener =
+            metrics::bind(cfg.daemon.metrics_address).map_err(|source| DaemonError::Metrics {
+                addr: cfg.daemon.metrics_address,
+                source,
+            })?;
+        let api_path = cfg.daemon.api_socket.clone();
+        let api_listener = api::bind(&api_path).map_err(|source| DaemonError::Api {
+            path: api_path.clone(),
+            source,
+        })?;
+        // Until the API thread owns it, a failed start removes the socket file.
+        struct RemoveOnError<'a>(&'a std::path::Path, bool);
+        impl Drop for RemoveOnError<'_> {
+            fn drop(&mut self) {
+                if self.1 {
+                    let _ = std::fs::remove_file(self.0);
+                }
+            }
+        }
+        let mut api_guard = RemoveOnError(&api_path, true);
+        let control_handle;
+        // Every interface must exist before anything is attached.
+        for p in &cfg.ports {
+            if p.kind != PortKind::Host {
+                afxdp::ifindex(&p.name).map_err(|source| DaemonError::Port {
+                    port: p.name.clone(),
+                    source: source.into(),
+                })?;
+            }
+        }
+        // Claim every interface before touching any: a second sluiced on the
+        // same interfaces is refused here, before it could replace the first
+        // one's XDP programs. The kernel drops the locks if we crash.
+        let mut locks = Vec::new();
+        for p in &cfg.ports {
+            locks.push(
+                PortLock::claim(&p.name).map_err(|holder| DaemonError::Busy {
+                    port: p.name.clone(),
+                    holder,
+                })?,
+            );
+        }
+        let n_workers = cfg.daemon.workers.len().max(1);
+        let registry = Arc::new(PortRegistry::new(n_workers));
+        let mut programs = Vec::new();
+        let mut plans = Vec::new();
+        let uplink_ip = cfg
+            .ports
+            .iter()
+            .find(|p| p.kind == PortKind::Uplink)
+            .and_then(|p| p.address)
+            .map(|a| a.ip);
+        for p in &cfg.ports {
+            let steering = match p.kind {
+                PortKind::Host => {
+                    plans.push(PortPlan {
+                        ifname: p.name.clone(),
+                        kind: p.kind,
+                    });
+                    continue;
+                }
+                PortKind::Pod => Steering::RedirectAll,
+                PortKind::Uplink => Steering::Filter {
+                    node_ip: uplink_ip.expect("validated: an uplink has an address"),
+                    pod_net: cfg.node.pod_network.addr(),
+                    pod_len: cfg.node.pod_network.len(),
+                    vxlan_port: cfg.tunnel.vxlan_port,
+                },
+            };
+            let prog =
+                XdpProgram::attach(&p.name, steering).map_err(|source| DaemonError::Port {
+                    port: p.name.clone(),
+                    source: source.into(),
+                })?;
+            plans.push(PortPlan {
+                ifname: p.name.clone(),
+                kind: p.kind,
+            });
+            registry.add(&p.name, prog.xsk_map());
+            programs.push(prog);
+        }
+
+        let handle = Arc::new(TablesHandle::new(tables));
+        let cores: Vec<Option<usize>> = if cfg.daemon.workers.is_empty() {
+            vec![None]
+        } else {
+            cfg.daemon.workers.iter().map(|&c| Some(c)).collect()
+        };
+        let modes: Vec<RxMode> = cfg
+            .ports
+            .iter()
+            .map(|p| p.rx_mode.unwrap_or(cfg.daemon.rx_mode))
+            .collect();
+        let burst = cfg.daemon.burst as usize;
+        let mut counters = Vec::new();
+        let mut workers = Vec::new();
+        let mut report = Vec::new();
+        let mut hugepages = true;
+        for (w, core) in cores.into_iter().enumerate() {
+            let c = Arc::new(WorkerCounters::new());
+            counters.push(c.clone());
+            let (ready_tx, ready_rx) = mpsc::channel();
+            let (plans, modes, handle, wstop) =
+                (plans.clone(), modes.clone(), handle.clone(), stop.clone());
+            let wreg = registry.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("sluice-w{w}"))
+                .spawn(move || {
+                    let lookup_reg = wreg.clone();
+                    let maps: MapLookup = Arc::new(move |name: &str| lookup_reg.map_of(name));
+                    let setup = WorkerSetup {
+                        w,
+                        core,
+                        plans,
+                        modes,
+                        burst,
+                        handle,
+                        counters: c,
+                        registry: wreg,
+                        stop: wstop,
+                        ready: ready_tx,
+                    };
+                    worker::run(setup, move || {
+                        AfXdpBackend::new(UmemConfig::default(), maps)
+                    })
+                });
+            let join = match spawned {
+                Ok(j) => j,
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(DaemonError::Worker {
+                        worker: w,
+                        message: e.to_string(),
+                    });
+                }
+            };
+            workers.push(join);
+            match ready_rx.recv() {
+                Ok(Ok((r, huge))) => {
+                    if w == 0 {
+                        report = r;
+                    }
+                    hugepages &= huge;
+                }
+                Ok(Err(e)) => {
+                    stop.store(true, Ordering::Relaxed);
+                    for j in workers {
+                        let _ = j.join();
+                    }
+                    return Err(e);
+                }
+                Err(_) => {
+                    stop.store(true, Ordering::Relaxed);
+                    for j in workers {
+                        let _ = j.join();
+                    }
+                    return Err(DaemonError::Worker {
+                        worker: w,
+                        message: "exited during start-up".into(),
+                    });
+                }
+            }
+        }
+        if let Some(host) = cfg.ports.iter().find(|p| p.kind == PortKind::Host) {
+            if let Err(message) = configure_host_port(cfg, &host.name, host.mac) {
+                stop.store(true, Ordering::Relaxed);
+                for j in workers {
+                    let _ = j.join();
+                }
+                return Err(DaemonError::Host {
+                    port: host.name.clone(),
+                    message,
+                });
+            }
+        }
+        for (r, prog) in report.iter_mut().zip(cfg.ports.iter()) {
+            if let Some(p) = programs.iter().find(|p| p.ifname() == prog.name) {
+                r.xdp = match p.mode() {
+                    afxdp::AttachMode::Native => "native",
+                    afxdp::AttachMode::Generic => "generic",
+                };
+            }
+        }
+        let _ = &programs;
+        {
+            let mut c = api::Control::new(cfg.clone(), handle.clone(), counters.clone());
+            if let Some(p) = config_path {
+                c.set_config_path(p);
+            }
+            c.manage_ports(std::mem::take(&mut programs), registry.clone());
+            let control = Arc::new(std::sync::Mutex::new(c));
+            control_handle = control.clone();
+            let (ncontrol, nstop) = (control.clone(), stop.clone());
+            match std::thread::Builder::new()
+                .name("sluice-neigh".into())
+                .spawn(move || neigh::run(ncontrol, nstop))
+            {
+                Ok(j) => workers.push(j),
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(DaemonError::Worker {
+                        worker: usize::MAX,
+                        message: format!("neighbour thread: {e}"),
+                    });
+                }
+            }
+            let (apath, astop) = (api_path.clone(), stop.clone());
+            match std::thread::Builder::new()
+                .name("sluice-api".into())
+                .spawn(move || api::serve(api_listener, apath, control, astop))
+            {
+                Ok(j) => {
+                    workers.push(j);
+                    api_guard.1 = false;
+                }
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(DaemonError::Worker {
+                        worker: usize::MAX,
+                        message: format!("API thread: {e}"),
+                    });
+                }
+            }
+        }
+        {
+            let (mhandle, mcounters, mstop) = (handle.clone(), counters.clone(), stop.clone());
+            let m = std::thread::Builder::new()
+                .name("sluice-metrics".into())
+                .spawn(move || metrics::serve(metrics_listener, mhandle, mcounters, mstop));
+            match m {
+                Ok(j) => workers.push(j),
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(DaemonError::Worker {
+                        worker: usize::MAX,
+                        message: format!("metrics thread: {e}"),
+                    });
+                }
+            }
+        }
+        let control = control_handle;
+        let numa = cfg
+            .ports
+            .iter()
+            .find(|p| p.kind == PortKind::Uplink)
+            .and_then(|u| numa_report(&u.name, &cfg.daemon.workers));
+        Ok(Daemon {
+            tables: handle,
+            counters,
+            stop,
+            workers,
+            report,
+            hugepages,
+            numa,
+            control,
+            _locks: locks,
+        })
+    }
+
+    /// The published tables.
+    pub fn tables(&self) -> &Arc<TablesHandle> {
+        &self.tables
+    }
+
+    /// Re-reads the configuration file (SIGHUP).
+    pub fn reload(&self) -> Result<serde_json::Value, api::ApiError> {
+        self.control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reload()
+    }
+
+    /// Each worker's counters.
+    pub fn counters(&self) -> &[Arc<WorkerCounters>] {
+        &self.counters
+    }
+
+    /// Stops the workers, closes the sockets and detaches the programs.
+    pub fn shutdown(self) {
+        // Drop does it: workers first (sockets close), then the programs.
+        drop(self);
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for j in self.workers.drain(..) {
+            let _ = j.join();
+        }
+        // Sockets are closed; now the programs can go.
+        self.control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .release_ports();
+    }
+}

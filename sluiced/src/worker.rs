@@ -1,0 +1,284 @@
+//! The worker loop: one pinned thread per core, generic over the port
+//! backend, so AF_XDP, DPDK and vhost-user ports run the same loop.
+//!
+//! Worker `w` owns queue `w` of every port, its backend's buffer memory, a
+//! pipeline and its counters; it shares nothing writable with other
+//! workers. Every turn it loads the tables (a cached pointer, no atomic
+//! count while nothing changes), brings its ports in line when the
+//! generation moved, and polls each port once.
+//!
+//! Housekeeping (flow dumps asked for by the API, the kernel's per-port
+//! counters) runs every [`HOUSEKEEPING_TURNS`] turns and before the worker
+//! sleeps, as OVS's PMD loop does, never per packet. In `adaptive` mode a
+//! worker sleeps on its ports after [`ADAPTIVE_SPIN`] empty turns, in
+//! `interrupt` mode as soon as they are empty, and never in `poll` mode.
+
+use crate::config::{PortKind, RxMode};
+use crate::counters::WorkerCounters;
+use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::port::poll_port;
+use crate::registry::{PortRegistry, FLOW_DUMP_LIMIT};
+use crate::startup::{DaemonError, PortReport};
+use crate::tables::{PortId, PortRole, Tables, TablesHandle};
+use sluice_dataplane::buffer::Burst;
+use sluice_ports::{Backend, BackendError, PortSpec};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+/// Empty polls in a row before an adaptive worker sleeps.
+pub const ADAPTIVE_SPIN: u32 = 1024;
+/// How long an idle worker sleeps on its ports at most (it rechecks `stop`).
+pub const IDLE_WAIT_MS: i32 = 20;
+/// Turns between two housekeeping rounds of a busy worker.
+pub const HOUSEKEEPING_TURNS: u32 = 1024;
+
+/// What a worker reports once its ports are open: each port's report and
+/// whether its memory is on huge pages.
+pub(crate) type Ready = mpsc::Sender<Result<(Vec<PortReport>, bool), DaemonError>>;
+
+/// A port the worker opens at start.
+#[derive(Debug, Clone)]
+pub(crate) struct PortPlan {
+    pub ifname: String,
+    pub kind: PortKind,
+}
+
+/// Everything a worker thread starts from.
+#[derive(Debug)]
+pub(crate) struct WorkerSetup {
+    pub w: usize,
+    pub core: Option<usize>,
+    pub plans: Vec<PortPlan>,
+    pub modes: Vec<RxMode>,
+    pub burst: usize,
+    pub handle: Arc<TablesHandle>,
+    pub counters: Arc<WorkerCounters>,
+    pub registry: Arc<PortRegistry>,
+    pub stop: Arc<AtomicBool>,
+    pub ready: Ready,
+}
+
+fn port_error(plan: &PortPlan, e: BackendError) -> DaemonError {
+    if plan.kind == PortKind::Host {
+        DaemonError::Host {
+            port: plan.ifname.clone(),
+            message: e.to_string(),
+        }
+    } else {
+        DaemonError::Port {
+            port: plan.ifname.clone(),
+            source: e,
+        }
+    }
+}
+
+/// Brings a worker's ports in line with the tables: opens pod ports that
+/// appeared, closes those of removed ports. Ids never move, so slot `i` is
+/// always port `i`.
+fn reconcile<B: Backend>(
+    w: usize,
+    tables: &Tables,
+    ports: &mut Vec<Option<B::Port>>,
+    backend: &mut B,
+    pool: &mut B::Pool,
+    registry: &PortRegistry,
+) {
+    while ports.len() < tables.ports.len() {
+        ports.push(None);
+    }
+    for (i, entry) in tables.ports.iter().enumerate() {
+        let slot = &mut ports[i];
+        match (slot.is_some(), entry.removed) {
+            (true, true) => *slot = None,
+            (false, false) if matches!(entry.role, PortRole::Pod { .. }) => {
+                if registry.map_of(&entry.name).is_none() {
+                    continue;
+                }
+                let spec = PortSpec {
+                    name: &entry.name,
+                    kind: PortKind::Pod,
+                    queue: w as u32,
+                };
+                match backend.open(pool, &spec) {
+                    Ok(p) => *slot = Some(p),
+                    Err(e) => registry
+                        .failures
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((entry.name.clone(), e.to_string())),
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Answers a pending flow request and publishes the kernel's port counters.
+fn housekeeping<B: Backend>(
+    w: usize,
+    tables: &Tables,
+    pipeline: &Pipeline<<B::Pool as sluice_dataplane::buffer::BufPool>::Buf>,
+    ports: &[Option<B::Port>],
+    registry: &PortRegistry,
+    flows_answered: &mut u32,
+) {
+    let flow_req = registry.flow_request.load(Ordering::Relaxed);
+    if flow_req != *flows_answered {
+        let live: Vec<_> = pipeline
+            .flow_cache()
+            .iter()
+            .filter(|(_, g, _)| *g == tables.generation)
+            .take(FLOW_DUMP_LIMIT)
+            .map(|(k, _, a)| (k, a))
+            .collect();
+        registry
+            .flow_dumps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((w, flow_req, live));
+        *flows_answered = flow_req;
+    }
+    // Never wait for a reader: the next round publishes again.
+    if let Ok(mut stats) = registry.port_stats[w].try_lock() {
+        stats.clear();
+        stats.extend(
+            ports
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.as_ref().map(|p| (i as PortId, B::stats(p)))),
+        );
+    }
+}
+
+/// A worker thread: pins itself, makes its backend (memory local to its
+/// core), opens its ports, reports ready, then polls until `stop`.
+pub(crate) fn run<B: Backend>(
+    s: WorkerSetup,
+    make_backend: impl FnOnce() -> Result<B, BackendError>,
+) {
+    let WorkerSetup {
+        w,
+        core,
+        plans,
+        modes,
+        burst: burst_size,
+        handle,
+        counters,
+        registry,
+        stop,
+        ready,
+    } = s;
+    if let Some(c) = core {
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
+            let _ = ready.send(Err(DaemonError::Worker {
+                worker: w,
+                message: format!("cannot pin to core {c}"),
+            }));
+            return;
+        }
+    }
+    // Drop order matters: ports, then the pool's buffers, then the backend.
+    let mut backend = match make_backend() {
+        Ok(b) => b,
+        Err(source) => {
+            let _ = ready.send(Err(DaemonError::Port {
+                port: "(umem)".into(),
+                source,
+            }));
+            return;
+        }
+    };
+    let mut pool = backend.pool();
+    let mut ports: Vec<Option<B::Port>> = Vec::with_capacity(plans.len());
+    let mut report = Vec::new();
+    for plan in &plans {
+        let spec = PortSpec {
+            name: &plan.ifname,
+            kind: plan.kind,
+            queue: w as u32,
+        };
+        match backend.open(&mut pool, &spec) {
+            Ok(p) => {
+                report.push(PortReport {
+                    name: plan.ifname.clone(),
+                    xdp: if plan.kind == PortKind::Host {
+                        "none"
+                    } else {
+                        "native"
+                    },
+                    mode: B::mode(&p),
+                });
+                ports.push(Some(p));
+            }
+            Err(e) => {
+                let _ = ready.send(Err(port_error(plan, e)));
+                return;
+            }
+        }
+    }
+    let mut cache = handle.cache();
+    let mut generation = cache.load().generation;
+    registry.acks[w].store(generation, Ordering::Release);
+    let _ = ready.send(Ok((report, backend.hugepages())));
+
+    let fds_of = |ports: &[Option<B::Port>]| -> Vec<i32> {
+        ports.iter().flatten().filter_map(B::wait_fd).collect()
+    };
+    let mut fds = fds_of(&ports);
+    let sleepy = modes.iter().all(|m| *m != RxMode::Poll);
+    let eager = modes.iter().all(|m| *m == RxMode::Interrupt);
+    let mut pipeline = Pipeline::new(PipelineConfig::default(), counters);
+    let mut burst = Burst::new(burst_size);
+    let epoch = Instant::now();
+    let mut flows_answered = registry.flow_request.load(Ordering::Relaxed);
+    let mut idle = 0u32;
+    let mut turn = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        // A reference, not a clone: no atomic count per turn.
+        let tables = cache.load();
+        if tables.generation != generation {
+            reconcile(w, tables, &mut ports, &mut backend, &mut pool, &registry);
+            fds = fds_of(&ports);
+            generation = tables.generation;
+            registry.acks[w].store(generation, Ordering::Release);
+        }
+        turn = turn.wrapping_add(1);
+        if turn.is_multiple_of(HOUSEKEEPING_TURNS) {
+            housekeeping::<B>(w, tables, &pipeline, &ports, &registry, &mut flows_answered);
+        }
+        let now = epoch.elapsed().as_nanos() as u64;
+        let mut got = 0;
+        for id in 0..ports.len() {
+            let t0 = sluice_bindings::tsc();
+            let n = poll_port(
+                &mut pipeline,
+                tables,
+                &mut ports,
+                id as PortId,
+                &mut burst,
+                &mut pool,
+                now,
+            );
+            if n > 0 {
+                pipeline
+                    .counters()
+                    .load
+                    .record(n, sluice_bindings::tsc().wrapping_sub(t0));
+                got += n;
+            }
+        }
+        if got > 0 {
+            idle = 0;
+            continue;
+        }
+        idle = idle.saturating_add(1);
+        if sleepy && (eager || idle > ADAPTIVE_SPIN) {
+            housekeeping::<B>(w, tables, &pipeline, &ports, &registry, &mut flows_answered);
+            B::wait(&fds, IDLE_WAIT_MS);
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    drop(ports);
+}

@@ -93,44 +93,162 @@ pub fn numa_report(uplink: &str, cores: &[usize]) -> Option<String> {
     })
 }
 
+/// Why the host port could not be configured; each variant names the step.
+#[derive(Debug, thiserror::Error)]
+pub enum HostPortError {
+    /// The TAP could not be opened.
+    #[error("open the TAP: {0}")]
+    Open(sluice_ports::BackendError),
+    /// No runtime for the netlink requests.
+    #[error("cannot start a runtime for netlink: {0}")]
+    Runtime(std::io::Error),
+    /// No netlink socket.
+    #[error("cannot open a netlink socket: {0}")]
+    Socket(std::io::Error),
+    /// The interface could not be looked up.
+    #[error("look up link {name}: {source}")]
+    Lookup {
+        /// The interface.
+        name: String,
+        /// The kernel's answer.
+        source: rtnetlink::Error,
+    },
+    /// The interface does not exist.
+    #[error("look up link {0}: no such interface")]
+    NoSuchLink(String),
+    /// Setting the MAC and bringing the link up failed.
+    #[error("set MAC {mac} and up on {name}: {source}")]
+    SetLink {
+        /// The interface.
+        name: String,
+        /// The MAC asked for.
+        mac: crate::wire::MacAddr,
+        /// The kernel's answer.
+        source: rtnetlink::Error,
+    },
+    /// Adding (or replacing) the gateway address failed.
+    #[error("add address {address}/32 on {name}: {source}")]
+    Address {
+        /// The interface.
+        name: String,
+        /// The pods' gateway address.
+        address: std::net::Ipv4Addr,
+        /// The kernel's answer.
+        source: rtnetlink::Error,
+    },
+    /// Replacing the pod-network route failed.
+    #[error("replace route {network} dev {name} src {source_address}: {source}")]
+    Route {
+        /// The interface.
+        name: String,
+        /// The pod network.
+        network: crate::config::Ipv4Net,
+        /// The preferred source (the gateway address).
+        source_address: std::net::Ipv4Addr,
+        /// The kernel's answer.
+        source: rtnetlink::Error,
+    },
+}
+
 /// Gives the host TAP the kernel-side MAC, brings it up, puts the pods'
-/// gateway address on it and routes the pod network through it.
+/// gateway address on it (`/32`, replacing one already there) and routes the
+/// pod network through it with the gateway as source (replacing the route).
+/// Talks rtnetlink on a short-lived current-thread runtime.
 pub(crate) fn configure_host_port(
     cfg: &NodeConfig,
     name: &str,
     mac: crate::wire::MacAddr,
-) -> Result<(), String> {
-    let gw = format!("{}/32", cfg.node.gateway());
-    let net = cfg.node.pod_network.to_string();
-    let mac = mac.to_string();
-    let steps: [&[&str]; 3] = [
-        &["link", "set", "dev", name, "address", &mac, "up"],
-        &["addr", "replace", &gw, "dev", name],
-        &[
-            "route",
-            "replace",
-            &net,
-            "dev",
-            name,
-            "src",
-            &cfg.node.gateway().to_string(),
-        ],
-    ];
-    for args in steps {
-        let out = std::process::Command::new("ip")
-            .args(args)
-            .output()
-            .map_err(|e| format!("cannot run ip: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "`ip {}` failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-    }
-    Ok(())
+) -> Result<(), HostPortError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(HostPortError::Runtime)?;
+    rt.block_on(configure_host_port_netlink(cfg, name, mac))
 }
+
+async fn configure_host_port_netlink(
+    cfg: &NodeConfig,
+    name: &str,
+    mac: crate::wire::MacAddr,
+) -> Result<(), HostPortError> {
+    use futures::TryStreamExt;
+    use netlink_packet_route::route::{RouteProtocol, RouteScope};
+    let (connection, handle, _) = rtnetlink::new_connection().map_err(HostPortError::Socket)?;
+    let connection = tokio::spawn(connection);
+    let result = async {
+        let link = handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute()
+            .try_next()
+            .await
+            .map_err(|source| match &source {
+                rtnetlink::Error::NetlinkError(e) if e.code.map(|c| c.get()) == Some(-ENODEV) => {
+                    HostPortError::NoSuchLink(name.to_string())
+                }
+                _ => HostPortError::Lookup {
+                    name: name.to_string(),
+                    source,
+                },
+            })?
+            .ok_or_else(|| HostPortError::NoSuchLink(name.to_string()))?;
+        let index = link.header.index;
+        handle
+            .link()
+            .set(
+                rtnetlink::LinkUnspec::new_with_index(index)
+                    .address(mac.0.to_vec())
+                    .up()
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(|source| HostPortError::SetLink {
+                name: name.to_string(),
+                mac,
+                source,
+            })?;
+        let gateway = cfg.node.gateway();
+        handle
+            .address()
+            .add(index, std::net::IpAddr::V4(gateway), 32)
+            .replace()
+            .execute()
+            .await
+            .map_err(|source| HostPortError::Address {
+                name: name.to_string(),
+                address: gateway,
+                source,
+            })?;
+        let network = cfg.node.pod_network;
+        let route = rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+            .destination_prefix(network.addr(), network.len())
+            .output_interface(index)
+            .pref_source(gateway)
+            .scope(RouteScope::Link)
+            .protocol(RouteProtocol::Boot)
+            .build();
+        handle
+            .route()
+            .add(route)
+            .replace()
+            .execute()
+            .await
+            .map_err(|source| HostPortError::Route {
+                name: name.to_string(),
+                network,
+                source_address: gateway,
+                source,
+            })
+    }
+    .await;
+    connection.abort();
+    result
+}
+
+/// `ENODEV`, the kernel's "no such device".
+const ENODEV: i32 = 19;
 
 #[cfg(test)]
 mod tests {

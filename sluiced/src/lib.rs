@@ -9,7 +9,8 @@
 //! - [`api`]: the control API over a Unix socket;
 //! - [`metrics`]: the Prometheus endpoint;
 //! - [`host`] and [`neigh`]: the node around the switch (interface locks,
-//!   the host TAP's addresses, NUMA placement, the kernel's neighbours).
+//!   the host TAP's addresses and route over rtnetlink, NUMA placement, the
+//!   kernel's neighbours followed over rtnetlink on the control runtime).
 //!
 //! This crate may depend on `sluice-dataplane` (the pipeline), `sluice-ports`
 //! (backends), `sluice-api` (the API schema) and `sluice-bindings` (only for

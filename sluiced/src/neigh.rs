@@ -1,27 +1,54 @@
-//! Underlay neighbours learned from the kernel.
+//! Underlay neighbours learned from the kernel, over rtnetlink.
 //!
-//! The kernel keeps owning the uplink's address and ARP; sluiced reads the
+//! The kernel keeps owning the uplink's address and ARP; sluiced learns the
 //! MACs it needs (remote nodes on the uplink's segment, and the underlay
-//! gateway for the others) from the kernel's neighbour table, every
-//! [`INTERVAL`]. When the kernel has no entry for a next hop, sluiced sends
-//! it one empty UDP datagram (the discard port, 9) so the kernel resolves it
-//! as it would for any traffic of its own. Neighbours written in the
-//! configuration or set through the API are never overridden.
+//! gateway for the others) from the kernel's neighbour table. It subscribes
+//! to the kernel's neighbour events (`RTNLGRP_NEIGH`) and then dumps the
+//! table once; after an overrun (the socket's buffer filled and events were
+//! lost, `ENOBUFS`) it dumps it again. When the kernel has no entry for a
+//! next hop, sluiced sends it one empty UDP datagram (the discard port, 9)
+//! so the kernel resolves it as it would for any traffic of its own.
 //!
-//! The table is read with `ip -json neigh show` (iproute2), a control-path
-//! cost of one process every interval.
+//! Invariants:
+//! - An entry leaves the learned table only when the kernel says it is gone:
+//!   `RTM_DELNEIGH`, or an entry in state `FAILED` or `INCOMPLETE`. A
+//!   re-dump, a failed read or a lost socket keeps the last-known entries
+//!   (a dump only adds or refreshes entries).
+//! - Neighbours written in the configuration or set through the API win:
+//!   [`Control::learn_neighbours`] never overrides them.
+//! - The learned neighbours are pushed into [`Control::learn_neighbours`]
+//!   only when they change (and `Control` publishes tables only when its
+//!   view changes), so an idle kernel costs no table publication.
+//! - Everything here runs on the daemon's control runtime (one tokio
+//!   current-thread runtime on its own thread); the workers never wait on it.
 
 use super::api::Control;
 use crate::config::{PortKind, Via};
 use crate::wire::MacAddr;
+use futures::StreamExt;
+use netlink_packet_core::NetlinkPayload;
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How often the kernel's table is read.
-pub const INTERVAL: Duration = Duration::from_millis(500);
+/// How often the wanted next hops are re-read from the configuration, the
+/// learned table pushed when it changed, and missing next hops probed.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// How long a dump of the kernel's table may take before it is retried.
+pub const DUMP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often one missing next hop is probed at most.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long to wait before opening a new subscription after one failed.
+pub const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
 /// The next hops the configuration needs MACs for: on-link route nodes and
 /// the uplink gateway, with the uplink's name.
@@ -47,71 +74,427 @@ pub fn wanted(control: &Control) -> Option<(String, Vec<Ipv4Addr>)> {
     Some((up.name.clone(), ips))
 }
 
-/// The kernel's usable entries on `dev`.
-pub fn kernel_table(dev: &str) -> HashMap<Ipv4Addr, MacAddr> {
-    let Ok(out) = std::process::Command::new("ip")
-        .args(["-json", "-4", "neigh", "show", "dev", dev])
-        .output()
-    else {
-        return HashMap::new();
-    };
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
-        return HashMap::new();
-    };
-    let mut map = HashMap::new();
-    for e in v.as_array().into_iter().flatten() {
-        let states: Vec<&str> = e["state"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s.as_str())
-            .collect();
-        if states.iter().any(|s| matches!(*s, "FAILED" | "INCOMPLETE")) {
-            continue;
-        }
-        let (Some(ip), Some(mac)) = (
-            e["dst"].as_str().and_then(|s| s.parse().ok()),
-            e["lladdr"].as_str().and_then(|s| s.parse().ok()),
-        ) else {
-            continue;
-        };
-        map.insert(ip, mac);
+/// What one kernel neighbour message says about one IPv4 neighbour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NeighbourChange {
+    /// The kernel has a usable MAC for `ip` on interface `ifindex`.
+    Resolved {
+        /// The interface the entry is on.
+        ifindex: u32,
+        /// The neighbour's address.
+        ip: Ipv4Addr,
+        /// Its MAC.
+        mac: MacAddr,
+    },
+    /// The kernel has no usable entry for `ip` on `ifindex` any more
+    /// (deleted, or resolution failed or is under way without an address).
+    Gone {
+        /// The interface the entry was on.
+        ifindex: u32,
+        /// The neighbour's address.
+        ip: Ipv4Addr,
+    },
+}
+
+/// Maps one rtnetlink message to a change of the learned table; `None` for
+/// messages that say nothing usable about an IPv4 neighbour (other
+/// families, other message kinds, entries without a 6-byte MAC).
+pub fn change_of_message(msg: &RouteNetlinkMessage) -> Option<NeighbourChange> {
+    match msg {
+        RouteNetlinkMessage::NewNeighbour(n) => change_of_neighbour(n, false),
+        RouteNetlinkMessage::DelNeighbour(n) => change_of_neighbour(n, true),
+        _ => None,
     }
-    map
+}
+
+/// As [`change_of_message`] for a neighbour message; `deleted` for
+/// `RTM_DELNEIGH`.
+pub fn change_of_neighbour(n: &NeighbourMessage, deleted: bool) -> Option<NeighbourChange> {
+    if n.header.family != AddressFamily::Inet {
+        return None;
+    }
+    let ip = n.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        _ => None,
+    })?;
+    let ifindex = n.header.ifindex;
+    if deleted
+        || matches!(
+            n.header.state,
+            NeighbourState::Failed | NeighbourState::Incomplete
+        )
+    {
+        return Some(NeighbourChange::Gone { ifindex, ip });
+    }
+    let mac = n.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::LinkLayerAddress(b) => <[u8; 6]>::try_from(b.as_slice()).ok(),
+        _ => None,
+    })?;
+    Some(NeighbourChange::Resolved {
+        ifindex,
+        ip,
+        mac: MacAddr(mac),
+    })
+}
+
+/// The kernel's usable IPv4 neighbours as last heard, by interface.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KernelNeighbours {
+    entries: BTreeMap<(u32, Ipv4Addr), MacAddr>,
+}
+
+impl KernelNeighbours {
+    /// Applies one change; true when the table changed.
+    pub fn apply(&mut self, change: NeighbourChange) -> bool {
+        match change {
+            NeighbourChange::Resolved { ifindex, ip, mac } => {
+                self.entries.insert((ifindex, ip), mac) != Some(mac)
+            }
+            NeighbourChange::Gone { ifindex, ip } => self.entries.remove(&(ifindex, ip)).is_some(),
+        }
+    }
+
+    /// The MAC of `ip` on `ifindex`, when known.
+    pub fn get(&self, ifindex: u32, ip: Ipv4Addr) -> Option<MacAddr> {
+        self.entries.get(&(ifindex, ip)).copied()
+    }
+
+    /// The known MACs of `wanted` on `ifindex`.
+    pub fn learned(&self, ifindex: u32, wanted: &[Ipv4Addr]) -> BTreeMap<Ipv4Addr, MacAddr> {
+        wanted
+            .iter()
+            .filter_map(|ip| self.get(ifindex, *ip).map(|mac| (*ip, mac)))
+            .collect()
+    }
+
+    /// Entries known, on every interface.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is known.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Why a subscription ended.
+#[derive(Debug, thiserror::Error)]
+enum WatchError {
+    #[error("cannot open the neighbour subscription: {0}")]
+    Subscribe(std::io::Error),
+    #[error("the neighbour subscription closed")]
+    Closed,
+}
+
+/// The state the watcher keeps across subscriptions.
+#[derive(Debug)]
+struct Watcher {
+    control: Arc<Mutex<Control>>,
+    stop: Arc<AtomicBool>,
+    kernel: KernelNeighbours,
+    /// The uplink's name and interface index, once resolved.
+    uplink: Option<(String, u32)>,
+    /// What was last pushed into `Control`.
+    pushed: Option<BTreeMap<Ipv4Addr, MacAddr>>,
+    probe: Option<UdpSocket>,
+    last_probe: HashMap<Ipv4Addr, Instant>,
+}
+
+impl Watcher {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Reads the wanted next hops, pushes the learned ones when they
+    /// changed, and probes missing ones.
+    fn sync(&mut self) {
+        let want = self
+            .control
+            .lock()
+            .map(|c| wanted(&c))
+            .unwrap_or_else(|p| wanted(&p.into_inner()));
+        let Some((dev, ips)) = want else {
+            return;
+        };
+        let ifindex = match &self.uplink {
+            Some((name, idx)) if *name == dev => *idx,
+            _ => match sluice_ports::afxdp::ifindex(&dev) {
+                Ok(idx) => {
+                    self.uplink = Some((dev.clone(), idx));
+                    idx
+                }
+                Err(e) => {
+                    tracing::debug!(uplink = %dev, error = %e, "uplink not found");
+                    return;
+                }
+            },
+        };
+        let learned = self.kernel.learned(ifindex, &ips);
+        for ip in ips.iter().filter(|ip| !learned.contains_key(ip)) {
+            let due = self
+                .last_probe
+                .get(ip)
+                .is_none_or(|t| t.elapsed() >= PROBE_INTERVAL);
+            if let (true, Some(sock)) = (due, &self.probe) {
+                if let Err(e) = sock.send_to(&[], (*ip, 9)) {
+                    tracing::debug!(next_hop = %ip, error = %e, "probe not sent");
+                }
+                self.last_probe.insert(*ip, Instant::now());
+            }
+        }
+        self.last_probe.retain(|ip, _| ips.contains(ip));
+        if self.pushed.as_ref() == Some(&learned) {
+            return;
+        }
+        let mut control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        match control.learn_neighbours(&learned) {
+            Ok(published) => {
+                tracing::debug!(neighbours = learned.len(), published, "learned neighbours");
+                self.pushed = Some(learned);
+            }
+            Err(e) => tracing::warn!(error = %e, "learned neighbours not applied"),
+        }
+    }
+
+    /// Dumps the kernel's IPv4 neighbours into the table (adding and
+    /// refreshing, never emptying it).
+    async fn dump(&mut self, handle: &rtnetlink::Handle) -> Result<(), String> {
+        let request = handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet)
+            .execute();
+        let collect = async {
+            let mut entries = Vec::new();
+            futures::pin_mut!(request);
+            while let Some(m) = request.next().await {
+                entries.push(m.map_err(|e| e.to_string())?);
+            }
+            Ok::<_, String>(entries)
+        };
+        let entries = tokio::time::timeout(DUMP_TIMEOUT, collect)
+            .await
+            .map_err(|_| format!("no complete answer in {DUMP_TIMEOUT:?}"))??;
+        for n in &entries {
+            if let Some(c) = change_of_neighbour(n, false) {
+                self.kernel.apply(c);
+            }
+        }
+        tracing::debug!(
+            entries = entries.len(),
+            known = self.kernel.len(),
+            "kernel neighbour table dumped"
+        );
+        Ok(())
+    }
+
+    /// One subscription: subscribe, dump, follow events until the socket
+    /// closes or `stop`.
+    async fn follow(&mut self) -> Result<(), WatchError> {
+        let (connection, handle, mut events) =
+            rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Neigh])
+                .map_err(WatchError::Subscribe)?;
+        let connection = tokio::spawn(connection);
+        let _abort = AbortOnDrop(connection);
+        let mut dump_needed = true;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !self.stopped() {
+            if dump_needed {
+                match self.dump(&handle).await {
+                    Ok(()) => dump_needed = false,
+                    Err(e) => tracing::warn!(error = %e, "kernel neighbour dump failed; retrying"),
+                }
+            }
+            tokio::select! {
+                event = events.next() => {
+                    let Some((message, _)) = event else {
+                        return Err(WatchError::Closed);
+                    };
+                    match message.payload {
+                        NetlinkPayload::Overrun(_) => {
+                            tracing::warn!("neighbour events overran the socket buffer; dumping the table again");
+                            dump_needed = true;
+                        }
+                        NetlinkPayload::InnerMessage(m) => {
+                            if let Some(c) = change_of_message(&m) {
+                                self.kernel.apply(c);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                _ = tick.tick() => self.sync(),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Runs until `stop`: keeps the learned neighbours in step with the kernel.
-pub fn run(control: Arc<Mutex<Control>>, stop: Arc<AtomicBool>) {
-    let probe = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok();
-    let mut last_probe: HashMap<Ipv4Addr, Instant> = HashMap::new();
-    while !stop.load(Ordering::Relaxed) {
-        let want = control.lock().map(|c| wanted(&c)).unwrap_or(None);
-        if let Some((dev, ips)) = want {
-            let kernel = kernel_table(&dev);
-            let mut learned = BTreeMap::new();
-            for ip in ips {
-                match kernel.get(&ip) {
-                    Some(mac) => {
-                        learned.insert(ip, *mac);
-                    }
-                    None => {
-                        let due = last_probe
-                            .get(&ip)
-                            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-                        if let (true, Some(sock)) = (due, &probe) {
-                            let _ = sock.send_to(&[], (ip, 9));
-                            last_probe.insert(ip, Instant::now());
-                        }
-                    }
-                }
-            }
-            if let Ok(mut c) = control.lock() {
-                let _ = c.learn_neighbours(&learned);
+/// Must run inside a tokio runtime with I/O and time enabled.
+pub async fn watch(control: Arc<Mutex<Control>>, stop: Arc<AtomicBool>) {
+    let probe = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|s| s.set_nonblocking(true).map(|()| s));
+    let probe = match probe {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "no probe socket: missing next hops are not resolved by sluiced");
+            None
+        }
+    };
+    let mut w = Watcher {
+        control,
+        stop,
+        kernel: KernelNeighbours::default(),
+        uplink: None,
+        pushed: None,
+        probe,
+        last_probe: HashMap::new(),
+    };
+    while !w.stopped() {
+        if let Err(e) = w.follow().await {
+            tracing::warn!(error = %e, known = w.kernel.len(), "keeping the last-known neighbours; subscribing again");
+            w.sync();
+            let until = Instant::now() + RECONNECT_DELAY;
+            while Instant::now() < until && !w.stopped() {
+                tokio::time::sleep(TICK).await;
             }
         }
-        let deadline = Instant::now() + INTERVAL;
-        while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_core::Parseable;
+
+    const UPLINK: u32 = 7;
+
+    /// An `ndmsg` as the kernel sends it (AF_INET, ifindex 7), with
+    /// `NDA_DST` and, when given, `NDA_LLADDR`.
+    fn ndmsg(state: u16, ip: [u8; 4], mac: Option<[u8; 6]>) -> Vec<u8> {
+        let mut b = vec![2, 0, 0, 0];
+        b.extend_from_slice(&UPLINK.to_ne_bytes());
+        b.extend_from_slice(&state.to_ne_bytes());
+        b.extend_from_slice(&[0, 1]); // flags, type RTN_UNICAST
+        b.extend_from_slice(&8u16.to_ne_bytes());
+        b.extend_from_slice(&1u16.to_ne_bytes()); // NDA_DST
+        b.extend_from_slice(&ip);
+        if let Some(mac) = mac {
+            b.extend_from_slice(&10u16.to_ne_bytes());
+            b.extend_from_slice(&2u16.to_ne_bytes()); // NDA_LLADDR
+            b.extend_from_slice(&mac);
+            b.extend_from_slice(&[0, 0]); // NLA padding
         }
+        b
+    }
+
+    const NUD_INCOMPLETE: u16 = 0x01;
+    const NUD_REACHABLE: u16 = 0x02;
+    const NUD_STALE: u16 = 0x04;
+    const NUD_FAILED: u16 = 0x20;
+
+    fn parse(bytes: &[u8]) -> NeighbourMessage {
+        NeighbourMessage::parse(bytes).expect("a well-formed ndmsg")
+    }
+
+    const PEER: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 2);
+    const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x50, 0x02];
+
+    #[test]
+    fn reachable_and_stale_entries_resolve() {
+        for state in [NUD_REACHABLE, NUD_STALE] {
+            let m = parse(&ndmsg(state, PEER.octets(), Some(PEER_MAC)));
+            assert_eq!(
+                change_of_message(&RouteNetlinkMessage::NewNeighbour(m)),
+                Some(NeighbourChange::Resolved {
+                    ifindex: UPLINK,
+                    ip: PEER,
+                    mac: MacAddr(PEER_MAC)
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn deleted_failed_and_incomplete_entries_are_gone() {
+        let gone = Some(NeighbourChange::Gone {
+            ifindex: UPLINK,
+            ip: PEER,
+        });
+        let m = parse(&ndmsg(NUD_REACHABLE, PEER.octets(), Some(PEER_MAC)));
+        assert_eq!(
+            change_of_message(&RouteNetlinkMessage::DelNeighbour(m)),
+            gone
+        );
+        let m = parse(&ndmsg(NUD_FAILED, PEER.octets(), None));
+        assert_eq!(
+            change_of_message(&RouteNetlinkMessage::NewNeighbour(m)),
+            gone
+        );
+        let m = parse(&ndmsg(NUD_INCOMPLETE, PEER.octets(), None));
+        assert_eq!(change_of_neighbour(&m, false), gone);
+    }
+
+    #[test]
+    fn entries_without_a_mac_or_of_other_families_say_nothing() {
+        let m = parse(&ndmsg(NUD_STALE, PEER.octets(), None));
+        assert_eq!(change_of_neighbour(&m, false), None);
+        let mut v6 = parse(&ndmsg(NUD_REACHABLE, PEER.octets(), Some(PEER_MAC)));
+        v6.header.family = AddressFamily::Inet6;
+        assert_eq!(change_of_neighbour(&v6, false), None);
+        let link = RouteNetlinkMessage::NewLink(Default::default());
+        assert_eq!(change_of_message(&link), None);
+    }
+
+    #[test]
+    fn the_table_keeps_entries_until_the_kernel_says_they_are_gone() {
+        let mut t = KernelNeighbours::default();
+        let resolved = |mac| NeighbourChange::Resolved {
+            ifindex: UPLINK,
+            ip: PEER,
+            mac: MacAddr(mac),
+        };
+        assert!(t.apply(resolved(PEER_MAC)));
+        assert!(!t.apply(resolved(PEER_MAC)), "no change, nothing to push");
+        // A re-dump that no longer lists the entry (or a failed read) applies
+        // nothing: the entry stays.
+        let gw = Ipv4Addr::new(192, 168, 50, 1);
+        let dump = [parse(&ndmsg(
+            NUD_STALE,
+            gw.octets(),
+            Some([2, 0, 0, 0, 0x50, 1]),
+        ))];
+        for n in &dump {
+            t.apply(change_of_neighbour(n, false).unwrap());
+        }
+        assert_eq!(
+            t.learned(UPLINK, &[gw, PEER]),
+            BTreeMap::from([
+                (gw, MacAddr([2, 0, 0, 0, 0x50, 1])),
+                (PEER, MacAddr(PEER_MAC))
+            ])
+        );
+        // A new MAC replaces the old one.
+        assert!(t.apply(resolved([2, 0, 0, 0, 0x50, 9])));
+        assert_eq!(t.get(UPLINK, PEER), Some(MacAddr([2, 0, 0, 0, 0x50, 9])));
+        // Entries on other interfaces are not the uplink's.
+        assert!(t.learned(UPLINK + 1, &[PEER]).is_empty());
+        // The kernel's word removes it.
+        let del = parse(&ndmsg(NUD_REACHABLE, PEER.octets(), None));
+        assert!(t.apply(change_of_neighbour(&del, true).unwrap()));
+        assert_eq!(t.get(UPLINK, PEER), None);
+        assert_eq!(t.len(), 1);
     }
 }

@@ -36,12 +36,12 @@ pub enum DaemonError {
         source: BackendError,
     },
     /// The host port could not be set up.
-    #[error("host port `{port}`: {message}")]
+    #[error("host port `{port}`: {source}")]
     Host {
         /// The port's name.
         port: String,
-        /// What failed.
-        message: String,
+        /// The step that failed.
+        source: Box<crate::host::HostPortError>,
     },
     /// Another sluiced serves this port.
     #[error("port `{port}` is busy: another sluiced ({holder}) serves it")]
@@ -75,6 +75,23 @@ pub enum DaemonError {
         /// Why.
         message: String,
     },
+}
+
+/// Starts the control runtime: one thread running a tokio current-thread
+/// runtime (I/O and time) until the future `task` makes returns. The
+/// workers stay plain threads; only control-side work (kernel neighbours,
+/// `/metrics`) runs here.
+fn spawn_control_runtime<F, Fut>(task: F) -> std::io::Result<JoinHandle<()>>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("sluice-control".into())
+        .spawn(move || rt.block_on(task()))
 }
 
 /// What start-up set up on a port, for the start-up report and the API.
@@ -282,14 +299,14 @@ impl Daemon {
             }
         }
         if let Some(host) = cfg.ports.iter().find(|p| p.kind == PortKind::Host) {
-            if let Err(message) = configure_host_port(cfg, &host.name, host.mac) {
+            if let Err(source) = configure_host_port(cfg, &host.name, host.mac) {
                 stop.store(true, Ordering::Relaxed);
                 for j in workers {
                     let _ = j.join();
                 }
                 return Err(DaemonError::Host {
                     port: host.name.clone(),
-                    message,
+                    source: Box::new(source),
                 });
             }
         }
@@ -311,16 +328,13 @@ impl Daemon {
             let control = Arc::new(std::sync::Mutex::new(c));
             control_handle = control.clone();
             let (ncontrol, nstop) = (control.clone(), stop.clone());
-            match std::thread::Builder::new()
-                .name("sluice-neigh".into())
-                .spawn(move || neigh::run(ncontrol, nstop))
-            {
+            match spawn_control_runtime(move || neigh::watch(ncontrol, nstop)) {
                 Ok(j) => workers.push(j),
                 Err(e) => {
                     stop.store(true, Ordering::Relaxed);
                     return Err(DaemonError::Worker {
                         worker: usize::MAX,
-                        message: format!("neighbour thread: {e}"),
+                        message: format!("control runtime: {e}"),
                     });
                 }
             }

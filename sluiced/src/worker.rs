@@ -63,7 +63,7 @@ fn port_error(plan: &PortPlan, e: BackendError) -> DaemonError {
     if plan.kind == PortKind::Host {
         DaemonError::Host {
             port: plan.ifname.clone(),
-            message: e.to_string(),
+            source: Box::new(crate::host::HostPortError::Open(e)),
         }
     } else {
         DaemonError::Port {

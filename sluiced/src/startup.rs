@@ -327,8 +327,19 @@ impl Daemon {
             c.manage_ports(std::mem::take(&mut programs), registry.clone());
             let control = Arc::new(std::sync::Mutex::new(c));
             control_handle = control.clone();
-            let (ncontrol, nstop) = (control.clone(), stop.clone());
-            match spawn_control_runtime(move || neigh::watch(ncontrol, nstop)) {
+            let (ncontrol, nstop, mstop) = (control.clone(), stop.clone(), stop.clone());
+            let metrics_registry = metrics::registry(metrics::MetricsSource {
+                tables: handle.clone(),
+                workers: counters.clone(),
+                ports: registry.clone(),
+            });
+            let control_tasks = move || async move {
+                tokio::join!(
+                    neigh::watch(ncontrol, nstop),
+                    metrics::serve(metrics_listener, metrics_registry, mstop)
+                );
+            };
+            match spawn_control_runtime(control_tasks) {
                 Ok(j) => workers.push(j),
                 Err(e) => {
                     stop.store(true, Ordering::Relaxed);
@@ -352,22 +363,6 @@ impl Daemon {
                     return Err(DaemonError::Worker {
                         worker: usize::MAX,
                         message: format!("API thread: {e}"),
-                    });
-                }
-            }
-        }
-        {
-            let (mhandle, mcounters, mstop) = (handle.clone(), counters.clone(), stop.clone());
-            let m = std::thread::Builder::new()
-                .name("sluice-metrics".into())
-                .spawn(move || metrics::serve(metrics_listener, mhandle, mcounters, mstop));
-            match m {
-                Ok(j) => workers.push(j),
-                Err(e) => {
-                    stop.store(true, Ordering::Relaxed);
-                    return Err(DaemonError::Worker {
-                        worker: usize::MAX,
-                        message: format!("metrics thread: {e}"),
                     });
                 }
             }

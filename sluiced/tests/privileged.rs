@@ -450,6 +450,31 @@ fn metrics_count_the_traffic_and_name_the_drops() {
         3.0,
         "the two pods' /32 routes and the gateway's"
     );
+    // The kernel's AF_XDP socket counters, per port (workers read them in
+    // housekeeping, so they may take a moment to appear).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = scrape(&lab);
+        if m.lines()
+            .any(|l| l.starts_with("sluice_xsk_rx_ring_full_total{port=\"sva\"}"))
+        {
+            for family in [
+                "rx_dropped",
+                "rx_invalid_descs",
+                "tx_invalid_descs",
+                "rx_fill_ring_empty_descs",
+                "tx_ring_empty_descs",
+            ] {
+                assert!(metric(&m, &format!("sluice_xsk_{family}_total{{port=\"svb\"}}")) >= 0.0);
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no AF_XDP socket counters for pod a's port:\n{m}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]

@@ -234,6 +234,30 @@ pub struct DaemonSettings {
     /// Packets per burst, 32 to 256.
     #[serde(default = "default_burst")]
     pub burst: u16,
+    /// What is logged: a `tracing` filter such as `info` or
+    /// `sluiced=debug,info`. `SLUICE_LOG` (then `RUST_LOG`) in the
+    /// environment wins.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    /// How log lines are written.
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+/// How `sluiced` writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// One human-readable line per event: informational ones on stdout,
+    /// warnings and errors on stderr.
+    #[default]
+    Text,
+    /// One JSON object per event, on the same streams.
+    Json,
+}
+
+fn default_log_level() -> String {
+    "info".into()
 }
 
 impl Default for DaemonSettings {
@@ -244,6 +268,8 @@ impl Default for DaemonSettings {
             workers: Vec::new(),
             rx_mode: RxMode::default(),
             burst: default_burst(),
+            log_level: default_log_level(),
+            log_format: LogFormat::default(),
         }
     }
 }

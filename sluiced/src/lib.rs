@@ -8,6 +8,8 @@
 //!   maps, generation acknowledgements, flow dumps, kernel port counters);
 //! - [`api`]: the control API over a Unix socket;
 //! - [`metrics`]: the Prometheus endpoint;
+//! - [`logging`]: `tracing` events, filter and format from the environment
+//!   or the configuration;
 //! - [`host`] and [`neigh`]: the node around the switch (interface locks,
 //!   the host TAP's addresses and route over rtnetlink, NUMA placement, the
 //!   kernel's neighbours followed over rtnetlink on the control runtime).
@@ -18,6 +20,7 @@
 
 pub mod api;
 pub mod host;
+pub mod logging;
 pub mod metrics;
 pub mod neigh;
 pub mod registry;

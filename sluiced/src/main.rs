@@ -24,54 +24,67 @@ fn main() -> ExitCode {
     let cfg = match sluice_dataplane::replay::load_config(&args.config) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("sluiced: {e}");
+            sluiced::logging::init_fallback();
+            tracing::error!(error = %e, "configuration refused");
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = sluiced::logging::init(&cfg.daemon.log_level, cfg.daemon.log_format) {
+        // A bad filter: say so with the defaults, and start nothing.
+        sluiced::logging::init_fallback();
+        tracing::error!(error = %e, "logging refused");
+        return ExitCode::from(2);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
-            eprintln!("sluiced: cannot handle signal {sig}: {e}");
+            tracing::error!(signal = sig, error = %e, "cannot handle signal");
             return ExitCode::FAILURE;
         }
     }
     let hup = Arc::new(AtomicBool::new(false));
     if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone()) {
-        eprintln!("sluiced: cannot handle SIGHUP: {e}");
+        tracing::error!(signal = "SIGHUP", error = %e, "cannot handle signal");
         return ExitCode::FAILURE;
     }
     let daemon =
         match sluiced::Daemon::start_with_file(&cfg, Some(args.config.clone()), stop.clone()) {
             Ok(d) => d,
             Err(e) => {
-                eprintln!("sluiced: {e}");
+                tracing::error!(error = %e, "start-up failed, nothing left set up");
                 return ExitCode::FAILURE;
             }
         };
     for p in &daemon.report {
-        println!("sluiced: port {} xdp={} mode={}", p.name, p.xdp, p.mode);
+        tracing::info!(port = %p.name, xdp = %p.xdp, mode = %p.mode, "port");
     }
     if let Some(n) = &daemon.numa {
-        println!("sluiced: {n}");
+        tracing::info!(numa = %n, "placement");
     }
-    println!(
-        "sluiced: running, umem on {}",
-        if daemon.hugepages {
+    tracing::info!(
+        umem = if daemon.hugepages {
             "hugepages"
         } else {
             "ordinary pages"
-        }
+        },
+        "running"
     );
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(50));
         if hup.swap(false, Ordering::Relaxed) {
             match daemon.reload() {
-                Ok(r) => println!("sluiced: reloaded {}: {r}", args.config.display()),
-                Err(e) => eprintln!("sluiced: reload refused, nothing changed: {e}"),
+                Ok(r) => {
+                    tracing::info!(config = %args.config.display(), changes = %r, "reloaded")
+                }
+                Err(e) => tracing::warn!(
+                    config = %args.config.display(),
+                    error = %e,
+                    "reload refused, nothing changed"
+                ),
             }
         }
     }
     daemon.shutdown();
-    println!("sluiced: stopped");
+    tracing::info!("stopped");
     ExitCode::SUCCESS
 }

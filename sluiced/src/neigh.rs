@@ -47,7 +47,11 @@ pub const DUMP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often one missing next hop is probed at most.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How long to wait before opening a new subscription after one failed.
+/// The receive buffer asked for on the subscription socket (bytes).
+pub const RECEIVE_BUFFER: i32 = 1 << 20;
+
+/// How long to wait before opening a new subscription (or dumping again)
+/// after one failed.
 pub const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
 /// The next hops the configuration needs MACs for: on-link route nodes and
@@ -135,6 +139,29 @@ pub fn change_of_neighbour(n: &NeighbourMessage, deleted: bool) -> Option<Neighb
         ip,
         mac: MacAddr(mac),
     })
+}
+
+/// What the watcher does with one message of its subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventAction {
+    /// Apply a change to the learned table.
+    Apply(NeighbourChange),
+    /// Events were lost (the socket's buffer overran, `ENOBUFS`): dump the
+    /// kernel's table again, keeping what is known meanwhile.
+    DumpAgain,
+    /// Nothing to do (other messages, acknowledgements).
+    Ignore,
+}
+
+/// Maps one message of the neighbour subscription to what the watcher does.
+pub fn action_of(payload: &NetlinkPayload<RouteNetlinkMessage>) -> EventAction {
+    match payload {
+        NetlinkPayload::Overrun(_) => EventAction::DumpAgain,
+        NetlinkPayload::InnerMessage(m) => {
+            change_of_message(m).map_or(EventAction::Ignore, EventAction::Apply)
+        }
+        _ => EventAction::Ignore,
+    }
 }
 
 /// The kernel's usable IPv4 neighbours as last heard, by interface.
@@ -292,19 +319,33 @@ impl Watcher {
     /// One subscription: subscribe, dump, follow events until the socket
     /// closes or `stop`.
     async fn follow(&mut self) -> Result<(), WatchError> {
-        let (connection, handle, mut events) =
+        use rtnetlink::sys::AsyncSocket;
+        let (mut connection, handle, mut events) =
             rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Neigh])
                 .map_err(WatchError::Subscribe)?;
+        // A larger buffer makes overruns (and so re-dumps) rarer on busy
+        // nodes; the kernel caps it at net.core.rmem_max.
+        if let Err(e) = connection
+            .socket_mut()
+            .socket_mut()
+            .set_rx_buf_sz(RECEIVE_BUFFER)
+        {
+            tracing::debug!(error = %e, "neighbour socket buffer not enlarged");
+        }
         let connection = tokio::spawn(connection);
         let _abort = AbortOnDrop(connection);
         let mut dump_needed = true;
+        let mut next_dump = Instant::now();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !self.stopped() {
-            if dump_needed {
+            if dump_needed && Instant::now() >= next_dump {
                 match self.dump(&handle).await {
                     Ok(()) => dump_needed = false,
-                    Err(e) => tracing::warn!(error = %e, "kernel neighbour dump failed; retrying"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, known = self.kernel.len(), "kernel neighbour dump failed; keeping the last-known entries and retrying");
+                        next_dump = Instant::now() + RECONNECT_DELAY;
+                    }
                 }
             }
             tokio::select! {
@@ -312,17 +353,15 @@ impl Watcher {
                     let Some((message, _)) = event else {
                         return Err(WatchError::Closed);
                     };
-                    match message.payload {
-                        NetlinkPayload::Overrun(_) => {
+                    match action_of(&message.payload) {
+                        EventAction::DumpAgain => {
                             tracing::warn!("neighbour events overran the socket buffer; dumping the table again");
                             dump_needed = true;
                         }
-                        NetlinkPayload::InnerMessage(m) => {
-                            if let Some(c) = change_of_message(&m) {
-                                self.kernel.apply(c);
-                            }
+                        EventAction::Apply(c) => {
+                            self.kernel.apply(c);
                         }
-                        _ => {}
+                        EventAction::Ignore => {}
                     }
                 }
                 _ = tick.tick() => self.sync(),
@@ -456,6 +495,26 @@ mod tests {
         assert_eq!(change_of_neighbour(&v6, false), None);
         let link = RouteNetlinkMessage::NewLink(Default::default());
         assert_eq!(change_of_message(&link), None);
+    }
+
+    #[test]
+    fn an_overrun_asks_for_a_dump_and_events_apply() {
+        assert_eq!(
+            action_of(&NetlinkPayload::Overrun(Vec::new())),
+            EventAction::DumpAgain
+        );
+        let m = parse(&ndmsg(NUD_REACHABLE, PEER.octets(), Some(PEER_MAC)));
+        assert_eq!(
+            action_of(&NetlinkPayload::InnerMessage(
+                RouteNetlinkMessage::NewNeighbour(m)
+            )),
+            EventAction::Apply(NeighbourChange::Resolved {
+                ifindex: UPLINK,
+                ip: PEER,
+                mac: MacAddr(PEER_MAC)
+            })
+        );
+        assert_eq!(action_of(&NetlinkPayload::Noop), EventAction::Ignore);
     }
 
     #[test]

@@ -17,8 +17,10 @@
 //! - Neighbours written in the configuration or set through the API win:
 //!   [`Control::learn_neighbours`] never overrides them.
 //! - The learned neighbours are pushed into [`Control::learn_neighbours`]
-//!   only when they change (and `Control` publishes tables only when its
-//!   view changes), so an idle kernel costs no table publication.
+//!   when they change, and again every [`REFRESH`] (so a static entry removed
+//!   through the API gives way to the learned one); `Control` publishes
+//!   tables only when its view changes, so an idle kernel costs no table
+//!   publication.
 //! - Everything here runs on the daemon's control runtime (one tokio
 //!   current-thread runtime on its own thread); the workers never wait on it.
 
@@ -40,6 +42,9 @@ use std::time::{Duration, Instant};
 /// How often the wanted next hops are re-read from the configuration, the
 /// learned table pushed when it changed, and missing next hops probed.
 pub const TICK: Duration = Duration::from_millis(100);
+
+/// How often the learned neighbours are pushed even when unchanged.
+pub const REFRESH: Duration = Duration::from_secs(1);
 
 /// How long a dump of the kernel's table may take before it is retried.
 pub const DUMP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -223,7 +228,7 @@ struct Watcher {
     /// The uplink's name and interface index, once resolved.
     uplink: Option<(String, u32)>,
     /// What was last pushed into `Control`.
-    pushed: Option<BTreeMap<Ipv4Addr, MacAddr>>,
+    pushed: Option<(BTreeMap<Ipv4Addr, MacAddr>, Instant)>,
     probe: Option<UdpSocket>,
     last_probe: HashMap<Ipv4Addr, Instant>,
 }
@@ -235,12 +240,15 @@ impl Watcher {
 
     /// Reads the wanted next hops, pushes the learned ones when they
     /// changed, and probes missing ones.
+    /// Never waits for the control lock (the API may hold it while workers
+    /// take up new tables): when it is busy, this tick is skipped, so the
+    /// runtime (and `/metrics` on it) is never held up.
     fn sync(&mut self) {
-        let want = self
-            .control
-            .lock()
-            .map(|c| wanted(&c))
-            .unwrap_or_else(|p| wanted(&p.into_inner()));
+        let want = match self.control.try_lock() {
+            Ok(c) => wanted(&c),
+            Err(std::sync::TryLockError::Poisoned(p)) => wanted(&p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
         let Some((dev, ips)) = want else {
             return;
         };
@@ -271,14 +279,24 @@ impl Watcher {
             }
         }
         self.last_probe.retain(|ip, _| ips.contains(ip));
-        if self.pushed.as_ref() == Some(&learned) {
+        if self
+            .pushed
+            .as_ref()
+            .is_some_and(|(p, at)| *p == learned && at.elapsed() < REFRESH)
+        {
             return;
         }
-        let mut control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        let mut control = match self.control.try_lock() {
+            Ok(c) => c,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
         match control.learn_neighbours(&learned) {
             Ok(published) => {
-                tracing::debug!(neighbours = learned.len(), published, "learned neighbours");
-                self.pushed = Some(learned);
+                if published {
+                    tracing::debug!(neighbours = learned.len(), "learned neighbours published");
+                }
+                self.pushed = Some((learned, Instant::now()));
             }
             Err(e) => tracing::warn!(error = %e, "learned neighbours not applied"),
         }

@@ -118,6 +118,10 @@ pub struct NodeState {
     pub pods: Vec<(String, String)>,
     /// sluiced's PID, when running.
     pub sluiced_pid: Option<u32>,
+    /// That process's start time (clock ticks since boot, `/proc/PID/stat`
+    /// field 22): `down` signals the PID only while it is still this process.
+    #[serde(default)]
+    pub sluiced_start: Option<u64>,
     /// sluiced's API socket.
     pub api_socket: PathBuf,
     /// Configured as kernel flannel instead of sluiced.
@@ -364,6 +368,7 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
             subnet,
             pods,
             sluiced_pid: None,
+            sluiced_start: None,
             api_socket,
             kernel,
             vtep_mac,
@@ -621,6 +626,7 @@ fn start_sluiced(state: &mut LabState, i: usize, rx_mode: &str) -> Result<()> {
             ))
         })?;
     state.nodes[i].sluiced_pid = Some(child.id());
+    state.nodes[i].sluiced_start = process_start_time(child.id());
     // The lab may outlive this process (`down` then stops it by PID); while
     // it does not, `down` reaps the child here so no zombie is left.
     CHILDREN
@@ -690,6 +696,43 @@ pub fn pid_alive(pid: u32) -> bool {
             .unwrap_or(false)
 }
 
+/// When process `pid` started (clock ticks since boot), from
+/// `/proc/PID/stat` field 22; `None` if there is no such process.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields
+    // resume after the last ')', at field 3.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Stops the daemon `pid` with SIGTERM (SIGKILL after 5 s), but only while
+/// it is still the process that started at `start`: a PID from an old state
+/// file may belong to something else by now. Returns whether it signalled.
+pub fn stop_daemon(pid: u32, start: Option<u64>) -> bool {
+    let Some(start) = start else {
+        return false;
+    };
+    if process_start_time(pid) != Some(start) || !pid_alive(pid) {
+        return false;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pid_alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if pid_alive(pid) && process_start_time(pid) == Some(start) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    reap(pid);
+    true
+}
+
 /// Stops the lab's daemons by PID and deletes its namespaces. Works from a
 /// partial state file; a missing lab is not an error.
 pub fn down(name: &str) -> Result<()> {
@@ -698,20 +741,7 @@ pub fn down(name: &str) -> Result<()> {
     };
     for n in &state.nodes {
         if let Some(pid) = n.sluiced_pid {
-            let _ = Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while pid_alive(pid) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if pid_alive(pid) {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            reap(pid);
+            stop_daemon(pid, n.sluiced_start);
         }
         let _ = std::fs::remove_file(&n.api_socket);
     }
@@ -736,4 +766,32 @@ pub fn down(name: &str) -> Result<()> {
     }
     let _ = std::fs::remove_file(state_path(name));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_reads_past_a_command_name_with_spaces_and_parentheses() {
+        let me = std::process::id();
+        let t = process_start_time(me).expect("our own start time");
+        assert_eq!(process_start_time(me), Some(t), "stable");
+        assert_eq!(process_start_time(u32::MAX), None);
+    }
+
+    #[test]
+    fn down_signals_a_pid_only_while_it_is_the_process_it_started() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        let start = process_start_time(pid).unwrap();
+        // A recycled PID: same number, another start time. Left alone.
+        assert!(!stop_daemon(pid, Some(start + 1)));
+        assert!(!stop_daemon(pid, None), "no start time recorded: left alone");
+        assert!(child.try_wait().unwrap().is_none(), "still running");
+        // The process it started: stopped.
+        assert!(stop_daemon(pid, Some(start)));
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "ended by a signal: {status:?}");
+    }
 }

@@ -787,7 +787,10 @@ mod tests {
         let start = process_start_time(pid).unwrap();
         // A recycled PID: same number, another start time. Left alone.
         assert!(!stop_daemon(pid, Some(start + 1)));
-        assert!(!stop_daemon(pid, None), "no start time recorded: left alone");
+        assert!(
+            !stop_daemon(pid, None),
+            "no start time recorded: left alone"
+        );
         assert!(child.try_wait().unwrap().is_none(), "still running");
         // The process it started: stopped.
         assert!(stop_daemon(pid, Some(start)));

@@ -45,10 +45,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -835,87 +833,6 @@ pub fn respond(control: &Mutex<Control>, line: &str) -> Response {
     }
 }
 
-/// Binds the API socket: creates its directory, refuses if another daemon
-/// answers on it, replaces a stale one, and sets mode 0600.
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                format!("another sluiced answers on {}", path.display()),
-            ));
-        }
-        std::fs::remove_file(path)?;
-    }
-    let l = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(l)
-}
-
-/// Serves the API until `stop`; removes the socket file on the way out.
-pub fn serve(
-    listener: UnixListener,
-    path: PathBuf,
-    control: Arc<Mutex<Control>>,
-    stop: Arc<AtomicBool>,
-) {
-    let _ = listener.set_nonblocking(true);
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                let control = control.clone();
-                let stop = stop.clone();
-                let _ = std::thread::Builder::new()
-                    .name("sluice-api-conn".into())
-                    .spawn(move || connection(stream, &control, &stop));
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-    let _ = std::fs::remove_file(&path);
-}
-
-fn connection(stream: UnixStream, control: &Mutex<Control>, stop: &AtomicBool) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let Ok(mut out) = stream.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        match reader.read_line(&mut line) {
-            Ok(0) => return,
-            Ok(_) => {
-                if line.len() > 64 << 20 {
-                    return;
-                }
-                let resp = respond(control, line.trim_end());
-                let mut text = serde_json::to_string(&resp).expect("responses serialize");
-                text.push('\n');
-                if out.write_all(text.as_bytes()).is_err() {
-                    return;
-                }
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                if stop.load(Ordering::Relaxed) {
-                    return;
-                }
-            }
-            Err(_) => return,
-        }
-    }
-}
-
 /// A client: sends one request and reads its response.
 pub fn call(socket: &Path, op: &str, args: Value) -> std::io::Result<Response> {
     let mut s = UnixStream::connect(socket)?;
@@ -1165,40 +1082,5 @@ mod tests {
             "{e:?}"
         );
         assert_eq!(c.lock().unwrap().tables.load().generation, g);
-    }
-
-    #[test]
-    fn the_socket_is_private_and_a_second_daemon_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("run/sluiced.sock");
-        let l = bind(&path).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        let e = bind(&path).unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
-        drop(l);
-        bind(&path).expect("a stale socket file is replaced");
-    }
-
-    #[test]
-    fn a_client_round_trip_over_the_socket() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sock");
-        let l = bind(&path).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let c = Arc::new(control());
-        let server = {
-            let (path, c, stop) = (path.clone(), c.clone(), stop.clone());
-            std::thread::spawn(move || serve(l, path, c, stop))
-        };
-        let r = call(&path, "routes.list", Value::Null).unwrap();
-        assert!(r.ok);
-        let routes = r.result.unwrap()["routes"].as_array().unwrap().len();
-        assert_eq!(routes, 7 + 2, "seven configured routes and two pods' /32s");
-        let r = call(&path, "stats", Value::Null).unwrap();
-        assert!(r.result.unwrap()["drops"]["spoofed_source_ip"].is_u64());
-        stop.store(true, Ordering::Relaxed);
-        server.join().unwrap();
-        assert!(!path.exists(), "the socket is removed on shutdown");
     }
 }

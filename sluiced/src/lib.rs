@@ -6,7 +6,8 @@
 //!   (`sluice_ports::Backend`), with housekeeping every N turns;
 //! - [`registry`]: what the control side and the workers share (socket
 //!   maps, generation acknowledgements, flow dumps, kernel port counters);
-//! - [`api`]: the control API over a Unix socket;
+//! - [`api`]: the control API's operations, and [`server`]: its Unix socket,
+//!   bounded so no client starves another;
 //! - [`metrics`]: the Prometheus endpoint;
 //! - [`host`] and [`neigh`]: the node around the switch (interface locks,
 //!   the host TAP's addresses, NUMA placement, the kernel's neighbours).
@@ -20,6 +21,7 @@ pub mod host;
 pub mod metrics;
 pub mod neigh;
 pub mod registry;
+pub mod server;
 pub mod startup;
 pub mod worker;
 

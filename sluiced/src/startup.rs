@@ -13,6 +13,7 @@ use crate::host::{configure_host_port, numa_report, PortLock};
 use crate::metrics;
 use crate::neigh;
 use crate::registry::PortRegistry;
+use crate::server::{self, ServerLimits};
 use crate::tables::{Tables, TablesError, TablesHandle};
 use crate::worker::{self, PortPlan, WorkerSetup};
 use sluice_ports::afxdp::{self, Steering, UmemConfig, XdpProgram};
@@ -124,7 +125,7 @@ impl Daemon {
                 source,
             })?;
         let api_path = cfg.daemon.api_socket.clone();
-        let api_listener = api::bind(&api_path).map_err(|source| DaemonError::Api {
+        let api_listener = server::bind(&api_path).map_err(|source| DaemonError::Api {
             path: api_path.clone(),
             source,
         })?;
@@ -327,8 +328,9 @@ impl Daemon {
             let (apath, astop) = (api_path.clone(), stop.clone());
             match std::thread::Builder::new()
                 .name("sluice-api".into())
-                .spawn(move || api::serve(api_listener, apath, control, astop))
-            {
+                .spawn(move || {
+                    server::serve(api_listener, apath, control, astop, ServerLimits::default())
+                }) {
                 Ok(j) => {
                     workers.push(j);
                     api_guard.1 = false;

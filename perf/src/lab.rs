@@ -99,6 +99,13 @@ pub struct LabState {
     pub nodes: Vec<NodeState>,
     /// Every namespace created, in creation order.
     pub namespaces: Vec<String>,
+    /// Workers per sluiced, and queues per veth.
+    #[serde(default = "one_worker")]
+    pub workers: u8,
+}
+
+fn one_worker() -> u8 {
+    1
 }
 
 /// One node of a lab.
@@ -228,6 +235,9 @@ pub struct LabSpec {
     pub kernel_nodes: Vec<u8>,
     /// sluiced's rx mode (`adaptive` by default).
     pub rx_mode: Option<String>,
+    /// Workers per sluiced (1 to 8), pinned to cores 0..workers; the uplink
+    /// and pod veths get as many queues, one per worker.
+    pub workers: u8,
 }
 
 /// Builds the lab; on any failure removes what it made.
@@ -244,6 +254,9 @@ pub fn up(spec: &LabSpec, progress: &mut dyn FnMut(&str)) -> Result<LabState> {
     if !(2..=8).contains(&spec.nodes) {
         return Err(LabError::Other(format!("{} nodes: 2 to 8", spec.nodes)));
     }
+    if !(1..=8).contains(&spec.workers) {
+        return Err(LabError::Other(format!("{} workers: 1 to 8", spec.workers)));
+    }
     if let Some(old) = load(&spec.name) {
         progress(&format!("removing the earlier lab `{}`", old.name));
         down(&spec.name)?;
@@ -253,6 +266,7 @@ pub fn up(spec: &LabSpec, progress: &mut dyn FnMut(&str)) -> Result<LabState> {
         mode: spec.mode,
         nodes: Vec::new(),
         namespaces: Vec::new(),
+        workers: spec.workers,
     };
     match build(spec, &mut state, progress) {
         Ok(()) => Ok(state),
@@ -284,8 +298,28 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
         progress(&format!("node {k}: namespace, uplink, pods"));
         add_ns(state, &node)?;
         let port = format!("n{k}");
+        let q = spec.workers.to_string();
         run(&[
-            "ip", "-n", &ul, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+            "ip",
+            "-n",
+            &ul,
+            "link",
+            "add",
+            &port,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "netns",
             &node,
         ])?;
         run(&["ip", "-n", &ul, "link", "set", &port, "master", "br0", "up"])?;
@@ -311,8 +345,27 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
             let pip = format!("10.77.{k}.{}", j + 2);
             let pmac = format!("02:77:00:00:{k:02x}:{:02x}", j + 2);
             run(&[
-                "ip", "-n", &node, "link", "add", &host_end, "type", "veth", "peer", "name",
-                "eth0", "netns", &pod,
+                "ip",
+                "-n",
+                &node,
+                "link",
+                "add",
+                &host_end,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
+                "netns",
+                &pod,
             ])?;
             run(&[
                 "ip",
@@ -582,8 +635,14 @@ fn wait_for_neighbours(state: &LabState) -> Result<()> {
 
 fn node_config(state: &LabState, n: &NodeState, rx_mode: &str) -> String {
     let mut s = format!(
-        "[daemon]\napi_socket = \"{}\"\nmetrics_address = \"127.0.0.1:9472\"\nrx_mode = \"{rx_mode}\"\n\n[node]\npod_network = \"10.77.0.0/16\"\npod_subnet = \"{}\"\nrouter_mac = \"02:77:00:00:{:02x}:01\"\n\n[tunnel]\nvni = 1\nvxlan_port = 8472\n\n",
+        "[daemon]\napi_socket = \"{}\"\nmetrics_address = \"127.0.0.1:9472\"\nrx_mode = \"{rx_mode}\"\n{}\n[node]\npod_network = \"10.77.0.0/16\"\npod_subnet = \"{}\"\nrouter_mac = \"02:77:00:00:{:02x}:01\"\n\n[tunnel]\nvni = 1\nvxlan_port = 8472\n\n",
         n.api_socket.display(),
+        if state.workers > 1 {
+            let cores: Vec<String> = (0..state.workers).map(|c| c.to_string()).collect();
+            format!("workers = [{}]\n", cores.join(", "))
+        } else {
+            String::new()
+        },
         n.subnet,
         n.index
     );

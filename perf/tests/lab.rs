@@ -143,6 +143,10 @@ fn capture(st: &lab::LabState, filter: &str, decode: &[&str], fields: &[&str]) -
 }
 
 fn across_nodes(mode: Mode, name: &str) {
+    across_nodes_with(mode, name, 1)
+}
+
+fn across_nodes_with(mode: Mode, name: &str, workers: u8) {
     require_root();
     let _guard = Guard(name.to_string());
     let st = lab::up(
@@ -153,6 +157,7 @@ fn across_nodes(mode: Mode, name: &str) {
             sluiced: true,
             kernel_nodes: vec![],
             rx_mode: None,
+            workers,
         },
         &mut |_| {},
     )
@@ -255,6 +260,13 @@ fn vxlan_across_nodes() {
     across_nodes(Mode::Vxlan, "tvx");
 }
 
+/// Two workers per node, uplink and pod veths with two queues each: flows
+/// land on either queue, and each worker serves its own.
+#[test]
+fn vxlan_across_nodes_with_two_workers_and_multi_queue_veths() {
+    across_nodes_with(Mode::Vxlan, "tv2", 2);
+}
+
 #[test]
 fn ipip_across_nodes() {
     across_nodes(Mode::Ipip, "tip");
@@ -278,6 +290,7 @@ fn down_cleans_up_after_an_interrupted_up() {
             sluiced: true,
             kernel_nodes: vec![],
             rx_mode: None,
+            workers: 1,
         },
         &mut |_| {},
     );
@@ -304,6 +317,7 @@ fn interop(mode: Mode, name: &str) {
             sluiced: true,
             kernel_nodes: vec![2],
             rx_mode: None,
+            workers: 1,
         },
         &mut |_| {},
     )
@@ -353,6 +367,7 @@ fn path_mtu_over_vxlan_and_the_node_through_its_host_port() {
             sluiced: true,
             kernel_nodes: vec![],
             rx_mode: None,
+            workers: 1,
         },
         &mut |_| {},
     )

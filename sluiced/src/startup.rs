@@ -36,6 +36,14 @@ pub enum DaemonError {
         /// What went wrong.
         source: BackendError,
     },
+    /// A port has queues no worker would serve.
+    #[error("port `{port}`: {message}")]
+    Queues {
+        /// The port's name.
+        port: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
     /// The host port could not be set up.
     #[error("host port `{port}`: {message}")]
     Host {
@@ -162,6 +170,15 @@ impl Daemon {
             );
         }
         let n_workers = cfg.daemon.workers.len().max(1);
+        // Every queue the NIC may put traffic on needs a worker's socket.
+        for p in cfg.ports.iter().filter(|p| p.kind != PortKind::Host) {
+            sluice_ports::netdev::check_queues(&p.name, n_workers).map_err(|message| {
+                DaemonError::Queues {
+                    port: p.name.clone(),
+                    message,
+                }
+            })?;
+        }
         let registry = Arc::new(PortRegistry::new(n_workers));
         let mut programs = Vec::new();
         let mut plans = Vec::new();

@@ -360,6 +360,59 @@ fn a_missing_interface_is_refused_by_name_and_nothing_is_left_attached() {
     );
 }
 
+/// A device with more RX queues than workers would let RSS put flows on
+/// queues without a socket, past the switch: refused, naming the fix.
+#[test]
+fn a_port_with_more_queues_than_workers_is_refused() {
+    let lab = Lab::new("q");
+    sh(&[
+        "ip",
+        "-n",
+        &lab.node,
+        "link",
+        "add",
+        "name",
+        "mq0",
+        "numtxqueues",
+        "4",
+        "numrxqueues",
+        "4",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "mq0p",
+        "numtxqueues",
+        "4",
+        "numrxqueues",
+        "4",
+    ]);
+    ns_sh(&lab.node, &["ip", "link", "set", "mq0", "up"]);
+    ns_sh(&lab.node, &["ip", "link", "set", "mq0p", "up"]);
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.node,
+            env!("CARGO_BIN_EXE_sluiced"),
+            "--config",
+        ])
+        .arg(lab.config(Some("mq0")))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`mq0` has 4 RX queues but sluiced runs 1 worker")
+            && err.contains("ethtool -L mq0"),
+        "{err}"
+    );
+    assert!(
+        !lab.xdp_status().contains("sluice_xdp"),
+        "nothing half-applied"
+    );
+}
+
 /// `/metrics` inside the node namespace (loopback there).
 fn scrape(lab: &Lab) -> String {
     ns_sh(&lab.node, &["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9472; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"])

@@ -286,6 +286,37 @@ fn add_ns(state: &mut LabState, ns: &str) -> Result<()> {
     Ok(())
 }
 
+/// A veth pair `name` in namespace `ns` with its peer `eth0` in `peer_ns`,
+/// `queues` queues each way on both ends.
+fn add_veth(ns: &str, name: &str, peer_ns: &str, queues: u8) -> Result<()> {
+    let q = queues.to_string();
+    run(&[
+        "ip",
+        "-n",
+        ns,
+        "link",
+        "add",
+        "name",
+        name,
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
+        "netns",
+        peer_ns,
+    ])?;
+    Ok(())
+}
+
 fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -> Result<()> {
     let name = &spec.name;
     let ul = format!("{name}-ul");
@@ -298,30 +329,7 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
         progress(&format!("node {k}: namespace, uplink, pods"));
         add_ns(state, &node)?;
         let port = format!("n{k}");
-        let q = spec.workers.to_string();
-        run(&[
-            "ip",
-            "-n",
-            &ul,
-            "link",
-            "add",
-            &port,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "netns",
-            &node,
-        ])?;
+        add_veth(&ul, &port, &node, spec.workers)?;
         run(&["ip", "-n", &ul, "link", "set", &port, "master", "br0", "up"])?;
         let ip = format!("192.168.77.{k}");
         run(&[
@@ -344,29 +352,7 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
             let host_end = format!("pod{j}");
             let pip = format!("10.77.{k}.{}", j + 2);
             let pmac = format!("02:77:00:00:{k:02x}:{:02x}", j + 2);
-            run(&[
-                "ip",
-                "-n",
-                &node,
-                "link",
-                "add",
-                &host_end,
-                "numtxqueues",
-                &q,
-                "numrxqueues",
-                &q,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "numtxqueues",
-                &q,
-                "numrxqueues",
-                &q,
-                "netns",
-                &pod,
-            ])?;
+            add_veth(&node, &host_end, &pod, spec.workers)?;
             run(&[
                 "ip",
                 "-n",

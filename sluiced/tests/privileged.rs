@@ -159,6 +159,21 @@ impl Lab {
         path
     }
 
+    /// Runs sluiced in the node until it exits (a start that must fail).
+    fn run_to_exit(&self, config: &PathBuf) -> std::process::Output {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.node,
+                env!("CARGO_BIN_EXE_sluiced"),
+                "--config",
+            ])
+            .arg(config)
+            .output()
+            .unwrap()
+    }
+
     fn spawn(&self, config: &PathBuf) -> Child {
         Command::new("ip")
             .args([
@@ -337,17 +352,7 @@ fn sigterm_detaches_everything_and_kill9_then_restart_works() {
 #[test]
 fn a_missing_interface_is_refused_by_name_and_nothing_is_left_attached() {
     let lab = Lab::new("c");
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.node,
-            env!("CARGO_BIN_EXE_sluiced"),
-            "--config",
-        ])
-        .arg(lab.config(Some("nosuch0")))
-        .output()
-        .unwrap();
+    let out = lab.run_to_exit(&lab.config(Some("nosuch0")));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -389,17 +394,7 @@ fn a_port_with_more_queues_than_workers_is_refused() {
     ]);
     ns_sh(&lab.node, &["ip", "link", "set", "mq0", "up"]);
     ns_sh(&lab.node, &["ip", "link", "set", "mq0p", "up"]);
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.node,
-            env!("CARGO_BIN_EXE_sluiced"),
-            "--config",
-        ])
-        .arg(lab.config(Some("mq0")))
-        .output()
-        .unwrap();
+    let out = lab.run_to_exit(&lab.config(Some("mq0")));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -310,7 +310,8 @@ impl<B: PacketBuf, P: BufPool<Buf = B>> Ctx<'_, B, P> {
             ev.icmp_suppressed.inc();
             return self.pool.free(buf);
         }
-        if !self.icmp.allow(self.now_ns) {
+        let to = ipv4::Packet::new_unchecked(&buf.data()[L3_OFFSET..]).src_u32();
+        if !self.icmp.allow(self.now_ns, to) {
             ev.icmp_rate_limited.inc();
             return self.pool.free(buf);
         }

@@ -433,6 +433,11 @@ impl Request {
                 format!("not a request: {msg}"),
             )
         })?;
+        Request::from_envelope(env)
+    }
+
+    /// Checks the version and reads the operation's arguments.
+    fn from_envelope(env: Envelope) -> Result<Request, ApiError> {
         if env.version != VERSION {
             return Err(ApiError::at(
                 "version",
@@ -474,6 +479,15 @@ impl std::str::FromStr for Request {
     type Err = ApiError;
     fn from_str(line: &str) -> Result<Self, ApiError> {
         Request::from_line(line)
+    }
+}
+
+/// Reads a request as [`Request::from_line`] does; the error's message is
+/// the [`ApiError`]'s `Display`.
+impl<'de> Deserialize<'de> for Request {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let env = Envelope::deserialize(d)?;
+        Request::from_envelope(env).map_err(serde::de::Error::custom)
     }
 }
 

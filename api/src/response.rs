@@ -240,7 +240,7 @@ pub struct NodeInfo {
 /// One port's counters, summed over workers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortStats {
-    /// Packets received.
+    /// Bytes received.
     pub rx_bytes: u64,
     /// Packets received and dropped.
     pub rx_dropped: u64,

@@ -200,6 +200,7 @@ fn requests_write_and_read_todays_lines() {
     for c in cases() {
         assert_eq!(c.request.to_line(), c.line, "{}", c.request.op());
         assert_eq!(serde_json::to_string(&c.request).unwrap(), c.line);
+        assert_eq!(serde_json::from_str::<Request>(c.line).unwrap(), c.request);
         assert_eq!(Request::from_line(c.line).unwrap(), c.request, "{}", c.line);
         assert_eq!(
             Request::from_line(&format!("{}\r\n", c.line)).unwrap(),

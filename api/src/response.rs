@@ -21,8 +21,10 @@
 //! | `trace` | [`Trace`] |
 //! | `reload` | [`Reloaded`] |
 //!
-//! Result types accept keys they do not know, so a newer daemon's results
-//! still read.
+//! Result types ignore keys they do not know, so results that gained a key
+//! still read; the configuration objects they carry ([`RouteConfig`],
+//! [`NodeSettings`], [`TunnelSettings`]) are read as strictly as in
+//! requests.
 
 use crate::error::ApiError;
 use crate::request::Request;

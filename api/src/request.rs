@@ -422,7 +422,7 @@ impl Request {
 
     /// Reads a request line (trailing whitespace is ignored). The error is
     /// what the daemon answers: `not a request: …` naming the envelope
-    /// field, `version`, `op`, or `args.…` (see [`Request`]'s docs).
+    /// field, `version`, `op`, or `args.…` (docs/api.md, "Errors").
     ///
     /// Operations without arguments ignore `args`.
     pub fn from_line(line: &str) -> Result<Request, ApiError> {

@@ -588,16 +588,12 @@ fn wait_for_neighbours(state: &LabState) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     for n in state.nodes.iter().filter(|n| !n.kernel) {
         loop {
-            let resp =
-                sluiced::api::call(&n.api_socket, "neighbours.list", serde_json::Value::Null)
-                    .map_err(|e| LabError::Other(e.to_string()))?;
-            let known: Vec<String> = resp
-                .result
-                .as_ref()
-                .and_then(|r| r["neighbours"].as_array())
-                .into_iter()
-                .flatten()
-                .filter_map(|e| e["ip"].as_str().map(str::to_string))
+            let known: Vec<String> = sluice_api::Client::new(&n.api_socket)
+                .neighbours()
+                .map_err(|e| LabError::Other(e.to_string()))?
+                .neighbours
+                .iter()
+                .map(|e| e.ip.to_string())
                 .collect();
             if state
                 .nodes
@@ -699,28 +695,34 @@ pub fn program_routes(state: &LabState) -> Result<()> {
     for n in state.nodes.iter().filter(|n| !n.kernel) {
         let mut routes = Vec::new();
         for m in state.nodes.iter().filter(|m| m.index != n.index) {
-            let mut r =
-                serde_json::json!({ "prefix": m.subnet, "via": state.mode.via(), "node": m.ip });
+            let bad =
+                |what: &str, v: &str| LabError::Other(format!("node {}: {what} `{v}`", m.index));
+            let prefix: sluice_api::Ipv4Net =
+                m.subnet.parse().map_err(|_| bad("subnet", &m.subnet))?;
+            let via: sluice_api::Via = state
+                .mode
+                .via()
+                .parse()
+                .map_err(|_| bad("via", state.mode.via()))?;
+            let mut r = sluice_api::RouteConfig::to_node(
+                prefix,
+                via,
+                m.ip.parse().map_err(|_| bad("address", &m.ip))?,
+            );
             if state.mode == Mode::Vxlan {
                 // A sluiced node's VTEP MAC is its uplink's (the default); a
                 // kernel node's is its flannel.1's.
-                r["vtep_mac"] = serde_json::json!(m.vtep_mac);
+                r.vtep_mac = Some(
+                    m.vtep_mac
+                        .parse()
+                        .map_err(|_| bad("VTEP MAC", &m.vtep_mac))?,
+                );
             }
             routes.push(r);
         }
-        let resp = sluiced::api::call(
-            &n.api_socket,
-            "routes.replace",
-            serde_json::json!({ "routes": routes }),
-        )
-        .map_err(|e| LabError::Other(format!("{}: {e}", n.api_socket.display())))?;
-        if !resp.ok {
-            return Err(LabError::Other(format!(
-                "node {}: {}",
-                n.index,
-                resp.error.map(|e| e.to_string()).unwrap_or_default()
-            )));
-        }
+        sluice_api::Client::new(&n.api_socket)
+            .replace_routes(routes)
+            .map_err(|e| LabError::Other(format!("node {}: {e}", n.index)))?;
     }
     Ok(())
 }

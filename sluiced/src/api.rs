@@ -43,10 +43,8 @@ use crate::counters::{StatsSnapshot, WorkerCounters};
 use crate::tables::{PortId, Tables, TablesHandle};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -831,23 +829,6 @@ pub fn respond(control: &Mutex<Control>, line: &str) -> Response {
             error: Some(error),
         },
     }
-}
-
-/// A client: sends one request and reads its response.
-pub fn call(socket: &Path, op: &str, args: Value) -> std::io::Result<Response> {
-    let mut s = UnixStream::connect(socket)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut text = serde_json::to_string(&Request {
-        version: VERSION,
-        op: op.into(),
-        args,
-    })
-    .expect("requests serialize");
-    text.push('\n');
-    s.write_all(text.as_bytes())?;
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line)?;
-    serde_json::from_str(&line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 #[cfg(test)]

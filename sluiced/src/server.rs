@@ -390,12 +390,11 @@ mod tests {
             let (path, c, stop) = (path.clone(), c.clone(), stop.clone());
             std::thread::spawn(move || serve(l, path, c, stop, ServerLimits::default()))
         };
-        let r = crate::api::call(&path, "routes.list", serde_json::Value::Null).unwrap();
-        assert!(r.ok);
-        let routes = r.result.unwrap()["routes"].as_array().unwrap().len();
+        let client = sluice_api::Client::new(&path);
+        let routes = client.routes().unwrap().routes.len();
         assert_eq!(routes, 7 + 2, "seven configured routes and two pods' /32s");
-        let r = crate::api::call(&path, "stats", serde_json::Value::Null).unwrap();
-        assert!(r.result.unwrap()["drops"]["spoofed_source_ip"].is_u64());
+        let stats = client.stats().unwrap();
+        assert_eq!(stats.drops.get("spoofed_source_ip"), Some(&0));
         stop.store(true, Ordering::Relaxed);
         server.join().unwrap();
         assert!(!path.exists(), "the socket is removed on shutdown");

@@ -94,9 +94,13 @@ drop_reasons! {
     Ipv4BadTotalLen = "ipv4_bad_total_len",
     /// IPv4 header checksum wrong.
     Ipv4BadChecksum = "ipv4_bad_checksum",
-    /// Destination is broadcast, multicast or 0.0.0.0, or source is one of
-    /// those: not routable.
+    /// Destination is broadcast, multicast, class E, 0.0.0.0/8 or loopback,
+    /// or source is one of those: not routable.
     Ipv4Martian = "ipv4_martian",
+    /// Plain IPv4 from the uplink to a pod whose source is not routed
+    /// host-gw through the node that sent it (a neighbour spoofing a pod, or
+    /// a tunnel-mode node sending unencapsulated).
+    HostGwSourceMismatch = "host_gw_source_mismatch",
     /// UDP or TCP header truncated in an unfragmented or first fragment.
     L4Truncated = "l4_truncated",
     /// Pod frame whose source MAC is not the pod's.

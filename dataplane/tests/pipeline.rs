@@ -636,6 +636,17 @@ fn every_drop_reason_is_reachable() {
     check(&[("pod-a", v)]);
     check(&[("pod-a", pod_a_udp(Ipv4Addr::new(10, 5, 9, 1), 1, 2, 3))]);
     check(&[("pod-a", pod_a_udp(Ipv4Addr::new(10, 5, 6, 1), 1, 2, 3))]);
+    // Plain IPv4 to a pod from a neighbour that is not the source's node.
+    let u = udp_datagram(Ipv4Addr::new(10, 5, 2, 9), POD_B_IP, 1, 2, b"x");
+    check(&[(
+        "eth0",
+        eth(
+            UPLINK_MAC,
+            NODE_B_MAC,
+            0x0800,
+            &ipv4_packet(Ip::new(Ipv4Addr::new(10, 5, 2, 9), POD_B_IP, 17), &u),
+        ),
+    )]);
     check(&[("host", host_udp(REMOTE_POD_B, 1472, true))]);
     let u = udp_datagram(Ipv4Addr::new(10, 5, 4, 9), REMOTE_POD_B, 1, 2, b"x");
     check(&[(

@@ -1,4 +1,4 @@
-//! Counters: per port rx/tx packets and bytes, drops by named reason,
+//! Counters: per port rx/tx packets, bytes and drops, drops by named reason,
 //! flow-cache hits and misses, and the pipeline's other outcomes.
 //!
 //! Each worker owns one [`WorkerCounters`] and is its only writer; readers on
@@ -8,8 +8,13 @@
 //! writer that loses nothing. The struct is cache-line aligned so two
 //! workers' counters never share a line.
 //!
-//! Every packet the pipeline takes in ends in exactly one of: a TX list, an
-//! ARP reply, or a drop counted under a [`DropReason`].
+//! Every packet the pipeline takes in ends in exactly one of: a TX list (an
+//! ARP reply reuses the request's buffer), or a drop counted under a
+//! [`DropReason`]. The packets the switch makes (ICMP errors sent, fragments
+//! past the first) end in a TX list too; an ICMP error that cannot be sent
+//! is `icmp_undeliverable`, never a second drop. So, exactly:
+//! `rx_packets + icmp_time_exceeded + icmp_frag_needed + fragments_created -
+//! fragmented == put on TX lists + drops` ([`StatsSnapshot::made`]).
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -158,8 +163,11 @@ pub struct PortCounters {
     pub tx_packets: Counter,
     /// Bytes sent.
     pub tx_bytes: Counter,
-    /// Packets received on this port and dropped (any reason).
+    /// Packets received on this port and dropped (any reason but `tx_failed`).
     pub rx_dropped: Counter,
+    /// Packets put on this port's TX list that its backend did not take
+    /// (`tx_failed`): charged to the output port, whatever the input.
+    pub tx_dropped: Counter,
 }
 
 /// Outcomes that are not drops.
@@ -198,6 +206,10 @@ pub struct EventCounters {
     /// ICMP errors not sent because they would answer an ICMP error, a
     /// non-first fragment or a martian source (RFC 1812 4.3.2.7).
     pub icmp_suppressed: Counter,
+    /// ICMP errors made but not sent: no buffer room, or the route back to
+    /// the source drops them (no route, blackhole, unresolved neighbour) or
+    /// its TX list is full. Not a drop: the packet they answer is one.
+    pub icmp_undeliverable: Counter,
 }
 
 /// Upper bounds of the burst-size histogram's buckets (packets per burst
@@ -284,6 +296,14 @@ impl WorkerCounters {
         self.port(in_port).rx_dropped.add(n);
     }
 
+    /// Counts `n` packets that `port`'s backend did not send: a `tx_failed`
+    /// drop, charged to the output port's TX side.
+    #[inline]
+    pub fn count_tx_failed(&self, port: u16, n: u64) {
+        self.drops[DropReason::TxFailed as usize].add(n);
+        self.port(port).tx_dropped.add(n);
+    }
+
     /// Counts packets sent on `port`.
     #[inline]
     pub fn count_tx(&self, port: u16, packets: u64, bytes: u64) {
@@ -301,6 +321,7 @@ impl WorkerCounters {
             &p.tx_packets,
             &p.tx_bytes,
             &p.rx_dropped,
+            &p.tx_dropped,
         ] {
             c.reset();
         }
@@ -320,6 +341,8 @@ pub struct PortStats {
     pub tx_bytes: u64,
     /// Packets received and dropped.
     pub rx_dropped: u64,
+    /// Packets to send that the port's backend did not take.
+    pub tx_dropped: u64,
 }
 
 /// Counters summed over workers, ready to print or serve.
@@ -349,6 +372,7 @@ impl StatsSnapshot {
                 s.tx_packets += p.tx_packets.get();
                 s.tx_bytes += p.tx_bytes.get();
                 s.rx_dropped += p.rx_dropped.get();
+                s.tx_dropped += p.tx_dropped.get();
             }
             snap.ports.insert(name, s);
         }
@@ -375,6 +399,16 @@ impl StatsSnapshot {
     pub fn total_drops(&self) -> u64 {
         self.drops.values().sum()
     }
+
+    /// Packets the switch made rather than took in: ICMP errors sent and
+    /// fragments past the first. With the packets received, they are exactly
+    /// the packets put on TX lists plus the drops.
+    pub fn made(&self) -> u64 {
+        let e = |n: &str| self.events.get(n).copied().unwrap_or(0);
+        e("icmp_time_exceeded")
+            + e("icmp_frag_needed")
+            + e("fragments_created").saturating_sub(e("fragmented"))
+    }
 }
 
 type EventField = (&'static str, fn(&EventCounters) -> &Counter);
@@ -397,6 +431,7 @@ pub const EVENT_FIELDS: &[EventField] = &[
     ("fragments_created", |e| &e.fragments_created),
     ("icmp_rate_limited", |e| &e.icmp_rate_limited),
     ("icmp_suppressed", |e| &e.icmp_suppressed),
+    ("icmp_undeliverable", |e| &e.icmp_undeliverable),
 ];
 
 #[cfg(test)]
@@ -433,9 +468,12 @@ mod tests {
             p.rx_packets.add(k);
             p.rx_bytes.add(100 * k);
             w.count_tx(3, k, 10 * k);
+            w.count_tx_failed(3, k);
         }
-        let snap = StatsSnapshot::collect(&workers, [(3u16, "pod0".to_string())]);
+        let mut snap = StatsSnapshot::collect(&workers, [(3u16, "pod0".to_string())]);
         assert_eq!(snap.drops.len(), DropReason::COUNT);
+        assert_eq!(snap.drops["tx_failed"], 6, "count_drop and count_tx_failed");
+        snap.drops.remove("tx_failed");
         assert!(snap.drops.values().all(|&v| v == 3), "{:?}", snap.drops);
         assert_eq!(snap.events.len(), EVENT_FIELDS.len());
         assert!(snap.events.values().all(|&v| v == 3), "{:?}", snap.events);
@@ -447,17 +485,32 @@ mod tests {
                 rx_bytes: 300,
                 tx_packets: 3,
                 tx_bytes: 30,
-                rx_dropped: 3 * DropReason::COUNT as u64
+                rx_dropped: 3 * DropReason::COUNT as u64,
+                tx_dropped: 3,
             }
         );
         workers[0].reset_port(3);
         assert_eq!(workers[0].port(3).rx_packets.get(), 0);
+        assert_eq!(workers[0].port(3).tx_dropped.get(), 0);
     }
 
     /// The operator's guide documents every counter by its stable name.
     #[test]
     fn docs_list_every_counter() {
         let doc = include_str!("../../docs/metrics.md");
+        for name in [
+            "rx_packets",
+            "rx_bytes",
+            "tx_packets",
+            "tx_bytes",
+            "rx_dropped",
+            "tx_dropped",
+        ] {
+            assert!(
+                doc.contains(&format!("`{name}`")),
+                "docs/metrics.md lacks port counter {name}"
+            );
+        }
         for r in DropReason::ALL {
             assert!(
                 doc.contains(&format!("| `{}` |", r.name())),

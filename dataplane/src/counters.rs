@@ -170,46 +170,60 @@ pub struct PortCounters {
     pub tx_dropped: Counter,
 }
 
-/// Outcomes that are not drops.
-#[derive(Debug, Default)]
-pub struct EventCounters {
+macro_rules! event_counters {
+    ($( $(#[$doc:meta])* $field:ident, )*) => {
+        /// Outcomes that are not drops. Each event has its own counter, named
+        /// by its field (the stable name used by the API, metrics and the
+        /// replay tool) and listed in [`EVENT_FIELDS`].
+        #[derive(Debug, Default)]
+        pub struct EventCounters {
+            $( $(#[$doc])* pub $field: Counter, )*
+        }
+
+        /// Names and accessors of the event counters, in declaration order:
+        /// every event, since both come from one list.
+        pub const EVENT_FIELDS: &[EventField] = &[ $( (stringify!($field), |e| &e.$field), )* ];
+    };
+}
+
+event_counters! {
     /// Flow-cache hits.
-    pub flow_cache_hits: Counter,
+    flow_cache_hits,
     /// Flow-cache misses (a route lookup followed).
-    pub flow_cache_misses: Counter,
+    flow_cache_misses,
     /// ARP replies sent by the switch.
-    pub arp_replies: Counter,
+    arp_replies,
     /// VXLAN packets decapsulated.
-    pub vxlan_decap: Counter,
+    vxlan_decap,
     /// VXLAN packets encapsulated.
-    pub vxlan_encap: Counter,
+    vxlan_encap,
     /// IPIP packets decapsulated.
-    pub ipip_decap: Counter,
+    ipip_decap,
     /// IPIP packets encapsulated.
-    pub ipip_encap: Counter,
+    ipip_encap,
     /// Packets forwarded host-gw style.
-    pub host_gw: Counter,
+    host_gw,
     /// Packets delivered to local pods.
-    pub delivered: Counter,
+    delivered,
     /// Packets sent to the host port.
-    pub to_host: Counter,
+    to_host,
     /// ICMP time exceeded sent.
-    pub icmp_time_exceeded: Counter,
+    icmp_time_exceeded,
     /// ICMP fragmentation needed sent.
-    pub icmp_frag_needed: Counter,
+    icmp_frag_needed,
     /// Packets fragmented (each counts once).
-    pub fragmented: Counter,
+    fragmented,
     /// Fragments created.
-    pub fragments_created: Counter,
+    fragments_created,
     /// ICMP errors not sent: the per-worker rate limit was reached.
-    pub icmp_rate_limited: Counter,
+    icmp_rate_limited,
     /// ICMP errors not sent because they would answer an ICMP error, a
     /// non-first fragment or a martian source (RFC 1812 4.3.2.7).
-    pub icmp_suppressed: Counter,
+    icmp_suppressed,
     /// ICMP errors made but not sent: no buffer room, or the route back to
     /// the source drops them (no route, blackhole, unresolved neighbour) or
     /// its TX list is full. Not a drop: the packet they answer is one.
-    pub icmp_undeliverable: Counter,
+    icmp_undeliverable,
 }
 
 /// Upper bounds of the burst-size histogram's buckets (packets per burst
@@ -411,28 +425,8 @@ impl StatsSnapshot {
     }
 }
 
-type EventField = (&'static str, fn(&EventCounters) -> &Counter);
-
-/// Names and accessors of the event counters.
-pub const EVENT_FIELDS: &[EventField] = &[
-    ("flow_cache_hits", |e| &e.flow_cache_hits),
-    ("flow_cache_misses", |e| &e.flow_cache_misses),
-    ("arp_replies", |e| &e.arp_replies),
-    ("vxlan_decap", |e| &e.vxlan_decap),
-    ("vxlan_encap", |e| &e.vxlan_encap),
-    ("ipip_decap", |e| &e.ipip_decap),
-    ("ipip_encap", |e| &e.ipip_encap),
-    ("host_gw", |e| &e.host_gw),
-    ("delivered", |e| &e.delivered),
-    ("to_host", |e| &e.to_host),
-    ("icmp_time_exceeded", |e| &e.icmp_time_exceeded),
-    ("icmp_frag_needed", |e| &e.icmp_frag_needed),
-    ("fragmented", |e| &e.fragmented),
-    ("fragments_created", |e| &e.fragments_created),
-    ("icmp_rate_limited", |e| &e.icmp_rate_limited),
-    ("icmp_suppressed", |e| &e.icmp_suppressed),
-    ("icmp_undeliverable", |e| &e.icmp_undeliverable),
-];
+/// An event's name and its counter.
+pub type EventField = (&'static str, fn(&EventCounters) -> &Counter);
 
 #[cfg(test)]
 mod tests {
@@ -450,6 +444,29 @@ mod tests {
                 .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()));
         }
         assert_eq!(DropReason::from_name("nonsense"), None);
+    }
+
+    #[test]
+    fn event_names_are_unique_snake_case_and_distinct_from_drops() {
+        let mut seen = std::collections::HashSet::new();
+        for (name, _) in EVENT_FIELDS {
+            assert!(seen.insert(*name), "duplicate event {name}");
+            assert!(
+                DropReason::from_name(name).is_none(),
+                "{name} is a drop too"
+            );
+            assert!(name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()));
+        }
+        // Distinct counters: bumping one moves exactly one name.
+        let w = WorkerCounters::new();
+        for (k, (name, get)) in EVENT_FIELDS.iter().enumerate() {
+            get(&w.events).inc();
+            let snap = StatsSnapshot::collect([&w], std::iter::empty());
+            assert_eq!(snap.events[name], 1, "{name}");
+            assert_eq!(snap.events.values().sum::<u64>(), k as u64 + 1);
+        }
     }
 
     /// Every counter can be incremented and is seen, summed, in a snapshot.

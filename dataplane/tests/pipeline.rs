@@ -1,6 +1,7 @@
 //! Pipeline behaviour on memory ports, through the reference node
 //! (`craft::REFERENCE_NODE`): one test per action, per decapsulation rule,
-//! per ICMP case, and a test that every drop reason is reachable.
+//! per ICMP case, and tests that every drop reason and every event is
+//! reachable.
 
 use sluice_dataplane::buffer::{BufPool, Burst, HeapBuf, HeapPool, PacketBuf};
 use sluice_dataplane::config::NodeConfig;
@@ -789,6 +790,9 @@ fn an_icmp_error_whose_own_route_drops_is_not_a_second_drop() {
         let r = run(&[("host", frame)]);
         assert_eq!(nonzero_drops(&r), vec![(reason.name(), 1)], "{what}");
         assert!(r.outputs.values().all(Vec::is_empty), "{what}: sent");
+        let e = &r.stats.events;
+        assert_eq!(e["icmp_undeliverable"], 1, "{what}");
+        assert_eq!(e["icmp_time_exceeded"] + e["icmp_frag_needed"], 0, "{what}");
         assert_conserved(&r);
     }
     // No route back: a node without a default route.
@@ -807,6 +811,7 @@ fn an_icmp_error_whose_own_route_drops_is_not_a_second_drop() {
         vec![(DropReason::TtlExceeded.name(), 1)],
         "time exceeded with no route back"
     );
+    assert_eq!(r.stats.events["icmp_undeliverable"], 1);
     assert_conserved(&r);
 }
 

@@ -535,6 +535,7 @@ fn every_drop_reason_is_reachable() {
     let mut seen = std::collections::BTreeSet::new();
     let mut check = |inputs: &[(&str, Vec<u8>)]| {
         let r = run(inputs);
+        assert_conserved(&r);
         for (k, v) in r.stats.drops {
             if v > 0 {
                 seen.insert(k);
@@ -707,6 +708,7 @@ fn every_drop_reason_is_reachable() {
     });
     poll_port(&mut p, &t, &mut ports, 2, &mut burst, &mut pool, 0);
     assert_eq!(counters.drop_counter(DropReason::TxFailed).get(), 1);
+    assert_eq!(counters.port(3).tx_dropped.get(), 1, "on the output port");
     for r in [
         DropReason::TxListFull,
         DropReason::PortDown,

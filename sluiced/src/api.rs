@@ -748,7 +748,7 @@ impl Control {
         let v: Vec<Value> = flows
             .iter()
             .map(|(w, k, adj)| {
-                let port = tables.ports.iter().enumerate().find(|(i, _)| (*i as u8) == k.in_port).map_or("?".to_string(), |(_, p)| p.name.clone());
+                let port = tables.ports.iter().enumerate().find(|(i, _)| (*i as u16) == k.in_port).map_or("?".to_string(), |(_, p)| p.name.clone());
                 json!({ "worker": w, "in_port": port, "src": Ipv4Addr::from(k.src), "dst": Ipv4Addr::from(k.dst), "protocol": k.protocol, "src_port": k.src_port, "dst_port": k.dst_port, "action": describe(*adj) })
             })
             .collect();

@@ -3,7 +3,7 @@
 //! scrape every few seconds is the load it is built for).
 //!
 //! Per port and queue (worker `w` serves queue `w` of every port):
-//! `sluice_port_{rx,tx}_{packets,bytes}_total`, `sluice_port_rx_dropped_total`.
+//! `sluice_port_{rx,tx}_{packets,bytes}_total`, `sluice_port_{rx,tx}_dropped_total`.
 //! Per reason: `sluice_drops_total{reason}`. Events: `sluice_<event>_total`
 //! (for example `sluice_vxlan_encap_total`). Flow cache:
 //! `sluice_flow_cache_hit_ratio`. Per worker: `sluice_worker_cycles_per_packet`
@@ -33,7 +33,7 @@ pub fn render(tables: &Tables, workers: &[Arc<WorkerCounters>]) -> String {
         &'static str,
         fn(&crate::counters::PortCounters) -> u64,
     );
-    let port_fields: [PortField; 5] = [
+    let port_fields: [PortField; 6] = [
         (
             "sluice_port_rx_packets_total",
             "Frames received on a port queue.",
@@ -58,6 +58,11 @@ pub fn render(tables: &Tables, workers: &[Arc<WorkerCounters>]) -> String {
             "sluice_port_rx_dropped_total",
             "Frames received on a port queue and dropped.",
             |p| p.rx_dropped.get(),
+        ),
+        (
+            "sluice_port_tx_dropped_total",
+            "Frames to send on a port queue that its backend did not take.",
+            |p| p.tx_dropped.get(),
         ),
     ];
     for (name, help, get) in port_fields {

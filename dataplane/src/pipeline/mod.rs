@@ -193,6 +193,7 @@ impl<B: PacketBuf> Pipeline<B> {
             icmp: &mut self.icmp,
             frags: &mut self.frags,
             now_ns,
+            originating: false,
         };
         forward::forward_burst(&mut ctx, burst, &self.meta[..n]);
     }

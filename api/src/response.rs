@@ -250,8 +250,32 @@ pub struct PortStats {
     pub rx_packets: u64,
     /// Bytes sent.
     pub tx_bytes: u64,
+    /// Packets the port did not take (TX ring full, port gone).
+    #[serde(default)]
+    pub tx_dropped: u64,
     /// Packets sent.
     pub tx_packets: u64,
+    /// The kernel's counters for the port's AF_XDP sockets (summed over
+    /// queues): drops that happen before a packet reaches the switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xsk: Option<XskCounters>,
+}
+
+/// The kernel's per-socket AF_XDP counters (`XDP_STATISTICS`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XskCounters {
+    /// Dropped for reasons other than invalid descriptors.
+    pub rx_dropped: u64,
+    /// Times the fill ring was empty when a frame arrived.
+    pub rx_fill_ring_empty_descs: u64,
+    /// Dropped because of invalid RX descriptors.
+    pub rx_invalid_descs: u64,
+    /// Dropped because the RX ring was full.
+    pub rx_ring_full: u64,
+    /// Invalid TX descriptors.
+    pub tx_invalid_descs: u64,
+    /// Times the TX ring was empty when the kernel looked.
+    pub tx_ring_empty_descs: u64,
 }
 
 /// `stats`: counters summed over workers (docs/metrics.md names them).

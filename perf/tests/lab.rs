@@ -420,3 +420,46 @@ fn path_mtu_over_vxlan_and_the_node_through_its_host_port() {
     );
     lab::down(name).unwrap();
 }
+
+/// `node.set` reaches the kernel, not only the tables: moving every node's
+/// VXLAN port to 4789 re-steers each uplink's XDP program, and pods keep
+/// talking, now on the new port (tshark on the underlay).
+#[test]
+fn changing_the_vxlan_port_at_runtime_reaches_the_xdp_program() {
+    require_root();
+    let name = "tvp";
+    let _guard = Guard(name.to_string());
+    let st = lab::up(
+        &LabSpec {
+            name: name.into(),
+            nodes: 2,
+            mode: Mode::Vxlan,
+            sluiced: true,
+            kernel_nodes: vec![],
+            rx_mode: None,
+            workers: 1,
+        },
+        &mut |_| {},
+    )
+    .expect("lab up");
+    let (a, b) = (&st.nodes[0], &st.nodes[1]);
+    assert!(ping(&a.pods[0].0, &b.pods[1].1), "on 8472 first");
+    for n in &st.nodes {
+        let c = sluice_api::Client::new(&n.api_socket);
+        let mut tunnel = c.node().expect("node.get").tunnel;
+        tunnel.vxlan_port = 4789;
+        c.set_node(None, Some(tunnel)).expect("node.set");
+        assert_eq!(c.node().unwrap().tunnel.vxlan_port, 4789);
+    }
+    let rows = capture(
+        &st,
+        "udp port 4789",
+        &["-d", "udp.port==4789,vxlan"],
+        &["vxlan.vni", "udp.dstport"],
+    );
+    assert!(
+        rows.iter().any(|r| r[0] == "1" && r[1].starts_with("4789")),
+        "VXLAN on 4789 across the underlay, and the ping inside it got through: {rows:?}"
+    );
+    assert!(ping(&b.pods[1].0, &a.pods[0].1), "and back");
+}

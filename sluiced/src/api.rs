@@ -500,10 +500,63 @@ impl Control {
                 "daemon settings differ from the running ones; they take effect on restart",
             ));
         }
+        self.check_kernel_follows(&new)?;
+        let old = self.cfg.clone();
         let g = self.commit(new, "route", "route", &[])?;
+        self.steer_uplink(&old)?;
         Ok(
             json!({ "generation": g, "routes": self.cfg.routes.len(), "neighbours": self.cfg.neighbours.len() }),
         )
+    }
+
+    /// Refuses node settings the kernel side cannot follow at runtime: the
+    /// host port's gateway address and pod-network route are set at start.
+    fn check_kernel_follows(&self, new: &NodeConfig) -> Result<(), ApiError> {
+        let has_host = self.cfg.ports.iter().any(|p| p.kind == PortKind::Host);
+        let (o, n) = (&self.cfg.node, &new.node);
+        if has_host && (o.pod_network != n.pod_network || o.gateway() != n.gateway()) {
+            return Err(ApiError::new(
+                Some("node".into()),
+                "the pod network and the gateway are on the host port in the node's kernel; \
+                 changing them needs a restart of sluiced",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Brings the uplink's XDP program in line with the settings in force
+    /// (VXLAN port, pod network) after they changed from `old`'s; on
+    /// failure the tables go back to `old` and the error says why.
+    fn steer_uplink(&mut self, old: &NodeConfig) -> Result<(), ApiError> {
+        let same = old.tunnel.vxlan_port == self.cfg.tunnel.vxlan_port
+            && old.node.pod_network == self.cfg.node.pod_network;
+        if same {
+            return Ok(());
+        }
+        let Some(up) = self
+            .cfg
+            .ports
+            .iter()
+            .find(|p| p.kind == PortKind::Uplink && !p.removed)
+        else {
+            return Ok(());
+        };
+        let Some(prog) = self.programs.iter().find(|p| p.ifname() == up.name) else {
+            return Ok(());
+        };
+        let steering = |c: &NodeConfig| sluice_ports::afxdp::Steering::Filter {
+            node_ip: up.address.map_or(Ipv4Addr::UNSPECIFIED, |a| a.ip),
+            pod_net: c.node.pod_network.addr(),
+            pod_len: c.node.pod_network.len(),
+            vxlan_port: c.tunnel.vxlan_port,
+        };
+        if let Err(e) = prog.set_steering(steering(&self.cfg)) {
+            let _ = prog.set_steering(steering(old));
+            let msg = format!("the uplink's XDP program did not take the new settings: {e}");
+            let _ = self.commit(old.clone(), "node", "node", &[]);
+            return Err(ApiError::new(Some("tunnel".into()), msg));
+        }
+        Ok(())
     }
 
     /// The configuration in force.
@@ -624,7 +677,10 @@ impl Control {
                 if let Some(t) = a.tunnel {
                     new.tunnel = t;
                 }
+                self.check_kernel_follows(&new)?;
+                let old = self.cfg.clone();
                 let g = self.commit(new, "node", "node", &[])?;
+                self.steer_uplink(&old)?;
                 Ok(json!({ "generation": g }))
             }
             "flows" => self.flows(),
@@ -1063,5 +1119,23 @@ mod tests {
             "{e:?}"
         );
         assert_eq!(c.lock().unwrap().tables.load().generation, g);
+    }
+
+    #[test]
+    fn node_settings_the_host_port_holds_are_refused_whole() {
+        let c = control();
+        let g = c.lock().unwrap().tables.load().generation;
+        let r = ask(
+            &c,
+            r#"{"version":1,"op":"node.set","args":{"node":{"pod_network":"10.5.0.0/16","pod_subnet":"10.5.1.0/24","gateway_ip":"10.5.1.254","router_mac":"02:00:00:00:00:01"}}}"#,
+        );
+        let e = r.error.expect("refused");
+        assert_eq!(e.field.as_deref(), Some("node"));
+        assert!(e.message.contains("needs a restart"), "{e:?}");
+        assert_eq!(
+            c.lock().unwrap().tables.load().generation,
+            g,
+            "nothing published"
+        );
     }
 }

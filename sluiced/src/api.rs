@@ -677,6 +677,9 @@ impl Control {
                 if let Some(t) = a.tunnel {
                     new.tunnel = t;
                 }
+                // What the configuration refuses is named first.
+                new.validate()
+                    .map_err(|e| request_error(e, "node", "node", &[]))?;
                 self.check_kernel_follows(&new)?;
                 let old = self.cfg.clone();
                 let g = self.commit(new, "node", "node", &[])?;

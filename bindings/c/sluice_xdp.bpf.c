@@ -7,7 +7,11 @@
  * the pod network (host-gw), IPIP to this node, and UDP to this node's VXLAN
  * port. Everything else (SSH, kubelet, etcd, BGP, ARP) passes to the kernel,
  * which keeps owning the node's address. Without a socket on the queue,
- * bpf_redirect_map falls back to XDP_PASS.
+ * bpf_redirect_map falls back to XDP_PASS. Until sluiced writes its config
+ * (mode PASS, the zeroed default) everything passes. In FILTER mode only
+ * well-formed IPv4 (version 4, header length 20..60 within the frame) is
+ * considered, and a fragment addressed to the node is never taken for IPIP
+ * or VXLAN: sluiced does not reassemble, the kernel does.
  *
  * Built with clang -target bpf by bindings/build.rs; loaded through libxdp.
  */
@@ -51,21 +55,26 @@ int sluice_xdp(struct xdp_md *ctx)
 		return XDP_PASS;
 	if (cfg->mode == SLUICE_XDP_REDIRECT_ALL)
 		goto redirect;
+	if (cfg->mode != SLUICE_XDP_FILTER)
+		return XDP_PASS;
 	if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
 		return XDP_PASS;
 	ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > end)
 		return XDP_PASS;
+	ihl = (ip->ihl & 0x0f) * 4;
+	if (ip->version != 4 || ihl < sizeof(*ip) || (void *)ip + ihl > end)
+		return XDP_PASS;
 	if ((ip->daddr & cfg->pod_mask) == cfg->pod_net)
 		goto redirect;
 	if (ip->daddr != cfg->node_ip)
 		return XDP_PASS;
+	/* More fragments, or an offset: the kernel reassembles. */
+	if (ip->frag_off & bpf_htons(0x3fff))
+		return XDP_PASS;
 	if (ip->protocol == IPPROTO_IPIP)
 		goto redirect;
 	if (ip->protocol != IPPROTO_UDP)
-		return XDP_PASS;
-	ihl = (ip->ihl & 0x0f) * 4;
-	if (ihl < sizeof(*ip))
 		return XDP_PASS;
 	udp = (void *)ip + ihl;
 	if ((void *)(udp + 1) > end)

@@ -6,8 +6,11 @@
 #include <linux/types.h>
 
 #define SLUICE_XDP_MAX_QUEUES 64
-#define SLUICE_XDP_REDIRECT_ALL 0
+/* A zeroed config (the map's value before sluiced writes it) passes
+ * everything to the kernel: attaching never steals traffic by default. */
+#define SLUICE_XDP_PASS 0
 #define SLUICE_XDP_FILTER 1
+#define SLUICE_XDP_REDIRECT_ALL 2
 
 /* Addresses and port in network byte order. */
 struct sluice_xdp_config {

@@ -109,5 +109,8 @@ mod tests {
     fn the_config_layout_matches_the_program() {
         assert_eq!(std::mem::size_of::<sys::sluice_xdp_config>(), 20);
         assert_eq!(sys::SLUICE_XDP_MAX_QUEUES, 64);
+        // The map's value is zeroed until sluiced writes it: that must pass.
+        assert_eq!(sys::sluice_xdp_config::default().mode, sys::SLUICE_XDP_PASS);
+        assert_ne!(sys::SLUICE_XDP_REDIRECT_ALL, sys::SLUICE_XDP_PASS);
     }
 }

@@ -1,4 +1,4 @@
-//! Counters: per port rx/tx packets and bytes, drops by named reason,
+//! Counters: per port rx/tx packets, bytes and drops, drops by named reason,
 //! flow-cache hits and misses, and the pipeline's other outcomes.
 //!
 //! Each worker owns one [`WorkerCounters`] and is its only writer; readers on
@@ -8,8 +8,13 @@
 //! writer that loses nothing. The struct is cache-line aligned so two
 //! workers' counters never share a line.
 //!
-//! Every packet the pipeline takes in ends in exactly one of: a TX list, an
-//! ARP reply, or a drop counted under a [`DropReason`].
+//! Every packet the pipeline takes in ends in exactly one of: a TX list (an
+//! ARP reply reuses the request's buffer), or a drop counted under a
+//! [`DropReason`]. The packets the switch makes (ICMP errors sent, fragments
+//! past the first) end in a TX list too; an ICMP error that cannot be sent
+//! is `icmp_undeliverable`, never a second drop. So, exactly:
+//! `rx_packets + icmp_time_exceeded + icmp_frag_needed + fragments_created -
+//! fragmented == put on TX lists + drops` ([`StatsSnapshot::made`]).
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -94,9 +99,13 @@ drop_reasons! {
     Ipv4BadTotalLen = "ipv4_bad_total_len",
     /// IPv4 header checksum wrong.
     Ipv4BadChecksum = "ipv4_bad_checksum",
-    /// Destination is broadcast, multicast or 0.0.0.0, or source is one of
-    /// those: not routable.
+    /// Destination is broadcast, multicast, class E, 0.0.0.0/8 or loopback,
+    /// or source is one of those: not routable.
     Ipv4Martian = "ipv4_martian",
+    /// Plain IPv4 from the uplink to a pod whose source is not routed
+    /// host-gw through the node that sent it (a neighbour spoofing a pod, or
+    /// a tunnel-mode node sending unencapsulated).
+    HostGwSourceMismatch = "host_gw_source_mismatch",
     /// UDP or TCP header truncated in an unfragmented or first fragment.
     L4Truncated = "l4_truncated",
     /// Pod frame whose source MAC is not the pod's.
@@ -158,46 +167,67 @@ pub struct PortCounters {
     pub tx_packets: Counter,
     /// Bytes sent.
     pub tx_bytes: Counter,
-    /// Packets received on this port and dropped (any reason).
+    /// Packets received on this port and dropped (any reason but `tx_failed`).
     pub rx_dropped: Counter,
+    /// Packets put on this port's TX list that its backend did not take
+    /// (`tx_failed`): charged to the output port, whatever the input.
+    pub tx_dropped: Counter,
 }
 
-/// Outcomes that are not drops.
-#[derive(Debug, Default)]
-pub struct EventCounters {
+macro_rules! event_counters {
+    ($( $(#[$doc:meta])* $field:ident, )*) => {
+        /// Outcomes that are not drops. Each event has its own counter, named
+        /// by its field (the stable name used by the API, metrics and the
+        /// replay tool) and listed in [`EVENT_FIELDS`].
+        #[derive(Debug, Default)]
+        pub struct EventCounters {
+            $( $(#[$doc])* pub $field: Counter, )*
+        }
+
+        /// Names and accessors of the event counters, in declaration order:
+        /// every event, since both come from one list.
+        pub const EVENT_FIELDS: &[EventField] = &[ $( (stringify!($field), |e| &e.$field), )* ];
+    };
+}
+
+event_counters! {
     /// Flow-cache hits.
-    pub flow_cache_hits: Counter,
+    flow_cache_hits,
     /// Flow-cache misses (a route lookup followed).
-    pub flow_cache_misses: Counter,
+    flow_cache_misses,
     /// ARP replies sent by the switch.
-    pub arp_replies: Counter,
+    arp_replies,
     /// VXLAN packets decapsulated.
-    pub vxlan_decap: Counter,
+    vxlan_decap,
     /// VXLAN packets encapsulated.
-    pub vxlan_encap: Counter,
+    vxlan_encap,
     /// IPIP packets decapsulated.
-    pub ipip_decap: Counter,
+    ipip_decap,
     /// IPIP packets encapsulated.
-    pub ipip_encap: Counter,
+    ipip_encap,
     /// Packets forwarded host-gw style.
-    pub host_gw: Counter,
+    host_gw,
     /// Packets delivered to local pods.
-    pub delivered: Counter,
+    delivered,
     /// Packets sent to the host port.
-    pub to_host: Counter,
+    to_host,
     /// ICMP time exceeded sent.
-    pub icmp_time_exceeded: Counter,
+    icmp_time_exceeded,
     /// ICMP fragmentation needed sent.
-    pub icmp_frag_needed: Counter,
+    icmp_frag_needed,
     /// Packets fragmented (each counts once).
-    pub fragmented: Counter,
+    fragmented,
     /// Fragments created.
-    pub fragments_created: Counter,
+    fragments_created,
     /// ICMP errors not sent: the per-worker rate limit was reached.
-    pub icmp_rate_limited: Counter,
+    icmp_rate_limited,
     /// ICMP errors not sent because they would answer an ICMP error, a
     /// non-first fragment or a martian source (RFC 1812 4.3.2.7).
-    pub icmp_suppressed: Counter,
+    icmp_suppressed,
+    /// ICMP errors made but not sent: no buffer room, or the route back to
+    /// the source drops them (no route, blackhole, unresolved neighbour) or
+    /// its TX list is full. Not a drop: the packet they answer is one.
+    icmp_undeliverable,
 }
 
 /// Upper bounds of the burst-size histogram's buckets (packets per burst
@@ -284,6 +314,14 @@ impl WorkerCounters {
         self.port(in_port).rx_dropped.add(n);
     }
 
+    /// Counts `n` packets that `port`'s backend did not send: a `tx_failed`
+    /// drop, charged to the output port's TX side.
+    #[inline]
+    pub fn count_tx_failed(&self, port: u16, n: u64) {
+        self.drops[DropReason::TxFailed as usize].add(n);
+        self.port(port).tx_dropped.add(n);
+    }
+
     /// Counts packets sent on `port`.
     #[inline]
     pub fn count_tx(&self, port: u16, packets: u64, bytes: u64) {
@@ -301,6 +339,7 @@ impl WorkerCounters {
             &p.tx_packets,
             &p.tx_bytes,
             &p.rx_dropped,
+            &p.tx_dropped,
         ] {
             c.reset();
         }
@@ -320,6 +359,8 @@ pub struct PortStats {
     pub tx_bytes: u64,
     /// Packets received and dropped.
     pub rx_dropped: u64,
+    /// Packets to send that the port's backend did not take.
+    pub tx_dropped: u64,
 }
 
 /// Counters summed over workers, ready to print or serve.
@@ -349,6 +390,7 @@ impl StatsSnapshot {
                 s.tx_packets += p.tx_packets.get();
                 s.tx_bytes += p.tx_bytes.get();
                 s.rx_dropped += p.rx_dropped.get();
+                s.tx_dropped += p.tx_dropped.get();
             }
             snap.ports.insert(name, s);
         }
@@ -375,29 +417,20 @@ impl StatsSnapshot {
     pub fn total_drops(&self) -> u64 {
         self.drops.values().sum()
     }
+
+    /// Packets the switch made rather than took in: ICMP errors sent and
+    /// fragments past the first. With the packets received, they are exactly
+    /// the packets put on TX lists plus the drops.
+    pub fn made(&self) -> u64 {
+        let e = |n: &str| self.events.get(n).copied().unwrap_or(0);
+        e("icmp_time_exceeded")
+            + e("icmp_frag_needed")
+            + e("fragments_created").saturating_sub(e("fragmented"))
+    }
 }
 
-type EventField = (&'static str, fn(&EventCounters) -> &Counter);
-
-/// Names and accessors of the event counters.
-pub const EVENT_FIELDS: &[EventField] = &[
-    ("flow_cache_hits", |e| &e.flow_cache_hits),
-    ("flow_cache_misses", |e| &e.flow_cache_misses),
-    ("arp_replies", |e| &e.arp_replies),
-    ("vxlan_decap", |e| &e.vxlan_decap),
-    ("vxlan_encap", |e| &e.vxlan_encap),
-    ("ipip_decap", |e| &e.ipip_decap),
-    ("ipip_encap", |e| &e.ipip_encap),
-    ("host_gw", |e| &e.host_gw),
-    ("delivered", |e| &e.delivered),
-    ("to_host", |e| &e.to_host),
-    ("icmp_time_exceeded", |e| &e.icmp_time_exceeded),
-    ("icmp_frag_needed", |e| &e.icmp_frag_needed),
-    ("fragmented", |e| &e.fragmented),
-    ("fragments_created", |e| &e.fragments_created),
-    ("icmp_rate_limited", |e| &e.icmp_rate_limited),
-    ("icmp_suppressed", |e| &e.icmp_suppressed),
-];
+/// An event's name and its counter.
+pub type EventField = (&'static str, fn(&EventCounters) -> &Counter);
 
 #[cfg(test)]
 mod tests {
@@ -417,6 +450,29 @@ mod tests {
         assert_eq!(DropReason::from_name("nonsense"), None);
     }
 
+    #[test]
+    fn event_names_are_unique_snake_case_and_distinct_from_drops() {
+        let mut seen = std::collections::HashSet::new();
+        for (name, _) in EVENT_FIELDS {
+            assert!(seen.insert(*name), "duplicate event {name}");
+            assert!(
+                DropReason::from_name(name).is_none(),
+                "{name} is a drop too"
+            );
+            assert!(name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()));
+        }
+        // Distinct counters: bumping one moves exactly one name.
+        let w = WorkerCounters::new();
+        for (k, (name, get)) in EVENT_FIELDS.iter().enumerate() {
+            get(&w.events).inc();
+            let snap = StatsSnapshot::collect([&w], std::iter::empty());
+            assert_eq!(snap.events[name], 1, "{name}");
+            assert_eq!(snap.events.values().sum::<u64>(), k as u64 + 1);
+        }
+    }
+
     /// Every counter can be incremented and is seen, summed, in a snapshot.
     #[test]
     fn every_counter_increments_and_sums_over_workers() {
@@ -433,9 +489,12 @@ mod tests {
             p.rx_packets.add(k);
             p.rx_bytes.add(100 * k);
             w.count_tx(3, k, 10 * k);
+            w.count_tx_failed(3, k);
         }
-        let snap = StatsSnapshot::collect(&workers, [(3u16, "pod0".to_string())]);
+        let mut snap = StatsSnapshot::collect(&workers, [(3u16, "pod0".to_string())]);
         assert_eq!(snap.drops.len(), DropReason::COUNT);
+        assert_eq!(snap.drops["tx_failed"], 6, "count_drop and count_tx_failed");
+        snap.drops.remove("tx_failed");
         assert!(snap.drops.values().all(|&v| v == 3), "{:?}", snap.drops);
         assert_eq!(snap.events.len(), EVENT_FIELDS.len());
         assert!(snap.events.values().all(|&v| v == 3), "{:?}", snap.events);
@@ -447,17 +506,32 @@ mod tests {
                 rx_bytes: 300,
                 tx_packets: 3,
                 tx_bytes: 30,
-                rx_dropped: 3 * DropReason::COUNT as u64
+                rx_dropped: 3 * DropReason::COUNT as u64,
+                tx_dropped: 3,
             }
         );
         workers[0].reset_port(3);
         assert_eq!(workers[0].port(3).rx_packets.get(), 0);
+        assert_eq!(workers[0].port(3).tx_dropped.get(), 0);
     }
 
     /// The operator's guide documents every counter by its stable name.
     #[test]
     fn docs_list_every_counter() {
         let doc = include_str!("../../docs/metrics.md");
+        for name in [
+            "rx_packets",
+            "rx_bytes",
+            "tx_packets",
+            "tx_bytes",
+            "rx_dropped",
+            "tx_dropped",
+        ] {
+            assert!(
+                doc.contains(&format!("`{name}`")),
+                "docs/metrics.md lacks port counter {name}"
+            );
+        }
         for r in DropReason::ALL {
             assert!(
                 doc.contains(&format!("| `{}` |", r.name())),

@@ -189,6 +189,7 @@ pub fn run(
             sluiced: !kernel,
             kernel_nodes: if kernel { vec![1, 2] } else { vec![] },
             rx_mode: rx_mode.map(str::to_string),
+            workers: 1,
         };
         let st = lab::up(&spec, progress)?;
         // A first ping warms ARP and neighbour tables on both paths.

@@ -99,6 +99,13 @@ pub struct LabState {
     pub nodes: Vec<NodeState>,
     /// Every namespace created, in creation order.
     pub namespaces: Vec<String>,
+    /// Workers per sluiced, and queues per veth.
+    #[serde(default = "one_worker")]
+    pub workers: u8,
+}
+
+fn one_worker() -> u8 {
+    1
 }
 
 /// One node of a lab.
@@ -118,6 +125,10 @@ pub struct NodeState {
     pub pods: Vec<(String, String)>,
     /// sluiced's PID, when running.
     pub sluiced_pid: Option<u32>,
+    /// That process's start time (clock ticks since boot, `/proc/PID/stat`
+    /// field 22): `down` signals the PID only while it is still this process.
+    #[serde(default)]
+    pub sluiced_start: Option<u64>,
     /// sluiced's API socket.
     pub api_socket: PathBuf,
     /// Configured as kernel flannel instead of sluiced.
@@ -224,6 +235,9 @@ pub struct LabSpec {
     pub kernel_nodes: Vec<u8>,
     /// sluiced's rx mode (`adaptive` by default).
     pub rx_mode: Option<String>,
+    /// Workers per sluiced (1 to 8), pinned to cores 0..workers; the uplink
+    /// and pod veths get as many queues, one per worker.
+    pub workers: u8,
 }
 
 /// Builds the lab; on any failure removes what it made.
@@ -240,6 +254,9 @@ pub fn up(spec: &LabSpec, progress: &mut dyn FnMut(&str)) -> Result<LabState> {
     if !(2..=8).contains(&spec.nodes) {
         return Err(LabError::Other(format!("{} nodes: 2 to 8", spec.nodes)));
     }
+    if !(1..=8).contains(&spec.workers) {
+        return Err(LabError::Other(format!("{} workers: 1 to 8", spec.workers)));
+    }
     if let Some(old) = load(&spec.name) {
         progress(&format!("removing the earlier lab `{}`", old.name));
         down(&spec.name)?;
@@ -249,6 +266,7 @@ pub fn up(spec: &LabSpec, progress: &mut dyn FnMut(&str)) -> Result<LabState> {
         mode: spec.mode,
         nodes: Vec::new(),
         namespaces: Vec::new(),
+        workers: spec.workers,
     };
     match build(spec, &mut state, progress) {
         Ok(()) => Ok(state),
@@ -268,6 +286,37 @@ fn add_ns(state: &mut LabState, ns: &str) -> Result<()> {
     Ok(())
 }
 
+/// A veth pair `name` in namespace `ns` with its peer `eth0` in `peer_ns`,
+/// `queues` queues each way on both ends.
+fn add_veth(ns: &str, name: &str, peer_ns: &str, queues: u8) -> Result<()> {
+    let q = queues.to_string();
+    run(&[
+        "ip",
+        "-n",
+        ns,
+        "link",
+        "add",
+        "name",
+        name,
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
+        "netns",
+        peer_ns,
+    ])?;
+    Ok(())
+}
+
 fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -> Result<()> {
     let name = &spec.name;
     let ul = format!("{name}-ul");
@@ -280,10 +329,7 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
         progress(&format!("node {k}: namespace, uplink, pods"));
         add_ns(state, &node)?;
         let port = format!("n{k}");
-        run(&[
-            "ip", "-n", &ul, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
-            &node,
-        ])?;
+        add_veth(&ul, &port, &node, spec.workers)?;
         run(&["ip", "-n", &ul, "link", "set", &port, "master", "br0", "up"])?;
         let ip = format!("192.168.77.{k}");
         run(&[
@@ -306,10 +352,7 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
             let host_end = format!("pod{j}");
             let pip = format!("10.77.{k}.{}", j + 2);
             let pmac = format!("02:77:00:00:{k:02x}:{:02x}", j + 2);
-            run(&[
-                "ip", "-n", &node, "link", "add", &host_end, "type", "veth", "peer", "name",
-                "eth0", "netns", &pod,
-            ])?;
+            add_veth(&node, &host_end, &pod, spec.workers)?;
             run(&[
                 "ip",
                 "-n",
@@ -364,6 +407,7 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
             subnet,
             pods,
             sluiced_pid: None,
+            sluiced_start: None,
             api_socket,
             kernel,
             vtep_mac,
@@ -544,16 +588,12 @@ fn wait_for_neighbours(state: &LabState) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     for n in state.nodes.iter().filter(|n| !n.kernel) {
         loop {
-            let resp =
-                sluiced::api::call(&n.api_socket, "neighbours.list", serde_json::Value::Null)
-                    .map_err(|e| LabError::Other(e.to_string()))?;
-            let known: Vec<String> = resp
-                .result
-                .as_ref()
-                .and_then(|r| r["neighbours"].as_array())
-                .into_iter()
-                .flatten()
-                .filter_map(|e| e["ip"].as_str().map(str::to_string))
+            let known: Vec<String> = sluice_api::Client::new(&n.api_socket)
+                .neighbours()
+                .map_err(|e| LabError::Other(e.to_string()))?
+                .neighbours
+                .iter()
+                .map(|e| e.ip.to_string())
                 .collect();
             if state
                 .nodes
@@ -577,8 +617,14 @@ fn wait_for_neighbours(state: &LabState) -> Result<()> {
 
 fn node_config(state: &LabState, n: &NodeState, rx_mode: &str) -> String {
     let mut s = format!(
-        "[daemon]\napi_socket = \"{}\"\nmetrics_address = \"127.0.0.1:9472\"\nrx_mode = \"{rx_mode}\"\n\n[node]\npod_network = \"10.77.0.0/16\"\npod_subnet = \"{}\"\nrouter_mac = \"02:77:00:00:{:02x}:01\"\n\n[tunnel]\nvni = 1\nvxlan_port = 8472\n\n",
+        "[daemon]\napi_socket = \"{}\"\nmetrics_address = \"127.0.0.1:9472\"\nrx_mode = \"{rx_mode}\"\n{}\n[node]\npod_network = \"10.77.0.0/16\"\npod_subnet = \"{}\"\nrouter_mac = \"02:77:00:00:{:02x}:01\"\n\n[tunnel]\nvni = 1\nvxlan_port = 8472\n\n",
         n.api_socket.display(),
+        if state.workers > 1 {
+            let cores: Vec<String> = (0..state.workers).map(|c| c.to_string()).collect();
+            format!("workers = [{}]\n", cores.join(", "))
+        } else {
+            String::new()
+        },
         n.subnet,
         n.index
     );
@@ -621,6 +667,7 @@ fn start_sluiced(state: &mut LabState, i: usize, rx_mode: &str) -> Result<()> {
             ))
         })?;
     state.nodes[i].sluiced_pid = Some(child.id());
+    state.nodes[i].sluiced_start = process_start_time(child.id());
     // The lab may outlive this process (`down` then stops it by PID); while
     // it does not, `down` reaps the child here so no zombie is left.
     CHILDREN
@@ -648,28 +695,34 @@ pub fn program_routes(state: &LabState) -> Result<()> {
     for n in state.nodes.iter().filter(|n| !n.kernel) {
         let mut routes = Vec::new();
         for m in state.nodes.iter().filter(|m| m.index != n.index) {
-            let mut r =
-                serde_json::json!({ "prefix": m.subnet, "via": state.mode.via(), "node": m.ip });
+            let bad =
+                |what: &str, v: &str| LabError::Other(format!("node {}: {what} `{v}`", m.index));
+            let prefix: sluice_api::Ipv4Net =
+                m.subnet.parse().map_err(|_| bad("subnet", &m.subnet))?;
+            let via: sluice_api::Via = state
+                .mode
+                .via()
+                .parse()
+                .map_err(|_| bad("via", state.mode.via()))?;
+            let mut r = sluice_api::RouteConfig::to_node(
+                prefix,
+                via,
+                m.ip.parse().map_err(|_| bad("address", &m.ip))?,
+            );
             if state.mode == Mode::Vxlan {
                 // A sluiced node's VTEP MAC is its uplink's (the default); a
                 // kernel node's is its flannel.1's.
-                r["vtep_mac"] = serde_json::json!(m.vtep_mac);
+                r.vtep_mac = Some(
+                    m.vtep_mac
+                        .parse()
+                        .map_err(|_| bad("VTEP MAC", &m.vtep_mac))?,
+                );
             }
             routes.push(r);
         }
-        let resp = sluiced::api::call(
-            &n.api_socket,
-            "routes.replace",
-            serde_json::json!({ "routes": routes }),
-        )
-        .map_err(|e| LabError::Other(format!("{}: {e}", n.api_socket.display())))?;
-        if !resp.ok {
-            return Err(LabError::Other(format!(
-                "node {}: {}",
-                n.index,
-                resp.error.map(|e| e.to_string()).unwrap_or_default()
-            )));
-        }
+        sluice_api::Client::new(&n.api_socket)
+            .replace_routes(routes)
+            .map_err(|e| LabError::Other(format!("node {}: {e}", n.index)))?;
     }
     Ok(())
 }
@@ -690,6 +743,43 @@ pub fn pid_alive(pid: u32) -> bool {
             .unwrap_or(false)
 }
 
+/// When process `pid` started (clock ticks since boot), from
+/// `/proc/PID/stat` field 22; `None` if there is no such process.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields
+    // resume after the last ')', at field 3.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Stops the daemon `pid` with SIGTERM (SIGKILL after 5 s), but only while
+/// it is still the process that started at `start`: a PID from an old state
+/// file may belong to something else by now. Returns whether it signalled.
+pub fn stop_daemon(pid: u32, start: Option<u64>) -> bool {
+    let Some(start) = start else {
+        return false;
+    };
+    if process_start_time(pid) != Some(start) || !pid_alive(pid) {
+        return false;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pid_alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if pid_alive(pid) && process_start_time(pid) == Some(start) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    reap(pid);
+    true
+}
+
 /// Stops the lab's daemons by PID and deletes its namespaces. Works from a
 /// partial state file; a missing lab is not an error.
 pub fn down(name: &str) -> Result<()> {
@@ -698,20 +788,7 @@ pub fn down(name: &str) -> Result<()> {
     };
     for n in &state.nodes {
         if let Some(pid) = n.sluiced_pid {
-            let _ = Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while pid_alive(pid) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if pid_alive(pid) {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            reap(pid);
+            stop_daemon(pid, n.sluiced_start);
         }
         let _ = std::fs::remove_file(&n.api_socket);
     }
@@ -736,4 +813,35 @@ pub fn down(name: &str) -> Result<()> {
     }
     let _ = std::fs::remove_file(state_path(name));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_reads_past_a_command_name_with_spaces_and_parentheses() {
+        let me = std::process::id();
+        let t = process_start_time(me).expect("our own start time");
+        assert_eq!(process_start_time(me), Some(t), "stable");
+        assert_eq!(process_start_time(u32::MAX), None);
+    }
+
+    #[test]
+    fn down_signals_a_pid_only_while_it_is_the_process_it_started() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        let start = process_start_time(pid).unwrap();
+        // A recycled PID: same number, another start time. Left alone.
+        assert!(!stop_daemon(pid, Some(start + 1)));
+        assert!(
+            !stop_daemon(pid, None),
+            "no start time recorded: left alone"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "still running");
+        // The process it started: stopped.
+        assert!(stop_daemon(pid, Some(start)));
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "ended by a signal: {status:?}");
+    }
 }

@@ -143,6 +143,10 @@ fn capture(st: &lab::LabState, filter: &str, decode: &[&str], fields: &[&str]) -
 }
 
 fn across_nodes(mode: Mode, name: &str) {
+    across_nodes_with(mode, name, 1)
+}
+
+fn across_nodes_with(mode: Mode, name: &str, workers: u8) {
     require_root();
     let _guard = Guard(name.to_string());
     let st = lab::up(
@@ -153,6 +157,7 @@ fn across_nodes(mode: Mode, name: &str) {
             sluiced: true,
             kernel_nodes: vec![],
             rx_mode: None,
+            workers,
         },
         &mut |_| {},
     )
@@ -255,6 +260,13 @@ fn vxlan_across_nodes() {
     across_nodes(Mode::Vxlan, "tvx");
 }
 
+/// Two workers per node, uplink and pod veths with two queues each: flows
+/// land on either queue, and each worker serves its own.
+#[test]
+fn vxlan_across_nodes_with_two_workers_and_multi_queue_veths() {
+    across_nodes_with(Mode::Vxlan, "tv2", 2);
+}
+
 #[test]
 fn ipip_across_nodes() {
     across_nodes(Mode::Ipip, "tip");
@@ -278,6 +290,7 @@ fn down_cleans_up_after_an_interrupted_up() {
             sluiced: true,
             kernel_nodes: vec![],
             rx_mode: None,
+            workers: 1,
         },
         &mut |_| {},
     );
@@ -304,6 +317,7 @@ fn interop(mode: Mode, name: &str) {
             sluiced: true,
             kernel_nodes: vec![2],
             rx_mode: None,
+            workers: 1,
         },
         &mut |_| {},
     )
@@ -353,6 +367,7 @@ fn path_mtu_over_vxlan_and_the_node_through_its_host_port() {
             sluiced: true,
             kernel_nodes: vec![],
             rx_mode: None,
+            workers: 1,
         },
         &mut |_| {},
     )
@@ -404,4 +419,47 @@ fn path_mtu_over_vxlan_and_the_node_through_its_host_port() {
         "pod to its node over TCP"
     );
     lab::down(name).unwrap();
+}
+
+/// `node.set` reaches the kernel, not only the tables: moving every node's
+/// VXLAN port to 4789 re-steers each uplink's XDP program, and pods keep
+/// talking, now on the new port (tshark on the underlay).
+#[test]
+fn changing_the_vxlan_port_at_runtime_reaches_the_xdp_program() {
+    require_root();
+    let name = "tvp";
+    let _guard = Guard(name.to_string());
+    let st = lab::up(
+        &LabSpec {
+            name: name.into(),
+            nodes: 2,
+            mode: Mode::Vxlan,
+            sluiced: true,
+            kernel_nodes: vec![],
+            rx_mode: None,
+            workers: 1,
+        },
+        &mut |_| {},
+    )
+    .expect("lab up");
+    let (a, b) = (&st.nodes[0], &st.nodes[1]);
+    assert!(ping(&a.pods[0].0, &b.pods[1].1), "on 8472 first");
+    for n in &st.nodes {
+        let c = sluice_api::Client::new(&n.api_socket);
+        let mut tunnel = c.node().expect("node.get").tunnel;
+        tunnel.vxlan_port = 4789;
+        c.set_node(None, Some(tunnel)).expect("node.set");
+        assert_eq!(c.node().unwrap().tunnel.vxlan_port, 4789);
+    }
+    let rows = capture(
+        &st,
+        "udp port 4789",
+        &["-d", "udp.port==4789,vxlan"],
+        &["vxlan.vni", "udp.dstport"],
+    );
+    assert!(
+        rows.iter().any(|r| r[0] == "1" && r[1].starts_with("4789")),
+        "VXLAN on 4789 across the underlay, and the ping inside it got through: {rows:?}"
+    );
+    assert!(ping(&b.pods[1].0, &a.pods[0].1), "and back");
 }

@@ -9,7 +9,9 @@
 //! - [`afxdp`]: AF_XDP sockets on kernel netdevs (uplink and pod veths),
 //!   split by concern: the XDP program, the UMEM, frames and their pool, the
 //!   sockets;
-//! - [`tap`]: the host port, a multi-queue TAP into the node's kernel.
+//! - [`tap`]: the host port, a multi-queue TAP into the node's kernel;
+//! - [`netdev`]: what a kernel device allows (its RX queues against the
+//!   workers).
 //!
 //! This crate may depend on `sluice-dataplane` (the port contract, buffers)
 //! and `sluice-bindings` (FFI). It is, with `bindings/`, where `unsafe`
@@ -17,6 +19,7 @@
 
 pub mod afxdp;
 pub mod backend;
+pub mod netdev;
 pub mod tap;
 
 pub use backend::{AfXdpBackend, AfXdpPort, Backend, BackendError, MapLookup, PortSpec, PortStats};

@@ -9,8 +9,12 @@
 //! ```
 
 use clap::{Parser, Subcommand};
-use serde_json::{json, Value};
-use sluiced::api;
+use sluice_api::{
+    Client, ClientError, FlowList, Ipv4Net, MacAddr, NeighbourConfig, NeighbourList, NodeInfo,
+    PortConfig, PortList, Request, RouteConfig, RouteList, Stats, Trace, Via,
+};
+use std::fmt::Display;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -19,7 +23,7 @@ use std::process::ExitCode;
 #[command(version, about)]
 struct Args {
     /// The daemon's API socket.
-    #[arg(long, default_value = "/run/sluice/sluiced.sock", global = true)]
+    #[arg(long, default_value = sluice_api::DEFAULT_SOCKET, global = true)]
     socket: PathBuf,
     /// Print the daemon's JSON instead of a table.
     #[arg(long, global = true)]
@@ -147,176 +151,166 @@ fn table(rows: &[Vec<String>]) -> String {
         .join("\n")
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+fn opt<T: Display>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "-".into(), ToString::to_string)
 }
 
-fn human(cmd: &Cmd, r: &Value) -> String {
-    match cmd {
-        Cmd::Ports => {
-            let mut rows = vec![vec![
-                "ID".into(),
-                "NAME".into(),
-                "KIND".into(),
-                "MAC".into(),
-                "ADDRESS".into(),
-                "MTU".into(),
-            ]];
-            for p in r["ports"].as_array().into_iter().flatten() {
-                let addr = if p["ip"].is_null() {
-                    s(&p["address"])
-                } else {
-                    s(&p["ip"])
-                };
-                rows.push(vec![
-                    s(&p["id"]),
-                    s(&p["name"]),
-                    s(&p["kind"]),
-                    s(&p["mac"]),
-                    addr,
-                    s(&p["mtu"]),
-                ]);
-            }
-            table(&rows)
-        }
-        Cmd::Routes => {
-            let mut rows = vec![vec![
-                "PREFIX".into(),
-                "VIA".into(),
-                "NODE".into(),
-                "VTEP MAC".into(),
-                "PORT".into(),
-            ]];
-            for p in r["routes"].as_array().into_iter().flatten() {
-                rows.push(vec![
-                    s(&p["prefix"]),
-                    s(&p["via"]),
-                    s(&p["node"]),
-                    s(&p["vtep_mac"]),
-                    s(&p["port"]),
-                ]);
-            }
-            table(&rows)
-        }
-        Cmd::Neighbours => {
-            let mut rows = vec![vec!["IP".into(), "MAC".into()]];
-            for p in r["neighbours"].as_array().into_iter().flatten() {
-                rows.push(vec![s(&p["ip"]), s(&p["mac"])]);
-            }
-            table(&rows)
-        }
-        Cmd::Stats => {
-            let mut rows = vec![vec![
-                "PORT".into(),
-                "RX PKTS".into(),
-                "RX BYTES".into(),
-                "TX PKTS".into(),
-                "TX BYTES".into(),
-                "RX DROPPED".into(),
-            ]];
-            for (name, p) in r["ports"].as_object().into_iter().flatten() {
-                rows.push(vec![
-                    name.clone(),
-                    s(&p["rx_packets"]),
-                    s(&p["rx_bytes"]),
-                    s(&p["tx_packets"]),
-                    s(&p["tx_bytes"]),
-                    s(&p["rx_dropped"]),
-                ]);
-            }
-            let mut out = table(&rows);
-            let nonzero = |k: &str| -> Vec<Vec<String>> {
-                r[k].as_object()
-                    .into_iter()
-                    .flatten()
-                    .filter(|(_, v)| v.as_u64() != Some(0))
-                    .map(|(k, v)| vec![k.clone(), s(v)])
-                    .collect()
-            };
-            let drops = nonzero("drops");
-            out += "\n\nDROP REASON            COUNT\n";
-            out += &if drops.is_empty() {
-                "(none)".to_string()
-            } else {
-                table(&drops)
-            };
-            let events = nonzero("events");
-            out += "\n\nEVENT                  COUNT\n";
-            out += &if events.is_empty() {
-                "(none)".to_string()
-            } else {
-                table(&events)
-            };
-            out
-        }
-        Cmd::Flows => {
-            let mut rows = vec![vec![
-                "WORKER".into(),
-                "IN".into(),
-                "PROTO".into(),
-                "SOURCE".into(),
-                "DESTINATION".into(),
-                "ACTION".into(),
-            ]];
-            for f in r["flows"].as_array().into_iter().flatten() {
-                rows.push(vec![
-                    s(&f["worker"]),
-                    s(&f["in_port"]),
-                    s(&f["protocol"]),
-                    format!("{}:{}", s(&f["src"]), s(&f["src_port"])),
-                    format!("{}:{}", s(&f["dst"]), s(&f["dst_port"])),
-                    s(&f["action"]),
-                ]);
-            }
-            table(&rows)
-        }
-        Cmd::Trace { .. } => {
-            let mut out = format!(
-                "in    {}: {}\n",
-                s(&r["input"]["port"]),
-                s(&r["input"]["summary"])
-            );
-            if !r["route"].is_null() {
-                let rt = &r["route"];
-                out += &format!(
-                    "route {} via {}{}\n",
-                    s(&rt["prefix"]),
-                    s(&rt["via"]),
-                    if rt["node"].is_null() {
-                        String::new()
-                    } else {
-                        format!(" {}", s(&rt["node"]))
-                    }
-                );
-            }
-            for (k, v) in r["events"].as_object().into_iter().flatten() {
-                out += &format!("event {k} x{}\n", s(v));
-            }
-            for o in r["outputs"].as_array().into_iter().flatten() {
-                out += &format!("out   {}: {}\n", s(&o["port"]), s(&o["summary"]));
-            }
-            if !r["drop"].is_null() {
-                out += &format!("drop  {}\n", s(&r["drop"]));
-            }
-            out.trim_end().to_string()
-        }
-        _ => serde_json::to_string_pretty(r).unwrap_or_default(),
+fn ports_table(r: &PortList) -> String {
+    let mut rows = vec![["ID", "NAME", "KIND", "MAC", "ADDRESS", "MTU"]
+        .map(String::from)
+        .to_vec()];
+    for p in &r.ports {
+        let addr = match (p.ip, p.address) {
+            (Some(ip), _) => ip.to_string(),
+            (None, a) => opt(&a),
+        };
+        rows.push(vec![
+            p.id.to_string(),
+            p.name.clone(),
+            p.kind.to_string(),
+            p.mac.to_string(),
+            addr,
+            p.mtu.to_string(),
+        ]);
     }
+    table(&rows)
 }
 
-fn main() -> ExitCode {
-    let a = Args::parse();
-    let (op, args) = match &a.cmd {
-        Cmd::Ports => ("ports.list", Value::Null),
-        Cmd::Routes => ("routes.list", Value::Null),
-        Cmd::Neighbours => ("neighbours.list", Value::Null),
-        Cmd::Stats => ("stats", Value::Null),
-        Cmd::Node => ("node.get", Value::Null),
-        Cmd::Flows => ("flows", Value::Null),
+fn routes_table(r: &RouteList) -> String {
+    let mut rows = vec![["PREFIX", "VIA", "NODE", "VTEP MAC", "PORT"]
+        .map(String::from)
+        .to_vec()];
+    for rt in &r.routes {
+        rows.push(vec![
+            rt.prefix.to_string(),
+            rt.via.to_string(),
+            opt(&rt.node),
+            opt(&rt.vtep_mac),
+            opt(&rt.port),
+        ]);
+    }
+    table(&rows)
+}
+
+fn neighbours_table(r: &NeighbourList) -> String {
+    let mut rows = vec![["IP", "MAC", "SOURCE"].map(String::from).to_vec()];
+    for n in &r.neighbours {
+        let source = serde_json::to_value(n.source)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        rows.push(vec![n.ip.to_string(), n.mac.to_string(), source]);
+    }
+    table(&rows)
+}
+
+fn counts_table(title: &str, counts: Vec<(&String, u64)>) -> String {
+    let mut out = format!("\n\n{title:<22} COUNT\n");
+    if counts.is_empty() {
+        out += "(none)";
+    } else {
+        let rows: Vec<Vec<String>> = counts
+            .into_iter()
+            .map(|(k, v)| vec![k.clone(), v.to_string()])
+            .collect();
+        out += &table(&rows);
+    }
+    out
+}
+
+fn stats_table(r: &Stats) -> String {
+    let mut rows = vec![[
+        "PORT",
+        "RX PKTS",
+        "RX BYTES",
+        "TX PKTS",
+        "TX BYTES",
+        "RX DROPPED",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for (name, p) in &r.ports {
+        rows.push(vec![
+            name.clone(),
+            p.rx_packets.to_string(),
+            p.rx_bytes.to_string(),
+            p.tx_packets.to_string(),
+            p.tx_bytes.to_string(),
+            p.rx_dropped.to_string(),
+        ]);
+    }
+    fn nonzero(m: &std::collections::BTreeMap<String, u64>) -> Vec<(&String, u64)> {
+        m.iter()
+            .filter(|(_, &v)| v != 0)
+            .map(|(k, &v)| (k, v))
+            .collect()
+    }
+    let mut out = table(&rows);
+    out += &counts_table("DROP REASON", nonzero(&r.drops));
+    out += &counts_table("EVENT", nonzero(&r.events));
+    out
+}
+
+fn flows_table(r: &FlowList) -> String {
+    let mut rows = vec![["WORKER", "IN", "PROTO", "SOURCE", "DESTINATION", "ACTION"]
+        .map(String::from)
+        .to_vec()];
+    for f in &r.flows {
+        rows.push(vec![
+            f.worker.to_string(),
+            f.in_port.clone(),
+            f.protocol.to_string(),
+            format!("{}:{}", f.src, f.src_port),
+            format!("{}:{}", f.dst, f.dst_port),
+            f.action.clone(),
+        ]);
+    }
+    table(&rows)
+}
+
+fn trace_text(r: &Trace) -> String {
+    let mut out = format!("in    {}: {}\n", r.input.port, r.input.summary);
+    if let Some(rt) = &r.route {
+        let node = rt.node.map(|n| format!(" {n}")).unwrap_or_default();
+        out += &format!("route {} via {}{node}\n", rt.prefix, rt.via);
+    }
+    for (k, v) in &r.events {
+        out += &format!("event {k} x{v}\n");
+    }
+    for o in &r.outputs {
+        out += &format!("out   {}: {}\n", o.port, o.summary);
+    }
+    if let Some(d) = &r.drop {
+        out += &format!("drop  {d}\n");
+    }
+    out.trim_end().to_string()
+}
+
+fn node_text(r: &NodeInfo) -> String {
+    serde_json::to_string_pretty(r).unwrap_or_default()
+}
+
+/// A command-line value, parsed with an error that names the argument.
+fn arg<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String>
+where
+    T::Err: Display,
+{
+    v.parse().map_err(|e| format!("{name} `{v}`: {e}"))
+}
+
+/// The request a command sends, its arguments checked here first.
+fn request(cmd: &Cmd) -> Result<Request, String> {
+    use sluice_api::{
+        NeighboursRemoveArgs, NeighboursSetArgs, PortsAddArgs, PortsRemoveArgs, RoutesArgs,
+        RoutesRemoveArgs, TraceArgs,
+    };
+    Ok(match cmd {
+        Cmd::Ports => Request::PortsList,
+        Cmd::Routes => Request::RoutesList,
+        Cmd::Neighbours => Request::NeighboursList,
+        Cmd::Stats => Request::Stats,
+        Cmd::Node => Request::NodeGet,
+        Cmd::Flows => Request::Flows,
         Cmd::Route {
             action:
                 RouteCmd::Add {
@@ -326,69 +320,108 @@ fn main() -> ExitCode {
                     vtep_mac,
                 },
         } => {
-            let mut r = json!({ "prefix": prefix, "via": via });
-            if let Some(n) = node {
-                r["node"] = json!(n);
-            }
-            if let Some(m) = vtep_mac {
-                r["vtep_mac"] = json!(m);
-            }
-            ("routes.add", json!({ "routes": [r] }))
+            let mut r =
+                RouteConfig::new(arg::<Ipv4Net>("prefix", prefix)?, arg::<Via>("via", via)?);
+            r.node = node
+                .as_deref()
+                .map(|n| arg::<Ipv4Addr>("node", n))
+                .transpose()?;
+            r.vtep_mac = vtep_mac
+                .as_deref()
+                .map(|m| arg::<MacAddr>("vtep_mac", m))
+                .transpose()?;
+            Request::RoutesAdd(RoutesArgs { routes: vec![r] })
         }
         Cmd::Route {
             action: RouteCmd::Del { prefixes },
-        } => ("routes.remove", json!({ "prefixes": prefixes })),
+        } => Request::RoutesRemove(RoutesRemoveArgs {
+            prefixes: prefixes
+                .iter()
+                .map(|p| arg("prefix", p))
+                .collect::<Result<_, _>>()?,
+        }),
         Cmd::Neighbour {
             action: NeighbourCmd::Add { ip, mac },
-        } => (
-            "neighbours.set",
-            json!({ "neighbours": [{ "ip": ip, "mac": mac }] }),
-        ),
+        } => Request::NeighboursSet(NeighboursSetArgs {
+            neighbours: vec![NeighbourConfig::new(arg("ip", ip)?, arg("mac", mac)?)],
+        }),
         Cmd::Neighbour {
             action: NeighbourCmd::Del { ips },
-        } => ("neighbours.remove", json!({ "ips": ips })),
-        Cmd::Trace { port, frame } => ("trace", json!({ "port": port, "frame": frame })),
+        } => Request::NeighboursRemove(NeighboursRemoveArgs {
+            ips: ips.iter().map(|i| arg("ip", i)).collect::<Result<_, _>>()?,
+        }),
+        Cmd::Trace { port, frame } => {
+            let bytes = sluice_api::request::parse_hex(frame)
+                .ok_or_else(|| format!("frame `{frame}`: not hex bytes"))?;
+            Request::Trace(TraceArgs::new(port.clone(), &bytes))
+        }
         Cmd::Port {
             action: PortCmd::Add { name, ip, mac, mtu },
-        } => (
-            "ports.add",
-            json!({ "ports": [{ "name": name, "kind": "pod", "ip": ip, "mac": mac, "mtu": mtu }] }),
-        ),
+        } => Request::PortsAdd(PortsAddArgs {
+            ports: vec![PortConfig::pod(
+                name.clone(),
+                arg("mac", mac)?,
+                arg("ip", ip)?,
+                *mtu,
+            )],
+        }),
         Cmd::Port {
             action: PortCmd::Del { names },
-        } => ("ports.remove", json!({ "names": names })),
-    };
-    let resp = match api::call(&a.socket, op, args) {
+        } => Request::PortsRemove(PortsRemoveArgs {
+            names: names.clone(),
+        }),
+    })
+}
+
+/// Sends the command's request and renders the typed result for people.
+fn human(client: &Client, cmd: &Cmd, req: &Request) -> Result<String, ClientError> {
+    Ok(match cmd {
+        Cmd::Ports => ports_table(&client.typed(req)?),
+        Cmd::Routes => routes_table(&client.typed(req)?),
+        Cmd::Neighbours => neighbours_table(&client.typed(req)?),
+        Cmd::Stats => stats_table(&client.typed(req)?),
+        Cmd::Flows => flows_table(&client.typed(req)?),
+        Cmd::Trace { .. } => trace_text(&client.typed(req)?),
+        Cmd::Node => node_text(&client.typed(req)?),
+        Cmd::Route { .. } | Cmd::Neighbour { .. } | Cmd::Port { .. } => {
+            let g: sluice_api::Generation = client.typed(req)?;
+            format!("ok (tables generation {})", g.generation)
+        }
+    })
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    let req = match request(&a.cmd) {
         Ok(r) => r,
+        Err(e) => {
+            eprintln!("sluicectl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let client = Client::new(&a.socket);
+    let out = if a.json {
+        client
+            .call(&req)
+            .map(|v| serde_json::to_string_pretty(&v).unwrap_or_default())
+    } else {
+        human(&client, &a.cmd, &req)
+    };
+    match out {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(ClientError::Api(e)) => {
+            eprintln!("sluicectl: {e}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!(
                 "sluicectl: cannot reach sluiced at {}: {e}",
                 a.socket.display()
             );
-            return ExitCode::from(2);
-        }
-    };
-    if !resp.ok {
-        let e = resp.error.unwrap_or(api::ApiError {
-            field: None,
-            message: "unknown error".into(),
-        });
-        eprintln!("sluicectl: {e}");
-        return ExitCode::FAILURE;
-    }
-    let result = resp.result.unwrap_or(Value::Null);
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&result).unwrap_or_default()
-        );
-    } else {
-        match &a.cmd {
-            Cmd::Route { .. } | Cmd::Neighbour { .. } | Cmd::Port { .. } => {
-                println!("ok (tables generation {})", s(&result["generation"]))
-            }
-            cmd => println!("{}", human(cmd, &result)),
+            ExitCode::from(2)
         }
     }
-    ExitCode::SUCCESS
 }

@@ -43,12 +43,8 @@ use crate::counters::{StatsSnapshot, WorkerCounters};
 use crate::tables::{PortId, Tables, TablesHandle};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -504,10 +500,63 @@ impl Control {
                 "daemon settings differ from the running ones; they take effect on restart",
             ));
         }
+        self.check_kernel_follows(&new)?;
+        let old = self.cfg.clone();
         let g = self.commit(new, "route", "route", &[])?;
+        self.steer_uplink(&old)?;
         Ok(
             json!({ "generation": g, "routes": self.cfg.routes.len(), "neighbours": self.cfg.neighbours.len() }),
         )
+    }
+
+    /// Refuses node settings the kernel side cannot follow at runtime: the
+    /// host port's gateway address and pod-network route are set at start.
+    fn check_kernel_follows(&self, new: &NodeConfig) -> Result<(), ApiError> {
+        let has_host = self.cfg.ports.iter().any(|p| p.kind == PortKind::Host);
+        let (o, n) = (&self.cfg.node, &new.node);
+        if has_host && (o.pod_network != n.pod_network || o.gateway() != n.gateway()) {
+            return Err(ApiError::new(
+                Some("node".into()),
+                "the pod network and the gateway are on the host port in the node's kernel; \
+                 changing them needs a restart of sluiced",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Brings the uplink's XDP program in line with the settings in force
+    /// (VXLAN port, pod network) after they changed from `old`'s; on
+    /// failure the tables go back to `old` and the error says why.
+    fn steer_uplink(&mut self, old: &NodeConfig) -> Result<(), ApiError> {
+        let same = old.tunnel.vxlan_port == self.cfg.tunnel.vxlan_port
+            && old.node.pod_network == self.cfg.node.pod_network;
+        if same {
+            return Ok(());
+        }
+        let Some(up) = self
+            .cfg
+            .ports
+            .iter()
+            .find(|p| p.kind == PortKind::Uplink && !p.removed)
+        else {
+            return Ok(());
+        };
+        let Some(prog) = self.programs.iter().find(|p| p.ifname() == up.name) else {
+            return Ok(());
+        };
+        let steering = |c: &NodeConfig| sluice_ports::afxdp::Steering::Filter {
+            node_ip: up.address.map_or(Ipv4Addr::UNSPECIFIED, |a| a.ip),
+            pod_net: c.node.pod_network.addr(),
+            pod_len: c.node.pod_network.len(),
+            vxlan_port: c.tunnel.vxlan_port,
+        };
+        if let Err(e) = prog.set_steering(steering(&self.cfg)) {
+            let _ = prog.set_steering(steering(old));
+            let msg = format!("the uplink's XDP program did not take the new settings: {e}");
+            let _ = self.commit(old.clone(), "node", "node", &[]);
+            return Err(ApiError::new(Some("tunnel".into()), msg));
+        }
+        Ok(())
     }
 
     /// The configuration in force.
@@ -628,7 +677,13 @@ impl Control {
                 if let Some(t) = a.tunnel {
                     new.tunnel = t;
                 }
+                // What the configuration refuses is named first.
+                new.validate()
+                    .map_err(|e| request_error(e, "node", "node", &[]))?;
+                self.check_kernel_follows(&new)?;
+                let old = self.cfg.clone();
                 let g = self.commit(new, "node", "node", &[])?;
+                self.steer_uplink(&old)?;
                 Ok(json!({ "generation": g }))
             }
             "flows" => self.flows(),
@@ -752,7 +807,7 @@ impl Control {
         let v: Vec<Value> = flows
             .iter()
             .map(|(w, k, adj)| {
-                let port = tables.ports.iter().enumerate().find(|(i, _)| (*i as u8) == k.in_port).map_or("?".to_string(), |(_, p)| p.name.clone());
+                let port = tables.ports.iter().enumerate().find(|(i, _)| (*i as u16) == k.in_port).map_or("?".to_string(), |(_, p)| p.name.clone());
                 json!({ "worker": w, "in_port": port, "src": Ipv4Addr::from(k.src), "dst": Ipv4Addr::from(k.dst), "protocol": k.protocol, "src_port": k.src_port, "dst_port": k.dst_port, "action": describe(*adj) })
             })
             .collect();
@@ -833,104 +888,6 @@ pub fn respond(control: &Mutex<Control>, line: &str) -> Response {
             error: Some(error),
         },
     }
-}
-
-/// Binds the API socket: creates its directory, refuses if another daemon
-/// answers on it, replaces a stale one, and sets mode 0600.
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                format!("another sluiced answers on {}", path.display()),
-            ));
-        }
-        std::fs::remove_file(path)?;
-    }
-    let l = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(l)
-}
-
-/// Serves the API until `stop`; removes the socket file on the way out.
-pub fn serve(
-    listener: UnixListener,
-    path: PathBuf,
-    control: Arc<Mutex<Control>>,
-    stop: Arc<AtomicBool>,
-) {
-    let _ = listener.set_nonblocking(true);
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                let control = control.clone();
-                let stop = stop.clone();
-                let _ = std::thread::Builder::new()
-                    .name("sluice-api-conn".into())
-                    .spawn(move || connection(stream, &control, &stop));
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-    let _ = std::fs::remove_file(&path);
-}
-
-fn connection(stream: UnixStream, control: &Mutex<Control>, stop: &AtomicBool) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let Ok(mut out) = stream.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        match reader.read_line(&mut line) {
-            Ok(0) => return,
-            Ok(_) => {
-                if line.len() > 64 << 20 {
-                    return;
-                }
-                let resp = respond(control, line.trim_end());
-                let mut text = serde_json::to_string(&resp).expect("responses serialize");
-                text.push('\n');
-                if out.write_all(text.as_bytes()).is_err() {
-                    return;
-                }
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                if stop.load(Ordering::Relaxed) {
-                    return;
-                }
-            }
-            Err(_) => return,
-        }
-    }
-}
-
-/// A client: sends one request and reads its response.
-pub fn call(socket: &Path, op: &str, args: Value) -> std::io::Result<Response> {
-    let mut s = UnixStream::connect(socket)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut text = serde_json::to_string(&Request {
-        version: VERSION,
-        op: op.into(),
-        args,
-    })
-    .expect("requests serialize");
-    text.push('\n');
-    s.write_all(text.as_bytes())?;
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line)?;
-    serde_json::from_str(&line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 #[cfg(test)]
@@ -1168,37 +1125,20 @@ mod tests {
     }
 
     #[test]
-    fn the_socket_is_private_and_a_second_daemon_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("run/sluiced.sock");
-        let l = bind(&path).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        let e = bind(&path).unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
-        drop(l);
-        bind(&path).expect("a stale socket file is replaced");
-    }
-
-    #[test]
-    fn a_client_round_trip_over_the_socket() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sock");
-        let l = bind(&path).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let c = Arc::new(control());
-        let server = {
-            let (path, c, stop) = (path.clone(), c.clone(), stop.clone());
-            std::thread::spawn(move || serve(l, path, c, stop))
-        };
-        let r = call(&path, "routes.list", Value::Null).unwrap();
-        assert!(r.ok);
-        let routes = r.result.unwrap()["routes"].as_array().unwrap().len();
-        assert_eq!(routes, 7 + 2, "seven configured routes and two pods' /32s");
-        let r = call(&path, "stats", Value::Null).unwrap();
-        assert!(r.result.unwrap()["drops"]["spoofed_source_ip"].is_u64());
-        stop.store(true, Ordering::Relaxed);
-        server.join().unwrap();
-        assert!(!path.exists(), "the socket is removed on shutdown");
+    fn node_settings_the_host_port_holds_are_refused_whole() {
+        let c = control();
+        let g = c.lock().unwrap().tables.load().generation;
+        let r = ask(
+            &c,
+            r#"{"version":1,"op":"node.set","args":{"node":{"pod_network":"10.5.0.0/16","pod_subnet":"10.5.1.0/24","gateway_ip":"10.5.1.254","router_mac":"02:00:00:00:00:01"}}}"#,
+        );
+        let e = r.error.expect("refused");
+        assert_eq!(e.field.as_deref(), Some("node"));
+        assert!(e.message.contains("needs a restart"), "{e:?}");
+        assert_eq!(
+            c.lock().unwrap().tables.load().generation,
+            g,
+            "nothing published"
+        );
     }
 }

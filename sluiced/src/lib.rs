@@ -6,7 +6,8 @@
 //!   (`sluice_ports::Backend`), with housekeeping every N turns;
 //! - [`registry`]: what the control side and the workers share (socket
 //!   maps, generation acknowledgements, flow dumps, kernel port counters);
-//! - [`api`]: the control API over a Unix socket;
+//! - [`api`]: the control API's operations, and [`server`]: its Unix socket,
+//!   bounded so no client starves another;
 //! - [`metrics`]: the Prometheus endpoint;
 //! - [`logging`]: `tracing` events, filter and format from the environment
 //!   or the configuration;
@@ -24,6 +25,7 @@ pub mod logging;
 pub mod metrics;
 pub mod neigh;
 pub mod registry;
+pub mod server;
 pub mod startup;
 pub mod worker;
 

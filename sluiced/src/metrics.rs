@@ -4,7 +4,7 @@
 //! counters at scrape time. docs/metrics.md lists every family.
 //!
 //! Per port and queue (worker `w` serves queue `w` of every port):
-//! `sluice_port_{rx,tx}_{packets,bytes}_total`, `sluice_port_rx_dropped_total`.
+//! `sluice_port_{rx,tx}_{packets,bytes}_total`, `sluice_port_{rx,tx}_dropped_total`.
 //! Per AF_XDP port (summed over queues), the kernel's socket counters:
 //! `sluice_xsk_{rx_dropped,rx_invalid_descs,tx_invalid_descs,rx_ring_full,
 //! rx_fill_ring_empty_descs,tx_ring_empty_descs}_total`.
@@ -69,7 +69,7 @@ type PortField = (
     fn(&crate::counters::PortCounters) -> u64,
 );
 
-const PORT_FIELDS: [PortField; 5] = [
+const PORT_FIELDS: [PortField; 6] = [
     (
         "sluice_port_rx_packets",
         "Frames received on a port queue.",
@@ -92,6 +92,11 @@ const PORT_FIELDS: [PortField; 5] = [
         "sluice_port_rx_dropped",
         "Frames received on a port queue and dropped.",
         |p| p.rx_dropped.get(),
+    ),
+    (
+        "sluice_port_tx_dropped",
+        "Frames to send on a port queue that its backend did not take.",
+        |p| p.tx_dropped.get(),
     ),
 ];
 

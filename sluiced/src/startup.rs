@@ -13,6 +13,7 @@ use crate::host::{configure_host_port, numa_report, PortLock};
 use crate::metrics;
 use crate::neigh;
 use crate::registry::PortRegistry;
+use crate::server::{self, ServerLimits};
 use crate::tables::{Tables, TablesError, TablesHandle};
 use crate::worker::{self, PortPlan, WorkerSetup};
 use sluice_ports::afxdp::{self, Steering, UmemConfig, XdpProgram};
@@ -34,6 +35,14 @@ pub enum DaemonError {
         port: String,
         /// What went wrong.
         source: BackendError,
+    },
+    /// A port has queues no worker would serve.
+    #[error("port `{port}`: {message}")]
+    Queues {
+        /// The port's name.
+        port: String,
+        /// What is wrong and how to fix it.
+        message: String,
     },
     /// The host port could not be set up.
     #[error("host port `{port}`: {source}")]
@@ -141,7 +150,7 @@ impl Daemon {
                 source,
             })?;
         let api_path = cfg.daemon.api_socket.clone();
-        let api_listener = api::bind(&api_path).map_err(|source| DaemonError::Api {
+        let api_listener = server::bind(&api_path).map_err(|source| DaemonError::Api {
             path: api_path.clone(),
             source,
         })?;
@@ -178,6 +187,15 @@ impl Daemon {
             );
         }
         let n_workers = cfg.daemon.workers.len().max(1);
+        // Every queue the NIC may put traffic on needs a worker's socket.
+        for p in cfg.ports.iter().filter(|p| p.kind != PortKind::Host) {
+            sluice_ports::netdev::check_queues(&p.name, n_workers).map_err(|message| {
+                DaemonError::Queues {
+                    port: p.name.clone(),
+                    message,
+                }
+            })?;
+        }
         let registry = Arc::new(PortRegistry::new(n_workers));
         let mut programs = Vec::new();
         let mut plans = Vec::new();
@@ -352,8 +370,9 @@ impl Daemon {
             let (apath, astop) = (api_path.clone(), stop.clone());
             match std::thread::Builder::new()
                 .name("sluice-api".into())
-                .spawn(move || api::serve(api_listener, apath, control, astop))
-            {
+                .spawn(move || {
+                    server::serve(api_listener, apath, control, astop, ServerLimits::default())
+                }) {
                 Ok(j) => {
                     workers.push(j);
                     api_guard.1 = false;

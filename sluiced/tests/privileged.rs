@@ -159,6 +159,21 @@ impl Lab {
         path
     }
 
+    /// Runs sluiced in the node until it exits (a start that must fail).
+    fn run_to_exit(&self, config: &PathBuf) -> std::process::Output {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.node,
+                env!("CARGO_BIN_EXE_sluiced"),
+                "--config",
+            ])
+            .arg(config)
+            .output()
+            .unwrap()
+    }
+
     fn spawn(&self, config: &PathBuf) -> Child {
         Command::new("ip")
             .args([
@@ -337,21 +352,54 @@ fn sigterm_detaches_everything_and_kill9_then_restart_works() {
 #[test]
 fn a_missing_interface_is_refused_by_name_and_nothing_is_left_attached() {
     let lab = Lab::new("c");
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.node,
-            env!("CARGO_BIN_EXE_sluiced"),
-            "--config",
-        ])
-        .arg(lab.config(Some("nosuch0")))
-        .output()
-        .unwrap();
+    let out = lab.run_to_exit(&lab.config(Some("nosuch0")));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("nosuch0") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(
+        !lab.xdp_status().contains("sluice_xdp"),
+        "nothing half-applied"
+    );
+}
+
+/// A device with more RX queues than workers would let RSS put flows on
+/// queues without a socket, past the switch: refused, naming the fix.
+#[test]
+fn a_port_with_more_queues_than_workers_is_refused() {
+    let lab = Lab::new("q");
+    sh(&[
+        "ip",
+        "-n",
+        &lab.node,
+        "link",
+        "add",
+        "name",
+        "mq0",
+        "numtxqueues",
+        "4",
+        "numrxqueues",
+        "4",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "mq0p",
+        "numtxqueues",
+        "4",
+        "numrxqueues",
+        "4",
+    ]);
+    ns_sh(&lab.node, &["ip", "link", "set", "mq0", "up"]);
+    ns_sh(&lab.node, &["ip", "link", "set", "mq0p", "up"]);
+    let out = lab.run_to_exit(&lab.config(Some("mq0")));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`mq0` has 4 RX queues but sluiced runs 1 worker")
+            && err.contains("ethtool -L mq0"),
         "{err}"
     );
     assert!(

@@ -26,7 +26,8 @@
 
 use std::fmt;
 
-/// The exact-match key: 16 bytes.
+/// The exact-match key: 16 bytes, no implicit padding. The ingress port
+/// takes 16 bits: port ids go up to `MAX_PORTS - 1` (1023).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[repr(C)]
 pub struct FlowKey {
@@ -35,9 +36,9 @@ pub struct FlowKey {
     pub src_port: u16,
     pub dst_port: u16,
     pub protocol: u8,
-    pub in_port: u8,
     /// Keep zero: it is part of the compared key.
-    pub _pad: u16,
+    pub _pad: u8,
+    pub in_port: u16,
 }
 
 // Odd 64-bit multipliers (golden ratio and a splitmix constant), and an xor seed.
@@ -62,7 +63,7 @@ impl FlowKey {
         src_port: u16,
         dst_port: u16,
         protocol: u8,
-        in_port: u8,
+        in_port: u16,
     ) -> Self {
         FlowKey {
             src,
@@ -83,8 +84,10 @@ impl FlowKey {
             u64::from(self.src_port)
                 | (u64::from(self.dst_port) << 16)
                 | (u64::from(self.protocol) << 32)
+                // The ingress port where its low 8 bits always were, so the
+                // hash (and the VXLAN source port) of ports 0..=255 is unchanged.
                 | (u64::from(self.in_port) << 40)
-                | (u64::from(self._pad) << 48),
+                | (u64::from(self._pad) << 56),
         ]
     }
 
@@ -96,8 +99,8 @@ impl FlowKey {
             src_port: b as u16,
             dst_port: (b >> 16) as u16,
             protocol: (b >> 32) as u8,
-            in_port: (b >> 40) as u8,
-            _pad: (b >> 48) as u16,
+            _pad: (b >> 56) as u8,
+            in_port: (b >> 40) as u16,
         }
     }
 
@@ -262,7 +265,7 @@ mod tests {
             1000 + i as u16,
             80,
             6,
-            (i % 4) as u8,
+            (i % 4) as u16,
         )
     }
 
@@ -271,12 +274,36 @@ mod tests {
         assert_eq!(std::mem::size_of::<FlowKey>(), 16);
         assert_eq!(std::mem::align_of::<Set<u32>>(), 64);
         let k = FlowKey {
-            _pad: 0xbeef,
-            ..FlowKey::new(1, 2, 3, 4, 5, 6)
+            _pad: 0xbe,
+            ..FlowKey::new(1, 2, 3, 4, 5, 1023)
         };
         assert_eq!(FlowKey::from_words(k.words()), k);
         assert_eq!(FlowKey::new(1, 2, 3, 4, 5, 6)._pad, 0);
-        assert_ne!(k.hash(), FlowKey::new(1, 2, 3, 4, 5, 6).hash());
+        assert_ne!(k.hash(), FlowKey::new(1, 2, 3, 4, 5, 1023).hash());
+    }
+
+    /// Ports 1 and 257 agree in their low 8 bits: two flows that differ only
+    /// there are still two keys, two hashes and two entries.
+    #[test]
+    fn ingress_ports_past_255_do_not_alias() {
+        let (a, b) = (
+            FlowKey::new(1, 2, 3, 4, 17, 1),
+            FlowKey::new(1, 2, 3, 4, 17, 257),
+        );
+        assert_ne!(a, b);
+        assert_ne!(a.words(), b.words());
+        assert_ne!(a.hash(), b.hash());
+        assert_eq!(FlowKey::from_words(b.words()).in_port, 257);
+        let mut c = FlowCache::new(64);
+        c.insert(a, a.hash(), 0, 1u32);
+        assert_eq!(c.lookup(&b, b.hash(), 0), None);
+        // Even forced into the same set.
+        assert_eq!(c.lookup(&b, a.hash(), 0), None);
+        c.insert(b, b.hash(), 0, 257);
+        assert_eq!(
+            (c.lookup(&a, a.hash(), 0), c.lookup(&b, b.hash(), 0)),
+            (Some(1), Some(257))
+        );
     }
 
     #[test]
@@ -451,7 +478,7 @@ mod tests {
                 any::<u16>(),
                 any::<u16>(),
                 any::<u8>(),
-                any::<u8>(),
+                0u16..1024,
             )
                 .prop_map(|(a, b, c, d, e, f)| FlowKey::new(a, b, c, d, e, f)),
             n,

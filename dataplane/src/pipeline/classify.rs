@@ -8,14 +8,18 @@
 //! - Uplink: VXLAN to this node on the configured port and IPIP are
 //!   decapsulated when the outer source is a known node (else dropped as an
 //!   unknown tunnel source); plain IPv4 to the pod network goes to L3
-//!   (host-gw); everything else is the node's own traffic and goes to the
-//!   host port unchanged.
+//!   (host-gw) only from the node that, by this node's routes, owns the
+//!   source's subnet: the source's route must be host-gw and the frame must
+//!   come from that node's MAC, as flannel's host-gw routes imply. Anything
+//!   else addressed to pods without encapsulation (a neighbour spoofing a
+//!   pod, a tunnel-mode node, a martian source) is dropped. Everything else
+//!   is the node's own traffic and goes to the host port unchanged.
 
 use super::parse::parse_ipv4;
 use super::{Meta, Next, L3_OFFSET};
 use crate::buffer::PacketBuf;
 use crate::counters::{DropReason, WorkerCounters};
-use crate::tables::{PortEntry, PortId, PortRole, Tables};
+use crate::tables::{Adjacency, PortEntry, PortId, PortRole, Tables};
 use crate::wire::{arp, ethernet, ipv4, udp, vxlan, MacAddr};
 
 pub(crate) fn classify_burst<B: PacketBuf>(
@@ -67,11 +71,12 @@ fn macs(d: &[u8]) -> (MacAddr, MacAddr) {
     }
 }
 
-/// Broadcast, multicast, limited-broadcast, "this network" or loopback.
+/// Multicast, reserved (class E) or limited broadcast, "this network" or
+/// loopback: never a unicast source or destination (RFC 1812 5.3.7).
 #[inline]
 pub(crate) fn is_martian(ip: u32) -> bool {
     let first = ip >> 24;
-    ip == u32::MAX || first == 0 || first == 127 || (224..=239).contains(&first)
+    first == 0 || first == 127 || first >= 224
 }
 
 fn classify_pod<B: PacketBuf>(
@@ -223,7 +228,7 @@ fn classify_uplink<B: PacketBuf>(
     if let Next::Drop(_) = m.next {
         return;
     }
-    let dst = dst_mac(buf.data());
+    let (dst, src_mac) = macs(buf.data());
     if dst.is_unicast() && dst != own_mac {
         m.next = Next::Drop(DropReason::NotForUs);
         return;
@@ -251,6 +256,25 @@ fn classify_uplink<B: PacketBuf>(
         };
     } else if !t.node.pod_network.contains_u32(m.key.dst) {
         m.next = to_host_raw(t, buf, c);
+    } else {
+        m.next = host_gw_source_check(t, src_mac, m);
+    }
+}
+
+/// Plain IPv4 to a pod from the uplink: accepted only from the node that
+/// owns the source's subnet by a host-gw route, recognised by its MAC.
+#[inline]
+fn host_gw_source_check(t: &Tables, src_mac: MacAddr, m: &Meta) -> Next {
+    if is_martian(m.key.src) || is_martian(m.key.dst) {
+        return Next::Drop(DropReason::Ipv4Martian);
+    }
+    match t
+        .lpm
+        .lookup(m.key.src)
+        .and_then(|a| t.adjacencies.get(a as usize))
+    {
+        Some(Adjacency::HostGw(rw)) if rw.dst_mac == src_mac => Next::L3,
+        _ => Next::Drop(DropReason::HostGwSourceMismatch),
     }
 }
 

@@ -10,6 +10,12 @@
 //!
 //! Packets that arrived on the uplink are never sent back out of it
 //! (dropped as `hairpin`): a sluice node is a leaf, not a transit router.
+//!
+//! An ICMP error is a packet the switch makes from one it drops: the packet
+//! taken in is counted once, under its own reason, and the error then ends
+//! in a TX list (counted as sent, `icmp_time_exceeded` or `icmp_frag_needed`)
+//! or, if it cannot be built, routed or queued, as `icmp_undeliverable`:
+//! never as a second drop.
 
 use super::fragment::fragment;
 use super::icmp::{build_error, may_answer, IcmpLimiter};
@@ -32,6 +38,9 @@ pub(crate) struct Ctx<'a, B, P> {
     pub icmp: &'a mut IcmpLimiter,
     pub frags: &'a mut Vec<B>,
     pub now_ns: u64,
+    /// Set while an ICMP error the switch made is on its way out: what would
+    /// be a drop is then counted as `icmp_undeliverable`.
+    pub originating: bool,
 }
 
 pub(crate) fn forward_burst<B: PacketBuf, P: BufPool<Buf = B>>(
@@ -176,7 +185,12 @@ impl<B: PacketBuf, P: BufPool<Buf = B>> Ctx<'_, B, P> {
 
     #[inline]
     fn drop(&mut self, reason: DropReason, buf: B) {
-        self.counters.count_drop(self.in_port, reason, 1);
+        if self.originating {
+            // The packet taken in is already counted under its own reason.
+            self.counters.events.icmp_undeliverable.inc();
+        } else {
+            self.counters.count_drop(self.in_port, reason, 1);
+        }
         self.pool.free(buf);
     }
 
@@ -303,25 +317,38 @@ impl<B: PacketBuf, P: BufPool<Buf = B>> Ctx<'_, B, P> {
     /// answers its sender with an ICMP error built in the same buffer.
     #[cold]
     #[inline(never)]
-    fn icmp_error(&mut self, mut buf: B, reason: DropReason, msg_type: u8, code: u8, mtu: u16) {
+    fn icmp_error(&mut self, buf: B, reason: DropReason, msg_type: u8, code: u8, mtu: u16) {
         self.counters.count_drop(self.in_port, reason, 1);
         let ev = &self.counters.events;
         if !may_answer(buf.data()) {
             ev.icmp_suppressed.inc();
             return self.pool.free(buf);
         }
-        if !self.icmp.allow(self.now_ns) {
+        let to = ipv4::Packet::new_unchecked(&buf.data()[L3_OFFSET..]).src_u32();
+        if !self.icmp.allow(self.now_ns, to) {
             ev.icmp_rate_limited.inc();
             return self.pool.free(buf);
         }
+        // A single writer: the counter moves only if this error is lost.
+        let lost = ev.icmp_undeliverable.get();
+        self.originating = true;
+        self.send_error(buf, msg_type, code, mtu);
+        self.originating = false;
+        if ev.icmp_undeliverable.get() == lost {
+            if msg_type == icmp::msg_type::TIME_EXCEEDED {
+                ev.icmp_time_exceeded.inc();
+            } else {
+                ev.icmp_frag_needed.inc();
+            }
+        }
+    }
+
+    /// Builds the ICMP error in `buf` and routes it back to the source.
+    #[inline(never)]
+    fn send_error(&mut self, mut buf: B, msg_type: u8, code: u8, mtu: u16) {
         let t = self.tables;
         if !build_error(&mut buf, t.node.icmp_source, msg_type, code, mtu) {
             return self.drop(DropReason::NoBuffer, buf);
-        }
-        if msg_type == icmp::msg_type::TIME_EXCEEDED {
-            ev.icmp_time_exceeded.inc();
-        } else {
-            ev.icmp_frag_needed.inc();
         }
         let dst = ipv4::Packet::new_unchecked(&buf.data()[L3_OFFSET..]).dst_u32();
         let key = FlowKey::new(t.node.icmp_source, dst, 0, 0, ipv4::protocol::ICMP, 0);

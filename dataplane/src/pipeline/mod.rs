@@ -100,6 +100,11 @@ pub struct PipelineConfig {
     pub icmp_rate_per_sec: u32,
     /// ICMP errors it may originate in a burst.
     pub icmp_burst: u32,
+    /// ICMP errors per second to any one host (source of the packet that
+    /// provoked them), within the worker's rate.
+    pub icmp_source_rate_per_sec: u32,
+    /// ICMP errors to any one host in a burst.
+    pub icmp_source_burst: u32,
 }
 
 impl Default for PipelineConfig {
@@ -109,6 +114,8 @@ impl Default for PipelineConfig {
             tx_list_capacity: 2 * MAX_BURST,
             icmp_rate_per_sec: 1000,
             icmp_burst: 50,
+            icmp_source_rate_per_sec: 100,
+            icmp_source_burst: 10,
         }
     }
 }
@@ -132,7 +139,12 @@ impl<B: PacketBuf> Pipeline<B> {
             cache: FlowCache::new(cfg.flow_cache_entries),
             counters,
             tx: TxLists::new(cfg.tx_list_capacity),
-            icmp: IcmpLimiter::new(cfg.icmp_rate_per_sec, cfg.icmp_burst),
+            icmp: IcmpLimiter::new(
+                cfg.icmp_rate_per_sec,
+                cfg.icmp_burst,
+                cfg.icmp_source_rate_per_sec,
+                cfg.icmp_source_burst,
+            ),
             frags: Vec::with_capacity(MAX_FRAGMENTS),
         }
     }
@@ -181,6 +193,7 @@ impl<B: PacketBuf> Pipeline<B> {
             icmp: &mut self.icmp,
             frags: &mut self.frags,
             now_ns,
+            originating: false,
         };
         forward::forward_burst(&mut ctx, burst, &self.meta[..n]);
     }

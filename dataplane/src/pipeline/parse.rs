@@ -131,7 +131,7 @@ fn parse_ipv4_fast(d: &[u8], in_port: PortId) -> Option<Result<(FlowKey, u8, usi
     let src = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
     let dst = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
     Some(Ok((
-        FlowKey::new(src, dst, sport, dport, protocol, in_port as u8),
+        FlowKey::new(src, dst, sport, dport, protocol, in_port),
         h[8],
         end,
     )))
@@ -163,13 +163,6 @@ fn parse_ipv4_general(d: &[u8], in_port: PortId) -> Result<(FlowKey, u8, usize),
             }
         }
     }
-    let key = FlowKey::new(
-        ip.src_u32(),
-        ip.dst_u32(),
-        sport,
-        dport,
-        protocol,
-        in_port as u8,
-    );
+    let key = FlowKey::new(ip.src_u32(), ip.dst_u32(), sport, dport, protocol, in_port);
     Ok((key, ip.ttl(), L3_OFFSET + ip.total_len() as usize))
 }

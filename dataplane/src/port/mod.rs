@@ -9,11 +9,11 @@
 //!
 //! [`poll_port`] is one turn of a worker on one port: receive a burst, run
 //! the pipeline, and flush every TX list to its port. What a port does not
-//! take is dropped as `tx_failed`, counted, and its buffer returned, so
+//! take is dropped as `tx_failed`, counted against the output port's
+//! `tx_dropped` (never a port's `rx_dropped`), and its buffer returned, so
 //! nothing is ever silently lost.
 
 use crate::buffer::{BufPool, Burst, PacketBuf};
-use crate::counters::DropReason;
 use crate::pcap::Record;
 use crate::pipeline::Pipeline;
 use crate::tables::{PortId, Tables};
@@ -139,7 +139,7 @@ where
 }
 
 /// Hands every TX list to its port; counts what was sent and drops the rest
-/// as `tx_failed`.
+/// as `tx_failed`, on the output port's `tx_dropped`.
 pub fn flush<P, X>(pipeline: &mut Pipeline<P::Buf>, ports: &mut [X], pool: &mut P)
 where
     P: BufPool,
@@ -154,9 +154,8 @@ where
         };
         let unsent: u64 = list.iter().map(|b| b.len() as u64).sum();
         counters.count_tx(out, sent as u64, total - unsent);
+        counters.count_tx_failed(out, list.len() as u64);
         for b in list.drain(..) {
-            // Counted against the output port: the input is not known here.
-            counters.count_drop(out, DropReason::TxFailed, 1);
             pool.free(b);
         }
     });
@@ -167,7 +166,7 @@ mod tests {
     use super::*;
     use crate::buffer::{HeapPool, DEFAULT_HEADROOM};
     use crate::config::NodeConfig;
-    use crate::counters::WorkerCounters;
+    use crate::counters::{DropReason, WorkerCounters};
     use crate::craft;
     use crate::pipeline::PipelineConfig;
     use std::sync::Arc;
@@ -209,6 +208,8 @@ mod tests {
         assert_eq!(ports[2].pending(), 0);
         assert_eq!(ports[3].sent.len(), 2);
         assert_eq!(counters.drop_counter(DropReason::TxFailed).get(), 3);
+        assert_eq!(counters.port(3).tx_dropped.get(), 3);
+        assert_eq!(counters.port(3).rx_dropped.get(), 0);
         assert_eq!(counters.port(3).tx_packets.get(), 2);
         assert_eq!(
             counters.port(3).tx_bytes.get(),

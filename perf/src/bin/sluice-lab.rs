@@ -34,6 +34,9 @@ enum Cmd {
         /// Nodes (1-based, repeatable) to set up as kernel flannel instead of sluiced.
         #[arg(long = "kernel-node")]
         kernel_nodes: Vec<u8>,
+        /// Workers per sluiced (pinned to cores 0..N), and queues per veth.
+        #[arg(long, default_value_t = 1)]
+        workers: u8,
     },
     /// Show a lab's nodes and pods.
     Status {
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
             nodes,
             mode,
             kernel_nodes,
+            workers,
         } => lab::up(
             &LabSpec {
                 name,
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
                 sluiced: true,
                 kernel_nodes,
                 rx_mode: None,
+                workers,
             },
             &mut |s| eprintln!("sluice-lab: {s}"),
         )

@@ -174,7 +174,14 @@ impl XdpProgram {
             return Err(e);
         }
         me.xsks_map_fd = me.map_fd(c"xsks_map")?;
-        let cfg_fd = me.map_fd(c"config_map")?;
+        me.set_steering(steering)?;
+        Ok(me)
+    }
+
+    /// Sets what the program redirects, atomically for the next frame: the
+    /// config map's single entry is replaced in one update.
+    pub fn set_steering(&self, steering: Steering) -> Result<(), XdpError> {
+        let cfg_fd = self.map_fd(c"config_map")?;
         let mut cfg = sys::sluice_xdp_config::default();
         match steering {
             Steering::RedirectAll => cfg.mode = sys::SLUICE_XDP_REDIRECT_ALL,
@@ -210,11 +217,11 @@ impl XdpProgram {
         if rc != 0 {
             return Err(errno_err(
                 "configure the XDP program",
-                ifname,
+                &self.ifname,
                 std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
             ));
         }
-        Ok(me)
+        Ok(())
     }
 
     fn map_fd(&self, name: &CStr) -> Result<i32, XdpError> {

@@ -221,6 +221,19 @@ impl Lab {
         ns_sh(&self.node, &["xdp-loader", "status"])
     }
 
+    /// As [`Lab::signal`], with what sluiced wrote (stdout, stderr).
+    fn signal_with_output(&mut self, sig: &str) -> (std::process::ExitStatus, String, String) {
+        use std::io::Read;
+        let mut child = self.daemon.take().expect("a running sluiced");
+        let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+        self.daemon = Some(child);
+        let st = self.signal(sig);
+        let (mut o, mut e) = (String::new(), String::new());
+        out.read_to_string(&mut o).unwrap();
+        err.read_to_string(&mut e).unwrap();
+        (st, o, e)
+    }
+
     fn signal(&mut self, sig: &str) -> std::process::ExitStatus {
         let mut child = self.daemon.take().expect("a running sluiced");
         sh(&["kill", sig, &child.id().to_string()]);
@@ -326,8 +339,15 @@ fn pods_ping_and_exchange_tcp_through_sluiced() {
 fn sigterm_detaches_everything_and_kill9_then_restart_works() {
     let mut lab = Lab::new("b");
     lab.start();
-    let st = lab.signal("-TERM");
+    let (st, out, err) = lab.signal_with_output("-TERM");
     assert!(st.success(), "sluiced exits cleanly on SIGTERM: {st}");
+    // The start-up and stop lines (tracing, text format) are on stdout.
+    for expected in [" port port=sva xdp=", " running umem=", " stopped"] {
+        assert!(
+            out.contains(expected),
+            "`{expected}` on stdout:\n{out}\nstderr:\n{err}"
+        );
+    }
     let status = lab.xdp_status();
     assert!(
         !status.contains("sluice_xdp"),

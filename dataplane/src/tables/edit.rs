@@ -1104,3 +1104,164 @@ impl TablesEditor {
         Ok(lpm)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::craft;
+
+    fn editor() -> (TablesEditor, Arc<TablesHandle>) {
+        let cfg = NodeConfig::from_toml_str(craft::REFERENCE_NODE).unwrap();
+        let handle = Arc::new(TablesHandle::new(Tables::from_config(&cfg).unwrap()));
+        (TablesEditor::new(cfg, handle.clone()), handle)
+    }
+
+    fn route(prefix: &str, node: &str) -> RouteConfig {
+        RouteConfig {
+            prefix: prefix.parse().unwrap(),
+            via: Via::Ipip,
+            node: Some(node.parse().unwrap()),
+            vtep_mac: None,
+            port: None,
+        }
+    }
+
+    fn pod(name: &str, ip: &str) -> PortConfig {
+        PortConfig {
+            name: name.into(),
+            kind: PortKind::Pod,
+            mtu: 1450,
+            mac: "02:00:00:00:01:09".parse().unwrap(),
+            address: None,
+            gateway: None,
+            ip: Some(ip.parse().unwrap()),
+            rx_mode: None,
+            removed: false,
+        }
+    }
+
+    fn ip(s: &str) -> u32 {
+        u32::from(s.parse::<Ipv4Addr>().unwrap())
+    }
+
+    #[test]
+    fn adopts_tables_built_whole_and_matches_them_after_changes() {
+        let (mut ed, handle) = editor();
+        let g0 = handle.load().generation;
+        assert_eq!(ed.stats().publishes, 0, "nothing republished at start");
+        ed.add_routes(vec![route("10.9.0.0/16", "192.168.50.9")])
+            .unwrap();
+        ed.add_routes(vec![route("10.9.1.0/24", "192.168.50.10")])
+            .unwrap();
+        ed.remove_routes(&["10.5.3.0/24".parse().unwrap()]).unwrap();
+        let t = handle.load();
+        assert!(t.generation != g0);
+        let whole = Tables::from_config(&ed.config()).unwrap();
+        for a in [
+            "10.9.1.1", "10.9.2.1", "10.5.3.1", "10.5.2.1", "10.5.1.2", "10.5.1.1",
+        ] {
+            let x = t
+                .lpm
+                .lookup(ip(a))
+                .map(|i| t.adjacencies[i as usize].clone());
+            let y = whole
+                .lpm
+                .lookup(ip(a))
+                .map(|i| whole.adjacencies[i as usize].clone());
+            assert_eq!(x, y, "{a}");
+        }
+        assert_eq!(t.ipip_peers, whole.ipip_peers);
+        // With no reader holding old versions the spare is reused, never cloned
+        // after the first publication.
+        let s = ed.stats();
+        assert_eq!(s.spare_clones, 1, "{s:?}");
+        assert_eq!(s.spare_reuses, 2, "{s:?}");
+    }
+
+    #[test]
+    fn a_held_spare_is_cloned_after_the_bounded_wait() {
+        let (mut ed, handle) = editor();
+        ed.add_routes(vec![route("10.9.0.0/16", "192.168.50.9")])
+            .unwrap();
+        let held = handle.load(); // a worker still on this version
+        ed.add_routes(vec![route("10.9.1.0/24", "192.168.50.9")])
+            .unwrap();
+        ed.add_routes(vec![route("10.9.2.0/24", "192.168.50.9")])
+            .unwrap();
+        assert_eq!(ed.stats().spare_clones, 2);
+        drop(held);
+        let t = handle.load();
+        for p in ["10.9.1.1", "10.9.2.1", "10.9.3.1"] {
+            assert!(t.lpm.lookup(ip(p)).is_some(), "{p}");
+        }
+    }
+
+    #[test]
+    fn adjacency_indices_stay_and_neighbours_reresolve_in_place() {
+        let (mut ed, handle) = editor();
+        let before = handle.load();
+        let i = before.lpm.lookup(ip("10.5.3.1")).unwrap();
+        ed.add_routes(vec![route("10.9.0.0/16", "192.168.50.3")])
+            .unwrap();
+        let t = handle.load();
+        assert_eq!(t.lpm.lookup(ip("10.5.3.1")), Some(i));
+        assert_eq!(
+            t.lpm.lookup(ip("10.9.0.1")),
+            Some(i),
+            "same next hop, same index"
+        );
+        let log = t.route_changes.len();
+        ed.set_neighbours(vec![NeighbourConfig {
+            ip: "192.168.50.3".parse().unwrap(),
+            mac: "02:00:00:00:aa:03".parse().unwrap(),
+            learned: false,
+        }])
+        .unwrap();
+        let t = handle.load();
+        assert_eq!(t.lpm.lookup(ip("10.5.3.1")), Some(i));
+        assert!(matches!(t.adjacencies[i as usize], Adjacency::Ipip(_)));
+        assert_eq!(t.route_changes.len(), log, "no route change logged");
+    }
+
+    #[test]
+    fn pod_ports_come_and_go_with_their_routes() {
+        let (mut ed, handle) = editor();
+        let n0 = ed.routes.len();
+        let (ids, _) = ed.add_pod_ports(vec![pod("pod-c", "10.5.1.9")]).unwrap();
+        assert_eq!(ids, vec![4]);
+        assert_eq!(
+            ed.add_pod_ports(vec![pod("pod-c", "10.5.1.9")]).unwrap().0,
+            Vec::<PortId>::new(),
+            "the same port again is no change"
+        );
+        let e = ed
+            .add_pod_ports(vec![pod("pod-d", "10.5.1.9")])
+            .unwrap_err();
+        assert!(e.to_string().starts_with("ports[0].ip"), "{e}");
+        let mut r = route("10.9.0.0/16", "192.168.50.9");
+        r.via = Via::Pod;
+        r.node = None;
+        r.port = Some("pod-c".into());
+        ed.add_routes(vec![r]).unwrap();
+        let t = handle.load();
+        assert!(matches!(
+            t.adjacencies[t.lpm.lookup(ip("10.9.0.1")).unwrap() as usize],
+            Adjacency::Deliver(L2Rewrite { port: 4, .. })
+        ));
+        let (gone, _) = ed.remove_pod_ports(&["pod-c".into()]).unwrap();
+        assert_eq!(gone, vec!["pod-c".to_string()]);
+        let t = handle.load();
+        assert_eq!(t.lpm.get(ip("10.9.0.0"), 16), None, "its route went with it");
+        assert_eq!(t.lpm.get(ip("10.5.1.9"), 32), None, "and its /32");
+        assert!(t.ports[4].removed);
+        assert_eq!(ed.routes.len(), n0);
+        // Undo frees trailing ids.
+        let (ids, _) = ed.add_pod_ports(vec![pod("pod-e", "10.5.1.10")]).unwrap();
+        assert_eq!(ids, vec![5]);
+        ed.undo_pod_ports(&["pod-e".into()]).unwrap();
+        assert_eq!(handle.load().ports.len(), 5);
+        assert_eq!(ed.ports.len(), 5);
+    }
+
+    use super::super::L2Rewrite;
+}

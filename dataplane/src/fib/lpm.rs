@@ -386,42 +386,49 @@ impl Default for Lpm {
     }
 }
 
-/// The `tbl24` array in an anonymous mapping.
-struct Tbl24(memmap2::MmapMut);
+/// The `tbl24` array in an anonymous mapping, starting at a huge-page
+/// boundary (`off` bytes in) so that every 2 MiB of it can be one huge page.
+struct Tbl24 {
+    map: memmap2::MmapMut,
+    off: usize,
+}
 
 const TBL24_BYTES: usize = TBL24_LEN * std::mem::size_of::<u32>();
+const HUGE_PAGE: usize = 2 << 20;
 
 impl Tbl24 {
     /// A zeroed table, advised onto transparent huge pages before its first
     /// touch: random lookups over 64 MiB then miss the TLB far less.
     fn new() -> Self {
-        let map = memmap2::MmapOptions::new()
-            .len(TBL24_BYTES)
+        let mut map = memmap2::MmapOptions::new()
+            .len(TBL24_BYTES + HUGE_PAGE)
             .map_anon()
             .unwrap_or_else(|e| panic!("cannot map the 64 MiB route table: {e}"));
+        let addr = map.as_mut_ptr() as usize;
+        let off = addr.next_multiple_of(HUGE_PAGE) - addr;
         #[cfg(target_os = "linux")]
-        let _ = map.advise(memmap2::Advice::HugePage);
-        Tbl24(map)
+        let _ = map.advise_range(memmap2::Advice::HugePage, off, TBL24_BYTES);
+        Tbl24 { map, off }
     }
 
-    /// The table. A mapping is page-aligned and `TBL24_BYTES` long, so this
-    /// is always `Some`; lookups take the `None` branch as "no route"
-    /// rather than panic.
+    /// The table. The range is in the mapping and 4-byte aligned, so this
+    /// is always `Some`; lookups take `None` as "no route" rather than panic.
     #[inline(always)]
     fn get(&self) -> Option<&[u32; TBL24_LEN]> {
-        bytemuck::try_from_bytes(&self.0[..]).ok()
+        bytemuck::try_from_bytes(self.map.get(self.off..self.off + TBL24_BYTES)?).ok()
     }
 
     /// The table, for the control side.
     fn get_mut(&mut self) -> &mut [u32; TBL24_LEN] {
-        bytemuck::from_bytes_mut(&mut self.0[..])
+        bytemuck::from_bytes_mut(&mut self.map[self.off..self.off + TBL24_BYTES])
     }
 }
 
 impl<I: std::slice::SliceIndex<[u32]>> std::ops::Index<I> for Tbl24 {
     type Output = I::Output;
     fn index(&self, i: I) -> &I::Output {
-        let t: &[u32; TBL24_LEN] = bytemuck::from_bytes(&self.0[..]);
+        let t: &[u32; TBL24_LEN] =
+            bytemuck::from_bytes(&self.map[self.off..self.off + TBL24_BYTES]);
         &t[..][i]
     }
 }
@@ -435,7 +442,7 @@ impl<I: std::slice::SliceIndex<[u32]>> std::ops::IndexMut<I> for Tbl24 {
 impl Clone for Tbl24 {
     fn clone(&self) -> Self {
         let mut t = Tbl24::new();
-        t.0.copy_from_slice(&self.0[..]);
+        t.get_mut().copy_from_slice(&self[..]);
         t
     }
 }

@@ -1251,7 +1251,11 @@ mod tests {
         let (gone, _) = ed.remove_pod_ports(&["pod-c".into()]).unwrap();
         assert_eq!(gone, vec!["pod-c".to_string()]);
         let t = handle.load();
-        assert_eq!(t.lpm.get(ip("10.9.0.0"), 16), None, "its route went with it");
+        assert_eq!(
+            t.lpm.get(ip("10.9.0.0"), 16),
+            None,
+            "its route went with it"
+        );
         assert_eq!(t.lpm.get(ip("10.5.1.9"), 32), None, "and its /32");
         assert!(t.ports[4].removed);
         assert_eq!(ed.routes.len(), n0);

@@ -15,8 +15,9 @@
 
 mod common;
 
-use common::{print_note, Rng, BURST};
+use common::{print_note, BURST};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use sluice_dataplane::craft::Rng;
 use sluice_dataplane::fib::{FlowCache, FlowKey, Lpm, MAX_NEXT_HOP};
 use std::collections::HashSet;
 

@@ -216,93 +216,25 @@ impl NodeConfig {
                 continue;
             }
             let k = |f: &str| format!("port[{i}].{f}");
-            if p.name.is_empty() || p.name.len() > 64 {
-                return Err(err(k("name"), "must be 1 to 64 characters"));
-            }
-            if !names.insert(p.name.as_str()) {
-                return Err(err(
-                    k("name"),
-                    format!("`{}` is used by an earlier port", p.name),
-                ));
-            }
-            if !(68..=9216).contains(&p.mtu) {
-                return Err(err(k("mtu"), format!("{} is outside 68..=9216", p.mtu)));
-            }
-            if !p.mac.is_unicast() || p.mac == MacAddr::ZERO {
-                return Err(err(k("mac"), format!("{} is not a unicast MAC", p.mac)));
-            }
-            let forbid = |field: &str, present: bool| {
-                if present {
-                    Err(err(
-                        k(field),
-                        format!("not used by a {:?} port", p.kind).to_lowercase(),
-                    ))
-                } else {
-                    Ok(())
-                }
-            };
+            let name_taken = !names.insert(p.name.as_str());
+            let ip_taken = p.kind == PortKind::Pod && p.ip.is_some_and(|ip| !pod_ips.insert(ip));
             match p.kind {
-                PortKind::Uplink => {
-                    uplinks += 1;
-                    if uplinks > 1 {
-                        return Err(err(k("kind"), "only one uplink port is supported"));
-                    }
-                    let Some(a) = p.address else {
-                        return Err(err(
-                            k("address"),
-                            "an uplink needs its underlay address, e.g. 192.168.1.10/24",
-                        ));
-                    };
-                    if a.len == 0 || a.len > 31 {
-                        return Err(err(
-                            k("address"),
-                            format!("prefix length {} leaves no on-link peers", a.len),
-                        ));
-                    }
-                    if let Some(g) = p.gateway {
-                        if !a.network().contains(g) {
-                            return Err(err(
-                                k("gateway"),
-                                format!("{g} is not on-link in {}", a.network()),
-                            ));
-                        }
-                    }
-                    forbid("ip", p.ip.is_some())?;
-                }
-                PortKind::Host => {
-                    hosts += 1;
-                    if hosts > 1 {
-                        return Err(err(k("kind"), "only one host port is supported"));
-                    }
-                    forbid("address", p.address.is_some())?;
-                    forbid("gateway", p.gateway.is_some())?;
-                    forbid("ip", p.ip.is_some())?;
-                }
-                PortKind::Pod => {
-                    let Some(ip) = p.ip else {
-                        return Err(err(k("ip"), "a pod port needs the pod's IPv4 address"));
-                    };
-                    if !n.pod_subnet.contains(ip) {
-                        return Err(err(
-                            k("ip"),
-                            format!("{ip} is not inside pod_subnet {}", n.pod_subnet),
-                        ));
-                    }
-                    if ip == gw {
-                        return Err(err(k("ip"), format!("{ip} is the gateway address")));
-                    }
-                    if !pod_ips.insert(ip) {
-                        return Err(err(k("ip"), format!("{ip} is used by an earlier pod port")));
-                    }
-                    forbid("address", p.address.is_some())?;
-                    forbid("gateway", p.gateway.is_some())?;
-                }
+                PortKind::Uplink => uplinks += 1,
+                PortKind::Host => hosts += 1,
+                PortKind::Pod => {}
             }
+            let count = match p.kind {
+                PortKind::Uplink => uplinks,
+                PortKind::Host => hosts,
+                PortKind::Pod => 0,
+            };
+            check_port(n, p, name_taken, ip_taken, count).map_err(|(f, m)| err(k(f), m))?;
         }
         let uplink = self
             .ports
             .iter()
             .find(|p| p.kind == PortKind::Uplink && !p.removed);
+        let has_host = self.ports.iter().any(|p| p.kind == PortKind::Host);
         let mut prefixes = HashSet::new();
         for (i, r) in self.routes.iter().enumerate() {
             let k = |f: &str| format!("route[{i}].{f}");
@@ -312,75 +244,19 @@ impl NodeConfig {
                     format!("{} is routed by an earlier route", r.prefix),
                 ));
             }
-            if r.prefix.len() == 32 && pod_ips.contains(&r.prefix.addr()) {
-                return Err(err(
-                    k("prefix"),
-                    format!(
-                        "{} is a pod port's own address, routed to it already",
-                        r.prefix
-                    ),
-                ));
-            }
-            let needs_node = matches!(r.via, Via::Vxlan | Via::Ipip | Via::HostGw);
-            match (needs_node, r.node) {
-                (true, None) => {
-                    return Err(err(
-                        k("node"),
-                        format!("via {:?} needs the remote node's address", r.via).to_lowercase(),
-                    ))
-                }
-                (false, Some(_)) => {
-                    return Err(err(
-                        k("node"),
-                        format!("not used via {:?}", r.via).to_lowercase(),
-                    ))
-                }
-                _ => {}
-            }
-            if needs_node && uplink.is_none() {
-                return Err(err(k("via"), "routes to other nodes need an uplink port"));
-            }
-            if let (Some(node), Some(u)) = (r.node, uplink) {
-                let a = u.address.expect("validated above");
-                if node == a.ip {
-                    return Err(err(k("node"), format!("{node} is this node's own address")));
-                }
-                if r.via == Via::HostGw && !a.network().contains(node) {
-                    return Err(err(
-                        k("node"),
-                        format!("host-gw needs {node} on-link in {}", a.network()),
-                    ));
-                }
-            }
-            match (r.via, r.vtep_mac) {
-                (Via::Vxlan, None) => {
-                    return Err(err(k("vtep_mac"), "via vxlan needs the remote VTEP MAC"))
-                }
-                (Via::Vxlan, Some(m)) if !m.is_unicast() => {
-                    return Err(err(k("vtep_mac"), format!("{m} is not a unicast MAC")))
-                }
-                (Via::Vxlan, Some(_)) | (_, None) => {}
-                (_, Some(_)) => return Err(err(k("vtep_mac"), "only used via vxlan")),
-            }
-            match (r.via, &r.port) {
-                (Via::Pod, None) => {
-                    return Err(err(k("port"), "via pod needs the pod port's name"))
-                }
-                (Via::Pod, Some(name)) => {
-                    if !self
-                        .ports
-                        .iter()
-                        .any(|p| p.kind == PortKind::Pod && !p.removed && &p.name == name)
-                    {
-                        return Err(err(k("port"), format!("no pod port is named `{name}`")));
-                    }
-                }
-                (_, Some(_)) => return Err(err(k("port"), "only used via pod")),
-                (_, None) => {}
-            }
-            if r.via == Via::Host && !self.ports.iter().any(|p| p.kind == PortKind::Host) {
-                return Err(err(k("via"), "via host needs a host port"));
-            }
+            let pod_named = |name: &str| {
+                self.ports
+                    .iter()
+                    .any(|p| p.kind == PortKind::Pod && !p.removed && p.name == name)
+            };
+            check_route(
+                r,
+                pod_ips.contains(&r.prefix.addr()),
+                uplink,
+                pod_named,
+                has_host,
+            )
+            .map_err(|(f, m)| err(k(f), m))?;
         }
         let mut neigh = HashSet::new();
         for (i, nb) in self.neighbours.iter().enumerate() {
@@ -390,15 +266,175 @@ impl NodeConfig {
                     format!("{} is listed twice", nb.ip),
                 ));
             }
-            if !nb.mac.is_unicast() {
-                return Err(err(
-                    format!("neighbour[{i}].mac"),
-                    format!("{} is not a unicast MAC", nb.mac),
-                ));
-            }
+            check_neighbour(nb).map_err(|(f, m)| err(format!("neighbour[{i}].{f}"), m))?;
         }
         Ok(())
     }
+}
+
+/// A problem with one item: the field at fault and what is wrong.
+pub(crate) type ItemProblem = (&'static str, String);
+
+/// The checks of one port that [`NodeConfig::validate`] makes: `name_taken`
+/// (an earlier live port has its name), `ip_taken` (an earlier pod port has
+/// its IP) and `count` (live ports of its kind up to and including it, for
+/// the uplink and host) come from the caller.
+pub(crate) fn check_port(
+    n: &NodeSettings,
+    p: &PortConfig,
+    name_taken: bool,
+    ip_taken: bool,
+    count: usize,
+) -> Result<(), ItemProblem> {
+    let gw = n.gateway();
+    if p.name.is_empty() || p.name.len() > 64 {
+        return Err(("name", "must be 1 to 64 characters".into()));
+    }
+    if name_taken {
+        return Err(("name", format!("`{}` is used by an earlier port", p.name)));
+    }
+    if !(68..=9216).contains(&p.mtu) {
+        return Err(("mtu", format!("{} is outside 68..=9216", p.mtu)));
+    }
+    if !p.mac.is_unicast() || p.mac == MacAddr::ZERO {
+        return Err(("mac", format!("{} is not a unicast MAC", p.mac)));
+    }
+    let forbid = |field: &'static str, present: bool| {
+        if present {
+            Err((
+                field,
+                format!("not used by a {:?} port", p.kind).to_lowercase(),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match p.kind {
+        PortKind::Uplink => {
+            if count > 1 {
+                return Err(("kind", "only one uplink port is supported".into()));
+            }
+            let Some(a) = p.address else {
+                return Err((
+                    "address",
+                    "an uplink needs its underlay address, e.g. 192.168.1.10/24".into(),
+                ));
+            };
+            if a.len == 0 || a.len > 31 {
+                return Err((
+                    "address",
+                    format!("prefix length {} leaves no on-link peers", a.len),
+                ));
+            }
+            if let Some(g) = p.gateway {
+                if !a.network().contains(g) {
+                    return Err(("gateway", format!("{g} is not on-link in {}", a.network())));
+                }
+            }
+            forbid("ip", p.ip.is_some())?;
+        }
+        PortKind::Host => {
+            if count > 1 {
+                return Err(("kind", "only one host port is supported".into()));
+            }
+            forbid("address", p.address.is_some())?;
+            forbid("gateway", p.gateway.is_some())?;
+            forbid("ip", p.ip.is_some())?;
+        }
+        PortKind::Pod => {
+            let Some(ip) = p.ip else {
+                return Err(("ip", "a pod port needs the pod's IPv4 address".into()));
+            };
+            if !n.pod_subnet.contains(ip) {
+                return Err((
+                    "ip",
+                    format!("{ip} is not inside pod_subnet {}", n.pod_subnet),
+                ));
+            }
+            if ip == gw {
+                return Err(("ip", format!("{ip} is the gateway address")));
+            }
+            if ip_taken {
+                return Err(("ip", format!("{ip} is used by an earlier pod port")));
+            }
+            forbid("address", p.address.is_some())?;
+            forbid("gateway", p.gateway.is_some())?;
+        }
+    }
+    Ok(())
+}
+
+/// The checks of one route that [`NodeConfig::validate`] makes after the
+/// duplicate-prefix check: `is_pod_ip` (its address is a live pod port's),
+/// the live uplink, whether a live pod port has a name, and whether the
+/// configuration has a host port come from the caller.
+pub(crate) fn check_route(
+    r: &RouteConfig,
+    is_pod_ip: bool,
+    uplink: Option<&PortConfig>,
+    pod_named: impl Fn(&str) -> bool,
+    has_host: bool,
+) -> Result<(), ItemProblem> {
+    if r.prefix.len() == 32 && is_pod_ip {
+        return Err((
+            "prefix",
+            format!(
+                "{} is a pod port's own address, routed to it already",
+                r.prefix
+            ),
+        ));
+    }
+    let needs_node = matches!(r.via, Via::Vxlan | Via::Ipip | Via::HostGw);
+    match (needs_node, r.node) {
+        (true, None) => {
+            return Err((
+                "node",
+                format!("via {:?} needs the remote node's address", r.via).to_lowercase(),
+            ))
+        }
+        (false, Some(_)) => {
+            return Err(("node", format!("not used via {:?}", r.via).to_lowercase()))
+        }
+        _ => {}
+    }
+    if needs_node && uplink.is_none() {
+        return Err(("via", "routes to other nodes need an uplink port".into()));
+    }
+    if let (Some(node), Some(a)) = (r.node, uplink.and_then(|u| u.address)) {
+        if node == a.ip {
+            return Err(("node", format!("{node} is this node's own address")));
+        }
+        if r.via == Via::HostGw && !a.network().contains(node) {
+            return Err((
+                "node",
+                format!("host-gw needs {node} on-link in {}", a.network()),
+            ));
+        }
+    }
+    match (r.via, r.vtep_mac) {
+        (Via::Vxlan, None) => {
+            return Err(("vtep_mac", "via vxlan needs the remote VTEP MAC".into()))
+        }
+        (Via::Vxlan, Some(m)) if !m.is_unicast() => {
+            return Err(("vtep_mac", format!("{m} is not a unicast MAC")))
+        }
+        (Via::Vxlan, Some(_)) | (_, None) => {}
+        (_, Some(_)) => return Err(("vtep_mac", "only used via vxlan".into())),
+    }
+    match (r.via, &r.port) {
+        (Via::Pod, None) => return Err(("port", "via pod needs the pod port's name".into())),
+        (Via::Pod, Some(name)) => {
+            if !pod_named(name) {
+                return Err(("port", format!("no pod port is named `{name}`")));
+            }
+        }
+        (_, Some(_)) => return Err(("port", "only used via pod".into())),
+        (_, None) => {}
+    }
+    if r.via == Via::Host && !has_host {
+        return Err(("via", "via host needs a host port".into()));
+    }
+    Ok(())
 }
 
 /// Names the TOML table and key around a byte span, for error messages.
@@ -431,6 +467,15 @@ fn describe_span(src: &str, span: std::ops::Range<usize>) -> String {
         (true, Some(k)) => format!("{k} (line {line_no})"),
         (true, None) => format!("line {line_no}"),
     }
+}
+
+/// The checks of one neighbour that [`NodeConfig::validate`] makes after the
+/// duplicate-IP check.
+pub(crate) fn check_neighbour(nb: &NeighbourConfig) -> Result<(), ItemProblem> {
+    if !nb.mac.is_unicast() {
+        return Err(("mac", format!("{} is not a unicast MAC", nb.mac)));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -10,9 +10,10 @@
 //!
 //! Operations are idempotent (adding what is there, or removing what is
 //! not, succeeds and changes nothing) and bulk requests are applied whole
-//! or not at all: the change is made to a copy of the configuration, the
-//! copy is validated and compiled into new tables, and only then published.
-//! A rejected request leaves the switch exactly as it was.
+//! or not at all: the change is validated against the configuration in
+//! force as far as it reaches, then applied to the tables incrementally
+//! ([`TablesEditor`]) and published as one new version. A rejected request
+//! leaves the switch exactly as it was.
 //!
 //! | op | args | result |
 //! |---|---|---|
@@ -40,7 +41,9 @@ use crate::config::{
     ConfigError, Ipv4Net, NeighbourConfig, NodeConfig, PortKind, RouteConfig, Via,
 };
 use crate::counters::{StatsSnapshot, WorkerCounters};
-use crate::tables::{PortId, Tables, TablesHandle};
+#[cfg(test)]
+use crate::tables::Tables;
+use crate::tables::{EditError, PortId, TablesEditor, TablesHandle};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
@@ -219,11 +222,11 @@ fn args<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, ApiError> {
     })
 }
 
-/// The control side's state: the configuration in force and where its
-/// compiled tables are published.
+/// The control side's state: the configuration in force, kept by the
+/// tables editor that publishes its compiled tables.
 #[derive(Debug)]
 pub struct Control {
-    cfg: NodeConfig,
+    cfg: TablesEditor,
     tables: Arc<TablesHandle>,
     counters: Vec<Arc<WorkerCounters>>,
     config_path: Option<PathBuf>,
@@ -245,6 +248,14 @@ struct NamesArgs {
 
 /// How long ports.add/remove wait for every worker to take up new sockets.
 const PORT_CHANGE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An editor error as the API reports it.
+fn edit_error(e: EditError) -> ApiError {
+    match e {
+        EditError::Invalid(e) => ApiError::new(Some(e.key), e.problem),
+        EditError::Tables(e) => ApiError::new(None, e.to_string()),
+    }
+}
 
 /// Maps a configuration error back to the request entry that caused it.
 fn request_error(
@@ -274,7 +285,7 @@ impl Control {
         counters: Vec<Arc<WorkerCounters>>,
     ) -> Self {
         Control {
-            cfg,
+            cfg: TablesEditor::new(cfg, tables.clone()),
             tables,
             counters,
             config_path: None,
@@ -303,48 +314,14 @@ impl Control {
         let registry = self.registry.clone().ok_or_else(|| {
             ApiError::new(None, "ports cannot be added to this switch at runtime")
         })?;
-        let mut new = self.cfg.clone();
-        let mut origin: Vec<Option<usize>> = vec![None; new.ports.len()];
-        let mut fresh = Vec::new();
-        for (i, p) in new_ports.into_iter().enumerate() {
-            if p.kind != PortKind::Pod {
-                return Err(ApiError::new(
-                    Some(format!("ports[{i}].kind")),
-                    "only pod ports are added at runtime",
-                ));
-            }
-            match new
-                .ports
-                .iter()
-                .position(|x| x.name == p.name && !x.removed)
-            {
-                // Idempotent: the same port again changes nothing.
-                Some(k) if new.ports[k] == p => {}
-                Some(_) => {
-                    return Err(ApiError::new(
-                        Some(format!("ports[{i}].name")),
-                        format!(
-                            "`{}` is attached with other settings; remove it first",
-                            p.name
-                        ),
-                    ))
-                }
-                None => {
-                    new.ports.push(p);
-                    origin.push(Some(i));
-                    fresh.push(new.ports.len() - 1);
-                }
-            }
-        }
+        let fresh = self.cfg.check_pod_ports(&new_ports).map_err(edit_error)?;
         if fresh.is_empty() {
             return Ok(json!({ "added": 0, "generation": self.tables.load().generation }));
         }
-        new.validate()
-            .map_err(|e| request_error(e, "port", "ports", &origin))?;
         // Attach first; on any failure detach what was attached and stop.
         let mut attached = Vec::new();
         for &k in &fresh {
-            let name = new.ports[k].name.clone();
+            let name = new_ports[k].name.clone();
             match sluice_ports::afxdp::XdpProgram::attach(
                 &name,
                 sluice_ports::afxdp::Steering::RedirectAll,
@@ -357,23 +334,27 @@ impl Control {
                     for p in &attached {
                         registry.remove(p.ifname());
                     }
-                    let i = origin[k].unwrap_or(0);
                     return Err(ApiError::new(
-                        Some(format!("ports[{i}].name")),
+                        Some(format!("ports[{k}].name")),
                         e.to_string(),
                     ));
                 }
             }
         }
-        let old = self.cfg.clone();
-        let g = self.commit(new, "port", "ports", &origin)?;
+        let added: Vec<String> = fresh.iter().map(|&k| new_ports[k].name.clone()).collect();
+        let (_, g) = self.cfg.add_pod_ports(new_ports).map_err(|e| {
+            for p in &attached {
+                registry.remove(p.ifname());
+            }
+            edit_error(e)
+        })?;
         let failures = registry
             .wait_for(g, PORT_CHANGE_TIMEOUT)
             .map_err(|e| ApiError::new(None, e))?;
         if let Some((name, why)) = failures.first() {
             // Roll back: the old tables, then the sockets some workers opened
             // close at reconcile, then the programs go.
-            let g_old = self.commit(old, "port", "ports", &[])?;
+            let g_old = self.cfg.undo_pod_ports(&added).map_err(edit_error)?;
             let _ = registry.wait_for(g_old, PORT_CHANGE_TIMEOUT);
             for p in &attached {
                 registry.remove(p.ifname());
@@ -392,27 +373,10 @@ impl Control {
         let registry = self.registry.clone().ok_or_else(|| {
             ApiError::new(None, "ports cannot be removed from this switch at runtime")
         })?;
-        let mut new = self.cfg.clone();
-        let mut gone = Vec::new();
-        for (i, name) in names.iter().enumerate() {
-            if let Some(p) = new.ports.iter_mut().find(|p| &p.name == name && !p.removed) {
-                if p.kind != PortKind::Pod {
-                    return Err(ApiError::new(
-                        Some(format!("names[{i}]")),
-                        format!("`{name}` is not a pod port"),
-                    ));
-                }
-                p.removed = true;
-                gone.push(name.clone());
-            }
-        }
+        let (gone, g) = self.cfg.remove_pod_ports(names).map_err(edit_error)?;
         if gone.is_empty() {
             return Ok(json!({ "removed": 0, "generation": self.tables.load().generation }));
         }
-        // Routes that name a removed port go with it.
-        new.routes
-            .retain(|r| !(r.via == Via::Pod && r.port.as_ref().is_some_and(|p| gone.contains(p))));
-        let g = self.commit(new, "port", "names", &[])?;
         let _ = registry.wait_for(g, PORT_CHANGE_TIMEOUT);
         for name in &gone {
             registry.remove(name);
@@ -433,28 +397,10 @@ impl Control {
         &mut self,
         learned: &std::collections::BTreeMap<Ipv4Addr, crate::wire::MacAddr>,
     ) -> Result<bool, ApiError> {
-        let mut new = self.cfg.clone();
-        new.neighbours.retain(|n| !n.learned);
-        for (ip, mac) in learned {
-            if !new.neighbours.iter().any(|n| n.ip == *ip) {
-                new.neighbours.push(NeighbourConfig {
-                    ip: *ip,
-                    mac: *mac,
-                    learned: true,
-                });
-            }
-        }
-        let key = |v: &[NeighbourConfig]| {
-            let mut k: Vec<(Ipv4Addr, crate::wire::MacAddr, bool)> =
-                v.iter().map(|n| (n.ip, n.mac, n.learned)).collect();
-            k.sort();
-            k
-        };
-        if key(&new.neighbours) == key(&self.cfg.neighbours) {
-            return Ok(false);
-        }
-        self.commit(new, "neighbour", "neighbours", &[])?;
-        Ok(true)
+        self.cfg
+            .replace_learned_neighbours(learned)
+            .map(|g| g.is_some())
+            .map_err(edit_error)
     }
 
     /// Re-reads the configuration file and applies what can change while
@@ -481,7 +427,7 @@ impl Control {
                 .cloned()
                 .collect()
         };
-        if infra(&new.ports) != infra(&self.cfg.ports) {
+        if infra(&new.ports) != infra(self.cfg.ports()) {
             return Err(ApiError::new(
                 Some("port".into()),
                 "the uplink or host port differs from the running one; that needs a restart",
@@ -494,26 +440,26 @@ impl Control {
                 new.neighbours.push(n.clone());
             }
         }
-        if new.daemon != self.cfg.daemon {
+        if &new.daemon != self.cfg.daemon() {
             return Err(ApiError::new(
                 Some("daemon".into()),
                 "daemon settings differ from the running ones; they take effect on restart",
             ));
         }
         self.check_kernel_follows(&new)?;
-        let old = self.cfg.clone();
+        let old = self.cfg.config();
         let g = self.commit(new, "route", "route", &[])?;
         self.steer_uplink(&old)?;
         Ok(
-            json!({ "generation": g, "routes": self.cfg.routes.len(), "neighbours": self.cfg.neighbours.len() }),
+            json!({ "generation": g, "routes": self.cfg.route_count(), "neighbours": self.cfg.neighbours().len() }),
         )
     }
 
     /// Refuses node settings the kernel side cannot follow at runtime: the
     /// host port's gateway address and pod-network route are set at start.
     fn check_kernel_follows(&self, new: &NodeConfig) -> Result<(), ApiError> {
-        let has_host = self.cfg.ports.iter().any(|p| p.kind == PortKind::Host);
-        let (o, n) = (&self.cfg.node, &new.node);
+        let has_host = self.cfg.ports().iter().any(|p| p.kind == PortKind::Host);
+        let (o, n) = (self.cfg.node(), &new.node);
         if has_host && (o.pod_network != n.pod_network || o.gateway() != n.gateway()) {
             return Err(ApiError::new(
                 Some("node".into()),
@@ -528,13 +474,13 @@ impl Control {
     /// (VXLAN port, pod network) after they changed from `old`'s; on
     /// failure the tables go back to `old` and the error says why.
     fn steer_uplink(&mut self, old: &NodeConfig) -> Result<(), ApiError> {
-        let same = old.tunnel.vxlan_port == self.cfg.tunnel.vxlan_port
-            && old.node.pod_network == self.cfg.node.pod_network;
+        let now = self.cfg.config();
+        let same = old.tunnel.vxlan_port == now.tunnel.vxlan_port
+            && old.node.pod_network == now.node.pod_network;
         if same {
             return Ok(());
         }
-        let Some(up) = self
-            .cfg
+        let Some(up) = now
             .ports
             .iter()
             .find(|p| p.kind == PortKind::Uplink && !p.removed)
@@ -550,7 +496,7 @@ impl Control {
             pod_len: c.node.pod_network.len(),
             vxlan_port: c.tunnel.vxlan_port,
         };
-        if let Err(e) = prog.set_steering(steering(&self.cfg)) {
+        if let Err(e) = prog.set_steering(steering(&now)) {
             let _ = prog.set_steering(steering(old));
             let msg = format!("the uplink's XDP program did not take the new settings: {e}");
             let _ = self.commit(old.clone(), "node", "node", &[]);
@@ -559,12 +505,13 @@ impl Control {
         Ok(())
     }
 
-    /// The configuration in force.
-    pub fn config(&self) -> &NodeConfig {
+    /// The configuration in force, indexed (see [`TablesEditor`]).
+    pub fn config(&self) -> &TablesEditor {
         &self.cfg
     }
 
-    /// Validates `new`, compiles and publishes it; on any error nothing changes.
+    /// Validates a whole new configuration, rebuilds and publishes it; on
+    /// any error nothing changes.
     fn commit(
         &mut self,
         new: NodeConfig,
@@ -572,13 +519,10 @@ impl Control {
         req_name: &str,
         origin: &[Option<usize>],
     ) -> Result<u32, ApiError> {
-        new.validate()
-            .map_err(|e| request_error(e, section, req_name, origin))?;
-        let tables = Tables::from_config(&new).map_err(|e| ApiError::new(None, e.to_string()))?;
-        let generation = tables.generation;
-        self.tables.publish(tables);
-        self.cfg = new;
-        Ok(generation)
+        self.cfg.replace_config(new).map_err(|e| match e {
+            EditError::Invalid(e) => request_error(e, section, req_name, origin),
+            e => edit_error(e),
+        })
     }
 
     /// Applies one request.
@@ -596,81 +540,41 @@ impl Control {
             "ports.list" => Ok(json!({ "ports": self.ports() })),
             "routes.list" => Ok(json!({ "routes": self.routes() })),
             "neighbours.list" => {
-                let v: Vec<Value> = self.cfg.neighbours.iter().map(|n| json!({ "ip": n.ip, "mac": n.mac, "source": if n.learned { "kernel" } else { "static" } })).collect();
+                let v: Vec<Value> = self.cfg.neighbours().iter().map(|n| json!({ "ip": n.ip, "mac": n.mac, "source": if n.learned { "kernel" } else { "static" } })).collect();
                 Ok(json!({ "neighbours": v }))
             }
-            "node.get" => Ok(json!({ "node": self.cfg.node, "tunnel": self.cfg.tunnel })),
+            "node.get" => Ok(json!({ "node": self.cfg.node(), "tunnel": self.cfg.tunnel() })),
             "stats" => Ok(serde_json::to_value(self.stats()).expect("stats serialize")),
             "routes.add" => {
                 let a: RoutesArgs = args(&req.args)?;
-                let mut new = self.cfg.clone();
-                let mut origin: Vec<Option<usize>> = vec![None; new.routes.len()];
-                for (i, r) in a.routes.into_iter().enumerate() {
-                    match new.routes.iter().position(|x| x.prefix == r.prefix) {
-                        Some(k) => {
-                            new.routes[k] = r;
-                            origin[k] = Some(i);
-                        }
-                        None => {
-                            new.routes.push(r);
-                            origin.push(Some(i));
-                        }
-                    }
-                }
-                let n = origin.iter().filter(|o| o.is_some()).count();
-                let g = self.commit(new, "route", "routes", &origin)?;
+                let (n, g) = self.cfg.add_routes(a.routes).map_err(edit_error)?;
                 Ok(json!({ "routes": n, "generation": g }))
             }
             "routes.replace" => {
                 let a: RoutesArgs = args(&req.args)?;
-                let mut new = self.cfg.clone();
-                let origin: Vec<Option<usize>> = (0..a.routes.len()).map(Some).collect();
-                new.routes = a.routes;
-                let n = new.routes.len();
-                let g = self.commit(new, "route", "routes", &origin)?;
+                let n = a.routes.len();
+                let g = self.cfg.replace_routes(a.routes).map_err(edit_error)?;
                 Ok(json!({ "routes": n, "generation": g }))
             }
             "routes.remove" => {
                 let a: PrefixesArgs = args(&req.args)?;
-                let mut new = self.cfg.clone();
-                let before = new.routes.len();
-                new.routes.retain(|r| !a.prefixes.contains(&r.prefix));
-                let removed = before - new.routes.len();
-                let g = self.commit(new, "route", "routes", &[])?;
+                let (removed, g) = self.cfg.remove_routes(&a.prefixes).map_err(edit_error)?;
                 Ok(json!({ "removed": removed, "generation": g }))
             }
             "neighbours.set" => {
                 let a: NeighboursArgs = args(&req.args)?;
-                let mut new = self.cfg.clone();
-                let mut origin: Vec<Option<usize>> = vec![None; new.neighbours.len()];
-                for (i, n) in a.neighbours.into_iter().enumerate() {
-                    match new.neighbours.iter().position(|x| x.ip == n.ip) {
-                        Some(k) => {
-                            new.neighbours[k] = n;
-                            origin[k] = Some(i);
-                        }
-                        None => {
-                            new.neighbours.push(n);
-                            origin.push(Some(i));
-                        }
-                    }
-                }
-                let g = self.commit(new, "neighbour", "neighbours", &origin)?;
+                let g = self.cfg.set_neighbours(a.neighbours).map_err(edit_error)?;
                 Ok(json!({ "generation": g }))
             }
             "neighbours.remove" => {
                 let a: IpsArgs = args(&req.args)?;
-                let mut new = self.cfg.clone();
-                let before = new.neighbours.len();
-                new.neighbours.retain(|n| !a.ips.contains(&n.ip));
-                let removed = before - new.neighbours.len();
-                let g = self.commit(new, "neighbour", "neighbours", &[])?;
+                let (removed, g) = self.cfg.remove_neighbours(&a.ips).map_err(edit_error)?;
                 Ok(json!({ "removed": removed, "generation": g }))
             }
             "reload" => self.reload(),
             "node.set" => {
                 let a: NodeArgs = args(&req.args)?;
-                let mut new = self.cfg.clone();
+                let mut new = self.cfg.config();
                 if let Some(n) = a.node {
                     new.node = n;
                 }
@@ -681,7 +585,7 @@ impl Control {
                 new.validate()
                     .map_err(|e| request_error(e, "node", "node", &[]))?;
                 self.check_kernel_follows(&new)?;
-                let old = self.cfg.clone();
+                let old = self.cfg.config();
                 let g = self.commit(new, "node", "node", &[])?;
                 self.steer_uplink(&old)?;
                 Ok(json!({ "generation": g }))
@@ -827,7 +731,7 @@ impl Control {
     }
 
     fn routes(&self) -> Vec<RouteConfig> {
-        let mut v = self.cfg.routes.clone();
+        let mut v: Vec<RouteConfig> = self.cfg.routes().cloned().collect();
         for p in self
             .cfg
             .ports

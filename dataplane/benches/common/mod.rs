@@ -1,4 +1,4 @@
-//! Shared by the benchmarks: the burst size, a deterministic PRNG and the
+//! Shared by the benchmarks: the burst size and the
 //! note on what "cycles" means here.
 
 // Each bench binary uses only part of this module.
@@ -6,37 +6,6 @@
 
 /// Packets per burst in every benchmark (the pipeline's `MIN_BURST`).
 pub const BURST: usize = 32;
-
-/// xorshift64*: tiny, deterministic, good enough to scatter prefixes.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from a non-zero seed.
-    pub fn new(seed: u64) -> Self {
-        Rng(seed | 1)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// The next 32 random bits.
-    pub fn next_u32(&mut self) -> u32 {
-        (self.next_u64() >> 32) as u32
-    }
-
-    /// Uniform in `0..n` (`n > 0`; the modulo bias is irrelevant here).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-}
 
 /// The TSC frequency in MHz, taken from the first "cpu MHz" line of
 /// /proc/cpuinfo (on a `constant_tsc` CPU that is the TSC rate).

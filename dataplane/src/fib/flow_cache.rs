@@ -16,6 +16,11 @@
 //!   later inserts. Generations compare by equality, so an entry could only
 //!   resurface after the caller wraps the `u32` generation; call
 //!   [`FlowCache::clear`] on wrap if that matters.
+//! - [`FlowCache::lookup_revalidate`] lets the caller keep a live entry of
+//!   another generation: the caller decides (e.g. from a log of what changed
+//!   since, see `Tables::cached_route_valid`) and a kept entry is renewed at
+//!   the current generation, so later hits take the plain path. A hit at the
+//!   current generation costs what [`FlowCache::lookup`] costs.
 //! - Insert picks, in order: the way holding the same key, the first empty or
 //!   stale way, else the least recently inserted way (oldest stamp). The newest
 //!   insert is thus never the one evicted by the next insert into its set.
@@ -175,6 +180,29 @@ impl<V: Copy> FlowCache<V> {
             }
         }
         None
+    }
+
+    /// As [`Self::lookup`], but a live entry for `key` of another generation
+    /// is offered to `still_valid(its generation)`: if that says yes, the
+    /// entry is renewed at `generation` and hits, else it misses.
+    #[inline]
+    pub fn lookup_revalidate(
+        &mut self,
+        key: &FlowKey,
+        hash: u32,
+        generation: u32,
+        still_valid: impl FnOnce(u32) -> bool,
+    ) -> Option<V> {
+        let k = key.words();
+        let set = self.sets.get_mut(hash as usize & self.mask)?;
+        let w = (0..WAYS).find(|&w| set.keys[w] == k && set.values[w].is_some())?;
+        if set.generations[w] != generation {
+            if !still_valid(set.generations[w]) {
+                return None;
+            }
+            set.generations[w] = generation;
+        }
+        set.values[w]
     }
 
     /// Caches `key -> value` at `generation`, replacing the same key, else

@@ -1,8 +1,10 @@
 //! IPv4 longest-prefix match, DIR-24-8 (the layout of DPDK's `rte_lpm`).
 //!
 //! # Layout
-//! - `tbl24` has one `u32` entry per /24 block (2^24 entries, 64 MiB, allocated
-//!   zeroed so the OS maps pages lazily). An entry either holds the answer for
+//! - `tbl24` has one `u32` entry per /24 block (2^24 entries, 64 MiB, an
+//!   anonymous mapping, zeroed and mapped lazily by the OS, advised onto
+//!   transparent huge pages; viewed as `[u32; 2^24]` through `bytemuck`, so
+//!   the masked index needs no bounds check and no `unsafe` is involved). An entry either holds the answer for
 //!   every address of its block, or is *extended* and names a `tbl8` group.
 //! - `tbl8` is a vector of 256-entry groups, one per /24 block that contains a
 //!   prefix longer than /24; entry `i` of a group answers for host byte `i`.
@@ -114,7 +116,7 @@ fn owned_by(e: u32, len: u8) -> bool {
 /// IPv4 longest-prefix-match table; see the module docs.
 pub struct Lpm {
     /// Indexed by `addr >> 8`; a fixed-size array so that index needs no check.
-    tbl24: Box<[u32; TBL24_LEN]>,
+    tbl24: Tbl24,
     /// Groups of [`GROUP`] entries; grows on demand up to `max_tbl8_groups`.
     tbl8: Vec<u32>,
     /// Allocated groups not in use (zeroed).
@@ -139,7 +141,7 @@ impl Lpm {
     /// [`MAX_TBL8_GROUPS`]). Each /24 block holding a prefix longer than /24
     /// uses one group (1 KiB); groups are allocated on demand.
     pub fn with_tbl8_groups(max_groups: usize) -> Self {
-        let tbl24 = new_tbl24();
+        let tbl24 = Tbl24::new();
         Lpm {
             tbl24,
             tbl8: Vec::new(),
@@ -268,7 +270,8 @@ impl Lpm {
     /// The next hop of the longest installed prefix containing `addr` (host order).
     #[inline]
     pub fn lookup(&self, addr: u32) -> Option<u32> {
-        self.resolve(self.tbl24[(addr >> 8) as usize], addr)
+        let t = self.tbl24.get()?;
+        self.resolve(t[(addr >> 8) as usize], addr)
     }
 
     /// Looks up a burst, eight addresses at a time: the eight independent
@@ -283,10 +286,14 @@ impl Lpm {
         const LANES: usize = 8;
         let n = addrs.len().min(out.len());
         let (addrs, out) = (&addrs[..n], &mut out[..n]);
+        let Some(t) = self.tbl24.get() else {
+            out.fill(None);
+            return;
+        };
         let mut a8 = addrs.chunks_exact(LANES);
         let mut o8 = out.chunks_exact_mut(LANES);
         for (a, o) in (&mut a8).zip(&mut o8) {
-            let e: [u32; LANES] = std::array::from_fn(|i| self.tbl24[(a[i] >> 8) as usize]);
+            let e: [u32; LANES] = std::array::from_fn(|i| t[(a[i] >> 8) as usize]);
             for ((o, &addr), e) in o.iter_mut().zip(a).zip(e) {
                 *o = self.resolve(e, addr);
             }
@@ -318,6 +325,11 @@ impl Lpm {
     /// `tbl8` groups currently holding prefixes longer than /24.
     pub fn tbl8_groups_used(&self) -> usize {
         self.tbl8.len() / GROUP - self.tbl8_free.len()
+    }
+
+    /// Whether the /24 block of `addr` (host order) has a `tbl8` group.
+    pub fn has_tbl8_group(&self, addr: u32) -> bool {
+        self.tbl24[(addr >> 8) as usize] & EXT != 0
     }
 
     /// Cap on `tbl8` groups set at construction.
@@ -374,24 +386,72 @@ impl Default for Lpm {
     }
 }
 
-/// A zeroed `tbl24` on the heap, advised onto transparent huge pages before
-/// its first touch: random lookups over 64 MiB then miss the TLB far less.
-fn new_tbl24() -> Box<[u32; TBL24_LEN]> {
-    let mut v = vec![0u32; TBL24_LEN];
-    let _ = sluice_bindings::advise_hugepages(&mut v);
-    match v.into_boxed_slice().try_into() {
-        Ok(t) => t,
-        Err(_) => unreachable!("length is TBL24_LEN"),
+/// The `tbl24` array in an anonymous mapping, starting at a huge-page
+/// boundary (`off` bytes in) so that every 2 MiB of it can be one huge page.
+struct Tbl24 {
+    map: memmap2::MmapMut,
+    off: usize,
+}
+
+const TBL24_BYTES: usize = TBL24_LEN * std::mem::size_of::<u32>();
+const HUGE_PAGE: usize = 2 << 20;
+
+impl Tbl24 {
+    /// A zeroed table, advised onto transparent huge pages before its first
+    /// touch: random lookups over 64 MiB then miss the TLB far less.
+    fn new() -> Self {
+        let mut map = memmap2::MmapOptions::new()
+            .len(TBL24_BYTES + HUGE_PAGE)
+            .map_anon()
+            .unwrap_or_else(|e| panic!("cannot map the 64 MiB route table: {e}"));
+        let addr = map.as_mut_ptr() as usize;
+        let off = addr.next_multiple_of(HUGE_PAGE) - addr;
+        #[cfg(target_os = "linux")]
+        let _ = map.advise_range(memmap2::Advice::HugePage, off, TBL24_BYTES);
+        Tbl24 { map, off }
+    }
+
+    /// The table. The range is in the mapping and 4-byte aligned, so this
+    /// is always `Some`; lookups take `None` as "no route" rather than panic.
+    #[inline(always)]
+    fn get(&self) -> Option<&[u32; TBL24_LEN]> {
+        bytemuck::try_from_bytes(self.map.get(self.off..self.off + TBL24_BYTES)?).ok()
+    }
+
+    /// The table, for the control side.
+    fn get_mut(&mut self) -> &mut [u32; TBL24_LEN] {
+        bytemuck::from_bytes_mut(&mut self.map[self.off..self.off + TBL24_BYTES])
+    }
+}
+
+impl<I: std::slice::SliceIndex<[u32]>> std::ops::Index<I> for Tbl24 {
+    type Output = I::Output;
+    fn index(&self, i: I) -> &I::Output {
+        let t: &[u32; TBL24_LEN] =
+            bytemuck::from_bytes(&self.map[self.off..self.off + TBL24_BYTES]);
+        &t[..][i]
+    }
+}
+
+impl<I: std::slice::SliceIndex<[u32]>> std::ops::IndexMut<I> for Tbl24 {
+    fn index_mut(&mut self, i: I) -> &mut I::Output {
+        &mut self.get_mut()[..][i]
+    }
+}
+
+impl Clone for Tbl24 {
+    fn clone(&self) -> Self {
+        let mut t = Tbl24::new();
+        t.get_mut().copy_from_slice(&self[..]);
+        t
     }
 }
 
 impl Clone for Lpm {
-    /// Copies the whole 64 MiB `tbl24` (through the heap, never the stack).
+    /// Copies the whole 64 MiB `tbl24` (into a fresh mapping).
     fn clone(&self) -> Self {
-        let mut tbl24 = new_tbl24();
-        tbl24.copy_from_slice(&self.tbl24[..]);
         Lpm {
-            tbl24,
+            tbl24: self.tbl24.clone(),
             tbl8: self.tbl8.clone(),
             tbl8_free: self.tbl8_free.clone(),
             max_tbl8_groups: self.max_tbl8_groups,

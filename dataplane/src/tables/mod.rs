@@ -5,14 +5,33 @@
 //! A [`Tables`] value is immutable once built. The control side builds a new
 //! one and publishes it whole with [`TablesHandle::publish`] (an atomic
 //! pointer swap); workers pick up the new version at their next burst, so a
-//! worker never sees half an update. Every build gets a new `generation`,
-//! and flow-cache entries of an older generation are misses: a route,
-//! neighbour or port change invalidates every cached flow at once.
+//! worker never sees half an update. [`Tables::from_config`] builds whole
+//! tables; [`TablesEditor`] (module `edit`) changes them incrementally, one
+//! published version per change, without rebuilding the route table.
 //!
 //! Route-table values are indices into `adjacencies`, so a neighbour change
 //! re-resolves next hops without touching the LPM.
+//!
+//! # Flow-cache invalidation
+//! Every version has a new `generation`. Flow-cache entries remember the
+//! generation they were cached at, and a hit at the current generation costs
+//! nothing more. An entry of an older generation `g` is revalidated (see
+//! [`Tables::cached_route_valid`]) iff
+//! - `flush_generation <= g < generation` (it does not predate the last full
+//!   invalidation, and is not from some other, newer set of tables), and
+//! - no entry of `route_changes` newer than `g` covers its destination.
+//!
+//! This is exact because a cached value is the route-table answer for the
+//! destination, and that answer changes only through a route-table change of
+//! a prefix covering it, all of which are logged (adjacency indices are
+//! stable; an adjacency re-resolved in place keeps its index, so neighbour
+//! changes need no invalidation). The log is bounded by [`ROUTE_LOG_MAX`]:
+//! a version that would exceed it starts over with `flush_generation` set to
+//! its own generation, as do whole rebuilds (node settings, reload).
+//! Generations compare by wrapping distance, so this holds while entries are
+//! younger than 2^31 versions.
 
-use crate::config::{Ipv4Net, NodeConfig, PortKind, Via};
+use crate::config::{Ipv4Net, NodeConfig, PortKind};
 use crate::counters::DropReason;
 use crate::fib::lpm::Lpm;
 use crate::wire::{checksum, ethernet, ipv4, udp, vxlan, MacAddr};
@@ -21,6 +40,26 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+
+mod edit;
+
+pub use edit::{
+    EditError, EditorStats, RouteTable, State as EditorState, TablesEditor, SPARE_WAIT,
+};
+
+/// Most route changes a version logs for lazy flow-cache revalidation.
+pub const ROUTE_LOG_MAX: usize = 32;
+
+/// One route-table change, logged for flow-cache revalidation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteChange {
+    /// The version that made it.
+    pub generation: u32,
+    /// The prefix added, changed or removed (host order).
+    pub prefix: u32,
+    /// Its length.
+    pub len: u8,
+}
 
 /// Index of a port in [`Tables::ports`].
 pub type PortId = u16;
@@ -144,8 +183,14 @@ pub struct NodeParams {
 /// One immutable version of everything workers read.
 #[derive(Debug, Clone)]
 pub struct Tables {
-    /// Version number; flow-cache entries from other generations are misses.
+    /// Version number; flow-cache entries from other generations are
+    /// revalidated (see the module docs).
     pub generation: u32,
+    /// Flow-cache entries older than this are misses.
+    pub flush_generation: u32,
+    /// Route-table changes after `flush_generation`, oldest first (at most
+    /// [`ROUTE_LOG_MAX`]).
+    pub route_changes: Vec<RouteChange>,
     /// Node settings.
     pub node: NodeParams,
     /// Ports by id.
@@ -201,30 +246,39 @@ impl Tables {
     /// Builds tables from a configuration (validated first).
     pub fn from_config(cfg: &NodeConfig) -> Result<Tables, TablesError> {
         cfg.validate()?;
-        let uplink_cfg = cfg.ports.iter().position(|p| p.kind == PortKind::Uplink);
-        let host_cfg = cfg.ports.iter().position(|p| p.kind == PortKind::Host);
+        edit::build(cfg)
+    }
+
+    /// Tables with node settings and ports but no routes or adjacencies.
+    fn skeleton(
+        generation: u32,
+        n: &crate::config::NodeSettings,
+        tunnel: &crate::config::TunnelSettings,
+        cfg_ports: &[crate::config::PortConfig],
+        lpm: Arc<Lpm>,
+    ) -> Tables {
+        let uplink_cfg = cfg_ports.iter().position(|p| p.kind == PortKind::Uplink);
+        let host_cfg = cfg_ports.iter().position(|p| p.kind == PortKind::Host);
         let node_ip = uplink_cfg
-            .and_then(|i| cfg.ports[i].address)
+            .and_then(|i| cfg_ports[i].address)
             .map(|a| u32::from(a.ip))
             .unwrap_or(0);
-        let vtep_mac = cfg
-            .tunnel
+        let vtep_mac = tunnel
             .vtep_mac
-            .or_else(|| uplink_cfg.map(|i| cfg.ports[i].mac))
-            .unwrap_or(cfg.node.router_mac);
+            .or_else(|| uplink_cfg.map(|i| cfg_ports[i].mac))
+            .unwrap_or(n.router_mac);
         let node = NodeParams {
-            pod_network: cfg.node.pod_network,
-            pod_subnet: cfg.node.pod_subnet,
-            gateway_ip: u32::from(cfg.node.gateway()),
-            icmp_source: cfg.node.pod_subnet.addr_u32(),
-            router_mac: cfg.node.router_mac,
-            vni: cfg.tunnel.vni,
-            vxlan_port: cfg.tunnel.vxlan_port,
+            pod_network: n.pod_network,
+            pod_subnet: n.pod_subnet,
+            gateway_ip: u32::from(n.gateway()),
+            icmp_source: n.pod_subnet.addr_u32(),
+            router_mac: n.router_mac,
+            vni: tunnel.vni,
+            vxlan_port: tunnel.vxlan_port,
             vtep_mac,
             node_ip,
         };
-        let ports: Vec<PortEntry> = cfg
-            .ports
+        let ports: Vec<PortEntry> = cfg_ports
             .iter()
             .map(|p| PortEntry {
                 name: p.name.clone(),
@@ -232,108 +286,47 @@ impl Tables {
                     PortKind::Uplink => PortRole::Uplink { ip: node_ip },
                     PortKind::Host => PortRole::Host { peer_mac: p.mac },
                     PortKind::Pod => PortRole::Pod {
-                        ip: u32::from(p.ip.expect("validated")),
+                        ip: p.ip.map(u32::from).unwrap_or(0),
                         mac: p.mac,
                     },
                 },
                 own_mac: if p.kind == PortKind::Uplink {
                     p.mac
                 } else {
-                    cfg.node.router_mac
+                    n.router_mac
                 },
                 mtu: p.mtu,
                 removed: p.removed,
             })
             .collect();
-        let port_id = |name: &str| {
-            ports
-                .iter()
-                .position(|p| p.name == name && !p.removed)
-                .map(|i| i as PortId)
-        };
-
-        let mut keys: Vec<NextHopKey> = Vec::new();
-        let mut key_index: HashMap<NextHopKey, u32> = HashMap::new();
-        let mut intern = |k: NextHopKey| {
-            *key_index.entry(k).or_insert_with(|| {
-                keys.push(k);
-                (keys.len() - 1) as u32
-            })
-        };
-        let mut lpm = Lpm::new();
-        let mut insert = |prefix: Ipv4Net, nh: u32| {
-            lpm.insert(prefix.addr_u32(), prefix.len(), nh)
-                .map(|_| ())
-                .map_err(|e| TablesError::Route {
-                    prefix,
-                    problem: e.to_string(),
-                })
-        };
-        for (i, p) in ports.iter().enumerate().filter(|(_, p)| !p.removed) {
-            if let PortRole::Pod { ip, .. } = p.role {
-                let nh = intern(NextHopKey::Pod(i as PortId));
-                insert(Ipv4Net::new(Ipv4Addr::from(ip), 32).expect("a /32"), nh)?;
-            }
-        }
-        let mut vxlan_peers = Vec::new();
-        let mut ipip_peers = Vec::new();
-        for r in &cfg.routes {
-            let node_u32 = r.node.map(u32::from).unwrap_or(0);
-            let key = match r.via {
-                Via::Pod => NextHopKey::Pod(
-                    port_id(r.port.as_deref().unwrap_or_default()).expect("validated"),
-                ),
-                Via::Vxlan => {
-                    vxlan_peers.push(node_u32);
-                    NextHopKey::Vxlan(node_u32, r.vtep_mac.expect("validated"))
-                }
-                Via::Ipip => {
-                    ipip_peers.push(node_u32);
-                    NextHopKey::Ipip(node_u32)
-                }
-                Via::HostGw => NextHopKey::HostGw(node_u32),
-                Via::Host => NextHopKey::Host,
-                Via::Blackhole => NextHopKey::Blackhole,
-            };
-            let nh = intern(key);
-            insert(r.prefix, nh)?;
-        }
-        // The gateway address belongs to the node: it reaches the kernel.
-        if host_cfg.is_some() {
-            let gw = Ipv4Net::new(cfg.node.gateway(), 32).expect("a /32");
-            if !cfg.routes.iter().any(|r| r.prefix == gw) {
-                let nh = intern(NextHopKey::Host);
-                insert(gw, nh)?;
-            }
-        }
-        vxlan_peers.sort_unstable();
-        vxlan_peers.dedup();
-        ipip_peers.sort_unstable();
-        ipip_peers.dedup();
-
-        let neighbours: HashMap<u32, MacAddr> = cfg
-            .neighbours
-            .iter()
-            .map(|n| (u32::from(n.ip), n.mac))
-            .collect();
-        let mut tables = Tables {
-            generation: next_generation(),
+        Tables {
+            generation,
+            flush_generation: generation,
+            route_changes: Vec::new(),
             node,
             ports,
             uplink: uplink_cfg.map(|i| i as PortId),
             host: host_cfg.map(|i| i as PortId),
-            lpm: Arc::new(lpm),
+            lpm,
             adjacencies: Vec::new(),
-            vxlan_peers,
-            ipip_peers,
-        };
-        let uplink_addr = uplink_cfg.and_then(|i| cfg.ports[i].address);
-        let uplink_gw = uplink_cfg.and_then(|i| cfg.ports[i].gateway).map(u32::from);
-        tables.adjacencies = keys
-            .iter()
-            .map(|k| tables.resolve(*k, uplink_addr.map(|a| a.network()), uplink_gw, &neighbours))
-            .collect();
-        Ok(tables)
+            vxlan_peers: Vec::new(),
+            ipip_peers: Vec::new(),
+        }
+    }
+
+    /// May a flow-cache entry cached at `entry_generation` for destination
+    /// `dst` (host order) be used at this version? See the module docs.
+    #[inline]
+    pub fn cached_route_valid(&self, entry_generation: u32, dst: u32) -> bool {
+        let since_flush = entry_generation.wrapping_sub(self.flush_generation) as i32;
+        let age = self.generation.wrapping_sub(entry_generation) as i32;
+        if since_flush < 0 || age <= 0 {
+            return false;
+        }
+        !self.route_changes.iter().any(|c| {
+            c.generation.wrapping_sub(entry_generation) as i32 > 0
+                && dst & u32::MAX.checked_shl(32 - u32::from(c.len)).unwrap_or(0) == c.prefix
+        })
     }
 
     fn resolve(
@@ -514,6 +507,10 @@ impl TablesHandle {
     /// next burst.
     pub fn publish(&self, tables: Tables) {
         self.current.store(Arc::new(tables));
+    }
+    /// [`Self::publish`] for tables already shared.
+    pub fn publish_arc(&self, tables: Arc<Tables>) {
+        self.current.store(tables);
     }
     /// The current tables.
     pub fn load(&self) -> Arc<Tables> {

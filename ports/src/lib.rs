@@ -19,4 +19,6 @@ pub mod afxdp;
 pub mod backend;
 pub mod tap;
 
-pub use backend::{AfXdpBackend, AfXdpPort, Backend, BackendError, MapLookup, PortSpec, PortStats};
+pub use backend::{
+    AfXdpBackend, AfXdpPort, Backend, BackendError, MapLookup, PoolFrames, PortSpec, PortStats,
+};

@@ -345,6 +345,10 @@ impl Control {
         }
         new.validate()
             .map_err(|e| request_error(e, "port", "ports", &origin))?;
+        // Every worker must have frames for the new pods (and their MTU).
+        registry
+            .check_frames(&new)
+            .map_err(|e| ApiError::new(Some("ports".into()), e.to_string()))?;
         // Attach first; on any failure detach what was attached and stop.
         let mut attached = Vec::new();
         for &k in &fresh {

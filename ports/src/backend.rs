@@ -103,6 +103,10 @@ pub trait Backend: fmt::Debug {
     fn hugepages(&self) -> bool;
 }
 
+/// How often opening a busy queue is tried again (2 ms apart): long enough
+/// for the kernel to release the socket of a port just removed.
+const BUSY_RETRIES: u32 = 25;
+
 /// Finds the socket map the control side registered for an interface.
 pub type MapLookup = Arc<dyn Fn(&str) -> Option<XskMap> + Send + Sync>;
 
@@ -182,7 +186,20 @@ impl Backend for AfXdpBackend {
         } else {
             XskConfig::default()
         };
-        match XskPort::open(&mut self.umem, pool, map, spec.name, spec.queue, cfg) {
+        // The kernel frees a closed socket's hold on its queue a moment
+        // after the close (deferred work): a port removed and added again
+        // at once may find its queue busy for a few milliseconds.
+        let mut tries = 0;
+        let opened = loop {
+            match XskPort::open(&mut self.umem, pool, map, spec.name, spec.queue, cfg) {
+                Err(XdpError::QueueBusy { .. }) if tries < BUSY_RETRIES => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                r => break r,
+            }
+        };
+        match opened {
             Ok(p) => Ok(AfXdpPort::Xsk(p)),
             Err(XdpError::QueueBusy { ifname, .. }) => Err(XdpError::QueueBusy {
                 ifname,

@@ -157,6 +157,7 @@ impl XskPort {
         let raw = NonNull::new(raw).expect("libxdp returns a socket on success");
         // SAFETY: valid socket.
         let fd = unsafe { sys::xsk_socket__fd(raw.as_ptr()) };
+        set_cloexec(fd);
         let mut port = XskPort {
             raw: Some(raw),
             rx,
@@ -413,6 +414,19 @@ impl XskPort {
             0
         } else {
             pool.reclaim(self.token)
+        }
+    }
+}
+
+/// Marks `fd` close-on-exec: libxdp makes its sockets without the flag, and
+/// a child process (an `ip` command) would otherwise keep a closed port's
+/// socket bound, and its queue busy, for as long as it lives.
+pub(super) fn set_cloexec(fd: i32) {
+    // SAFETY: fcntl on a descriptor we own; only its flags change.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
         }
     }
 }

@@ -131,6 +131,8 @@ impl Umem {
         }
         let raw =
             NonNull::new(raw).ok_or_else(|| errno_err("register the UMEM", "-", libc::ENOMEM))?;
+        // SAFETY: a valid UMEM handle.
+        socket::set_cloexec(unsafe { sys::xsk_umem__fd(raw.as_ptr()) });
         Ok(Umem {
             raw,
             _fill: fill,

@@ -328,12 +328,15 @@ impl XskPort {
         }
     }
 
-    fn kick(&self) {
+    /// Wakes the kernel's TX processing. Returns false when the socket can
+    /// no longer send (its interface went down or away: `ENXIO`,
+    /// `ENETDOWN`, `ENODEV`), so the worker does not spin on it.
+    fn kick(&self) -> bool {
         // SAFETY: a zero-length send on our own socket only wakes the kernel's
-        // TX processing; no memory is passed. It fails (ignored) when the
-        // interface is gone: the descriptors stay marked as this socket's
-        // and come back to the pool when it closes.
-        unsafe {
+        // TX processing; no memory is passed. It fails when the interface is
+        // gone: the descriptors stay marked as this socket's and come back
+        // to the pool when it closes.
+        let rc = unsafe {
             libc::sendto(
                 self.fd,
                 std::ptr::null(),
@@ -343,6 +346,11 @@ impl XskPort {
                 0,
             )
         };
+        rc >= 0
+            || !matches!(
+                std::io::Error::last_os_error().raw_os_error(),
+                Some(libc::ENXIO | libc::ENETDOWN | libc::ENODEV)
+            )
     }
 
     /// Whether descriptors wait on the TX ring (the kernel has not consumed them).
@@ -358,12 +366,12 @@ impl XskPort {
     /// Idle-turn upkeep: returns completed frames and wakes the kernel
     /// again while descriptors wait on the TX ring (copy mode sends at
     /// most 32 per wakeup). Returns whether it woke the kernel, i.e.
-    /// whether sending is still under way.
+    /// whether sending is still under way (false for a socket whose
+    /// interface is gone: its descriptors wait for `close`).
     pub fn service(&mut self, pool: &mut UmemPool) -> bool {
         self.complete(pool);
         if self.tx_pending() && (!self.zero_copy || self.tx_needs_wakeup()) {
-            self.kick();
-            return true;
+            return self.kick();
         }
         false
     }
@@ -532,7 +540,7 @@ impl Port<UmemPool> for XskPort {
             sent += n as usize;
         }
         if sent > 0 && (!self.zero_copy || self.tx_needs_wakeup()) {
-            self.kick();
+            let _ = self.kick();
         }
         sent
     }

@@ -61,14 +61,14 @@ const L2_HEADER: u32 = 14;
 pub enum FrameBudgetError {
     /// More pods than a worker's UMEM has fill-ring frames for.
     #[error(
-        "worker 0 has frames for {capacity} pods; {attached} are attached \
+        "worker 0 has frames for {capacity} pods; {attached} would be attached \
          ({frames} UMEM frames: {uplink} for the uplink's fill ring, {reserve} for bursts, \
          TX rings and frames in flight, {per_pod} per pod's fill ring; every worker has the same)"
     )]
     TooManyPods {
         /// Pods a worker has frames for.
         capacity: usize,
-        /// Pods attached (or asked for).
+        /// Pods that would be attached (at start: configured).
         attached: usize,
         /// UMEM frames per worker.
         frames: u32,
@@ -318,7 +318,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with("worker 0 has frames for 104 pods; 105 are attached"),
+            err.starts_with("worker 0 has frames for 104 pods; 105 would be attached"),
             "{err}"
         );
         assert!(err.contains("16384 UMEM frames"), "{err}");
@@ -346,5 +346,37 @@ mod tests {
                  holds 3840 bytes after its 256-byte headroom (mtu at most 3826)"
             )
         );
+    }
+
+    /// `ports.add` asks before it attaches anything: a worker with frames
+    /// for the 2 pods it has refuses a third, saying why.
+    #[test]
+    fn ports_add_is_refused_when_a_worker_has_no_frames_for_the_pod() {
+        let cfg = node();
+        let handle = std::sync::Arc::new(crate::tables::TablesHandle::new(
+            crate::tables::Tables::from_config(&cfg).unwrap(),
+        ));
+        let umem = UmemConfig {
+            frames: 1024 + RESERVE_FRAMES + 2 * 128,
+            ..UmemConfig::default()
+        };
+        let registry = std::sync::Arc::new(PortRegistry::new(1, umem));
+        let mut c = crate::api::Control::new(
+            cfg,
+            handle.clone(),
+            vec![std::sync::Arc::new(crate::counters::WorkerCounters::new())],
+        );
+        c.manage_ports(Vec::new(), registry);
+        let g = handle.load().generation;
+        let req: crate::api::Request = serde_json::from_str(
+            r#"{"version":1,"op":"ports.add","args":{"ports":[{"name":"nosuch9","kind":"pod","mac":"02:00:00:00:01:09","ip":"10.5.1.9"}]}}"#,
+        )
+        .unwrap();
+        let err = c.handle(&req).unwrap_err().to_string();
+        assert!(
+            err.contains("worker 0 has frames for 2 pods; 3 would be attached"),
+            "{err}"
+        );
+        assert_eq!(handle.load().generation, g, "nothing published");
     }
 }

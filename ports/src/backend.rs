@@ -5,9 +5,13 @@
 //! A backend value belongs to one worker thread and is created there, so its
 //! memory (UMEM, mempool) is local to the worker's core. The worker keeps
 //! the drop order every backend relies on: ports first, then the pool, then
-//! the backend (whose memory the pool's buffers point into).
+//! the backend (whose memory the pool's buffers point into). A port the
+//! worker stops using while it runs (a removed pod) is closed with
+//! [`Backend::close`], which gives the pool back every buffer the port held.
 
-use crate::afxdp::{self, UmemPool, XdpBuf, XdpError, XskConfig, XskMap, XskPort, XskStats};
+use crate::afxdp::{
+    self, UmemPool, WaitSet, XdpBuf, XdpError, XskConfig, XskMap, XskPort, XskStats,
+};
 use crate::tap::TapPort;
 use sluice_dataplane::buffer::{BufPool, Burst};
 use sluice_dataplane::config::PortKind;
@@ -48,6 +52,17 @@ pub struct PortStats {
     pub xsk: Option<XskStats>,
 }
 
+/// A worker's buffer pool, for accounting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PoolFrames {
+    /// Buffers free in the pool.
+    pub free: usize,
+    /// Buffers the pool has in all.
+    pub total: usize,
+    /// Buffers given up for good (see `UmemPool::retired`).
+    pub retired: usize,
+}
+
 /// A worker's view of one backend.
 pub trait Backend: fmt::Debug {
     /// The worker's buffer pool.
@@ -62,11 +77,24 @@ pub trait Backend: fmt::Debug {
         pool: &mut Self::Pool,
         spec: &PortSpec<'_>,
     ) -> Result<Self::Port, BackendError>;
+    /// Closes `port` and returns to `pool` every buffer it held (for
+    /// AF_XDP: the frames in its fill, RX, TX and completion rings and in
+    /// flight).
+    fn close(&mut self, pool: &mut Self::Pool, port: Self::Port);
+    /// Idle-turn upkeep of `port`: returns finished buffers to `pool` and
+    /// wakes the kernel while frames wait to be sent. Returns whether
+    /// sending is still under way (the worker does not sleep then).
+    fn service(pool: &mut Self::Pool, port: &mut Self::Port) -> bool;
+    /// Buffers `port` holds (in its rings or in flight).
+    fn frames_held(port: &Self::Port) -> u32;
+    /// The pool's free and total buffers.
+    fn pool_frames(pool: &Self::Pool) -> PoolFrames;
     /// A descriptor that becomes readable when `port` has work (the idle
     /// path of the adaptive and interrupt rx modes).
     fn wait_fd(port: &Self::Port) -> Option<i32>;
-    /// Sleeps until one of `fds` is readable or `timeout_ms` passes.
-    fn wait(fds: &[i32], timeout_ms: i32) -> bool;
+    /// Sleeps until one of the set's descriptors is readable or
+    /// `timeout_ms` passes.
+    fn wait(set: &mut WaitSet, timeout_ms: i32) -> bool;
     /// What the kernel or NIC counted for `port`.
     fn stats(port: &Self::Port) -> PortStats;
     /// How `port` moves frames, for reports: `zero-copy`, `copy`, `tap`.
@@ -74,6 +102,10 @@ pub trait Backend: fmt::Debug {
     /// Whether the backend's memory sits on huge pages.
     fn hugepages(&self) -> bool;
 }
+
+/// How often opening a busy queue is tried again (2 ms apart): long enough
+/// for the kernel to release the socket of a port just removed.
+const BUSY_RETRIES: u32 = 25;
 
 /// Finds the socket map the control side registered for an interface.
 pub type MapLookup = Arc<dyn Fn(&str) -> Option<XskMap> + Send + Sync>;
@@ -154,7 +186,20 @@ impl Backend for AfXdpBackend {
         } else {
             XskConfig::default()
         };
-        match XskPort::open(&mut self.umem, pool, map, spec.name, spec.queue, cfg) {
+        // The kernel frees a closed socket's hold on its queue a moment
+        // after the close (deferred work): a port removed and added again
+        // at once may find its queue busy for a few milliseconds.
+        let mut tries = 0;
+        let opened = loop {
+            match XskPort::open(&mut self.umem, pool, map, spec.name, spec.queue, cfg) {
+                Err(XdpError::QueueBusy { .. }) if tries < BUSY_RETRIES => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                r => break r,
+            }
+        };
+        match opened {
             Ok(p) => Ok(AfXdpPort::Xsk(p)),
             Err(XdpError::QueueBusy { ifname, .. }) => Err(XdpError::QueueBusy {
                 ifname,
@@ -172,8 +217,40 @@ impl Backend for AfXdpBackend {
         })
     }
 
-    fn wait(fds: &[i32], timeout_ms: i32) -> bool {
-        afxdp::wait_readable(fds, timeout_ms)
+    fn close(&mut self, pool: &mut UmemPool, port: AfXdpPort) {
+        match port {
+            AfXdpPort::Xsk(x) => {
+                x.close(pool);
+            }
+            AfXdpPort::Tap(t) => drop(t),
+        }
+    }
+
+    #[inline]
+    fn service(pool: &mut UmemPool, port: &mut AfXdpPort) -> bool {
+        match port {
+            AfXdpPort::Xsk(x) => x.service(pool),
+            AfXdpPort::Tap(_) => false,
+        }
+    }
+
+    fn frames_held(port: &AfXdpPort) -> u32 {
+        match port {
+            AfXdpPort::Xsk(x) => x.frames_held(),
+            AfXdpPort::Tap(_) => 0,
+        }
+    }
+
+    fn pool_frames(pool: &UmemPool) -> PoolFrames {
+        PoolFrames {
+            free: pool.available(),
+            total: pool.total(),
+            retired: pool.retired(),
+        }
+    }
+
+    fn wait(set: &mut WaitSet, timeout_ms: i32) -> bool {
+        set.wait(timeout_ms)
     }
 
     fn stats(port: &AfXdpPort) -> PortStats {

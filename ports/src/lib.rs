@@ -22,4 +22,6 @@ pub mod backend;
 pub mod netdev;
 pub mod tap;
 
-pub use backend::{AfXdpBackend, AfXdpPort, Backend, BackendError, MapLookup, PortSpec, PortStats};
+pub use backend::{
+    AfXdpBackend, AfXdpPort, Backend, BackendError, MapLookup, PoolFrames, PortSpec, PortStats,
+};

@@ -318,6 +318,15 @@ impl Control {
         if fresh.is_empty() {
             return Ok(json!({ "added": 0, "generation": self.tables.load().generation }));
         }
+        // Every worker must have frames for the new pods (and their MTU).
+        registry
+            .check_frames(
+                self.cfg
+                    .ports()
+                    .iter()
+                    .chain(fresh.iter().map(|&k| &new_ports[k])),
+            )
+            .map_err(|e| ApiError::new(Some("ports".into()), e.to_string()))?;
         // Attach first; on any failure detach what was attached and stop.
         let mut attached = Vec::new();
         for &k in &fresh {

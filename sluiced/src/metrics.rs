@@ -460,7 +460,10 @@ mod tests {
         let t = Tables::from_config(&NodeConfig::from_toml_str(craft::REFERENCE_NODE).unwrap())
             .unwrap();
         let w = Arc::new(WorkerCounters::new());
-        let ports = Arc::new(PortRegistry::new(1));
+        let ports = Arc::new(PortRegistry::new(
+            1,
+            sluice_ports::afxdp::UmemConfig::default(),
+        ));
         (
             MetricsSource {
                 tables: Arc::new(TablesHandle::new(t)),

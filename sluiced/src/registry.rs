@@ -1,13 +1,18 @@
 //! What the control side shares with the workers: each AF_XDP port's
 //! socket map (to register new sockets in), the tables generation each
 //! worker has brought its ports up to, the ports a worker failed to open,
-//! flow dumps on request, and each worker's latest port statistics from the
-//! kernel. Workers touch it only in housekeeping, never per packet, and
-//! never block on it (`try_lock`).
+//! flow dumps on request, each worker's latest port statistics from the
+//! kernel and its frame accounting. Workers touch it only in housekeeping,
+//! never per packet, and never block on it (`try_lock`).
+//!
+//! It also holds the workers' UMEM geometry, so the control side can check
+//! before a port is added that every worker has frames for it
+//! ([`PortRegistry::check_frames`]).
 
+use crate::config::{PortConfig, PortKind};
 use crate::tables::PortId;
-use sluice_ports::afxdp::XskMap;
-use sluice_ports::PortStats;
+use sluice_ports::afxdp::{self, UmemConfig, XskMap, FRAME_HEADROOM};
+use sluice_ports::{PoolFrames, PortStats};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -23,6 +28,122 @@ pub struct PortRegistry {
     pub(crate) flow_dumps: std::sync::Mutex<Vec<FlowDump>>,
     /// Each worker's latest kernel counters per port, from housekeeping.
     pub(crate) port_stats: Vec<std::sync::Mutex<Vec<(PortId, PortStats)>>>,
+    /// Each worker's latest frame accounting, from housekeeping.
+    pub(crate) frames: Vec<std::sync::Mutex<WorkerFrames>>,
+    /// Every worker's UMEM geometry.
+    pub(crate) umem: UmemConfig,
+}
+
+/// One worker's frame accounting, as its last housekeeping round saw it.
+///
+/// Suggested metrics: `sluice_pool_free_frames{worker}` (`pool.free`),
+/// `sluice_pool_frames{worker}` (`pool.total`),
+/// `sluice_pool_retired_frames{worker}` (`pool.retired`) and
+/// `sluice_port_frames_held{port,queue}` (`ports`, the queue being the
+/// worker's index).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WorkerFrames {
+    /// The worker's pool.
+    pub pool: PoolFrames,
+    /// Frames each open port holds (fill, RX, TX rings and in flight).
+    pub ports: Vec<(PortId, u32)>,
+}
+
+/// Frames a worker keeps out of the fill rings for bursts, TX rings and
+/// frames in flight, when counting how many pods it has frames for.
+pub const RESERVE_FRAMES: u32 = 2048;
+
+/// Bytes of L2 header a frame carries on top of the MTU.
+const L2_HEADER: u32 = 14;
+
+/// Why a configuration does not fit the workers' frames.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameBudgetError {
+    /// More pods than a worker's UMEM has fill-ring frames for.
+    #[error(
+        "worker 0 has frames for {capacity} pods; {attached} would be attached \
+         ({frames} UMEM frames: {uplink} for the uplink's fill ring, {reserve} for bursts, \
+         TX rings and frames in flight, {per_pod} per pod's fill ring; every worker has the same)"
+    )]
+    TooManyPods {
+        /// Pods a worker has frames for.
+        capacity: usize,
+        /// Pods that would be attached (at start: configured).
+        attached: usize,
+        /// UMEM frames per worker.
+        frames: u32,
+        /// Frames the uplinks' fill rings take.
+        uplink: u32,
+        /// Frames kept for bursts and TX.
+        reserve: u32,
+        /// A pod's fill target.
+        per_pod: u32,
+    },
+    /// A port's MTU does not fit in a frame.
+    #[error(
+        "port `{port}`: mtu {mtu} needs {needed}-byte frames; a {frame_size}-byte UMEM frame \
+         holds {room} bytes after its {headroom}-byte headroom (mtu at most {max_mtu})"
+    )]
+    MtuTooLarge {
+        /// The port.
+        port: String,
+        /// Its MTU.
+        mtu: u16,
+        /// MTU plus L2 header.
+        needed: u32,
+        /// Bytes a frame holds.
+        room: u32,
+        /// UMEM frame size.
+        frame_size: u32,
+        /// Headroom.
+        headroom: u32,
+        /// The largest MTU that fits.
+        max_mtu: u32,
+    },
+}
+
+/// Checks that every worker, with UMEMs of `umem`, has frames for `cfg`:
+/// each port's MTU fits a frame after its headroom, and the pods attached
+/// fit beside the uplinks' fill rings and the in-flight reserve.
+pub fn check_frames<'a>(
+    ports: impl IntoIterator<Item = &'a PortConfig> + Clone,
+    umem: &UmemConfig,
+) -> Result<(), FrameBudgetError> {
+    let room = afxdp::max_frame_len(umem);
+    for p in ports.clone().into_iter().filter(|p| !p.removed) {
+        let needed = u32::from(p.mtu) + L2_HEADER;
+        if needed > room {
+            return Err(FrameBudgetError::MtuTooLarge {
+                port: p.name.clone(),
+                mtu: p.mtu,
+                needed,
+                room,
+                frame_size: umem.frame_size,
+                headroom: FRAME_HEADROOM,
+                max_mtu: room - L2_HEADER,
+            });
+        }
+    }
+    let live = |k: PortKind| {
+        ports
+            .clone()
+            .into_iter()
+            .filter(|p| !p.removed && p.kind == k)
+            .count()
+    };
+    let (pods, uplinks) = (live(PortKind::Pod), live(PortKind::Uplink));
+    let capacity = afxdp::pod_capacity(umem, uplinks, RESERVE_FRAMES);
+    if pods > capacity {
+        return Err(FrameBudgetError::TooManyPods {
+            capacity,
+            attached: pods,
+            frames: umem.frames,
+            uplink: afxdp::XskConfig::default().fill_target * uplinks as u32,
+            reserve: RESERVE_FRAMES,
+            per_pod: afxdp::XskConfig::pod().fill_target,
+        });
+    }
+    Ok(())
 }
 
 /// One worker's answer to a flow request: (worker, request, (key, adjacency)).
@@ -32,7 +153,7 @@ pub(crate) type FlowDump = (usize, u32, Vec<(crate::fib::flow_cache::FlowKey, u3
 pub const FLOW_DUMP_LIMIT: usize = 4096;
 
 impl PortRegistry {
-    pub(crate) fn new(workers: usize) -> Self {
+    pub(crate) fn new(workers: usize, umem: UmemConfig) -> Self {
         PortRegistry {
             maps: Default::default(),
             acks: (0..workers)
@@ -42,7 +163,32 @@ impl PortRegistry {
             flow_request: Default::default(),
             flow_dumps: Default::default(),
             port_stats: (0..workers).map(|_| Default::default()).collect(),
+            frames: (0..workers).map(|_| Default::default()).collect(),
+            umem,
         }
+    }
+
+    /// Each worker's frame accounting (index: worker), as its last
+    /// housekeeping round published it.
+    pub fn frames(&self) -> Vec<WorkerFrames> {
+        self.frames
+            .iter()
+            .map(|f| f.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .collect()
+    }
+
+    /// Whether every worker has frames for `cfg` (see [`check_frames`]);
+    /// the control side asks before it adds ports.
+    pub fn check_frames<'a>(
+        &self,
+        ports: impl IntoIterator<Item = &'a PortConfig> + Clone,
+    ) -> Result<(), FrameBudgetError> {
+        check_frames(ports, &self.umem)
+    }
+
+    /// The workers' UMEM geometry.
+    pub fn umem(&self) -> UmemConfig {
+        self.umem
     }
 
     /// Asks every worker for its live flows (current tables generation) and
@@ -92,6 +238,8 @@ impl PortRegistry {
                     e.rx_ring_full += x.rx_ring_full;
                     e.rx_fill_ring_empty_descs += x.rx_fill_ring_empty_descs;
                     e.tx_ring_empty_descs += x.tx_ring_empty_descs;
+                    e.bad_descs += x.bad_descs;
+                    e.frames_held += x.frames_held;
                 }
             }
         }
@@ -137,5 +285,106 @@ impl PortRegistry {
         Ok(std::mem::take(
             &mut *self.failures.lock().unwrap_or_else(|p| p.into_inner()),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NodeConfig;
+    use crate::craft;
+
+    fn node() -> NodeConfig {
+        NodeConfig::from_toml_str(craft::REFERENCE_NODE).unwrap()
+    }
+
+    fn with_pods(n: usize) -> NodeConfig {
+        let mut cfg = node();
+        let pod = cfg
+            .ports
+            .iter()
+            .find(|p| p.kind == PortKind::Pod)
+            .unwrap()
+            .clone();
+        cfg.ports.retain(|p| p.kind != PortKind::Pod);
+        for i in 0..n {
+            let mut p = pod.clone();
+            p.name = format!("pod{i}");
+            cfg.ports.push(p);
+        }
+        cfg
+    }
+
+    /// The pods a worker holds follow from the UMEM: 16384 frames less the
+    /// uplink's 1024 and 2048 in flight, 128 per pod.
+    #[test]
+    fn a_worker_has_frames_for_a_known_number_of_pods_and_says_so() {
+        let umem = UmemConfig::default();
+        assert_eq!(afxdp::pod_capacity(&umem, 1, RESERVE_FRAMES), 104);
+        assert_eq!(check_frames(&with_pods(104).ports, &umem), Ok(()));
+        let err = check_frames(&with_pods(105).ports, &umem)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("worker 0 has frames for 104 pods; 105 would be attached"),
+            "{err}"
+        );
+        assert!(err.contains("16384 UMEM frames"), "{err}");
+        // Removed pods hold no frames.
+        let mut cfg = with_pods(105);
+        cfg.ports.last_mut().unwrap().removed = true;
+        assert_eq!(check_frames(&cfg.ports, &umem), Ok(()));
+    }
+
+    /// An MTU a frame cannot hold after its headroom is refused, naming
+    /// the port and the numbers.
+    #[test]
+    fn an_mtu_too_large_for_a_frame_is_refused_by_port() {
+        let umem = UmemConfig::default();
+        let mut cfg = node();
+        let name = cfg.ports[0].name.clone();
+        cfg.ports[0].mtu = 3826;
+        assert_eq!(check_frames(&cfg.ports, &umem), Ok(()));
+        cfg.ports[0].mtu = 9000;
+        let err = check_frames(&cfg.ports, &umem).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "port `{name}`: mtu 9000 needs 9014-byte frames; a 4096-byte UMEM frame \
+                 holds 3840 bytes after its 256-byte headroom (mtu at most 3826)"
+            )
+        );
+    }
+
+    /// `ports.add` asks before it attaches anything: a worker with frames
+    /// for the 2 pods it has refuses a third, saying why.
+    #[test]
+    fn ports_add_is_refused_when_a_worker_has_no_frames_for_the_pod() {
+        let cfg = node();
+        let handle = std::sync::Arc::new(crate::tables::TablesHandle::new(
+            crate::tables::Tables::from_config(&cfg).unwrap(),
+        ));
+        let umem = UmemConfig {
+            frames: 1024 + RESERVE_FRAMES + 2 * 128,
+            ..UmemConfig::default()
+        };
+        let registry = std::sync::Arc::new(PortRegistry::new(1, umem));
+        let mut c = crate::api::Control::new(
+            cfg,
+            handle.clone(),
+            vec![std::sync::Arc::new(crate::counters::WorkerCounters::new())],
+        );
+        c.manage_ports(Vec::new(), registry);
+        let g = handle.load().generation;
+        let req: crate::api::Request = serde_json::from_str(
+            r#"{"version":1,"op":"ports.add","args":{"ports":[{"name":"nosuch9","kind":"pod","mac":"02:00:00:00:01:09","ip":"10.5.1.9"}]}}"#,
+        )
+        .unwrap();
+        let err = c.handle(&req).unwrap_err().to_string();
+        assert!(
+            err.contains("worker 0 has frames for 2 pods; 3 would be attached"),
+            "{err}"
+        );
+        assert_eq!(handle.load().generation, g, "nothing published");
     }
 }

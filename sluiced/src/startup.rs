@@ -76,6 +76,9 @@ pub enum DaemonError {
         /// Why.
         source: std::io::Error,
     },
+    /// The workers' frames do not fit the configuration.
+    #[error(transparent)]
+    Frames(#[from] crate::registry::FrameBudgetError),
     /// A worker could not start.
     #[error("worker {worker}: {message}")]
     Worker {
@@ -128,6 +131,7 @@ pub struct Daemon {
     /// NUMA placement of the workers against the uplink, when known.
     pub numa: Option<String>,
     control: Arc<std::sync::Mutex<api::Control>>,
+    registry: Arc<PortRegistry>,
     _locks: Vec<PortLock>,
 }
 
@@ -144,6 +148,9 @@ impl Daemon {
         stop: Arc<AtomicBool>,
     ) -> Result<Daemon, DaemonError> {
         let tables = Tables::from_config(cfg)?;
+        // Every worker must have frames for the ports: MTUs that fit a
+        // frame, and fill rings for every pod.
+        crate::registry::check_frames(&cfg.ports, &UmemConfig::default())?;
         let metrics_listener =
             metrics::bind(cfg.daemon.metrics_address).map_err(|source| DaemonError::Metrics {
                 addr: cfg.daemon.metrics_address,
@@ -196,7 +203,8 @@ impl Daemon {
                 }
             })?;
         }
-        let registry = Arc::new(PortRegistry::new(n_workers));
+        let umem = UmemConfig::default();
+        let registry = Arc::new(PortRegistry::new(n_workers, umem));
         let mut programs = Vec::new();
         let mut plans = Vec::new();
         let uplink_ip = cfg
@@ -275,9 +283,7 @@ impl Daemon {
                         stop: wstop,
                         ready: ready_tx,
                     };
-                    worker::run(setup, move || {
-                        AfXdpBackend::new(UmemConfig::default(), maps)
-                    })
+                    worker::run(setup, move || AfXdpBackend::new(umem, maps))
                 });
             let join = match spawned {
                 Ok(j) => j,
@@ -401,8 +407,15 @@ impl Daemon {
             hugepages,
             numa,
             control,
+            registry,
             _locks: locks,
         })
+    }
+
+    /// What the control side shares with the workers (frame accounting,
+    /// port counters).
+    pub fn registry(&self) -> &Arc<PortRegistry> {
+        &self.registry
     }
 
     /// The published tables.

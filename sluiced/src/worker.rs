@@ -8,19 +8,31 @@
 //! generation moved, and polls each port once.
 //!
 //! Housekeeping (flow dumps asked for by the API, the kernel's per-port
-//! counters) runs every [`HOUSEKEEPING_TURNS`] turns and before the worker
-//! sleeps, as OVS's PMD loop does, never per packet. In `adaptive` mode a
-//! worker sleeps on its ports after [`ADAPTIVE_SPIN`] empty turns, in
+//! counters, the frame accounting: free frames in the pool, frames each
+//! port holds) runs every [`HOUSEKEEPING_TURNS`] turns and before the
+//! worker sleeps, as OVS's PMD loop does, never per packet. In `adaptive`
+//! mode a worker sleeps on its ports after [`ADAPTIVE_SPIN`] empty turns, in
 //! `interrupt` mode as soon as they are empty, and never in `poll` mode.
+//!
+//! Every empty turn services the ports ([`Backend::service`]): completed
+//! frames go back to the pool, and the kernel is woken again while frames
+//! wait on a TX ring (copy mode sends 32 per wakeup); a worker never
+//! sleeps while sending is under way, so the tail of a burst goes out
+//! without new traffic. It sleeps on every port it owns, however many.
+//!
+//! A port that goes (removed at runtime, or at shutdown) is closed with
+//! [`Backend::close`], which returns every frame it held to the pool.
 
 use crate::config::{PortKind, RxMode};
 use crate::counters::WorkerCounters;
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::port::poll_port;
+use crate::registry::WorkerFrames;
 use crate::registry::{PortRegistry, FLOW_DUMP_LIMIT};
 use crate::startup::{DaemonError, PortReport};
 use crate::tables::{PortId, PortRole, Tables, TablesHandle};
 use sluice_dataplane::buffer::Burst;
+use sluice_ports::afxdp::WaitSet;
 use sluice_ports::{Backend, BackendError, PortSpec};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -90,7 +102,11 @@ fn reconcile<B: Backend>(
     for (i, entry) in tables.ports.iter().enumerate() {
         let slot = &mut ports[i];
         match (slot.is_some(), entry.removed) {
-            (true, true) => *slot = None,
+            (true, true) => {
+                if let Some(p) = slot.take() {
+                    backend.close(pool, p);
+                }
+            }
             (false, false) if matches!(entry.role, PortRole::Pod { .. }) => {
                 if registry.map_of(&entry.name).is_none() {
                     continue;
@@ -114,12 +130,14 @@ fn reconcile<B: Backend>(
     }
 }
 
-/// Answers a pending flow request and publishes the kernel's port counters.
+/// Answers a pending flow request and publishes the kernel's port
+/// counters and the frame accounting.
 fn housekeeping<B: Backend>(
     w: usize,
     tables: &Tables,
     pipeline: &Pipeline<<B::Pool as sluice_dataplane::buffer::BufPool>::Buf>,
     ports: &[Option<B::Port>],
+    pool: &B::Pool,
     registry: &PortRegistry,
     flows_answered: &mut u32,
 ) {
@@ -147,6 +165,20 @@ fn housekeeping<B: Backend>(
                 .iter()
                 .enumerate()
                 .filter_map(|(i, p)| p.as_ref().map(|p| (i as PortId, B::stats(p)))),
+        );
+    }
+    if let Ok(mut frames) = registry.frames[w].try_lock() {
+        let WorkerFrames {
+            pool: pf,
+            ports: held,
+        } = &mut *frames;
+        *pf = B::pool_frames(pool);
+        held.clear();
+        held.extend(
+            ports
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.as_ref().map(|p| (i as PortId, B::frames_held(p)))),
         );
     }
 }
@@ -225,7 +257,7 @@ pub(crate) fn run<B: Backend>(
     let fds_of = |ports: &[Option<B::Port>]| -> Vec<i32> {
         ports.iter().flatten().filter_map(B::wait_fd).collect()
     };
-    let mut fds = fds_of(&ports);
+    let mut waitset = WaitSet::new(&fds_of(&ports));
     let sleepy = modes.iter().all(|m| *m != RxMode::Poll);
     let eager = modes.iter().all(|m| *m == RxMode::Interrupt);
     let mut pipeline = Pipeline::new(PipelineConfig::default(), counters);
@@ -239,13 +271,21 @@ pub(crate) fn run<B: Backend>(
         let tables = cache.load();
         if tables.generation != generation {
             reconcile(w, tables, &mut ports, &mut backend, &mut pool, &registry);
-            fds = fds_of(&ports);
+            waitset = WaitSet::new(&fds_of(&ports));
             generation = tables.generation;
             registry.acks[w].store(generation, Ordering::Release);
         }
         turn = turn.wrapping_add(1);
         if turn.is_multiple_of(HOUSEKEEPING_TURNS) {
-            housekeeping::<B>(w, tables, &pipeline, &ports, &registry, &mut flows_answered);
+            housekeeping::<B>(
+                w,
+                tables,
+                &pipeline,
+                &ports,
+                &pool,
+                &registry,
+                &mut flows_answered,
+            );
         }
         let now = epoch.elapsed().as_nanos() as u64;
         let mut got = 0;
@@ -273,12 +313,30 @@ pub(crate) fn run<B: Backend>(
             continue;
         }
         idle = idle.saturating_add(1);
-        if sleepy && (eager || idle > ADAPTIVE_SPIN) {
-            housekeeping::<B>(w, tables, &pipeline, &ports, &registry, &mut flows_answered);
-            B::wait(&fds, IDLE_WAIT_MS);
+        // Nothing arrived: return completed frames, and wake the kernel
+        // again where frames still wait to be sent.
+        let mut sending = false;
+        for p in ports.iter_mut().flatten() {
+            sending |= B::service(&mut pool, p);
+        }
+        if sleepy && !sending && (eager || idle > ADAPTIVE_SPIN) {
+            housekeeping::<B>(
+                w,
+                tables,
+                &pipeline,
+                &ports,
+                &pool,
+                &registry,
+                &mut flows_answered,
+            );
+            B::wait(&mut waitset, IDLE_WAIT_MS);
         } else {
             std::hint::spin_loop();
         }
     }
-    drop(ports);
+    // Close every port, its frames back to the pool, before the pool and
+    // the backend go.
+    for p in ports.drain(..).flatten() {
+        backend.close(&mut pool, p);
+    }
 }

@@ -180,7 +180,7 @@ impl Lab {
                 "netns",
                 "exec",
                 &self.node,
-                env!("CARGO_BIN_EXE_sluiced"),
+                sluiced().to_str().unwrap(),
                 "--config",
             ])
             .arg(config)
@@ -774,14 +774,18 @@ fn mac_of(ns: &str, dev: &str) -> String {
         .to_string()
 }
 
-/// An uplink to a peer namespace whose kernel runs VXLAN as flannel
-/// configures it. The kernel keeps the node's address (the peer pings it
-/// through the XDP filter); VXLAN from the peer is dropped as an unknown
-/// tunnel source until sluicectl adds the route and neighbour, then pods
-/// and the peer's kernel VXLAN talk both ways.
-#[test]
-fn uplink_keeps_the_kernel_reachable_and_speaks_vxlan_with_a_kernel_peer() {
-    let mut lab = Lab::new("h");
+/// The far end of an uplink: a peer namespace whose kernel runs VXLAN as
+/// flannel configures it.
+struct UplinkPeer {
+    peer: String,
+    up0_mac: String,
+    up1_mac: String,
+    peer_vtep: String,
+}
+
+/// Makes the uplink `up0` (node side, 192.168.50.1) and its peer namespace
+/// (192.168.50.2, flannel.1 with VNI 1 on port 8472, subnet 10.5.9.0/24).
+fn uplink_peer(lab: &mut Lab) -> UplinkPeer {
     let peer = format!("{}-peer", lab.prefix);
     sh(&["ip", "netns", "add", &peer]);
     lab.pods.push(peer.clone()); // removed with the lab
@@ -901,6 +905,28 @@ fn uplink_keeps_the_kernel_reachable_and_speaks_vxlan_with_a_kernel_peer() {
         "onlink",
     ]);
 
+    UplinkPeer {
+        peer,
+        up0_mac,
+        up1_mac,
+        peer_vtep,
+    }
+}
+
+/// An uplink to a peer namespace whose kernel runs VXLAN as flannel
+/// configures it. The kernel keeps the node's address (the peer pings it
+/// through the XDP filter); VXLAN from the peer is dropped as an unknown
+/// tunnel source until sluicectl adds the route and neighbour, then pods
+/// and the peer's kernel VXLAN talk both ways.
+#[test]
+fn uplink_keeps_the_kernel_reachable_and_speaks_vxlan_with_a_kernel_peer() {
+    let mut lab = Lab::new("h");
+    let UplinkPeer {
+        peer,
+        up0_mac,
+        up1_mac,
+        peer_vtep,
+    } = uplink_peer(&mut lab);
     let cfg = lab.config(None);
     let text = std::fs::read_to_string(&cfg).unwrap() + &format!("\n[[port]]\nname = \"up0\"\nkind = \"uplink\"\nmac = \"{up0_mac}\"\naddress = \"192.168.50.1/24\"\n");
     std::fs::write(&cfg, text).unwrap();
@@ -1097,6 +1123,447 @@ fn pod_ports_are_attached_and_detached_at_runtime() {
         .status
         .success());
     assert!(ping(&lab, 1, "10.5.1.4"));
+}
+
+/// The `sluiced` binary of this build, or `$SLUICED` (e.g. an older build,
+/// to show what a test catches).
+fn sluiced() -> PathBuf {
+    std::env::var_os("SLUICED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sluiced")))
+}
+
+/// Starts sluiced on `config` and waits until its API answers (every
+/// worker has opened its ports by then).
+fn start_on(lab: &mut Lab, config: &PathBuf) {
+    lab.daemon = Some(lab.spawn(config));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !lab.ctl(&["ports"]).status.success() {
+        if let Some(st) = lab.daemon.as_mut().unwrap().try_wait().unwrap() {
+            let mut err = String::new();
+            if let Some(mut e) = lab.daemon.as_mut().unwrap().stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("sluiced exited during start-up: {st}: {err}");
+        }
+        assert!(Instant::now() < deadline, "sluiced did not start in time");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `n` idle pod ports: veth pairs (`sx<i>` for the switch, `sy<i>` left in
+/// the node namespace, nobody sending), as `[[port]]` TOML.
+fn idle_pods(lab: &Lab, n: usize) -> String {
+    let mut batch = String::new();
+    let mut toml = String::new();
+    for i in 0..n {
+        batch += &format!(
+            "link add sx{i} type veth peer name sy{i}\nlink set sx{i} up\nlink set sy{i} up\n"
+        );
+        toml += &format!(
+            "\n[[port]]\nname = \"sx{i}\"\nkind = \"pod\"\nmac = \"02:00:00:00:02:{i:02x}\"\nip = \"10.5.1.{}\"\n",
+            100 + i
+        );
+    }
+    let path = lab.dir.path().join("idle.batch");
+    std::fs::write(&path, batch).unwrap();
+    sh(&["ip", "-n", &lab.node, "-batch", path.to_str().unwrap()]);
+    toml
+}
+
+/// A pod namespace `<prefix>-<tag>` with `eth0` at `ip`/`mac`, its veth
+/// `veth` in the node namespace.
+fn add_pod(lab: &mut Lab, tag: &str, veth: &str, ip: &str, mac: &str) -> String {
+    let pod = format!("{}-{tag}", lab.prefix);
+    if !lab.pods.contains(&pod) {
+        sh(&["ip", "netns", "add", &pod]);
+        lab.pods.push(pod.clone());
+        sh(&["ip", "-n", &pod, "link", "set", "lo", "up"]);
+    }
+    sh(&[
+        "ip", "-n", &lab.node, "link", "add", veth, "type", "veth", "peer", "name", "eth0",
+        "netns", &pod,
+    ]);
+    sh(&["ip", "-n", &pod, "link", "set", "eth0", "address", mac]);
+    sh(&[
+        "ip",
+        "-n",
+        &pod,
+        "addr",
+        "add",
+        &format!("{ip}/24"),
+        "dev",
+        "eth0",
+    ]);
+    sh(&["ip", "-n", &pod, "link", "set", "eth0", "up"]);
+    sh(&[
+        "ip", "-n", &pod, "route", "add", "default", "via", "10.5.1.1",
+    ]);
+    ns_sh(
+        &pod,
+        &[
+            "ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off",
+        ],
+    );
+    sh(&["ip", "-n", &lab.node, "link", "set", veth, "up"]);
+    pod
+}
+
+/// The average round trip of `count` pings from `ns` to `to`, in ms.
+fn avg_rtt_ms(ns: &str, to: &str, count: u32) -> f64 {
+    let out = ns_sh(
+        ns,
+        &["ping", "-c", &count.to_string(), "-i", "0.2", "-W", "2", to],
+    );
+    out.lines()
+        .find_map(|l| l.strip_prefix("rtt min/avg/max/mdev = "))
+        .and_then(|v| v.split('/').nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no rtt in:\n{out}"))
+}
+
+/// Finding: fill rings took the whole UMEM (each grew to its 2048 slots),
+/// so about 8 idle pods starved the uplink. 10 pods on one worker, idle,
+/// and the uplink keeps forwarding a flood from a VXLAN peer.
+#[test]
+fn ten_pods_on_a_worker_and_the_uplink_keeps_forwarding() {
+    let mut lab = Lab::new("j");
+    let UplinkPeer {
+        peer,
+        up0_mac,
+        up1_mac,
+        peer_vtep,
+    } = uplink_peer(&mut lab);
+    let idle = idle_pods(&lab, 8);
+    let cfg = lab.config(None);
+    let text = std::fs::read_to_string(&cfg).unwrap() + &idle + &format!("\n[[port]]\nname = \"up0\"\nkind = \"uplink\"\nmac = \"{up0_mac}\"\naddress = \"192.168.50.1/24\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    start_on(&mut lab, &cfg);
+    let out = lab.ctl(&[
+        "route",
+        "add",
+        "10.5.9.0/24",
+        "vxlan",
+        "192.168.50.2",
+        &peer_vtep,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = lab.ctl(&["--json", "neighbours"]);
+        let v: serde_json::Value = serde_json::from_slice(&n.stdout).unwrap();
+        if v["neighbours"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["ip"] == "192.168.50.2" && e["mac"] == up1_mac.as_str())
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the peer's MAC was not learned");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Idle long enough for every fill ring to reach whatever it grows to.
+    std::thread::sleep(Duration::from_millis(500));
+    // One way, uplink to pod: the frames come back to the pool through the
+    // pod port's completions, where the pods' fill rings pick them up first.
+    let receiver = Command::new("ip")
+        .args(["netns", "exec", &lab.pods[0], "python3", "-c",
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.SOL_SOCKET,33,1<<24)\ns.bind(('0.0.0.0',7001))\ns.settimeout(15)\nn=0\ntry:\n  while True:\n    s.recv(2048); n+=1; s.settimeout(2)\nexcept socket.timeout: pass\nprint(n)\n"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    ns_sh(
+        &peer,
+        &["python3", "-c",
+          "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor i in range(10000):\n  s.sendto(b'x'*64,('10.5.1.2',7001))\n  if i % 20 == 19: time.sleep(0.001)\n"],
+    );
+    let out = receiver.wait_with_output().unwrap();
+    let received: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(
+        received >= 9900,
+        "the uplink forwards 10000 datagrams to a pod with 10 pods on the worker: {received} arrived"
+    );
+    assert!(
+        Command::new("ip")
+            .args(["netns", "exec", &peer, "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.5.1.3"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success(),
+        "and still forwards after it"
+    );
+}
+
+/// Finding: workers woke only for the first 64 sockets they own. 70 pods
+/// (and the host port) on one worker; the last pod's replies wake it at
+/// once instead of after its 20 ms sleep.
+#[test]
+fn seventy_pods_on_a_worker_all_wake_it() {
+    let mut lab = Lab::new("k");
+    // No IPv6 chatter (router solicitations, MLD) from 70 interfaces: it
+    // would keep the worker spinning, awake, and hide how it sleeps.
+    let quiet = |ns: &str| {
+        ns_sh(
+            ns,
+            &[
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ],
+        );
+    };
+    for ns in lab.pods.iter().chain(std::iter::once(&lab.node)) {
+        quiet(ns);
+    }
+    let idle = idle_pods(&lab, 67);
+    let far = add_pod(&mut lab, "pz", "svz", "10.5.1.250", "02:00:00:00:01:fa");
+    quiet(&far);
+    let cfg = lab.config(None);
+    let text = std::fs::read_to_string(&cfg).unwrap()
+        + &idle
+        + "\n[[port]]\nname = \"svz\"\nkind = \"pod\"\nmac = \"02:00:00:00:01:fa\"\nip = \"10.5.1.250\"\n";
+    std::fs::write(&cfg, text).unwrap();
+    start_on(&mut lab, &cfg);
+    assert!(ping(&lab, 0, "10.5.1.250"), "the 70th pod is reachable");
+    // The far pod starts each exchange, so its request finds the worker
+    // asleep.
+    let avg = avg_rtt_ms(&far, "10.5.1.2", 10);
+    assert!(
+        avg < 5.0,
+        "idle round trip from the 70th pod: {avg} ms (a worker that sleeps through its wakeups takes ~10)"
+    );
+}
+
+/// Finding: copy-mode TX sends at most 32 descriptors per wakeup and the
+/// worker woke the kernel again only for new traffic. One 256-packet burst
+/// (queued in the host TAP while sluiced is stopped, read in one 256-burst),
+/// nothing after it: all 256 arrive. (In the adaptive and interrupt modes
+/// the worker's own poll(2) sends 32 more per sleep, 20 ms apart, so the
+/// tail came late rather than never; in poll mode it never came.)
+#[test]
+fn a_256_packet_burst_all_arrives_without_follow_up_traffic() {
+    let mut lab = Lab::new("l");
+    let cfg = lab.config(None);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[daemon]\n", "[daemon]\nburst = 256\n")
+        // A polling worker never calls poll(2), which also drives copy-mode
+        // TX: only the switch's own wakeups send.
+        .replace("rx_mode = \"adaptive\"", "rx_mode = \"poll\"");
+    std::fs::write(&cfg, text).unwrap();
+    start_on(&mut lab, &cfg);
+    let ok = Command::new("ip")
+        .args([
+            "netns", "exec", &lab.node, "ping", "-c", "2", "-i", "0.2", "-W", "2", "10.5.1.3",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(
+        ok.success(),
+        "the node reaches pod b (its neighbour entry is resolved)"
+    );
+    let receiver = Command::new("ip")
+        .args(["netns", "exec", &lab.pods[1], "python3", "-c",
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.SOL_SOCKET,33,1<<22)\ns.bind(('0.0.0.0',7000))\ns.settimeout(15)\nn=0\ntry:\n  while True:\n    s.recv(2048); n+=1; s.settimeout(2)\nexcept socket.timeout: pass\nprint(n)\n"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = lab.daemon.as_ref().unwrap().id().to_string();
+    sh(&["kill", "-STOP", &pid]);
+    ns_sh(
+        &lab.node,
+        &["python3", "-c",
+          "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor i in range(256): s.sendto(b'x'*64,('10.5.1.3',7000))\n"],
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    sh(&["kill", "-CONT", &pid]);
+    let out = receiver.wait_with_output().unwrap();
+    let got: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert_eq!(got, 256, "every packet of the burst arrived");
+}
+
+/// A port MTU a UMEM frame cannot hold after its headroom is refused at
+/// start, naming the port and the numbers; nothing is attached.
+#[test]
+fn an_mtu_a_frame_cannot_hold_is_refused_at_start() {
+    let lab = Lab::new("n");
+    let cfg = lab.config(None);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("name = \"sva\"\n", "name = \"sva\"\nmtu = 9000\n");
+    std::fs::write(&cfg, text).unwrap();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &lab.node])
+        .arg(sluiced())
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.wait();
+            panic!("sluiced started with mtu 9000 on a 4096-byte frame");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    {
+        use std::io::Read;
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+    }
+    assert!(
+        err.contains("port `sva`: mtu 9000 needs 9014-byte frames") && err.contains("3840"),
+        "{err}"
+    );
+    assert!(!lab.xdp_status().contains("sluice_xdp"), "nothing attached");
+}
+
+/// Enters the network namespace `ns` on the calling thread (threads it
+/// spawns afterwards start there too).
+#[allow(unsafe_code)]
+fn enter_netns(ns: &str) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
+    // SAFETY: `setns` on a namespace file held open for the call; it moves
+    // only this thread into the namespace, no memory is passed.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+}
+
+/// Finding: removing a port leaked its frames (fill, RX, TX, completion
+/// rings and in flight), also when its veth vanished first. The daemon in
+/// this process (to read its frame accounting): 20 cycles of adding and
+/// removing a pod while traffic flows to it, every other one with the veth
+/// deleted before the port; the pool's free frames come back to their
+/// start value.
+#[test]
+fn twenty_add_remove_cycles_return_every_frame_to_the_pool() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let mut lab = Lab::new("m");
+    let cfg_path = lab.config(None);
+    let pod = add_pod(&mut lab, "p2", "svc", "10.5.1.4", "02:00:00:00:01:04");
+    let cfg = sluice_dataplane::config::NodeConfig::from_toml_str(
+        &std::fs::read_to_string(&cfg_path).unwrap(),
+    )
+    .unwrap();
+    let node = lab.node.clone();
+    let socket = lab.socket();
+    let pods = lab.pods.clone();
+    let lab_ref = &mut lab;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                enter_netns(&node);
+                let stop = Arc::new(AtomicBool::new(false));
+                let daemon = sluiced::Daemon::start_with_file(&cfg, Some(cfg_path.clone()), stop)
+                    .expect("sluiced starts");
+                let reg = daemon.registry().clone();
+                let settled = || {
+                    // Housekeeping publishes before every sleep (20 ms).
+                    std::thread::sleep(Duration::from_millis(300));
+                    reg.frames()[0].clone()
+                };
+                let start = settled();
+                assert!(start.pool.total > 0 && start.pool.free > 0, "{start:?}");
+                let ctl = |args: &[&str]| {
+                    let out = Command::new(sluicectl())
+                        .arg("--socket")
+                        .arg(&socket)
+                        .args(args)
+                        .output()
+                        .unwrap();
+                    assert!(
+                        out.status.success(),
+                        "sluicectl {args:?}: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                };
+                // Traffic throughout: pod a floods pod b and the cycled pod.
+                let mut flows: Vec<Child> = ["10.5.1.3", "10.5.1.4"]
+                    .iter()
+                    .map(|to| {
+                        Command::new("ip")
+                            .args([
+                                "netns", "exec", &pods[0], "ping", "-q", "-i", "0.002", "-w",
+                                "120", to,
+                            ])
+                            .stdout(Stdio::null())
+                            .stderr(Stdio::null())
+                            .spawn()
+                            .unwrap()
+                    })
+                    .collect();
+                let mut reached = 0;
+                for cycle in 0..20 {
+                    if cycle > 0 && cycle % 2 == 0 {
+                        // The veth went with the last cycle: make it again.
+                        add_pod(lab_ref, "p2", "svc", "10.5.1.4", "02:00:00:00:01:04");
+                    }
+                    ctl(&["port", "add", "svc", "10.5.1.4", "02:00:00:00:01:04"]);
+                    let ok = Command::new("ip")
+                        .args([
+                            "netns", "exec", &pod, "ping", "-c", "2", "-i", "0.05", "-W", "1",
+                            "10.5.1.2",
+                        ])
+                        .stdout(Stdio::null())
+                        .status()
+                        .unwrap()
+                        .success();
+                    reached += u32::from(ok);
+                    if cycle % 2 == 1 {
+                        // The veth vanishes before the port is removed.
+                        sh(&["ip", "-n", &node, "link", "del", "svc"]);
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    ctl(&["port", "del", "svc"]);
+                }
+                for f in &mut flows {
+                    let _ = Command::new("kill").arg(f.id().to_string()).status();
+                    let _ = f.wait();
+                }
+                assert!(reached >= 18, "traffic flowed in the cycles: {reached} of 20");
+                let mut end = settled();
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while end.pool.free != start.pool.free && Instant::now() < deadline {
+                    end = settled();
+                }
+                assert_eq!(
+                    end.pool.free, start.pool.free,
+                    "the pool's free frames after 20 add/remove cycles (start {start:?}, end {end:?})"
+                );
+                assert_eq!(end.pool.retired, 0);
+                drop(daemon);
+            })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    });
 }
 
 /// The `sluicectl` binary of this build (its own crate: `cargo build -p

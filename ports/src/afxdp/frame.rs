@@ -100,16 +100,51 @@ impl PacketBuf for XdpBuf {
     }
 }
 
-/// The free frames of one UMEM.
+/// The free frames of one UMEM, and which socket holds each frame the
+/// kernel has.
+///
+/// Every socket gets a token when it opens. A frame given to the kernel
+/// (onto a fill or TX ring) is marked with the socket's token until it
+/// comes back (on RX or the completion ring); closing a socket returns
+/// every frame still marked with its token (see [`XskPort::close`]). One
+/// store per frame on the hot path, no allocation: the table is sized once.
 #[derive(Debug)]
 pub struct UmemPool {
     pub(super) base: NonNull<u8>,
     pub(super) frame_size: u32,
     pub(super) free: Vec<u64>,
     pub(super) total: usize,
+    /// Per frame: the token of the socket that gave it to the kernel, or
+    /// [`NO_HOLDER`] while the switch has it (free list or a buffer).
+    pub(super) holder: Vec<u16>,
+    /// `log2(frame_size)`.
+    pub(super) shift: u32,
+    tokens: Vec<u16>,
+    next_token: u16,
+    retired: usize,
 }
 
+/// `holder` of a frame the switch has.
+pub(super) const NO_HOLDER: u16 = 0;
+
 impl UmemPool {
+    /// A pool over the `frames` frames of `frame_size` bytes at `base`, all free.
+    pub(super) fn new(base: NonNull<u8>, frame_size: u32, frames: u32) -> UmemPool {
+        debug_assert!(frame_size.is_power_of_two());
+        UmemPool {
+            base,
+            frame_size,
+            free: (0..frames)
+                .map(|i| u64::from(i) * u64::from(frame_size))
+                .collect(),
+            total: frames as usize,
+            holder: vec![NO_HOLDER; frames as usize],
+            shift: frame_size.trailing_zeros(),
+            tokens: Vec::new(),
+            next_token: NO_HOLDER + 1,
+            retired: 0,
+        }
+    }
     /// Frames in the pool.
     pub fn available(&self) -> usize {
         self.free.len()
@@ -118,11 +153,60 @@ impl UmemPool {
     pub fn total(&self) -> usize {
         self.total
     }
+    /// Frames given up for good: held by a socket whose kernel side
+    /// libxdp keeps open after it is deleted (see [`XskPort::close`]).
+    pub fn retired(&self) -> usize {
+        self.retired
+    }
+    /// Bytes a frame holds.
+    pub fn frame_size(&self) -> u32 {
+        self.frame_size
+    }
+    /// The index of the frame `addr` falls in, if it is inside the UMEM.
+    #[inline]
+    pub(super) fn frame_index(&self, addr: u64) -> Option<usize> {
+        let i = (addr >> self.shift) as usize;
+        (i < self.total).then_some(i)
+    }
+    /// A token for a new socket.
+    pub(super) fn token(&mut self) -> u16 {
+        if let Some(t) = self.tokens.pop() {
+            return t;
+        }
+        let t = self.next_token;
+        self.next_token = self
+            .next_token
+            .checked_add(1)
+            .expect("fewer than 65535 sockets per worker");
+        t
+    }
+    /// Returns every frame `token` holds to the free list and the token
+    /// for reuse; how many frames came back.
+    pub(super) fn reclaim(&mut self, token: u16) -> usize {
+        let mut n = 0;
+        for (i, h) in self.holder.iter_mut().enumerate() {
+            if *h == token {
+                *h = NO_HOLDER;
+                self.free.push(i as u64 * u64::from(self.frame_size));
+                n += 1;
+            }
+        }
+        self.tokens.push(token);
+        n
+    }
+    /// Gives up every frame `token` holds (the kernel may still use them);
+    /// they stay marked so no other socket's descriptors can claim them.
+    pub(super) fn retire(&mut self, token: u16) -> usize {
+        let n = self.holder.iter().filter(|h| **h == token).count();
+        self.retired += n;
+        n
+    }
     #[inline]
     pub(super) fn buf(&self, addr: u64, start: u32, end: u32) -> XdpBuf {
         let base = addr & !u64::from(self.frame_size - 1);
         // SAFETY: `base` is a frame offset below the area's length (frames
-        // come from this UMEM), so the pointer stays inside the mapping.
+        // come from this UMEM, RX descriptors are checked against it before
+        // they get here), so the pointer stays inside the mapping.
         let frame = unsafe { NonNull::new_unchecked(self.base.as_ptr().add(base as usize)) };
         XdpBuf {
             frame,

@@ -131,6 +131,8 @@ impl Umem {
         }
         let raw =
             NonNull::new(raw).ok_or_else(|| errno_err("register the UMEM", "-", libc::ENOMEM))?;
+        // SAFETY: a valid UMEM handle.
+        socket::set_cloexec(unsafe { sys::xsk_umem__fd(raw.as_ptr()) });
         Ok(Umem {
             raw,
             _fill: fill,
@@ -147,14 +149,19 @@ impl Umem {
 
     /// A pool over all frames, none handed out yet.
     pub fn pool(&self) -> UmemPool {
-        UmemPool {
-            base: self.area.ptr,
-            frame_size: self.cfg.frame_size,
-            free: (0..self.cfg.frames)
-                .map(|i| u64::from(i) * u64::from(self.cfg.frame_size))
-                .collect(),
-            total: self.cfg.frames as usize,
-        }
+        UmemPool::new(self.area.ptr, self.cfg.frame_size, self.cfg.frames)
+    }
+
+    /// The UMEM's geometry.
+    pub fn config(&self) -> UmemConfig {
+        self.cfg
+    }
+
+    /// The descriptor libxdp made with the UMEM; the first socket bound on
+    /// it uses it and libxdp never closes it while the UMEM lives.
+    pub(super) fn fd(&self) -> i32 {
+        // SAFETY: a valid UMEM handle.
+        unsafe { sys::xsk_umem__fd(self.raw.as_ptr()) }
     }
 }
 

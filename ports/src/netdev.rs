@@ -33,6 +33,20 @@ fn rx_queues_under(root: &Path, ifname: &str, idx: u32) -> Result<Option<u32>, X
     Ok(Some(n as u32))
 }
 
+/// Refuses a pod device whose RX queues are not one per worker: fewer, and
+/// some worker has no queue to bind; more, and RSS bypasses the switch.
+pub fn check_pod_queues(ifname: &str, workers: usize) -> Result<(), String> {
+    match rx_queues(ifname) {
+        Ok(Some(q)) if (q as usize) < workers => Err(format!(
+            "`{ifname}` has {q} RX queue{} but sluiced runs {workers} workers, each serving its own queue: \
+             create it with `numrxqueues {workers} numtxqueues {workers}` (both ends of the veth)",
+            if q == 1 { "" } else { "s" },
+        )),
+        Ok(_) => check_queues(ifname, workers),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Refuses a device with more RX queues than there are workers: RSS would
 /// put flows on queues no worker has a socket on, and those packets would
 /// bypass the switch.

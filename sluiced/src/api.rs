@@ -310,13 +310,23 @@ impl Control {
         self.programs.clear();
     }
 
-    fn ports_add(&mut self, new_ports: Vec<crate::config::PortConfig>) -> Result<Value, ApiError> {
+    /// First half of `ports.add`, under the control lock: checks, attaches
+    /// the XDP programs and publishes tables with the new ports. The wait
+    /// for the workers' sockets happens without the lock
+    /// ([`PortChange::wait`]), then [`Control::ports_add_finish`] keeps the
+    /// ports or takes them back.
+    fn ports_add_begin(
+        &mut self,
+        new_ports: Vec<crate::config::PortConfig>,
+    ) -> Result<PortChange, ApiError> {
         let registry = self.registry.clone().ok_or_else(|| {
             ApiError::new(None, "ports cannot be added to this switch at runtime")
         })?;
         let fresh = self.cfg.check_pod_ports(&new_ports).map_err(edit_error)?;
         if fresh.is_empty() {
-            return Ok(json!({ "added": 0, "generation": self.tables.load().generation }));
+            return Ok(PortChange::done(
+                json!({ "added": 0, "generation": self.tables.load().generation }),
+            ));
         }
         // Every worker must have frames for the new pods (and their MTU).
         registry
@@ -327,6 +337,12 @@ impl Control {
                     .chain(fresh.iter().map(|&k| &new_ports[k])),
             )
             .map_err(|e| ApiError::new(Some("ports".into()), e.to_string()))?;
+        for &k in &fresh {
+            let name = &new_ports[k].name;
+            check_attachable(name, self.cfg.ports())
+                .and_then(|()| sluice_ports::netdev::check_pod_queues(name, registry.workers()))
+                .map_err(|m| ApiError::new(Some(format!("ports[{k}].name")), m))?;
+        }
         // Attach first; on any failure detach what was attached and stop.
         let mut attached = Vec::new();
         for &k in &fresh {
@@ -350,49 +366,87 @@ impl Control {
                 }
             }
         }
-        let added: Vec<String> = fresh.iter().map(|&k| new_ports[k].name.clone()).collect();
+        let names: Vec<String> = fresh.iter().map(|&k| new_ports[k].name.clone()).collect();
         let (_, g) = self.cfg.add_pod_ports(new_ports).map_err(|e| {
             for p in &attached {
                 registry.remove(p.ifname());
             }
             edit_error(e)
         })?;
-        let failures = registry
-            .wait_for(g, PORT_CHANGE_TIMEOUT)
-            .map_err(|e| ApiError::new(None, e))?;
-        if let Some((name, why)) = failures.first() {
-            // Roll back: the old tables, then the sockets some workers opened
-            // close at reconcile, then the programs go.
-            let g_old = self.cfg.undo_pod_ports(&added).map_err(edit_error)?;
-            let _ = registry.wait_for(g_old, PORT_CHANGE_TIMEOUT);
-            for p in &attached {
-                registry.remove(p.ifname());
-            }
-            return Err(ApiError::new(
-                Some("ports".into()),
-                format!("port `{name}`: {why}"),
-            ));
-        }
-        let n = attached.len();
-        self.programs.extend(attached);
-        Ok(json!({ "added": n, "generation": g }))
+        Ok(PortChange {
+            registry: Some(registry),
+            generation: g,
+            names,
+            attached,
+            result: None,
+        })
     }
 
-    fn ports_remove(&mut self, names: &[String]) -> Result<Value, ApiError> {
+    /// Second half of `ports.add`: keeps the ports if every worker opened
+    /// its sockets, else takes them back whole (tables, sockets, programs).
+    fn ports_add_finish(
+        &mut self,
+        change: PortChange,
+        outcome: Result<Vec<(String, String)>, String>,
+    ) -> Result<Value, ApiError> {
+        let PortChange {
+            registry,
+            generation,
+            names,
+            attached,
+            ..
+        } = change;
+        let Some(registry) = registry else {
+            return Ok(json!({ "added": 0, "generation": generation }));
+        };
+        let why = match outcome {
+            Ok(failures) => match failures.into_iter().find(|(n, _)| names.contains(n)) {
+                None => {
+                    let n = attached.len();
+                    self.programs.extend(attached);
+                    return Ok(json!({ "added": n, "generation": generation }));
+                }
+                Some((name, why)) => format!("port `{name}`: {why}"),
+            },
+            Err(timeout) => timeout,
+        };
+        // Roll back: the ports leave the tables (workers close whatever
+        // sockets they opened for them, whatever generation they are at),
+        // then the programs go.
+        let undone = self.cfg.undo_pod_ports(&names).map_err(edit_error);
+        if let Ok(g) = undone {
+            let _ = registry.wait_for(g, PORT_CHANGE_TIMEOUT);
+        }
+        for p in &attached {
+            registry.remove(p.ifname());
+        }
+        drop(attached);
+        Err(ApiError::new(Some("ports".into()), why))
+    }
+
+    /// First half of `ports.remove`, under the lock: the ports leave the
+    /// tables; their programs go once the workers closed the sockets.
+    fn ports_remove_begin(&mut self, names: &[String]) -> Result<PortChange, ApiError> {
         let registry = self.registry.clone().ok_or_else(|| {
             ApiError::new(None, "ports cannot be removed from this switch at runtime")
         })?;
         let (gone, g) = self.cfg.remove_pod_ports(names).map_err(edit_error)?;
         if gone.is_empty() {
-            return Ok(json!({ "removed": 0, "generation": self.tables.load().generation }));
+            return Ok(PortChange::done(
+                json!({ "removed": 0, "generation": self.tables.load().generation }),
+            ));
         }
-        let _ = registry.wait_for(g, PORT_CHANGE_TIMEOUT);
-        for name in &gone {
-            registry.remove(name);
-        }
-        self.programs
-            .retain(|p| !gone.iter().any(|n| n == p.ifname()));
-        Ok(json!({ "removed": gone.len(), "generation": g }))
+        let (attached, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.programs)
+            .into_iter()
+            .partition(|p| gone.iter().any(|n| n == p.ifname()));
+        self.programs = kept;
+        Ok(PortChange {
+            registry: Some(registry),
+            generation: g,
+            names: gone,
+            attached,
+            result: None,
+        })
     }
 
     /// Where `reload` reads the configuration from.
@@ -599,14 +653,36 @@ impl Control {
                 self.steer_uplink(&old)?;
                 Ok(json!({ "generation": g }))
             }
-            "flows" => self.flows(),
+            // These wait for the workers. Called here, they wait with the
+            // caller's lock held; the API server goes through `respond`,
+            // which waits without it.
+            "flows" => {
+                let registry = self
+                    .registry
+                    .clone()
+                    .ok_or_else(|| ApiError::new(None, "this switch has no workers to ask"))?;
+                let flows = registry
+                    .dump_flows(Duration::from_secs(2))
+                    .map_err(|e| ApiError::new(None, e))?;
+                Ok(self.describe_flows(&flows))
+            }
             "ports.add" => {
                 let a: PortsArgs = args(&req.args)?;
-                self.ports_add(a.ports)
+                let change = self.ports_add_begin(a.ports)?;
+                if let Some(r) = change.result {
+                    return Ok(r);
+                }
+                let outcome = change.wait();
+                self.ports_add_finish(change, outcome)
             }
             "ports.remove" => {
                 let a: NamesArgs = args(&req.args)?;
-                self.ports_remove(&a.names)
+                let change = self.ports_remove_begin(&a.names)?;
+                if let Some(r) = change.result {
+                    return Ok(r);
+                }
+                let _ = change.wait();
+                Ok(finish_removal(change))
             }
             "trace" => {
                 let a: TraceArgs = args(&req.args)?;
@@ -694,14 +770,8 @@ impl Control {
         }))
     }
 
-    fn flows(&self) -> Result<Value, ApiError> {
-        let registry = self
-            .registry
-            .clone()
-            .ok_or_else(|| ApiError::new(None, "this switch has no workers to ask"))?;
-        let flows = registry
-            .dump_flows(Duration::from_secs(2))
-            .map_err(|e| ApiError::new(None, e))?;
+    /// Names the ports and actions of a flow dump.
+    fn describe_flows(&self, flows: &[(usize, crate::fib::flow_cache::FlowKey, u32)]) -> Value {
         let tables = self.tables.load();
         let describe = |adj: u32| -> String {
             use crate::tables::Adjacency;
@@ -724,7 +794,7 @@ impl Control {
                 json!({ "worker": w, "in_port": port, "src": Ipv4Addr::from(k.src), "dst": Ipv4Addr::from(k.dst), "protocol": k.protocol, "src_port": k.src_port, "dst_port": k.dst_port, "action": describe(*adj) })
             })
             .collect();
-        Ok(json!({ "generation": tables.generation, "flows": v }))
+        json!({ "generation": tables.generation, "flows": v })
     }
 
     fn ports(&self) -> Value {
@@ -781,12 +851,7 @@ pub fn respond(control: &Mutex<Control>, line: &str) -> Response {
             let field = msg.split('`').nth(1).map(str::to_string);
             ApiError::new(field, format!("not a request: {msg}"))
         })
-        .and_then(|req| {
-            control
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .handle(&req)
-        });
+        .and_then(|req| dispatch(control, &req));
     match outcome {
         Ok(result) => Response {
             version: VERSION,
@@ -801,6 +866,115 @@ pub fn respond(control: &Mutex<Control>, line: &str) -> Response {
             error: Some(error),
         },
     }
+}
+
+/// A port change between its two halves: published, waiting for the
+/// workers to take it up. Holds the programs attached (or detached) by it.
+#[derive(Debug)]
+struct PortChange {
+    registry: Option<Arc<crate::PortRegistry>>,
+    generation: u32,
+    names: Vec<String>,
+    attached: Vec<sluice_ports::afxdp::XdpProgram>,
+    result: Option<Value>,
+}
+
+impl PortChange {
+    /// Nothing to wait for: the answer is `result`.
+    fn done(result: Value) -> Self {
+        PortChange {
+            registry: None,
+            generation: 0,
+            names: Vec::new(),
+            attached: Vec::new(),
+            result: Some(result),
+        }
+    }
+
+    /// Waits, without the control lock, until every worker has taken up
+    /// the change: the ports that failed to open, or why it timed out.
+    fn wait(&self) -> Result<Vec<(String, String)>, String> {
+        match &self.registry {
+            Some(r) => r.wait_for(self.generation, PORT_CHANGE_TIMEOUT),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+/// Refuses to put a redirect-everything program on an interface that is not
+/// a pod's: the uplink, the host port, or anything but a veth or TAP (a
+/// management NIC, a bridge).
+fn check_attachable(name: &str, ports: &[crate::config::PortConfig]) -> Result<(), String> {
+    if let Some(p) = ports.iter().find(|p| p.name == name && !p.removed) {
+        return Err(format!("`{name}` is this switch's {} port", p.kind));
+    }
+    match crate::host::link_kind(name)? {
+        Some(k) if k == "veth" || k == "tun" => Ok(()),
+        Some(k) => Err(format!(
+            "`{name}` is a {k} device, not a pod's veth or TAP: sluiced will not take over all its traffic"
+        )),
+        None => Err(format!(
+            "`{name}` is not a veth or TAP (a physical device): sluiced will not take over all its traffic"
+        )),
+    }
+}
+
+/// Runs one request. Port changes and flow dumps wait for the workers
+/// without holding the control lock, so no client (and no neighbour update)
+/// waits behind them; everything else runs under the lock.
+fn dispatch(control: &Mutex<Control>, req: &Request) -> Result<Value, ApiError> {
+    let lock = || control.lock().unwrap_or_else(|p| p.into_inner());
+    let change = match req.op.as_str() {
+        "ports.add" if req.version == VERSION => {
+            let a: PortsArgs = args(&req.args)?;
+            lock().ports_add_begin(a.ports)?
+        }
+        "ports.remove" if req.version == VERSION => {
+            let a: NamesArgs = args(&req.args)?;
+            lock().ports_remove_begin(&a.names)?
+        }
+        "flows" if req.version == VERSION => {
+            let registry = lock().registry.clone();
+            let registry =
+                registry.ok_or_else(|| ApiError::new(None, "this switch has no workers to ask"))?;
+            let flows = registry
+                .dump_flows(Duration::from_secs(2))
+                .map_err(|e| ApiError::new(None, e))?;
+            return Ok(lock().describe_flows(&flows));
+        }
+        _ => return lock().handle(req),
+    };
+    if let Some(result) = change.result {
+        return Ok(result);
+    }
+    let outcome = change.wait();
+    let mut c = lock();
+    if req.op == "ports.add" {
+        c.ports_add_finish(change, outcome)
+    } else {
+        drop(c);
+        Ok(finish_removal(change))
+    }
+}
+
+/// Second half of `ports.remove`: the sockets are closed (or the workers
+/// are stuck, and close them when they come back); the programs go either
+/// way. Needs no control state.
+fn finish_removal(change: PortChange) -> Value {
+    let PortChange {
+        registry,
+        generation,
+        names,
+        attached,
+        ..
+    } = change;
+    if let Some(r) = registry {
+        for name in &names {
+            r.remove(name);
+        }
+    }
+    drop(attached);
+    json!({ "removed": names.len(), "generation": generation })
 }
 
 #[cfg(test)]

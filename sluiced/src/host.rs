@@ -247,11 +247,53 @@ async fn configure_host_port_netlink(
     result
 }
 
+/// The kind of link `name` is, as the kernel's link info says (`veth`,
+/// `tun` for a TAP, `bridge`, …); `None` for a device without one (a
+/// physical NIC). Over rtnetlink on a short-lived runtime (control path).
+pub(crate) fn link_kind(name: &str) -> Result<Option<String>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime for netlink: {e}"))?;
+    rt.block_on(async {
+        use futures::TryStreamExt;
+        use netlink_packet_route::link::{LinkAttribute, LinkInfo};
+        let (connection, handle, _) =
+            rtnetlink::new_connection().map_err(|e| format!("netlink socket: {e}"))?;
+        let connection = tokio::spawn(connection);
+        let link = handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute()
+            .try_next()
+            .await;
+        connection.abort();
+        let link = link
+            .map_err(|e| format!("interface `{name}`: {e}"))?
+            .ok_or_else(|| format!("interface `{name}` does not exist"))?;
+        Ok(link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+                LinkInfo::Kind(k) => Some(k.to_string()),
+                _ => None,
+            }),
+            _ => None,
+        }))
+    })
+}
+
 /// `ENODEV`, the kernel's "no such device".
 const ENODEV: i32 = 19;
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_loopback_has_no_link_kind_and_a_missing_link_is_named() {
+        assert_eq!(super::link_kind("lo").unwrap(), None);
+        let e = super::link_kind("nosuch-sl0").unwrap_err();
+        assert!(e.contains("nosuch-sl0"), "{e}");
+    }
+
     #[test]
     fn cpulists_parse() {
         assert_eq!(

@@ -186,6 +186,11 @@ impl PortRegistry {
         check_frames(ports, &self.umem)
     }
 
+    /// How many workers there are (one queue each on every port).
+    pub fn workers(&self) -> usize {
+        self.acks.len()
+    }
+
     /// The workers' UMEM geometry.
     pub fn umem(&self) -> UmemConfig {
         self.umem

@@ -86,19 +86,38 @@ fn port_error(plan: &PortPlan, e: BackendError) -> DaemonError {
 }
 
 /// Brings a worker's ports in line with the tables: opens pod ports that
-/// appeared, closes those of removed ports. Ids never move, so slot `i` is
-/// always port `i`.
+/// appeared, closes those of removed ports. Slot `i` is port `i`, and
+/// `opened[i]` names the interface its socket was opened for: a slot past
+/// the tables' ports (ids taken back after a failed add) or whose id now
+/// names another interface is closed first, so a socket never outlives its
+/// port even when the worker skipped the generations in between.
 fn reconcile<B: Backend>(
     w: usize,
     tables: &Tables,
     ports: &mut Vec<Option<B::Port>>,
+    opened: &mut Vec<Option<String>>,
     backend: &mut B,
     pool: &mut B::Pool,
     registry: &PortRegistry,
 ) {
+    for i in 0..ports.len() {
+        let stale = tables
+            .ports
+            .get(i)
+            .is_none_or(|e| opened[i].as_deref() != Some(e.name.as_str()));
+        if stale {
+            if let Some(p) = ports[i].take() {
+                backend.close(pool, p);
+            }
+            opened[i] = None;
+        }
+    }
+    // Everything past the tables' ports was closed just above.
+    ports.truncate(tables.ports.len());
     while ports.len() < tables.ports.len() {
         ports.push(None);
     }
+    opened.resize(ports.len(), None);
     for (i, entry) in tables.ports.iter().enumerate() {
         let slot = &mut ports[i];
         match (slot.is_some(), entry.removed) {
@@ -106,6 +125,7 @@ fn reconcile<B: Backend>(
                 if let Some(p) = slot.take() {
                     backend.close(pool, p);
                 }
+                opened[i] = None;
             }
             (false, false) if matches!(entry.role, PortRole::Pod { .. }) => {
                 if registry.map_of(&entry.name).is_none() {
@@ -117,7 +137,10 @@ fn reconcile<B: Backend>(
                     queue: w as u32,
                 };
                 match backend.open(pool, &spec) {
-                    Ok(p) => *slot = Some(p),
+                    Ok(p) => {
+                        *slot = Some(p);
+                        opened[i] = Some(entry.name.clone());
+                    }
                     Err(e) => registry
                         .failures
                         .lock()
@@ -223,6 +246,7 @@ pub(crate) fn run<B: Backend>(
     };
     let mut pool = backend.pool();
     let mut ports: Vec<Option<B::Port>> = Vec::with_capacity(plans.len());
+    let mut opened: Vec<Option<String>> = plans.iter().map(|p| Some(p.ifname.clone())).collect();
     let mut report = Vec::new();
     for plan in &plans {
         let spec = PortSpec {
@@ -270,7 +294,15 @@ pub(crate) fn run<B: Backend>(
         // A reference, not a clone: no atomic count per turn.
         let tables = cache.load();
         if tables.generation != generation {
-            reconcile(w, tables, &mut ports, &mut backend, &mut pool, &registry);
+            reconcile(
+                w,
+                tables,
+                &mut ports,
+                &mut opened,
+                &mut backend,
+                &mut pool,
+                &registry,
+            );
             waitset = WaitSet::new(&fds_of(&ports));
             generation = tables.generation;
             registry.acks[w].store(generation, Ordering::Release);

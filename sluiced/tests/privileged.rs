@@ -1582,3 +1582,117 @@ fn sluicectl() -> PathBuf {
     );
     p
 }
+
+/// A `ports.add` that some workers cannot serve (two workers, a one-queue
+/// veth: worker 1 has no queue 1) is taken back whole: no XDP program left,
+/// no socket left in the slot, so the next pod, which gets the same id,
+/// answers through its own veth.
+#[test]
+fn a_failed_port_add_is_rolled_back_whole_and_the_next_pod_is_not_haunted() {
+    let mut lab = Lab::new("r");
+    let cfg = format!(
+        "[daemon]\nrx_mode = \"adaptive\"\nworkers = [0, 1]\napi_socket = \"{}\"\n\n[node]\npod_network = \"10.5.0.0/16\"\npod_subnet = \"10.5.1.0/24\"\nrouter_mac = \"02:00:00:00:00:01\"\n\n[[port]]\nname = \"sluice0\"\nkind = \"host\"\nmac = \"02:00:00:00:ee:01\"\n",
+        lab.socket().display()
+    );
+    let path = lab.dir.path().join("two-workers.toml");
+    std::fs::write(&path, cfg).unwrap();
+    lab.daemon = Some(lab.spawn(&path));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !lab.socket().exists() {
+        assert!(Instant::now() < deadline, "sluiced did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // `sva` (pod 0's veth) has one queue: worker 1 cannot open queue 1.
+    let out = lab.ctl(&["port", "add", "sva", PODS[0].ip, PODS[0].mac]);
+    assert!(!out.status.success(), "refused");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`sva` has 1 RX queue") && err.contains("2 workers"),
+        "names the port and the fix: {err}"
+    );
+    assert!(
+        !lab.xdp_status()
+            .lines()
+            .any(|l| l.starts_with("sva") && l.contains("sluice_xdp")),
+        "no program left on sva"
+    );
+    let ports = lab.ctl(&["ports"]);
+    assert!(
+        !String::from_utf8_lossy(&ports.stdout).contains("sva"),
+        "not in the tables"
+    );
+    // A pod with a two-queue veth: the same id as sva had.
+    let pod = format!("{}-p2", lab.prefix);
+    sh(&["ip", "netns", "add", &pod]);
+    lab.pods.push(pod.clone());
+    sh(&[
+        "ip",
+        "-n",
+        &lab.node,
+        "link",
+        "add",
+        "name",
+        "svq",
+        "numtxqueues",
+        "2",
+        "numrxqueues",
+        "2",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "numtxqueues",
+        "2",
+        "numrxqueues",
+        "2",
+        "netns",
+        &pod,
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &pod,
+        "link",
+        "set",
+        "eth0",
+        "address",
+        "02:00:00:00:01:04",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &pod,
+        "addr",
+        "add",
+        "10.5.1.4/24",
+        "dev",
+        "eth0",
+    ]);
+    sh(&["ip", "-n", &pod, "link", "set", "eth0", "up"]);
+    sh(&[
+        "ip", "-n", &pod, "route", "add", "default", "via", "10.5.1.1",
+    ]);
+    ns_sh(
+        &pod,
+        &[
+            "ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off",
+        ],
+    );
+    sh(&["ip", "-n", &lab.node, "link", "set", "svq", "up"]);
+    let out = lab.ctl(&["port", "add", "svq", "10.5.1.4", "02:00:00:00:01:04"]);
+    if !out.status.success() {
+        let (st, o, e) = lab.signal_with_output("-TERM");
+        panic!(
+            "{:?} {st:?} {} {}\nsluiced stdout:\n{o}\nstderr:\n{e}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let last = lab.pods.len() - 1;
+    assert!(
+        ping(&lab, last, "10.5.1.1"),
+        "the new pod reaches the node through its own veth, on both workers' queues"
+    );
+}

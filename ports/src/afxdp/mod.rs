@@ -69,6 +69,16 @@ pub enum XdpError {
     /// No interface of that name.
     #[error("interface `{0}` does not exist")]
     NoSuchInterface(String),
+    /// The device has fewer queues than the worker serving this one.
+    #[error("`{ifname}` has {queues} RX queue(s); worker {queue} needs queue {queue}: give the device as many queues as sluiced has workers")]
+    NoQueue {
+        /// The interface.
+        ifname: String,
+        /// The queue asked for.
+        queue: u32,
+        /// The queues it has.
+        queues: u32,
+    },
     /// The UMEM area could not be mapped.
     #[error("cannot map a UMEM of {bytes} bytes: {source}")]
     Mmap {

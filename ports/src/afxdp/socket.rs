@@ -110,6 +110,17 @@ impl XskPort {
     ) -> Result<XskPort, XdpError> {
         let cname = CString::new(ifname).map_err(|_| XdpError::NoSuchInterface(ifname.into()))?;
         ifindex(ifname)?;
+        // A queue the device does not have is refused here, before libxdp
+        // touches the UMEM's rings.
+        if let Ok(Some(queues)) = crate::netdev::rx_queues(ifname) {
+            if queue >= queues {
+                return Err(XdpError::NoQueue {
+                    ifname: ifname.into(),
+                    queue,
+                    queues,
+                });
+            }
+        }
         let mut rx = Box::<sys::xsk_ring_cons>::default();
         let mut tx = Box::<sys::xsk_ring_prod>::default();
         let mut fill = Box::<sys::xsk_ring_prod>::default();
@@ -146,6 +157,11 @@ impl XskPort {
             )
         };
         if rc != 0 {
+            // A failed first bind leaves the UMEM's own rings unmapped in
+            // libxdp: register the area afresh so the next bind starts clean.
+            if !umem.first_bound {
+                umem.reregister()?;
+            }
             if rc.abs() == libc::EBUSY {
                 return Err(XdpError::QueueBusy {
                     ifname: ifname.into(),
@@ -155,6 +171,7 @@ impl XskPort {
             return Err(errno_err("bind AF_XDP socket", ifname, rc));
         }
         let raw = NonNull::new(raw).expect("libxdp returns a socket on success");
+        umem.first_bound = true;
         // SAFETY: valid socket.
         let fd = unsafe { sys::xsk_socket__fd(raw.as_ptr()) };
         set_cloexec(fd);

@@ -93,6 +93,9 @@ pub struct Umem {
     pub(super) _fill: Box<sys::xsk_ring_prod>,
     pub(super) _comp: Box<sys::xsk_ring_cons>,
     pub(super) cfg: UmemConfig,
+    /// Whether a socket has been bound on it (libxdp hands the UMEM's own
+    /// rings to the first one).
+    pub(super) first_bound: bool,
     // Declared last: dropped after everything that points into it.
     pub(super) area: Area,
 }
@@ -138,8 +141,54 @@ impl Umem {
             _fill: fill,
             _comp: comp,
             cfg,
+            first_bound: false,
             area,
         })
+    }
+
+    /// Registers the same area afresh (new descriptor, new fill and
+    /// completion rings) after a first bind failed: libxdp unmapped the
+    /// UMEM's rings on that failure, and a later bind would write into them.
+    /// No socket is bound, so the kernel holds none of the area's frames.
+    pub(super) fn reregister(&mut self) -> Result<(), XdpError> {
+        debug_assert!(!self.first_bound);
+        let mut fill = Box::<sys::xsk_ring_prod>::default();
+        let mut comp = Box::<sys::xsk_ring_cons>::default();
+        let ucfg = sys::xsk_umem_config {
+            fill_size: self.cfg.ring_size,
+            comp_size: self.cfg.ring_size,
+            frame_size: self.cfg.frame_size,
+            frame_headroom: 0,
+            flags: 0,
+        };
+        let len = self.cfg.frames as usize * self.cfg.frame_size as usize;
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: as in `new`: the same live, page-aligned area of `len`
+        // bytes; boxed ring structs whose addresses never move.
+        let rc = unsafe {
+            sys::xsk_umem__create(
+                &mut raw,
+                self.area.ptr.as_ptr().cast(),
+                len as u64,
+                &mut *fill,
+                &mut *comp,
+                &ucfg,
+            )
+        };
+        if rc != 0 {
+            return Err(errno_err("register the UMEM again", "-", rc));
+        }
+        let raw = NonNull::new(raw)
+            .ok_or_else(|| errno_err("register the UMEM again", "-", libc::ENOMEM))?;
+        // SAFETY: a valid UMEM handle.
+        socket::set_cloexec(unsafe { sys::xsk_umem__fd(raw.as_ptr()) });
+        // SAFETY: the old handle has no socket (the only bind failed); the
+        // new one is registered, so the area stays in use.
+        unsafe { sys::xsk_umem__delete(self.raw.as_ptr()) };
+        self.raw = raw;
+        self._fill = fill;
+        self._comp = comp;
+        Ok(())
     }
 
     /// Whether the area is on hugepages.

@@ -176,12 +176,7 @@ impl NodeConfig {
                 ),
             ));
         }
-        if !n.router_mac.is_unicast() || n.router_mac == MacAddr::ZERO {
-            return Err(err(
-                "node.router_mac",
-                format!("{} is not a unicast MAC", n.router_mac),
-            ));
-        }
+        check_mac(n.router_mac).map_err(|m| err("node.router_mac", m))?;
         let gw = n.gateway();
         if !n.pod_subnet.contains(gw) {
             return Err(err(
@@ -197,6 +192,9 @@ impl NodeConfig {
         }
         if self.tunnel.vxlan_port == 0 {
             return Err(err("tunnel.vxlan_port", "0 is not a UDP port"));
+        }
+        if let Some(m) = self.tunnel.vtep_mac {
+            check_mac(m).map_err(|m| err("tunnel.vtep_mac", m))?;
         }
         if self.ports.len() >= crate::counters::MAX_PORTS {
             return Err(err(
@@ -250,6 +248,7 @@ impl NodeConfig {
                     .any(|p| p.kind == PortKind::Pod && !p.removed && p.name == name)
             };
             check_route(
+                n,
                 r,
                 pod_ips.contains(&r.prefix.addr()),
                 uplink,
@@ -275,6 +274,57 @@ impl NodeConfig {
 /// A problem with one item: the field at fault and what is wrong.
 pub(crate) type ItemProblem = (&'static str, String);
 
+/// The longest interface name the kernel takes (`IFNAMSIZ` - 1).
+pub const MAX_NAME_LEN: usize = 15;
+
+/// A MAC that can be a station's: neither zero nor multicast (broadcast).
+fn check_mac(m: MacAddr) -> Result<(), String> {
+    if !m.is_unicast() || m == MacAddr::ZERO {
+        return Err(format!("{m} is not a unicast MAC"));
+    }
+    Ok(())
+}
+
+/// An underlay (node) address: unicast, and outside the pod network.
+fn check_node_addr(ip: std::net::Ipv4Addr, pod_network: Ipv4Net) -> Result<(), String> {
+    let why = if ip.is_unspecified() {
+        "it is unspecified".to_string()
+    } else if ip.is_broadcast() {
+        "it is the broadcast address".to_string()
+    } else if ip.is_multicast() {
+        "it is multicast".to_string()
+    } else if ip.octets()[0] >= 240 {
+        "it is reserved (class E)".to_string()
+    } else if ip.is_loopback() {
+        "it is loopback".to_string()
+    } else if pod_network.contains(ip) {
+        format!("it is inside pod_network {pod_network}")
+    } else {
+        return Ok(());
+    };
+    Err(format!("{ip} is not a node address: {why}"))
+}
+
+/// A name the kernel takes for an interface: 1 to 15 bytes, no `/` or
+/// whitespace, not `.` or `..`.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "`{name}` is {} bytes; an interface name is 1 to {MAX_NAME_LEN} bytes",
+            name.len()
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("`{name}` is not an interface name"));
+    }
+    if name.chars().any(|c| c == '/' || c.is_whitespace()) {
+        return Err(format!(
+            "`{name}` is not an interface name: no `/` or whitespace"
+        ));
+    }
+    Ok(())
+}
+
 /// The checks of one port that [`NodeConfig::validate`] makes: `name_taken`
 /// (an earlier live port has its name), `ip_taken` (an earlier pod port has
 /// its IP) and `count` (live ports of its kind up to and including it, for
@@ -287,18 +337,14 @@ pub(crate) fn check_port(
     count: usize,
 ) -> Result<(), ItemProblem> {
     let gw = n.gateway();
-    if p.name.is_empty() || p.name.len() > 64 {
-        return Err(("name", "must be 1 to 64 characters".into()));
-    }
+    check_name(&p.name).map_err(|m| ("name", m))?;
     if name_taken {
         return Err(("name", format!("`{}` is used by an earlier port", p.name)));
     }
     if !(68..=9216).contains(&p.mtu) {
         return Err(("mtu", format!("{} is outside 68..=9216", p.mtu)));
     }
-    if !p.mac.is_unicast() || p.mac == MacAddr::ZERO {
-        return Err(("mac", format!("{} is not a unicast MAC", p.mac)));
-    }
+    check_mac(p.mac).map_err(|m| ("mac", m))?;
     let forbid = |field: &'static str, present: bool| {
         if present {
             Err((
@@ -320,6 +366,7 @@ pub(crate) fn check_port(
                     "an uplink needs its underlay address, e.g. 192.168.1.10/24".into(),
                 ));
             };
+            check_node_addr(a.ip, n.pod_network).map_err(|m| ("address", m))?;
             if a.len == 0 || a.len > 31 {
                 return Err((
                     "address",
@@ -327,6 +374,7 @@ pub(crate) fn check_port(
                 ));
             }
             if let Some(g) = p.gateway {
+                check_node_addr(g, n.pod_network).map_err(|m| ("gateway", m))?;
                 if !a.network().contains(g) {
                     return Err(("gateway", format!("{g} is not on-link in {}", a.network())));
                 }
@@ -354,6 +402,15 @@ pub(crate) fn check_port(
             if ip == gw {
                 return Err(("ip", format!("{ip} is the gateway address")));
             }
+            let sub = n.pod_subnet;
+            if sub.len() < 31 {
+                if ip == sub.addr() {
+                    return Err(("ip", format!("{ip} is the network address of {sub}")));
+                }
+                if u32::from(ip) == sub.addr_u32() | !sub.mask() {
+                    return Err(("ip", format!("{ip} is the broadcast address of {sub}")));
+                }
+            }
             if ip_taken {
                 return Err(("ip", format!("{ip} is used by an earlier pod port")));
             }
@@ -369,6 +426,7 @@ pub(crate) fn check_port(
 /// the live uplink, whether a live pod port has a name, and whether the
 /// configuration has a host port come from the caller.
 pub(crate) fn check_route(
+    n: &NodeSettings,
     r: &RouteConfig,
     is_pod_ip: bool,
     uplink: Option<&PortConfig>,
@@ -397,6 +455,9 @@ pub(crate) fn check_route(
         }
         _ => {}
     }
+    if let Some(node) = r.node {
+        check_node_addr(node, n.pod_network).map_err(|m| ("node", m))?;
+    }
     if needs_node && uplink.is_none() {
         return Err(("via", "routes to other nodes need an uplink port".into()));
     }
@@ -415,7 +476,7 @@ pub(crate) fn check_route(
         (Via::Vxlan, None) => {
             return Err(("vtep_mac", "via vxlan needs the remote VTEP MAC".into()))
         }
-        (Via::Vxlan, Some(m)) if !m.is_unicast() => {
+        (Via::Vxlan, Some(m)) if check_mac(m).is_err() => {
             return Err(("vtep_mac", format!("{m} is not a unicast MAC")))
         }
         (Via::Vxlan, Some(_)) | (_, None) => {}
@@ -472,9 +533,7 @@ fn describe_span(src: &str, span: std::ops::Range<usize>) -> String {
 /// The checks of one neighbour that [`NodeConfig::validate`] makes after the
 /// duplicate-IP check.
 pub(crate) fn check_neighbour(nb: &NeighbourConfig) -> Result<(), ItemProblem> {
-    if !nb.mac.is_unicast() {
-        return Err(("mac", format!("{} is not a unicast MAC", nb.mac)));
-    }
+    check_mac(nb.mac).map_err(|m| ("mac", m))?;
     Ok(())
 }
 
@@ -608,6 +667,111 @@ mac = "02:00:00:00:aa:02"
             "kind = \"uplink\"",
             "port[1].kind",
             "only one uplink",
+        );
+    }
+
+    #[test]
+    fn macs_must_be_unicast_and_not_zero() {
+        let zero = "00:00:00:00:00:00";
+        let mcast = "01:00:5e:00:00:01";
+        for bad in [zero, mcast] {
+            check_err(
+                "vxlan_port = 8472",
+                &format!("vxlan_port = 8472\nvtep_mac = \"{bad}\""),
+                "tunnel.vtep_mac",
+                "not a unicast MAC",
+            );
+            check_err(
+                "vtep_mac = \"02:00:00:00:bb:02\"",
+                &format!("vtep_mac = \"{bad}\""),
+                "route[0].vtep_mac",
+                "not a unicast MAC",
+            );
+            check_err(
+                "mac = \"02:00:00:00:aa:02\"",
+                &format!("mac = \"{bad}\""),
+                "neighbour[0].mac",
+                "not a unicast MAC",
+            );
+            check_err(
+                "mac = \"02:00:00:00:01:02\"",
+                &format!("mac = \"{bad}\""),
+                "port[1].mac",
+                "not a unicast MAC",
+            );
+            check_err(
+                "router_mac = \"02:00:00:00:00:01\"",
+                &format!("router_mac = \"{bad}\""),
+                "node.router_mac",
+                "not a unicast MAC",
+            );
+        }
+    }
+
+    #[test]
+    fn node_addresses_must_be_unicast_outside_the_pod_network() {
+        for bad in [
+            "0.0.0.0",
+            "224.0.0.1",
+            "240.0.0.1",
+            "255.255.255.255",
+            "127.0.0.1",
+            "10.5.7.7",
+        ] {
+            check_err(
+                "node = \"192.168.50.2\"",
+                &format!("node = \"{bad}\""),
+                "route[0].node",
+                "not a node address",
+            );
+            check_err(
+                "address = \"192.168.50.1/24\"",
+                &format!("address = \"{bad}/24\""),
+                "port[0].address",
+                "not a node address",
+            );
+        }
+        check_err(
+            "address = \"192.168.50.1/24\"",
+            "address = \"10.4.0.1/14\"\ngateway = \"10.5.0.1\"",
+            "port[0].gateway",
+            "not a node address",
+        );
+    }
+
+    #[test]
+    fn pod_ips_are_not_the_subnet_network_or_broadcast() {
+        check_err(
+            "ip = \"10.5.1.2\"",
+            "ip = \"10.5.1.0\"",
+            "port[1].ip",
+            "network address",
+        );
+        check_err(
+            "ip = \"10.5.1.2\"",
+            "ip = \"10.5.1.255\"",
+            "port[1].ip",
+            "broadcast address",
+        );
+    }
+
+    #[test]
+    fn port_names_are_kernel_interface_names() {
+        let ok = EXAMPLE.replacen("name = \"pod-a\"", "name = \"abcdefghijklmno\"", 1);
+        NodeConfig::from_toml_str(&ok).expect("15 bytes is a valid name");
+        for bad in ["abcdefghijklmnop", "a/b", "a b", "a\tb", ".", "..", ""] {
+            check_err(
+                "name = \"pod-a\"",
+                &format!("name = \"{bad}\""),
+                "port[1].name",
+                "",
+            );
+        }
+        check_err(
+            "name = \"pod-a\"",
+            "name = \"abcdefghijklmnop\"",
+            "port[1].name",
+            "15 bytes",
         );
     }
 }

@@ -319,10 +319,11 @@ impl Control {
         &mut self,
         new_ports: Vec<crate::config::PortConfig>,
     ) -> Result<PortChange, ApiError> {
+        // The request is validated first: its errors name the entry.
+        let fresh = self.cfg.check_pod_ports(&new_ports).map_err(edit_error)?;
         let registry = self.registry.clone().ok_or_else(|| {
             ApiError::new(None, "ports cannot be added to this switch at runtime")
         })?;
-        let fresh = self.cfg.check_pod_ports(&new_ports).map_err(edit_error)?;
         if fresh.is_empty() {
             return Ok(PortChange::done(
                 json!({ "added": 0, "generation": self.tables.load().generation }),
@@ -1227,5 +1228,31 @@ mod tests {
             g,
             "nothing published"
         );
+    }
+
+    #[test]
+    fn validation_errors_name_the_request_entry() {
+        let c = control();
+        let g = c.lock().unwrap().tables.load().generation;
+        let r = ask(
+            &c,
+            r#"{"version":1,"op":"ports.add","args":{"ports":[{"name":"abcdefghijklmnop","kind":"pod","mac":"02:00:00:00:01:09","ip":"10.5.1.9","mtu":1450}]}}"#,
+        );
+        let e = r.error.unwrap();
+        assert_eq!(e.field.as_deref(), Some("ports[0].name"), "{e:?}");
+        assert!(e.message.contains("15 bytes"), "{e:?}");
+        let r = ask(
+            &c,
+            r#"{"version":1,"op":"routes.add","args":{"routes":[{"prefix":"10.5.7.0/24","via":"ipip","node":"192.168.50.7"},{"prefix":"10.5.8.0/24","via":"ipip","node":"10.5.9.9"}]}}"#,
+        );
+        let e = r.error.unwrap();
+        assert_eq!(e.field.as_deref(), Some("routes[1].node"), "{e:?}");
+        let r = ask(
+            &c,
+            r#"{"version":1,"op":"node.set","args":{"tunnel":{"vni":1,"vxlan_port":8472,"vtep_mac":"00:00:00:00:00:00"}}}"#,
+        );
+        let e = r.error.unwrap();
+        assert_eq!(e.field.as_deref(), Some("tunnel.vtep_mac"), "{e:?}");
+        assert_eq!(c.lock().unwrap().tables.load().generation, g);
     }
 }

@@ -336,6 +336,7 @@ impl State {
 
     fn check_route(&self, r: &RouteConfig) -> Result<(), (&'static str, String)> {
         check_route(
+            &self.node,
             r,
             self.pod_ips.contains_key(&r.prefix.addr()),
             self.uplink(),
@@ -870,12 +871,15 @@ impl TablesEditor {
             .cloned()
             .collect();
         for (ip, mac) in learned {
-            if !new.iter().any(|n| n.ip == *ip) {
-                new.push(NeighbourConfig {
-                    ip: *ip,
-                    mac: *mac,
-                    learned: true,
-                });
+            let n = NeighbourConfig {
+                ip: *ip,
+                mac: *mac,
+                learned: true,
+            };
+            // A kernel entry without a station MAC (zero, multicast) is
+            // not one to forward to: skipped, not an error for the rest.
+            if !new.iter().any(|n| n.ip == *ip) && check_neighbour(&n).is_ok() {
+                new.push(n);
             }
         }
         let key = |v: &[NeighbourConfig]| {
@@ -1268,4 +1272,63 @@ mod tests {
     }
 
     use super::super::L2Rewrite;
+
+    #[test]
+    fn deltas_are_refused_by_the_shared_checks() {
+        let (mut ed, _h) = editor();
+        let g = ed.tables().generation;
+        let e = ed
+            .add_routes(vec![route("10.5.7.0/24", "0.0.0.0")])
+            .unwrap_err();
+        assert!(
+            matches!(&e, EditError::Invalid(c) if c.key == "routes[0].node"),
+            "{e}"
+        );
+        let e = ed
+            .add_routes(vec![route("10.5.7.0/24", "10.5.9.9")])
+            .unwrap_err();
+        assert!(
+            matches!(&e, EditError::Invalid(c) if c.key == "routes[0].node"),
+            "{e}"
+        );
+        let mut r = route("10.5.7.0/24", "192.168.50.7");
+        r.via = Via::Vxlan;
+        r.vtep_mac = Some(MacAddr::ZERO);
+        let e = ed.add_routes(vec![r]).unwrap_err();
+        assert!(
+            matches!(&e, EditError::Invalid(c) if c.key == "routes[0].vtep_mac"),
+            "{e}"
+        );
+        let e = ed
+            .check_pod_ports(&[pod("abcdefghijklmnop", "10.5.1.9")])
+            .unwrap_err();
+        assert!(
+            matches!(&e, EditError::Invalid(c) if c.key == "ports[0].name"),
+            "{e}"
+        );
+        let e = ed.check_pod_ports(&[pod("pod-x", "10.5.1.0")]).unwrap_err();
+        assert!(
+            matches!(&e, EditError::Invalid(c) if c.key == "ports[0].ip"),
+            "{e}"
+        );
+        let e = ed
+            .set_neighbours(vec![NeighbourConfig {
+                ip: "192.168.50.9".parse().unwrap(),
+                mac: MacAddr::ZERO,
+                learned: false,
+            }])
+            .unwrap_err();
+        assert!(
+            matches!(&e, EditError::Invalid(c) if c.key == "neighbours[0].mac"),
+            "{e}"
+        );
+        let mut cfg = ed.config();
+        cfg.tunnel.vtep_mac = Some(MacAddr::ZERO);
+        let e = ed.replace_config(cfg).unwrap_err();
+        assert!(
+            matches!(&e, EditError::Invalid(c) if c.key == "tunnel.vtep_mac"),
+            "{e}"
+        );
+        assert_eq!(ed.tables().generation, g, "nothing published");
+    }
 }

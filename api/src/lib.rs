@@ -51,7 +51,7 @@ pub use request::{
 pub use response::{
     respond, Flow, FlowList, Generation, NeighbourInfo, NeighbourList, NeighbourSource, NodeInfo,
     PortInfo, PortList, PortStats, PortsAdded, Reloaded, Removed, Reply, Response, ResultError,
-    RouteList, RoutesChanged, Stats, Trace, TraceInput, TraceOutput, XskCounters,
+    RouteList, RoutesChanged, Stats, Trace, TraceInput, TraceOutput, WorkerFrames, XskCounters,
 };
 pub use types::{
     IfAddr, Ipv4Net, MacAddr, NeighbourConfig, NodeSettings, ParseMacError, PortConfig, PortKind,

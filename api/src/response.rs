@@ -259,6 +259,23 @@ pub struct PortStats {
     /// queues): drops that happen before a packet reaches the switch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xsk: Option<XskCounters>,
+    /// Buffers (UMEM frames) the port holds, over all workers: its fill and
+    /// RX rings, its TX ring and frames in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames_held: Option<u64>,
+}
+
+/// One worker's buffer pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerFrames {
+    /// Buffers free in the pool.
+    pub free: u64,
+    /// Buffers given up for good (a socket libxdp would not close).
+    pub retired: u64,
+    /// Buffers the pool has in all.
+    pub total: u64,
+    /// The worker.
+    pub worker: usize,
 }
 
 /// The kernel's per-socket AF_XDP counters (`XDP_STATISTICS`).
@@ -287,6 +304,9 @@ pub struct Stats {
     pub events: BTreeMap<String, u64>,
     /// Per port, by port name.
     pub ports: BTreeMap<String, PortStats>,
+    /// Each worker's buffer pool (a running switch; empty offline).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<WorkerFrames>,
 }
 
 impl Stats {

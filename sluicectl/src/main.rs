@@ -226,10 +226,17 @@ fn stats_table(r: &Stats) -> String {
         "TX PKTS",
         "TX BYTES",
         "RX DROPPED",
+        "TX DROPPED",
+        "KERNEL RX DROPPED",
+        "RX RING FULL",
+        "FILL RING EMPTY",
+        "INVALID DESCS",
+        "FRAMES HELD",
     ]
     .map(String::from)
     .to_vec()];
     for (name, p) in &r.ports {
+        let xsk = |f: fn(&sluice_api::XskCounters) -> u64| p.xsk.as_ref().map(f);
         rows.push(vec![
             name.clone(),
             p.rx_packets.to_string(),
@@ -237,7 +244,28 @@ fn stats_table(r: &Stats) -> String {
             p.tx_packets.to_string(),
             p.tx_bytes.to_string(),
             p.rx_dropped.to_string(),
+            p.tx_dropped.to_string(),
+            opt(&xsk(|x| x.rx_dropped)),
+            opt(&xsk(|x| x.rx_ring_full)),
+            opt(&xsk(|x| x.rx_fill_ring_empty_descs)),
+            opt(&xsk(|x| x.rx_invalid_descs + x.tx_invalid_descs)),
+            opt(&p.frames_held),
         ]);
+    }
+    let mut rows_after = String::new();
+    if !r.workers.is_empty() {
+        let mut w = vec![["WORKER", "FREE FRAMES", "TOTAL", "RETIRED"]
+            .map(String::from)
+            .to_vec()];
+        for f in &r.workers {
+            w.push(vec![
+                f.worker.to_string(),
+                f.free.to_string(),
+                f.total.to_string(),
+                f.retired.to_string(),
+            ]);
+        }
+        rows_after = format!("\n\n{}", table(&w));
     }
     fn nonzero(m: &std::collections::BTreeMap<String, u64>) -> Vec<(&String, u64)> {
         m.iter()
@@ -246,6 +274,7 @@ fn stats_table(r: &Stats) -> String {
             .collect()
     }
     let mut out = table(&rows);
+    out += &rows_after;
     out += &counts_table("DROP REASON", nonzero(&r.drops));
     out += &counts_table("EVENT", nonzero(&r.events));
     out

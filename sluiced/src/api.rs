@@ -608,7 +608,7 @@ impl Control {
                 Ok(json!({ "neighbours": v }))
             }
             "node.get" => Ok(json!({ "node": self.cfg.node(), "tunnel": self.cfg.tunnel() })),
-            "stats" => Ok(serde_json::to_value(self.stats()).expect("stats serialize")),
+            "stats" => Ok(serde_json::to_value(self.stats_with_kernel()).expect("stats serialize")),
             "routes.add" => {
                 let a: RoutesArgs = args(&req.args)?;
                 let (n, g) = self.cfg.add_routes(a.routes).map_err(edit_error)?;
@@ -832,6 +832,53 @@ impl Control {
     }
 
     /// Counters summed over workers.
+    /// The `stats` result: the switch's counters, each port's kernel
+    /// counters and frames held, and each worker's pool.
+    fn stats_with_kernel(&self) -> sluice_api::Stats {
+        let snap = self.stats();
+        let mut out: sluice_api::Stats =
+            serde_json::from_value(serde_json::to_value(&snap).expect("stats serialize"))
+                .expect("the snapshot is the API's stats");
+        let Some(registry) = &self.registry else {
+            return out;
+        };
+        let names: std::collections::HashMap<PortId, &str> = self
+            .cfg
+            .ports()
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.removed)
+            .map(|(i, p)| (i as PortId, p.name.as_str()))
+            .collect();
+        for (id, x) in registry.port_stats() {
+            if let Some(p) = names.get(&id).and_then(|n| out.ports.get_mut(*n)) {
+                p.xsk = Some(sluice_api::XskCounters {
+                    rx_dropped: x.rx_dropped,
+                    rx_fill_ring_empty_descs: x.rx_fill_ring_empty_descs,
+                    rx_invalid_descs: x.rx_invalid_descs,
+                    rx_ring_full: x.rx_ring_full,
+                    tx_invalid_descs: x.tx_invalid_descs,
+                    tx_ring_empty_descs: x.tx_ring_empty_descs,
+                });
+            }
+        }
+        for (w, f) in registry.frames().into_iter().enumerate() {
+            out.workers.push(sluice_api::WorkerFrames {
+                worker: w,
+                free: f.pool.free as u64,
+                total: f.pool.total as u64,
+                retired: f.pool.retired as u64,
+            });
+            for (id, held) in f.ports {
+                if let Some(p) = names.get(&id).and_then(|n| out.ports.get_mut(*n)) {
+                    *p.frames_held.get_or_insert(0) += u64::from(held);
+                }
+            }
+        }
+        out
+    }
+
+    /// The switch's own counters summed over workers.
     pub fn stats(&self) -> StatsSnapshot {
         let names = self
             .cfg
@@ -1254,5 +1301,37 @@ mod tests {
         let e = r.error.unwrap();
         assert_eq!(e.field.as_deref(), Some("tunnel.vtep_mac"), "{e:?}");
         assert_eq!(c.lock().unwrap().tables.load().generation, g);
+    }
+
+    /// A request that waits for the workers (here a flow dump no worker
+    /// answers, which gives up after 2 s) does not hold the control lock
+    /// meanwhile: another client's request is answered first.
+    #[test]
+    fn waiting_for_workers_blocks_no_other_client() {
+        let c = Arc::new(control());
+        let registry = Arc::new(crate::PortRegistry::new(
+            1,
+            sluice_ports::afxdp::UmemConfig::default(),
+        ));
+        c.lock().unwrap().manage_ports(Vec::new(), registry);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiting = {
+            let (c, tx) = (c.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let r = respond(&c, r#"{"version":1,"op":"flows"}"#);
+                tx.send(("flows", r.ok)).unwrap();
+            })
+        };
+        // Let the flow request start waiting, then ask for stats.
+        std::thread::sleep(Duration::from_millis(200));
+        let r = respond(&c, r#"{"version":1,"op":"stats"}"#);
+        tx.send(("stats", r.ok)).unwrap();
+        waiting.join().unwrap();
+        let order: Vec<_> = rx.try_iter().collect();
+        assert_eq!(
+            order,
+            vec![("stats", true), ("flows", false)],
+            "stats answered while the flow dump waited, which then timed out"
+        );
     }
 }

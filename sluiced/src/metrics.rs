@@ -6,6 +6,8 @@
 //! Per port and queue (worker `w` serves queue `w` of every port):
 //! `sluice_port_{rx,tx}_{packets,bytes}_total`, `sluice_port_{rx,tx}_dropped_total`.
 //! Per AF_XDP port (summed over queues), the kernel's socket counters:
+//! Frame accounting: `sluice_pool_free_frames{worker}` and
+//! `sluice_port_frames_held{port,queue}` (gauges).
 //! `sluice_xsk_{rx_dropped,rx_invalid_descs,tx_invalid_descs,rx_ring_full,
 //! rx_fill_ring_empty_descs,tx_ring_empty_descs}_total`.
 //! Per reason: `sluice_drops_total{reason}`. Events: `sluice_<event>_total`
@@ -168,6 +170,39 @@ impl Collector for MetricsSource {
                 };
                 let labels = [("port", port.name.clone())];
                 counter(&mut family.encode_family(&labels)?, get(stats))?;
+            }
+        }
+        let frames = self.ports.frames();
+        {
+            let mut family = enc.encode_descriptor(
+                "sluice_pool_free_frames",
+                "Buffers (UMEM frames) free in a worker's pool.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (w, f) in frames.iter().enumerate() {
+                family
+                    .encode_family(&[("worker", w.to_string())])?
+                    .encode_gauge(&(f.pool.free as i64))?;
+            }
+        }
+        {
+            let mut family = enc.encode_descriptor(
+                "sluice_port_frames_held",
+                "Buffers (UMEM frames) a port's socket holds on a worker: fill and RX rings, TX ring, in flight.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (w, f) in frames.iter().enumerate() {
+                for (id, held) in &f.ports {
+                    let Some(port) = tables.ports.get(usize::from(*id)) else {
+                        continue;
+                    };
+                    let labels = [("port", port.name.clone()), ("queue", w.to_string())];
+                    family
+                        .encode_family(&labels)?
+                        .encode_gauge(&i64::from(*held))?;
+                }
             }
         }
         {

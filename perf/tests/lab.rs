@@ -142,14 +142,9 @@ fn capture(st: &lab::LabState, filter: &str, decode: &[&str], fields: &[&str]) -
         .collect()
 }
 
-fn across_nodes(mode: Mode, name: &str) {
-    across_nodes_with(mode, name, 1)
-}
-
-fn across_nodes_with(mode: Mode, name: &str, workers: u8) {
-    require_root();
-    let _guard = Guard(name.to_string());
-    let st = lab::up(
+/// Two sluiced nodes in `mode`, `workers` workers each.
+fn up(name: &str, mode: Mode, workers: u8) -> lab::LabState {
+    lab::up(
         &LabSpec {
             name: name.into(),
             nodes: 2,
@@ -161,7 +156,17 @@ fn across_nodes_with(mode: Mode, name: &str, workers: u8) {
         },
         &mut |_| {},
     )
-    .expect("lab up");
+    .expect("lab up")
+}
+
+fn across_nodes(mode: Mode, name: &str) {
+    across_nodes_with(mode, name, 1)
+}
+
+fn across_nodes_with(mode: Mode, name: &str, workers: u8) {
+    require_root();
+    let _guard = Guard(name.to_string());
+    let st = up(name, mode, workers);
     let (a, b) = (&st.nodes[0], &st.nodes[1]);
     assert!(
         ping(&a.pods[0].0, &b.pods[1].1),
@@ -359,19 +364,7 @@ fn path_mtu_over_vxlan_and_the_node_through_its_host_port() {
     require_root();
     let name = "tmtu";
     let _guard = Guard(name.to_string());
-    let st = lab::up(
-        &LabSpec {
-            name: name.into(),
-            nodes: 2,
-            mode: Mode::Vxlan,
-            sluiced: true,
-            kernel_nodes: vec![],
-            rx_mode: None,
-            workers: 1,
-        },
-        &mut |_| {},
-    )
-    .expect("lab up");
+    let st = up(name, Mode::Vxlan, 1);
     let (a, b) = (&st.nodes[0], &st.nodes[1]);
     // From node 1's kernel (1500-byte host port) to a pod on node 2: a
     // 1500-byte ping with DF gets "fragmentation needed", MTU 1450, from the switch.
@@ -429,19 +422,7 @@ fn changing_the_vxlan_port_at_runtime_reaches_the_xdp_program() {
     require_root();
     let name = "tvp";
     let _guard = Guard(name.to_string());
-    let st = lab::up(
-        &LabSpec {
-            name: name.into(),
-            nodes: 2,
-            mode: Mode::Vxlan,
-            sluiced: true,
-            kernel_nodes: vec![],
-            rx_mode: None,
-            workers: 1,
-        },
-        &mut |_| {},
-    )
-    .expect("lab up");
+    let st = up(name, Mode::Vxlan, 1);
     let (a, b) = (&st.nodes[0], &st.nodes[1]);
     assert!(ping(&a.pods[0].0, &b.pods[1].1), "on 8472 first");
     for n in &st.nodes {

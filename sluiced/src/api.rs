@@ -52,7 +52,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The protocol version this daemon speaks.
-pub const VERSION: u32 = 1;
+pub use sluice_api::VERSION;
 
 /// A request line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,40 +67,8 @@ pub struct Request {
     pub args: Value,
 }
 
-/// What went wrong with a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{}{message}", field.as_ref().map(|f| format!("{f}: ")).unwrap_or_default())]
-pub struct ApiError {
-    /// The request field at fault, e.g. `routes[2].node`.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub field: Option<String>,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl ApiError {
-    fn new(field: Option<String>, message: impl Into<String>) -> Self {
-        ApiError {
-            field,
-            message: message.into(),
-        }
-    }
-}
-
-/// A response line.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Response {
-    /// Protocol version.
-    pub version: u32,
-    /// Whether the request was applied.
-    pub ok: bool,
-    /// The result, when ok.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub result: Option<Value>,
-    /// The error, when not.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub error: Option<ApiError>,
-}
+// The error and response envelope are the API crate's.
+pub use sluice_api::{ApiError, Response};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

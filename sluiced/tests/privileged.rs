@@ -159,6 +159,63 @@ impl Lab {
         path
     }
 
+    /// A new pod namespace behind the node's veth `veth` (`queues` queues
+    /// each way), set up as the CNI plugin will: address, MAC, default
+    /// route through the gateway, offloads off. Returns its index.
+    fn add_pod(&mut self, veth: &str, ip: &str, mac: &str, queues: u8) -> usize {
+        let pod = format!("{}-p{}", self.prefix, self.pods.len());
+        sh(&["ip", "netns", "add", &pod]);
+        self.pods.push(pod.clone());
+        let q = queues.to_string();
+        sh(&[
+            "ip",
+            "-n",
+            &self.node,
+            "link",
+            "add",
+            "name",
+            veth,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "netns",
+            &pod,
+        ]);
+        sh(&["ip", "-n", &pod, "link", "set", "eth0", "address", mac]);
+        sh(&[
+            "ip",
+            "-n",
+            &pod,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            "eth0",
+        ]);
+        sh(&["ip", "-n", &pod, "link", "set", "eth0", "up"]);
+        sh(&[
+            "ip", "-n", &pod, "route", "add", "default", "via", "10.5.1.1",
+        ]);
+        ns_sh(
+            &pod,
+            &[
+                "ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off",
+            ],
+        );
+        sh(&["ip", "-n", &self.node, "link", "set", veth, "up"]);
+        self.pods.len() - 1
+    }
+
     /// Runs sluiced in the node until it exits (a start that must fail).
     fn run_to_exit(&self, config: &PathBuf) -> std::process::Output {
         Command::new("ip")
@@ -1030,44 +1087,7 @@ fn uplink_keeps_the_kernel_reachable_and_speaks_vxlan_with_a_kernel_peer() {
 fn pod_ports_are_attached_and_detached_at_runtime() {
     let mut lab = Lab::new("i");
     lab.start();
-    let pod = format!("{}-p2", lab.prefix);
-    sh(&["ip", "netns", "add", &pod]);
-    lab.pods.push(pod.clone());
-    sh(&[
-        "ip", "-n", &lab.node, "link", "add", "svc", "type", "veth", "peer", "name", "eth0",
-        "netns", &pod,
-    ]);
-    sh(&[
-        "ip",
-        "-n",
-        &pod,
-        "link",
-        "set",
-        "eth0",
-        "address",
-        "02:00:00:00:01:04",
-    ]);
-    sh(&[
-        "ip",
-        "-n",
-        &pod,
-        "addr",
-        "add",
-        "10.5.1.4/24",
-        "dev",
-        "eth0",
-    ]);
-    sh(&["ip", "-n", &pod, "link", "set", "eth0", "up"]);
-    sh(&[
-        "ip", "-n", &pod, "route", "add", "default", "via", "10.5.1.1",
-    ]);
-    ns_sh(
-        &pod,
-        &[
-            "ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off",
-        ],
-    );
-    sh(&["ip", "-n", &lab.node, "link", "set", "svc", "up"]);
+    lab.add_pod("svc", "10.5.1.4", "02:00:00:00:01:04", 1);
     assert!(!ping(&lab, 0, "10.5.1.4"), "not attached yet");
 
     let out = lab.ctl(&["port", "add", "svc", "10.5.1.4", "02:00:00:00:01:04"]);
@@ -1622,64 +1642,7 @@ fn a_failed_port_add_is_rolled_back_whole_and_the_next_pod_is_not_haunted() {
         "not in the tables"
     );
     // A pod with a two-queue veth: the same id as sva had.
-    let pod = format!("{}-p2", lab.prefix);
-    sh(&["ip", "netns", "add", &pod]);
-    lab.pods.push(pod.clone());
-    sh(&[
-        "ip",
-        "-n",
-        &lab.node,
-        "link",
-        "add",
-        "name",
-        "svq",
-        "numtxqueues",
-        "2",
-        "numrxqueues",
-        "2",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "numtxqueues",
-        "2",
-        "numrxqueues",
-        "2",
-        "netns",
-        &pod,
-    ]);
-    sh(&[
-        "ip",
-        "-n",
-        &pod,
-        "link",
-        "set",
-        "eth0",
-        "address",
-        "02:00:00:00:01:04",
-    ]);
-    sh(&[
-        "ip",
-        "-n",
-        &pod,
-        "addr",
-        "add",
-        "10.5.1.4/24",
-        "dev",
-        "eth0",
-    ]);
-    sh(&["ip", "-n", &pod, "link", "set", "eth0", "up"]);
-    sh(&[
-        "ip", "-n", &pod, "route", "add", "default", "via", "10.5.1.1",
-    ]);
-    ns_sh(
-        &pod,
-        &[
-            "ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off",
-        ],
-    );
-    sh(&["ip", "-n", &lab.node, "link", "set", "svq", "up"]);
+    lab.add_pod("svq", "10.5.1.4", "02:00:00:00:01:04", 2);
     let out = lab.ctl(&["port", "add", "svq", "10.5.1.4", "02:00:00:00:01:04"]);
     if !out.status.success() {
         let (st, o, e) = lab.signal_with_output("-TERM");

@@ -20,7 +20,8 @@
 //!
 //! This crate does no I/O beyond reading and writing pcap files, has no
 //! FFI and no `unsafe`; it depends on `sluice-api` for the value types of
-//! the configuration, and on serde, toml, thiserror and arc-swap.
+//! the configuration, and on serde, toml, thiserror, arc-swap, and memmap2 with
+//! bytemuck (the route table's 64 MiB on transparent huge pages, safely).
 
 pub mod buffer;
 pub mod config;

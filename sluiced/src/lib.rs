@@ -17,7 +17,10 @@
 //!
 //! This crate may depend on `sluice-dataplane` (the pipeline), `sluice-ports`
 //! (backends), `sluice-api` (the API schema) and `sluice-bindings` (only for
-//! the TSC read in the worker loop). It has no `unsafe` of its own.
+//! the TSC read in the worker loop), and on well-kept crates for the control
+//! path: tokio (a current-thread runtime for netlink and `/metrics`, never
+//! in the workers), rtnetlink, prometheus-client, tracing. It has no
+//! `unsafe` of its own.
 
 pub mod api;
 pub mod host;

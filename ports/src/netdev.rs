@@ -36,14 +36,13 @@ fn rx_queues_under(root: &Path, ifname: &str, idx: u32) -> Result<Option<u32>, X
 /// Refuses a pod device whose RX queues are not one per worker: fewer, and
 /// some worker has no queue to bind; more, and RSS bypasses the switch.
 pub fn check_pod_queues(ifname: &str, workers: usize) -> Result<(), String> {
-    match rx_queues(ifname) {
-        Ok(Some(q)) if (q as usize) < workers => Err(format!(
+    match rx_queues(ifname).map_err(|e| e.to_string())? {
+        Some(q) if (q as usize) < workers => Err(format!(
             "`{ifname}` has {q} RX queue{} but sluiced runs {workers} workers, each serving its own queue: \
              create it with `numrxqueues {workers} numtxqueues {workers}` (both ends of the veth)",
             if q == 1 { "" } else { "s" },
         )),
-        Ok(_) => check_queues(ifname, workers),
-        Err(e) => Err(e.to_string()),
+        q => too_many_queues(ifname, q, workers),
     }
 }
 
@@ -51,8 +50,16 @@ pub fn check_pod_queues(ifname: &str, workers: usize) -> Result<(), String> {
 /// put flows on queues no worker has a socket on, and those packets would
 /// bypass the switch.
 pub fn check_queues(ifname: &str, workers: usize) -> Result<(), String> {
-    match rx_queues(ifname) {
-        Ok(Some(q)) if q as usize > workers => Err(format!(
+    too_many_queues(
+        ifname,
+        rx_queues(ifname).map_err(|e| e.to_string())?,
+        workers,
+    )
+}
+
+fn too_many_queues(ifname: &str, queues: Option<u32>, workers: usize) -> Result<(), String> {
+    match queues {
+        Some(q) if q as usize > workers => Err(format!(
             "`{ifname}` has {q} RX queues but sluiced runs {workers} worker{}: \
              traffic the NIC spreads onto queues {workers}..{} would bypass the switch. \
              Set `ethtool -L {ifname} combined {workers}` (or `rx {workers} tx {workers}`), \
@@ -60,8 +67,7 @@ pub fn check_queues(ifname: &str, workers: usize) -> Result<(), String> {
             if workers == 1 { "" } else { "s" },
             q - 1
         )),
-        Ok(_) => Ok(()),
-        Err(e) => Err(e.to_string()),
+        _ => Ok(()),
     }
 }
 

@@ -38,7 +38,8 @@
 //! (docs/configuration.md).
 
 use crate::config::{
-    ConfigError, Ipv4Net, NeighbourConfig, NodeConfig, PortKind, RouteConfig, Via,
+    ConfigError, Ipv4Net, NeighbourConfig, NodeConfig, NodeSettings, PortKind, RouteConfig,
+    TunnelSettings, Via,
 };
 use crate::counters::{StatsSnapshot, WorkerCounters};
 #[cfg(test)]
@@ -506,14 +507,13 @@ impl Control {
     /// (VXLAN port, pod network) after they changed from `old`'s; on
     /// failure the tables go back to `old` and the error says why.
     fn steer_uplink(&mut self, old: &NodeConfig) -> Result<(), ApiError> {
-        let now = self.cfg.config();
-        let same = old.tunnel.vxlan_port == now.tunnel.vxlan_port
-            && old.node.pod_network == now.node.pod_network;
-        if same {
+        let (node, tunnel) = (self.cfg.node(), self.cfg.tunnel());
+        if old.tunnel.vxlan_port == tunnel.vxlan_port && old.node.pod_network == node.pod_network {
             return Ok(());
         }
-        let Some(up) = now
-            .ports
+        let Some(up) = self
+            .cfg
+            .ports()
             .iter()
             .find(|p| p.kind == PortKind::Uplink && !p.removed)
         else {
@@ -522,14 +522,16 @@ impl Control {
         let Some(prog) = self.programs.iter().find(|p| p.ifname() == up.name) else {
             return Ok(());
         };
-        let steering = |c: &NodeConfig| sluice_ports::afxdp::Steering::Filter {
-            node_ip: up.address.map_or(Ipv4Addr::UNSPECIFIED, |a| a.ip),
-            pod_net: c.node.pod_network.addr(),
-            pod_len: c.node.pod_network.len(),
-            vxlan_port: c.tunnel.vxlan_port,
-        };
-        if let Err(e) = prog.set_steering(steering(&now)) {
-            let _ = prog.set_steering(steering(old));
+        let node_ip = up.address.map_or(Ipv4Addr::UNSPECIFIED, |a| a.ip);
+        let steering =
+            |n: &NodeSettings, t: &TunnelSettings| sluice_ports::afxdp::Steering::Filter {
+                node_ip,
+                pod_net: n.pod_network.addr(),
+                pod_len: n.pod_network.len(),
+                vxlan_port: t.vxlan_port,
+            };
+        if let Err(e) = prog.set_steering(steering(node, tunnel)) {
+            let _ = prog.set_steering(steering(&old.node, &old.tunnel));
             let msg = format!("the uplink's XDP program did not take the new settings: {e}");
             let _ = self.commit(old.clone(), "node", "node", &[]);
             return Err(ApiError::new(Some("tunnel".into()), msg));

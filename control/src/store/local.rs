@@ -1,0 +1,1 @@
+//! The embedded local store (to be written).

@@ -1,0 +1,1 @@
+//! Agent tests that start sluiced (root, network namespaces): to be written.

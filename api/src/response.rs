@@ -237,6 +237,11 @@ pub struct NodeInfo {
     pub node: NodeSettings,
     /// Tunnel settings.
     pub tunnel: TunnelSettings,
+    /// Changes whenever the daemon's tables are replaced wholesale (the
+    /// daemon started again, or `reload`): a client that programs routes
+    /// programs them again when it changes. Empty from an older daemon.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub epoch: String,
 }
 
 /// One port's counters, summed over workers.

@@ -6,3 +6,10 @@
 //! plugin reads. BGP comes later (issue 13).
 
 pub mod store;
+pub mod agent;
+pub mod lease;
+pub mod network;
+pub mod routes;
+pub mod status;
+pub mod subnet_file;
+pub mod switch;

@@ -201,6 +201,10 @@ pub struct Control {
     config_path: Option<PathBuf>,
     programs: Vec<sluice_ports::afxdp::XdpProgram>,
     registry: Option<Arc<super::PortRegistry>>,
+    /// This process's start (pid and time), for `node.get`'s `epoch`.
+    boot: String,
+    /// Reloads so far (the `epoch` changes with each).
+    reloads: u32,
 }
 
 #[derive(Deserialize)]
@@ -213,6 +217,15 @@ struct PortsArgs {
 #[serde(deny_unknown_fields)]
 struct NamesArgs {
     names: Vec<String>,
+}
+
+/// This process's identity: its pid and start time, in hex.
+fn boot_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{:x}-{:x}", std::process::id(), nanos)
 }
 
 /// How long ports.add/remove wait for every worker to take up new sockets.
@@ -260,7 +273,15 @@ impl Control {
             config_path: None,
             programs: Vec::new(),
             registry: None,
+            boot: boot_id(),
+            reloads: 0,
         }
+    }
+
+    /// Changes whenever the tables are replaced wholesale (a new process, a
+    /// `reload`): a client that programs routes (the agent) programs again.
+    pub fn epoch(&self) -> String {
+        format!("{}.{}", self.boot, self.reloads)
     }
 
     /// Gives the control side the attached XDP programs and the workers'
@@ -482,6 +503,7 @@ impl Control {
         self.check_kernel_follows(&new)?;
         let old = self.cfg.config();
         let g = self.commit(new, "route", "route", &[])?;
+        self.reloads += 1;
         self.steer_uplink(&old)?;
         Ok(
             json!({ "generation": g, "routes": self.cfg.route_count(), "neighbours": self.cfg.neighbours().len() }),
@@ -577,7 +599,9 @@ impl Control {
                 let v: Vec<Value> = self.cfg.neighbours().iter().map(|n| json!({ "ip": n.ip, "mac": n.mac, "source": if n.learned { "kernel" } else { "static" } })).collect();
                 Ok(json!({ "neighbours": v }))
             }
-            "node.get" => Ok(json!({ "node": self.cfg.node(), "tunnel": self.cfg.tunnel() })),
+            "node.get" => Ok(
+                json!({ "node": self.cfg.node(), "tunnel": self.cfg.tunnel(), "epoch": self.epoch() }),
+            ),
             "stats" => Ok(serde_json::to_value(self.stats_with_kernel()).expect("stats serialize")),
             "routes.add" => {
                 let a: RoutesArgs = args(&req.args)?;

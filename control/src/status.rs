@@ -1,0 +1,297 @@
+//! What the agent reports: its state, Prometheus metrics, and the HTTP
+//! endpoints that serve them.
+//!
+//! - `GET /metrics`: Prometheus text (prometheus-client), families named
+//!   `sluice_agent_*` (docs/agent.md lists them);
+//! - `GET /healthz`: liveness, `200` while the agent's loop runs, with the
+//!   state as JSON (an etcd outage is not a reason to restart the agent: it
+//!   keeps the routes and waits);
+//! - `GET /readyz`: `200` once the agent holds a lease and sluiced has its
+//!   routes, `503` (with the reason) otherwise.
+//!
+//! Serving is bounded as sluiced's `/metrics` is: a connection per task, at
+//! most [`MAX_CONNECTIONS`] at once, the request head capped at
+//! [`MAX_HEAD`] bytes and each side of the exchange given [`IO_DEADLINE`].
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 16;
+/// Bytes of request head read at most.
+pub const MAX_HEAD: usize = 8192;
+/// Deadline for reading the request and for writing the answer.
+pub const IO_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Where the agent is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Reading the network config.
+    Config,
+    /// Waiting for sluiced's facts.
+    Sluiced,
+    /// Taking a lease.
+    Leasing,
+    /// Holding a lease, routes programmed, watching.
+    Running,
+}
+
+/// The agent's state as `/healthz` and `/readyz` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct State {
+    /// Where the agent is.
+    pub phase: Phase,
+    /// What it waits for or the last problem (empty when all is well).
+    pub problem: String,
+    /// The store is answering.
+    pub store_up: bool,
+    /// sluiced is answering.
+    pub sluiced_up: bool,
+    /// This node's subnet.
+    pub subnet: Option<String>,
+    /// Leases of other nodes known.
+    pub leases: usize,
+    /// Routes the agent holds in sluiced.
+    pub routes: usize,
+    /// Leases that get no route (their reasons are logged).
+    pub skipped: usize,
+    /// The last full sync with sluiced, seconds since the epoch.
+    pub last_sync: Option<u64>,
+}
+
+impl State {
+    fn ready(&self) -> bool {
+        self.phase == Phase::Running && self.sluiced_up
+    }
+}
+
+/// Metric families (all `sluice_agent_*`).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// `sluice_agent_leases`: other nodes' leases known.
+    pub leases: Gauge,
+    /// `sluice_agent_routes`: routes the agent holds in sluiced.
+    pub routes: Gauge,
+    /// `sluice_agent_leases_skipped`: leases that get no route.
+    pub skipped: Gauge,
+    /// `sluice_agent_lease_events_total{kind}`: watch events (put, delete).
+    pub lease_events: Family<KindLabel, Counter>,
+    /// `sluice_agent_leases_invalid_total`: lease keys or values that could
+    /// not be read.
+    pub invalid: Counter,
+    /// `sluice_agent_route_changes_total{op}`: routes added or replaced
+    /// (`upsert`) and removed (`remove`) in sluiced.
+    pub route_changes: Family<OpLabel, Counter>,
+    /// `sluice_agent_full_syncs_total`: full syncs with sluiced (start,
+    /// sluiced restarted, after a failed change).
+    pub full_syncs: Counter,
+    /// `sluice_agent_store_errors_total`: failed store operations.
+    pub store_errors: Counter,
+    /// `sluice_agent_sluiced_errors_total`: failed sluiced calls.
+    pub sluiced_errors: Counter,
+    /// `sluice_agent_relists_total`: watches restarted by a list (start,
+    /// compaction).
+    pub relists: Counter,
+    /// `sluice_agent_lease_renewals_total`: this node's lease renewed.
+    pub renewals: Counter,
+    /// `sluice_agent_store_up`: 1 while the store answers.
+    pub store_up: Gauge,
+    /// `sluice_agent_sluiced_up`: 1 while sluiced answers.
+    pub sluiced_up: Gauge,
+    /// `sluice_agent_last_sync_timestamp_seconds`: the last full sync.
+    pub last_sync: Gauge<f64, AtomicU64>,
+    /// `sluice_agent_lease_expiry_timestamp_seconds`: when this node's lease
+    /// expires unless renewed (0: a reservation, never).
+    pub lease_expiry: Gauge<f64, AtomicU64>,
+}
+
+/// Label `kind`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct KindLabel {
+    /// `put` or `delete`.
+    pub kind: &'static str,
+}
+
+/// Label `op`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct OpLabel {
+    /// `upsert` or `remove`.
+    pub op: &'static str,
+}
+
+impl Metrics {
+    /// A registry holding every family.
+    pub fn registry(self: &Arc<Self>) -> Registry {
+        let mut r = Registry::with_prefix("sluice_agent");
+        let m = self;
+        r.register("leases", "Other nodes' leases known", m.leases.clone());
+        r.register("routes", "Routes the agent holds in sluiced", m.routes.clone());
+        r.register("leases_skipped", "Leases that get no route (see the log)", m.skipped.clone());
+        r.register("lease_events", "Lease watch events by kind", m.lease_events.clone());
+        r.register("leases_invalid", "Lease keys or values that could not be read", m.invalid.clone());
+        r.register("route_changes", "Routes changed in sluiced by op", m.route_changes.clone());
+        r.register("full_syncs", "Full syncs with sluiced", m.full_syncs.clone());
+        r.register("store_errors", "Failed store operations", m.store_errors.clone());
+        r.register("sluiced_errors", "Failed sluiced API calls", m.sluiced_errors.clone());
+        r.register("relists", "Lease lists (start, compaction)", m.relists.clone());
+        r.register("lease_renewals", "This node's lease renewed", m.renewals.clone());
+        r.register("store_up", "1 while the store answers", m.store_up.clone());
+        r.register("sluiced_up", "1 while sluiced answers", m.sluiced_up.clone());
+        r.register(
+            "last_sync_timestamp_seconds",
+            "The last full sync with sluiced",
+            m.last_sync.clone(),
+        );
+        r.register(
+            "lease_expiry_timestamp_seconds",
+            "When this node's lease expires unless renewed (0: never)",
+            m.lease_expiry.clone(),
+        );
+        r
+    }
+}
+
+/// The state and metrics, shared between the loop and the HTTP server.
+#[derive(Debug)]
+pub struct Status {
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    state: Mutex<State>,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Status {
+            metrics: Arc::default(),
+            state: Mutex::new(State {
+                phase: Phase::Config,
+                problem: String::new(),
+                store_up: false,
+                sluiced_up: false,
+                subnet: None,
+                leases: 0,
+                routes: 0,
+                skipped: 0,
+                last_sync: None,
+            }),
+        }
+    }
+}
+
+impl Status {
+    /// Changes the state.
+    pub fn update(&self, f: impl FnOnce(&mut State)) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut s);
+        self.metrics.store_up.set(i64::from(s.store_up));
+        self.metrics.sluiced_up.set(i64::from(s.sluiced_up));
+        self.metrics.leases.set(s.leases as i64);
+        self.metrics.routes.set(s.routes as i64);
+        self.metrics.skipped.set(s.skipped as i64);
+    }
+
+    /// A copy of the state.
+    pub fn state(&self) -> State {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn answer(&self, registry: &Registry, path: &str) -> (u16, &'static str, String) {
+        match path {
+            "/metrics" => {
+                let mut body = String::new();
+                match encode(&mut body, registry) {
+                    Ok(()) => (200, "text/plain; version=0.0.4; charset=utf-8", body),
+                    Err(e) => (500, "text/plain", format!("encoding metrics: {e}\n")),
+                }
+            }
+            "/healthz" | "/readyz" => {
+                let s = self.state();
+                let code = if path == "/readyz" && !s.ready() { 503 } else { 200 };
+                let body = serde_json::to_string(&s).unwrap_or_default() + "\n";
+                (code, "application/json", body)
+            }
+            _ => (404, "text/plain", "not found: /metrics, /healthz, /readyz\n".into()),
+        }
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the task
+/// is dropped.
+pub async fn serve(listener: TcpListener, status: Arc<Status>) {
+    let registry = Arc::new(status.metrics.registry());
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            let _ = conn.try_write(b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+            continue;
+        };
+        let (status, registry) = (status.clone(), registry.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut head = Vec::with_capacity(512);
+            let read = tokio::time::timeout(IO_DEADLINE, async {
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = conn.read(&mut buf).await?;
+                    if n == 0 || head.len() + n > MAX_HEAD {
+                        return Ok::<bool, std::io::Error>(false);
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                }
+                Ok(true)
+            })
+            .await;
+            let (code, ctype, body) = match read {
+                Ok(Ok(true)) => {
+                    let line = String::from_utf8_lossy(&head);
+                    let mut parts = line.split_whitespace();
+                    match (parts.next(), parts.next()) {
+                        (Some("GET"), Some(path)) => {
+                            status.answer(&registry, path.split('?').next().unwrap_or(path))
+                        }
+                        _ => (405, "text/plain", "GET only\n".into()),
+                    }
+                }
+                Ok(Ok(false)) => (431, "text/plain", "request head too large\n".into()),
+                _ => return,
+            };
+            let reason = match code {
+                200 => "OK",
+                404 => "Not Found",
+                405 => "Method Not Allowed",
+                431 => "Request Header Fields Too Large",
+                503 => "Service Unavailable",
+                _ => "Internal Server Error",
+            };
+            let msg = format!(
+                "HTTP/1.1 {code} {reason}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tokio::time::timeout(IO_DEADLINE, conn.write_all(msg.as_bytes())).await;
+        });
+    }
+}
+
+/// Binds `addr` and serves on it in the background.
+pub async fn start(addr: SocketAddr, status: Arc<Status>) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(serve(listener, status));
+    Ok(bound)
+}

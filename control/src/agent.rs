@@ -4,8 +4,7 @@
 //!    valid, wait and say why (`/healthz`, the log).
 //! 2. Read sluiced's facts: this node's `PublicIP` (the uplink's address
 //!    unless `--public-ip`), VTEP MAC, uplink MTU. Wait for sluiced if needed.
-//! 3. Take a lease ([`crate::lease::choose_subnet`]; create-if-absent, up to
-//!    [`RACE_RETRIES`] rounds, each lost race excluded from the next).
+//! 3. Take a lease ([`crate::lease::acquire`]).
 //! 4. Write the subnet file, set sluiced's pod network and subnet.
 //! 5. List every lease (revision `r`), compute the desired routes, diff them
 //!    against the agent's routes in sluiced (`routes.list`) and apply the
@@ -31,8 +30,7 @@
 //!   last good route (or none if it never had one).
 
 use crate::lease::{
-    self, choose_subnet, config_key, parse_subnet_key, subnet_key, subnets_prefix, Choice,
-    LeaseAttrs, RACE_RETRIES,
+    self, config_key, parse_subnet_key, subnet_key, subnets_prefix, Choice, LeaseAttrs,
 };
 use crate::network::{BackendType, NetworkConfig};
 use crate::routes::{self, Delta, Local};
@@ -319,33 +317,19 @@ impl<S: Store> Agent<S> {
         ))
     }
 
-    /// Lists every lease: the map and the revision.
-    async fn list_leases(&self) -> Result<(BTreeMap<Ipv4Net, LeaseAttrs>, BTreeMap<Ipv4Net, Option<Duration>>, Revision), StoreError> {
-        let (kvs, rev) = self.store.list(&subnets_prefix(&self.settings.prefix)).await?;
-        let mut leases = BTreeMap::new();
-        let mut ttls = BTreeMap::new();
-        for kv in kvs {
-            let Some(subnet) = parse_subnet_key(&kv.key) else {
-                self.status.metrics.invalid.inc();
-                warn!(key = %kv.key, "not a lease key (want <prefix>/subnets/10.244.3.0-24); ignored");
-                continue;
-            };
-            match LeaseAttrs::parse(&kv.value) {
-                Ok(a) => {
-                    leases.insert(subnet, a);
-                    ttls.insert(subnet, kv.ttl_left);
-                }
-                Err(e) => {
-                    self.status.metrics.invalid.inc();
-                    warn!(key = %kv.key, "{e}; ignored");
-                }
-            }
+    /// Lists every lease: the map and the revision. Unreadable keys and
+    /// values are logged and counted.
+    async fn list_leases(&self) -> Result<(BTreeMap<Ipv4Net, LeaseAttrs>, Revision), StoreError> {
+        let listed = lease::list(&self.store, &self.settings.prefix).await?;
+        for (key, why) in &listed.invalid {
+            self.status.metrics.invalid.inc();
+            warn!(key = %key, "{why}; ignored");
         }
-        Ok((leases, ttls, rev))
+        Ok((listed.leases, listed.revision))
     }
 
-    /// Takes this node's lease (see the module docs). Returns the subnet and
-    /// whether it expires.
+    /// Takes this node's lease (see the module docs), retrying with backoff
+    /// until it has one. Returns the subnet and whether it expires.
     async fn acquire(
         &mut self,
         cfg: &NetworkConfig,
@@ -357,63 +341,36 @@ impl<S: Store> Agent<S> {
             .map(|f| f.subnet);
         let mut backoff = Backoff::new(self.settings.backoff_max);
         loop {
-            let mut exclude = Vec::new();
-            let mut problem = String::new();
-            for _ in 0..RACE_RETRIES {
-                let (leases, ttls, _) = match self.list_leases().await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        self.store_error(&e);
-                        problem = format!("listing leases: {e}");
-                        break;
+            let rng = &mut self.rng;
+            let r = lease::acquire(
+                &self.store,
+                &self.settings.prefix,
+                cfg,
+                attrs,
+                previous,
+                self.settings.lease_ttl,
+                &mut |n| rng.below(n),
+            )
+            .await;
+            match r {
+                Ok(a) => {
+                    self.store_ok();
+                    match a.choice {
+                        Choice::Existing(s) => info!(subnet = %s, "reusing this node's lease (matched by PublicIP {})", attrs.public_ip),
+                        Choice::Free(s) => info!(subnet = %s, races_lost = a.races_lost, "leased"),
                     }
-                };
-                self.store_ok();
-                let rng = &mut self.rng;
-                let choice = match choose_subnet(cfg, &leases, attrs.public_ip, previous, &exclude, &mut |n| rng.below(n)) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        problem = e.to_string();
-                        break;
+                    let s = match a.choice {
+                        Choice::Existing(s) | Choice::Free(s) => s,
+                    };
+                    return Ok((s, a.expires));
+                }
+                Err(e) => {
+                    if let lease::AcquireError::Store(se) = &e {
+                        self.store_error(se);
                     }
-                };
-                let json = attrs.to_json();
-                match choice {
-                    Choice::Existing(s) => {
-                        let ttl = ttls.get(&s).copied().flatten().map(|_| self.settings.lease_ttl);
-                        match self.store.put(&subnet_key(&self.settings.prefix, s), json.as_bytes(), ttl).await {
-                            Ok(()) => {
-                                info!(subnet = %s, "reusing this node's lease (matched by PublicIP {})", attrs.public_ip);
-                                return Ok((s, ttl.is_some()));
-                            }
-                            Err(e) => {
-                                self.store_error(&e);
-                                problem = format!("renewing the lease of {s}: {e}");
-                                break;
-                            }
-                        }
-                    }
-                    Choice::Free(s) => {
-                        match self.store.create(&subnet_key(&self.settings.prefix, s), json.as_bytes(), self.settings.lease_ttl).await {
-                            Ok(true) => {
-                                info!(subnet = %s, "leased");
-                                return Ok((s, true));
-                            }
-                            Ok(false) => {
-                                info!(subnet = %s, "lost the race for this subnet; trying another");
-                                exclude.push(s);
-                                problem = format!("lost {RACE_RETRIES} races for a subnet");
-                            }
-                            Err(e) => {
-                                self.store_error(&e);
-                                problem = format!("creating the lease of {s}: {e}");
-                                break;
-                            }
-                        }
-                    }
+                    self.problem(Phase::Leasing, e.to_string());
                 }
             }
-            self.problem(Phase::Leasing, problem);
             self.sleep(backoff.wait(), stop).await?;
         }
     }
@@ -500,7 +457,7 @@ impl<S: Store> Agent<S> {
     /// Lists every lease and recomputes the desired routes; `last_rev`
     /// becomes the list's revision. A missing own lease is recreated.
     async fn relist(&mut self, held: &mut Held) -> Result<(), StoreError> {
-        let (leases, _, rev) = self.list_leases().await?;
+        let (leases, rev) = self.list_leases().await?;
         self.store_ok();
         self.status.metrics.relists.inc();
         held.leases = leases;

@@ -16,6 +16,7 @@
 //!    the collisions that remain).
 
 use crate::network::{BackendType, NetworkConfig};
+use crate::store::{Revision, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice_api::{Ipv4Net, MacAddr};
@@ -188,6 +189,118 @@ pub fn choose_subnet(
         });
     }
     Ok(Choice::Free(free[random(free.len()) % free.len()]))
+}
+
+/// Every lease in the store.
+#[derive(Debug, Clone, Default)]
+pub struct Listed {
+    /// The leases by subnet.
+    pub leases: BTreeMap<Ipv4Net, LeaseAttrs>,
+    /// Which of them have a TTL (false: a reservation).
+    pub expiring: BTreeMap<Ipv4Net, bool>,
+    /// Keys that are not leases, or whose value cannot be read, with why.
+    pub invalid: Vec<(String, String)>,
+    /// The list's revision.
+    pub revision: Revision,
+}
+
+/// Lists every lease under `prefix`.
+pub async fn list<S: Store>(store: &S, prefix: &str) -> Result<Listed, StoreError> {
+    let (kvs, revision) = store.list(&subnets_prefix(prefix)).await?;
+    let mut out = Listed {
+        revision,
+        ..Listed::default()
+    };
+    for kv in kvs {
+        let Some(subnet) = parse_subnet_key(&kv.key) else {
+            out.invalid.push((kv.key, "not a lease key (want <prefix>/subnets/10.244.3.0-24)".into()));
+            continue;
+        };
+        match LeaseAttrs::parse(&kv.value) {
+            Ok(a) => {
+                out.leases.insert(subnet, a);
+                out.expiring.insert(subnet, kv.ttl_left.is_some());
+            }
+            Err(e) => out.invalid.push((kv.key, e)),
+        }
+    }
+    Ok(out)
+}
+
+/// Why [`acquire`] did not get a lease.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AcquireError {
+    /// The store failed.
+    #[error("leasing: {0}")]
+    Store(StoreError),
+    /// No subnet is free.
+    #[error("leasing: {0}")]
+    Exhausted(ChooseError),
+    /// Every round lost its race.
+    #[error("leasing: lost {RACE_RETRIES} races for a free subnet")]
+    Races,
+}
+
+/// A lease taken by [`acquire`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acquired {
+    /// The subnet, and whether it was this node's already.
+    pub choice: Choice,
+    /// The lease has a TTL (false: a reservation kept as one).
+    pub expires: bool,
+    /// Races lost on the way.
+    pub races_lost: usize,
+}
+
+/// Takes a lease for the node `attrs` describes, as flanneld does: this
+/// node's existing lease renewed in place (a reservation stays one), else a
+/// free subnet created with create-if-absent; a lost race excludes that
+/// subnet and tries again, up to [`RACE_RETRIES`] rounds.
+pub async fn acquire<S: Store>(
+    store: &S,
+    prefix: &str,
+    cfg: &NetworkConfig,
+    attrs: &LeaseAttrs,
+    previous: Option<Ipv4Net>,
+    ttl: std::time::Duration,
+    random: &mut dyn FnMut(usize) -> usize,
+) -> Result<Acquired, AcquireError> {
+    let json = attrs.to_json();
+    let mut exclude = Vec::new();
+    for _ in 0..RACE_RETRIES {
+        let listed = list(store, prefix).await.map_err(AcquireError::Store)?;
+        let choice = choose_subnet(cfg, &listed.leases, attrs.public_ip, previous, &exclude, random)
+            .map_err(AcquireError::Exhausted)?;
+        match choice {
+            Choice::Existing(s) => {
+                let expires = listed.expiring.get(&s).copied().unwrap_or(true);
+                store
+                    .put(&subnet_key(prefix, s), json.as_bytes(), expires.then_some(ttl))
+                    .await
+                    .map_err(AcquireError::Store)?;
+                return Ok(Acquired {
+                    choice,
+                    expires,
+                    races_lost: exclude.len(),
+                });
+            }
+            Choice::Free(s) => {
+                if store
+                    .create(&subnet_key(prefix, s), json.as_bytes(), ttl)
+                    .await
+                    .map_err(AcquireError::Store)?
+                {
+                    return Ok(Acquired {
+                        choice,
+                        expires: true,
+                        races_lost: exclude.len(),
+                    });
+                }
+                exclude.push(s);
+            }
+        }
+    }
+    Err(AcquireError::Races)
 }
 
 #[cfg(test)]

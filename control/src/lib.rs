@@ -13,3 +13,5 @@ pub mod routes;
 pub mod status;
 pub mod subnet_file;
 pub mod switch;
+pub mod cli;
+pub mod settings;

@@ -1,1 +1,5 @@
-fn main() {}
+//! `sluice-agent`: see the library's docs.
+
+fn main() -> std::process::ExitCode {
+    sluice_control::cli::main()
+}

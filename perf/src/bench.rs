@@ -190,6 +190,8 @@ pub fn run(
             kernel_nodes: if kernel { vec![1, 2] } else { vec![] },
             rx_mode: rx_mode.map(str::to_string),
             workers: 1,
+            store: Default::default(),
+            direct_routing: false,
         };
         let st = lab::up(&spec, progress)?;
         // A first ping warms ARP and neighbour tables on both paths.

@@ -102,6 +102,9 @@ pub struct LabState {
     /// Workers per sluiced, and queues per veth.
     #[serde(default = "one_worker")]
     pub workers: u8,
+    /// The store the agents share (see [`crate::cluster`]).
+    #[serde(default)]
+    pub store: Option<crate::cluster::StoreState>,
 }
 
 fn one_worker() -> u8 {
@@ -138,6 +141,12 @@ pub struct NodeState {
     /// sluiced, `flannel.1`'s for a kernel node).
     #[serde(default)]
     pub vtep_mac: String,
+    /// sluice-agent's PID, when running.
+    #[serde(default)]
+    pub agent_pid: Option<u32>,
+    /// That process's start time.
+    #[serde(default)]
+    pub agent_start: Option<u64>,
 }
 
 /// Runs a command; its stderr becomes the error.
@@ -174,7 +183,8 @@ fn state_path(name: &str) -> PathBuf {
     state_dir().join(format!("{name}.json"))
 }
 
-fn save(state: &LabState) -> Result<()> {
+/// Writes the lab's state file.
+pub fn save(state: &LabState) -> Result<()> {
     std::fs::create_dir_all(state_dir())
         .map_err(|e| LabError::Other(format!("{}: {e}", state_dir().display())))?;
     let tmp = state_path(&state.name).with_extension("json.tmp");
@@ -238,6 +248,10 @@ pub struct LabSpec {
     /// Workers per sluiced (1 to 8), pinned to cores 0..workers; the uplink
     /// and pod veths get as many queues, one per worker.
     pub workers: u8,
+    /// The store the nodes' agents share.
+    pub store: crate::cluster::StoreKind,
+    /// flannel's `DirectRouting` in the network config (vxlan, ipip).
+    pub direct_routing: bool,
 }
 
 /// Builds the lab; on any failure removes what it made.
@@ -267,6 +281,7 @@ pub fn up(spec: &LabSpec, progress: &mut dyn FnMut(&str)) -> Result<LabState> {
         nodes: Vec::new(),
         namespaces: Vec::new(),
         workers: spec.workers,
+        store: None,
     };
     match build(spec, &mut state, progress) {
         Ok(()) => Ok(state),
@@ -411,6 +426,8 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
             api_socket,
             kernel,
             vtep_mac,
+            agent_pid: None,
+            agent_start: None,
         });
         save(state)?;
     }
@@ -424,22 +441,32 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
             kernel_node_local(state, i)?;
         }
     }
+    progress(&format!("store: {:?}, network config for {}", spec.store, spec.mode));
+    crate::cluster::start_store(state, spec.store, spec.direct_routing)?;
     for i in 0..state.nodes.len() {
         if state.nodes[i].kernel {
-            kernel_node_routes(state, i)?;
+            crate::cluster::write_kernel_lease(state, i)?;
         }
     }
     save(state)?;
     if spec.sluiced && state.nodes.iter().any(|n| !n.kernel) {
         for i in 0..state.nodes.len() {
             if !state.nodes[i].kernel {
-                progress(&format!("node {}: starting sluiced", i + 1));
+                progress(&format!("node {}: starting sluiced and its agent", i + 1));
                 start_sluiced(state, i, spec.rx_mode.as_deref().unwrap_or("adaptive"))?;
+                crate::cluster::start_agent(state, i)?;
                 save(state)?;
             }
         }
-        progress("programming routes to the other nodes through each node's API");
-        program_routes(state)?;
+        progress("waiting for the agents to lease and program every node's routes");
+        crate::cluster::wait_for_routes(state, Duration::from_secs(30))?;
+    }
+    for i in 0..state.nodes.len() {
+        if state.nodes[i].kernel {
+            crate::cluster::kernel_routes_from_store(state, i)?;
+        }
+    }
+    if spec.sluiced && state.nodes.iter().any(|n| !n.kernel) {
         progress("waiting for every node to learn the others' MACs from its kernel");
         wait_for_neighbours(state)?;
     }
@@ -520,65 +547,6 @@ fn kernel_node_local(state: &mut LabState, i: usize) -> Result<()> {
         state.nodes[i].vtep_mac = mac_of(ns, "flannel.1")?;
     } else if state.mode == Mode::Ipip {
         return Err(LabError::Other("kernel nodes are set up for vxlan and host-gw (flannel's backends tested here), not ipip".into()));
-    }
-    Ok(())
-}
-
-/// A kernel node's routes to every other node, as flanneld programs them.
-fn kernel_node_routes(state: &LabState, i: usize) -> Result<()> {
-    let n = &state.nodes[i];
-    let ns = n.ns.as_str();
-    for m in state.nodes.iter().filter(|m| m.index != n.index) {
-        match state.mode {
-            Mode::Vxlan => {
-                let dot0 = format!("10.77.{}.0", m.index);
-                run(&[
-                    "ip",
-                    "-n",
-                    ns,
-                    "neigh",
-                    "replace",
-                    &dot0,
-                    "lladdr",
-                    &m.vtep_mac,
-                    "dev",
-                    "flannel.1",
-                    "nud",
-                    "permanent",
-                ])?;
-                run(&[
-                    "bridge",
-                    "-n",
-                    ns,
-                    "fdb",
-                    "append",
-                    &m.vtep_mac,
-                    "dev",
-                    "flannel.1",
-                    "dst",
-                    &m.ip,
-                ])?;
-                run(&[
-                    "ip",
-                    "-n",
-                    ns,
-                    "route",
-                    "replace",
-                    &m.subnet,
-                    "via",
-                    &dot0,
-                    "dev",
-                    "flannel.1",
-                    "onlink",
-                ])?;
-            }
-            Mode::HostGw => {
-                run(&[
-                    "ip", "-n", ns, "route", "replace", &m.subnet, "via", &m.ip, "dev", "eth0",
-                ])?;
-            }
-            Mode::Ipip => {}
-        }
     }
     Ok(())
 }
@@ -690,45 +658,21 @@ fn start_sluiced(state: &mut LabState, i: usize, rx_mode: &str) -> Result<()> {
     Ok(())
 }
 
-/// Programs, on every node, a route to every other node's pod subnet.
-pub fn program_routes(state: &LabState) -> Result<()> {
-    for n in state.nodes.iter().filter(|n| !n.kernel) {
-        let mut routes = Vec::new();
-        for m in state.nodes.iter().filter(|m| m.index != n.index) {
-            let bad =
-                |what: &str, v: &str| LabError::Other(format!("node {}: {what} `{v}`", m.index));
-            let prefix: sluice_api::Ipv4Net =
-                m.subnet.parse().map_err(|_| bad("subnet", &m.subnet))?;
-            let via: sluice_api::Via = state
-                .mode
-                .via()
-                .parse()
-                .map_err(|_| bad("via", state.mode.via()))?;
-            let mut r = sluice_api::RouteConfig::to_node(
-                prefix,
-                via,
-                m.ip.parse().map_err(|_| bad("address", &m.ip))?,
-            );
-            if state.mode == Mode::Vxlan {
-                // A sluiced node's VTEP MAC is its uplink's (the default); a
-                // kernel node's is its flannel.1's.
-                r.vtep_mac = Some(
-                    m.vtep_mac
-                        .parse()
-                        .map_err(|_| bad("VTEP MAC", &m.vtep_mac))?,
-                );
-            }
-            routes.push(r);
-        }
-        sluice_api::Client::new(&n.api_socket)
-            .replace_routes(routes)
-            .map_err(|e| LabError::Other(format!("node {}: {e}", n.index)))?;
-    }
-    Ok(())
-}
-
 /// Daemons this process started, reaped by `down`.
 static CHILDREN: std::sync::Mutex<Vec<std::process::Child>> = std::sync::Mutex::new(Vec::new());
+
+/// Keeps a daemon this process started, so `down` can reap it.
+pub fn adopt(child: std::process::Child) {
+    CHILDREN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(child);
+}
+
+/// Reaps `pid` if it is a child of this process that has exited.
+pub fn reap_pid(pid: u32) {
+    reap(pid)
+}
 
 fn reap(pid: u32) {
     let mut children = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
@@ -787,10 +731,22 @@ pub fn down(name: &str) -> Result<()> {
         return Ok(());
     };
     for n in &state.nodes {
+        if let Some(pid) = n.agent_pid {
+            stop_daemon(pid, n.agent_start);
+        }
+    }
+    for n in &state.nodes {
         if let Some(pid) = n.sluiced_pid {
             stop_daemon(pid, n.sluiced_start);
         }
         let _ = std::fs::remove_file(&n.api_socket);
+    }
+    if let Some(st) = &state.store {
+        if let Some(pid) = st.etcd_pid {
+            stop_daemon(pid, st.etcd_start);
+        }
+        crate::cluster::remove_store(st);
+        let _ = std::fs::remove_file(state_dir().join(format!("{name}-etcd.log")));
     }
     let mut failed = Vec::new();
     for ns in state.namespaces.iter().rev() {
@@ -807,8 +763,8 @@ pub fn down(name: &str) -> Result<()> {
         )));
     }
     for n in &state.nodes {
-        for ext in ["toml", "log"] {
-            let _ = std::fs::remove_file(state_dir().join(format!("{}.{ext}", n.ns)));
+        for ext in [".toml", ".log", "-agent.log", "-subnet.env"] {
+            let _ = std::fs::remove_file(state_dir().join(format!("{}{ext}", n.ns)));
         }
     }
     let _ = std::fs::remove_file(state_path(name));

@@ -1,11 +1,14 @@
 //! `sluice-lab`: builds multi-node labs out of network namespaces on one
 //! machine (nodes joined by an underlay bridge, two pods per node attached to
 //! that node's `sluiced` over AF_XDP), in VXLAN, IPIP or host-gw mode, and
-//! tears them down again. See [`lab`].
+//! tears them down again. See [`lab`]. Each sluiced node is programmed by its
+//! own `sluice-agent` over a shared store (embedded, or a real etcd), see
+//! [`cluster`].
 //!
 //! [`bench`] runs the same traffic through sluice and through the kernel
 //! path flannel uses and reports ratios; the per-packet pipeline figures come
 //! from the criterion benchmarks in `dataplane/benches`.
 
 pub mod bench;
+pub mod cluster;
 pub mod lab;

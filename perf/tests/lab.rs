@@ -153,6 +153,8 @@ fn up(name: &str, mode: Mode, workers: u8) -> lab::LabState {
             kernel_nodes: vec![],
             rx_mode: None,
             workers,
+            store: Default::default(),
+            direct_routing: false,
         },
         &mut |_| {},
     )
@@ -296,6 +298,8 @@ fn down_cleans_up_after_an_interrupted_up() {
             kernel_nodes: vec![],
             rx_mode: None,
             workers: 1,
+            store: Default::default(),
+            direct_routing: false,
         },
         &mut |_| {},
     );
@@ -323,6 +327,8 @@ fn interop(mode: Mode, name: &str) {
             kernel_nodes: vec![2],
             rx_mode: None,
             workers: 1,
+            store: Default::default(),
+            direct_routing: false,
         },
         &mut |_| {},
     )

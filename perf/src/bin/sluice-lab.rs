@@ -37,6 +37,13 @@ enum Cmd {
         /// Workers per sluiced (pinned to cores 0..N), and queues per veth.
         #[arg(long, default_value_t = 1)]
         workers: u8,
+        /// The store the nodes' agents share: embedded (a directory) or etcd
+        /// (a real etcd started on loopback).
+        #[arg(long, default_value = "embedded")]
+        store: sluice_perf::cluster::StoreKind,
+        /// flannel's DirectRouting in the network config (vxlan, ipip).
+        #[arg(long)]
+        direct_routing: bool,
     },
     /// Show a lab's nodes and pods.
     Status {
@@ -80,6 +87,8 @@ fn main() -> ExitCode {
             mode,
             kernel_nodes,
             workers,
+            store,
+            direct_routing,
         } => lab::up(
             &LabSpec {
                 name,
@@ -89,6 +98,8 @@ fn main() -> ExitCode {
                 kernel_nodes,
                 rx_mode: None,
                 workers,
+                store,
+                direct_routing,
             },
             &mut |s| eprintln!("sluice-lab: {s}"),
         )

@@ -1,0 +1,329 @@
+//! `sluice-agent`'s command line: run the agent (the default), or read and
+//! write the network config and list leases in whichever store the settings
+//! name (the embedded store has no `etcdctl`).
+
+use crate::agent::Agent;
+use crate::lease::{config_key, parse_subnet_key, subnets_prefix, LeaseAttrs};
+use crate::network::NetworkConfig;
+use crate::settings::{Flags, Settings, StoreChoice};
+use crate::status::Status;
+use crate::store::etcd::EtcdStore;
+use crate::store::local::LocalStore;
+use crate::store::{Store, StoreError};
+use clap::{Parser, Subcommand};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{error, info, warn};
+
+/// sluice-agent: leases this node's pod subnet (flannel's etcd layout, or an
+/// embedded store), learns the other nodes' and programs sluiced.
+#[derive(Debug, Parser)]
+#[command(name = "sluice-agent", version)]
+pub struct Cli {
+    /// The agent's TOML settings file.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// etcd endpoints, comma-separated (flannel's flag); none: the embedded store.
+    #[arg(long, global = true)]
+    etcd_endpoints: Option<String>,
+    /// The store prefix (default /coreos.com/network).
+    #[arg(long, global = true)]
+    etcd_prefix: Option<String>,
+    /// CA certificate for etcd's TLS.
+    #[arg(long, global = true)]
+    etcd_cafile: Option<PathBuf>,
+    /// Client certificate for etcd.
+    #[arg(long, global = true)]
+    etcd_certfile: Option<PathBuf>,
+    /// Client key for etcd.
+    #[arg(long, global = true)]
+    etcd_keyfile: Option<PathBuf>,
+    /// etcd user name.
+    #[arg(long, global = true)]
+    etcd_username: Option<String>,
+    /// etcd password.
+    #[arg(long, global = true)]
+    etcd_password: Option<String>,
+    /// The embedded store's directory (default /var/lib/sluice/store).
+    #[arg(long, global = true)]
+    store_dir: Option<PathBuf>,
+    /// sluiced's API socket (default /run/sluice/sluiced.sock).
+    #[arg(long)]
+    sluiced_socket: Option<PathBuf>,
+    /// The subnet file (default /run/flannel/subnet.env).
+    #[arg(long)]
+    subnet_file: Option<PathBuf>,
+    /// This node's underlay address (default: sluiced's uplink address).
+    #[arg(long)]
+    public_ip: Option<Ipv4Addr>,
+    /// Sets FLANNEL_IPMASQ=true in the subnet file.
+    #[arg(long)]
+    ip_masq: bool,
+    /// Where to serve /metrics, /healthz and /readyz ("" disables; default 127.0.0.1:9473).
+    #[arg(long)]
+    healthz_address: Option<String>,
+    /// Minutes before the lease expires to renew it (default 60).
+    #[arg(long)]
+    subnet_lease_renew_margin: Option<u64>,
+    /// The lease's TTL in seconds (default 86400; short values for labs and tests).
+    #[arg(long, hide = true)]
+    lease_ttl: Option<u64>,
+    /// How often sluiced's epoch is checked, in milliseconds (default 1000).
+    #[arg(long, hide = true)]
+    sluiced_poll_ms: Option<u64>,
+    /// A tracing filter (SLUICE_LOG or RUST_LOG win).
+    #[arg(long)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent (the default).
+    Run,
+    /// The network config in the store.
+    Network {
+        #[command(subcommand)]
+        op: NetworkOp,
+    },
+    /// Every lease in the store.
+    Leases,
+}
+
+#[derive(Debug, Subcommand)]
+enum NetworkOp {
+    /// Validates flannel's JSON and writes it (`@FILE` reads a file).
+    Set {
+        /// The JSON, or @FILE.
+        json: String,
+    },
+    /// Prints the network config.
+    Get,
+}
+
+impl Cli {
+    fn flags(&self) -> Flags {
+        Flags {
+            config: self.config.clone(),
+            etcd_endpoints: self.etcd_endpoints.clone(),
+            etcd_prefix: self.etcd_prefix.clone(),
+            etcd_cafile: self.etcd_cafile.clone(),
+            etcd_certfile: self.etcd_certfile.clone(),
+            etcd_keyfile: self.etcd_keyfile.clone(),
+            etcd_username: self.etcd_username.clone(),
+            etcd_password: self.etcd_password.clone(),
+            store_dir: self.store_dir.clone(),
+            sluiced_socket: self.sluiced_socket.clone(),
+            subnet_file: self.subnet_file.clone(),
+            public_ip: self.public_ip,
+            ip_masq: self.ip_masq,
+            healthz_address: self.healthz_address.clone(),
+            renew_margin: self.subnet_lease_renew_margin,
+            lease_ttl: self.lease_ttl,
+            sluiced_poll_ms: self.sluiced_poll_ms,
+            log_level: self.log_level.clone(),
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = std::env::var("SLUICE_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| level.to_string());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|e| {
+        eprintln!("sluice-agent: log filter `{filter}`: {e}; using info");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs the command line; the process's exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::resolve(&cli.flags()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sluice-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&settings.log_level);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sluice-agent: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        match cli.command.unwrap_or(Command::Run) {
+            Command::Run => run(settings).await,
+            Command::Network { op } => with_store(&settings, |s| async move { network(s, &settings, op).await }).await,
+            Command::Leases => with_store(&settings, |s| async move { leases(s, &settings).await }).await,
+        }
+    })
+}
+
+/// Opens the chosen store once (no retries: for the one-shot commands).
+async fn with_store<F, Fut>(settings: &Settings, f: F) -> ExitCode
+where
+    F: FnOnce(AnyStore) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let store = match open(&settings.store).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sluice-agent: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match f(store).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Either store, for the one-shot commands.
+#[derive(Debug)]
+enum AnyStore {
+    Etcd(EtcdStore),
+    Local(LocalStore),
+}
+
+async fn open(choice: &StoreChoice) -> Result<AnyStore, StoreError> {
+    Ok(match choice {
+        StoreChoice::Etcd(c) => AnyStore::Etcd(EtcdStore::connect(c).await?),
+        StoreChoice::Local(d) => AnyStore::Local(LocalStore::open(d)?),
+    })
+}
+
+async fn network(store: AnyStore, settings: &Settings, op: NetworkOp) -> Result<(), String> {
+    let key = config_key(&settings.agent.prefix);
+    match op {
+        NetworkOp::Set { json } => {
+            let text = match json.strip_prefix('@') {
+                Some(path) => std::fs::read(path).map_err(|e| format!("{path}: {e}"))?,
+                None => json.into_bytes(),
+            };
+            let cfg = NetworkConfig::parse(&text).map_err(|e| e.to_string())?;
+            match &store {
+                AnyStore::Etcd(s) => s.put(&key, &text, None).await,
+                AnyStore::Local(s) => s.put(&key, &text, None).await,
+            }
+            .map_err(|e| format!("writing {key}: {e}"))?;
+            println!(
+                "{key}: {} {}, /{} subnets {}..{}",
+                cfg.network, cfg.backend.kind, cfg.subnet_len, cfg.subnet_min, cfg.subnet_max
+            );
+            Ok(())
+        }
+        NetworkOp::Get => {
+            let kv = match &store {
+                AnyStore::Etcd(s) => s.get(&key).await,
+                AnyStore::Local(s) => s.get(&key).await,
+            }
+            .map_err(|e| format!("reading {key}: {e}"))?
+            .ok_or_else(|| format!("no network config at {key}"))?;
+            println!("{}", String::from_utf8_lossy(&kv.value));
+            Ok(())
+        }
+    }
+}
+
+async fn leases(store: AnyStore, settings: &Settings) -> Result<(), String> {
+    let prefix = subnets_prefix(&settings.agent.prefix);
+    let (kvs, rev) = match &store {
+        AnyStore::Etcd(s) => s.list(&prefix).await,
+        AnyStore::Local(s) => s.list(&prefix).await,
+    }
+    .map_err(|e| format!("listing {prefix}: {e}"))?;
+    println!("{:<18} {:<15} {:<8} {:<17} {:>9}", "SUBNET", "PUBLIC IP", "BACKEND", "VTEP MAC", "TTL LEFT");
+    for kv in kvs {
+        let subnet = parse_subnet_key(&kv.key).map(|s| s.to_string()).unwrap_or(kv.key.clone());
+        let ttl = kv.ttl_left.map(|t| format!("{}s", t.as_secs())).unwrap_or("reserved".into());
+        match LeaseAttrs::parse(&kv.value) {
+            Ok(a) => {
+                let vtep = a.vxlan().map(|d| d.vtep_mac.to_string()).unwrap_or("-".into());
+                println!("{subnet:<18} {:<15} {:<8} {vtep:<17} {ttl:>9}", a.public_ip, a.backend_type);
+            }
+            Err(e) => println!("{subnet:<18} invalid: {e}"),
+        }
+    }
+    println!("(revision {rev})");
+    Ok(())
+}
+
+async fn run(settings: Settings) -> ExitCode {
+    let status = Arc::new(Status::default());
+    if let Some(addr) = settings.healthz {
+        match crate::status::start(addr, status.clone()).await {
+            Ok(bound) => info!(%bound, "serving /metrics, /healthz, /readyz"),
+            Err(e) => {
+                error!("binding {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        info!("stopping; routes and the lease stay in place");
+        let _ = stop_tx.send(true);
+    });
+    match &settings.store {
+        StoreChoice::Local(dir) => match LocalStore::open(dir) {
+            Ok(store) => {
+                info!(dir = %dir.display(), "embedded store");
+                Agent::new(store, settings.agent.clone(), status).run(stop).await;
+            }
+            Err(e) => {
+                error!("embedded store {}: {e}", dir.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        StoreChoice::Etcd(cfg) => {
+            // etcd may be down when the agent starts: keep trying.
+            let mut wait = Duration::from_millis(100);
+            let mut stop = stop;
+            let store = loop {
+                match EtcdStore::connect(cfg).await {
+                    Ok(s) => break s,
+                    Err(e) => {
+                        warn!(endpoints = ?cfg.endpoints, "connecting to etcd: {e}; retrying");
+                        status.metrics.store_errors.inc();
+                        status.update(|s| {
+                            s.store_up = false;
+                            s.problem = format!("connecting to etcd: {e}");
+                        });
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = stop.changed() => return ExitCode::SUCCESS,
+                        }
+                        wait = (wait * 2).min(Duration::from_secs(5));
+                    }
+                }
+            };
+            info!(endpoints = ?cfg.endpoints, "etcd");
+            Agent::new(store, settings.agent.clone(), status).run(stop).await;
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,433 @@
+//! The lab's control plane: a store, the network config, and one
+//! `sluice-agent` per sluiced node.
+//!
+//! - The store is the agent's embedded store in `<state>/<lab>-store`
+//!   (default) or a real etcd (`--store etcd`): Debian's `etcd` started on
+//!   loopback with its data in `<state>/<lab>-etcd`, stopped by PID.
+//! - The network config is flannel's JSON for the lab's mode, written once
+//!   (`{"Network":"10.77.0.0/16","Backend":{"Type":"vxlan"}}`).
+//! - Each sluiced node's agent runs in the host's namespace: it needs only
+//!   the store (a directory, or etcd on loopback) and its sluiced's API
+//!   socket, and takes its `PublicIP` and VTEP MAC from that sluiced. Before
+//!   it starts, the lab writes the node's subnet file naming `10.77.K.0/24`,
+//!   the subnet the lab's pods were given: the agent tries the previous
+//!   subnet file's subnet first, as flanneld does, so subnets stay
+//!   predictable without being written into sluiced by hand.
+//! - Kernel-flannel nodes have no agent: the lab does what flanneld would,
+//!   writing their lease (their `flannel.1` MAC as `VtepMAC`) and, once
+//!   every lease is in, programming their kernel routes from the store.
+
+use crate::lab::{self, LabError, LabState, Mode};
+use serde::{Deserialize, Serialize};
+use sluice_control::lease::{self, LeaseAttrs};
+use sluice_control::network::BackendType;
+use sluice_control::store::etcd::{EtcdConfig, EtcdStore};
+use sluice_control::store::local::LocalStore;
+use sluice_control::store::Store;
+use sluice_control::subnet_file::SubnetFile;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+type Result<T> = std::result::Result<T, LabError>;
+
+/// The lab's network prefix and the store prefix.
+pub const NETWORK: &str = "10.77.0.0/16";
+/// flannel's default prefix, used by the lab as by a cluster.
+pub const PREFIX: &str = "/coreos.com/network";
+
+/// Which store the lab's agents share.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreKind {
+    /// The agent's embedded store in a directory.
+    #[default]
+    Embedded,
+    /// A real etcd on loopback.
+    Etcd,
+}
+
+impl std::str::FromStr for StoreKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "embedded" | "local" => Ok(StoreKind::Embedded),
+            "etcd" => Ok(StoreKind::Etcd),
+            other => Err(format!("store `{other}`: expected embedded or etcd")),
+        }
+    }
+}
+
+/// The lab's store, as recorded in its state file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StoreState {
+    /// Which store.
+    pub kind: StoreKind,
+    /// The embedded store's directory, or etcd's data directory.
+    pub dir: PathBuf,
+    /// etcd's client URL.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// etcd's peer URL (kept so a restart reuses it).
+    #[serde(default)]
+    pub peer: Option<String>,
+    /// etcd's PID and start time.
+    #[serde(default)]
+    pub etcd_pid: Option<u32>,
+    /// See [`lab::process_start_time`].
+    #[serde(default)]
+    pub etcd_start: Option<u64>,
+}
+
+/// Finds a sibling binary: `$ENV`, next to this executable, or `PATH`.
+pub fn binary(name: &str, env: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env) {
+        return p.into();
+    }
+    if let Ok(me) = std::env::current_exe() {
+        for dir in [me.parent(), me.parent().and_then(Path::parent)]
+            .into_iter()
+            .flatten()
+        {
+            let p = dir.join(name);
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    name.into()
+}
+
+/// `sluice-agent`: `$SLUICE_AGENT`, next to this executable, or `PATH`.
+pub fn agent_path() -> PathBuf {
+    binary("sluice-agent", "SLUICE_AGENT")
+}
+
+fn other(e: impl std::fmt::Display) -> LabError {
+    LabError::Other(e.to_string())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(other)
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(other)?;
+    Ok(l.local_addr().map_err(other)?.port())
+}
+
+/// Runs `f` against the lab's store.
+pub fn with_store<T>(
+    st: &StoreState,
+    f: impl AsyncStoreFn<T>,
+) -> Result<T> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        match st.kind {
+            StoreKind::Embedded => {
+                let s = LocalStore::open(&st.dir).map_err(other)?;
+                f.call(&s).await
+            }
+            StoreKind::Etcd => {
+                let cfg = EtcdConfig {
+                    endpoints: vec![st.endpoint.clone().ok_or_else(|| other("etcd has no endpoint"))?],
+                    ..EtcdConfig::default()
+                };
+                let s = EtcdStore::connect(&cfg).await.map_err(other)?;
+                f.call(&s).await
+            }
+        }
+    })
+}
+
+/// A closure over either store (generic over [`Store`]).
+pub trait AsyncStoreFn<T> {
+    /// Runs on `store`.
+    fn call<S: Store>(self, store: &S) -> impl std::future::Future<Output = Result<T>>;
+}
+
+/// Starts the lab's store (etcd is started; the embedded store is a
+/// directory) and writes the network config.
+pub fn start_store(state: &mut LabState, kind: StoreKind, direct_routing: bool) -> Result<()> {
+    let base = lab::state_dir();
+    let mut st = StoreState {
+        kind,
+        ..StoreState::default()
+    };
+    match kind {
+        StoreKind::Embedded => {
+            st.dir = base.join(format!("{}-store", state.name));
+            let _ = std::fs::remove_dir_all(&st.dir);
+        }
+        StoreKind::Etcd => {
+            st.dir = base.join(format!("{}-etcd", state.name));
+            let _ = std::fs::remove_dir_all(&st.dir);
+            st.endpoint = Some(format!("http://127.0.0.1:{}", free_port()?));
+            st.peer = Some(format!("http://127.0.0.1:{}", free_port()?));
+        }
+    }
+    state.store = Some(st);
+    lab::save(state)?;
+    if kind == StoreKind::Etcd {
+        start_etcd(state)?;
+    }
+    let backend = match state.mode {
+        Mode::Vxlan => "vxlan",
+        Mode::Ipip => "ipip",
+        Mode::HostGw => "host-gw",
+    };
+    let json = format!(
+        r#"{{"Network":"{NETWORK}","Backend":{{"Type":"{backend}"{}}}}}"#,
+        if direct_routing { r#","DirectRouting":true"# } else { "" }
+    );
+    struct PutConfig(String);
+    impl AsyncStoreFn<()> for PutConfig {
+        async fn call<S: Store>(self, s: &S) -> Result<()> {
+            s.put(&lease::config_key(PREFIX), self.0.as_bytes(), None)
+                .await
+                .map_err(other)
+        }
+    }
+    with_store(state.store.as_ref().expect("set above"), PutConfig(json))
+}
+
+/// Starts (or restarts, on the same data) the lab's etcd and waits for it.
+pub fn start_etcd(state: &mut LabState) -> Result<()> {
+    let st = state.store.clone().ok_or_else(|| other("the lab has no store"))?;
+    let (client, peer) = (
+        st.endpoint.clone().ok_or_else(|| other("no etcd endpoint"))?,
+        st.peer.clone().ok_or_else(|| other("no etcd peer URL"))?,
+    );
+    let etcd = binary("etcd", "ETCD");
+    let log = std::fs::File::create(lab::state_dir().join(format!("{}-etcd.log", state.name)))
+        .map_err(other)?;
+    let name = format!("{}-etcd", state.name);
+    let child = Command::new(&etcd)
+        .args(["--name", &name, "--data-dir"])
+        .arg(&st.dir)
+        .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .args(["--initial-cluster", &format!("{name}={peer}")])
+        .stdout(log.try_clone().map_err(other)?)
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| other(format!("cannot start etcd ({}): {e}; install Debian's etcd-server", etcd.display())))?;
+    let pid = child.id();
+    lab::adopt(child);
+    if let Some(s) = state.store.as_mut() {
+        s.etcd_pid = Some(pid);
+        s.etcd_start = lab::process_start_time(pid);
+    }
+    lab::save(state)?;
+    struct Ping;
+    impl AsyncStoreFn<()> for Ping {
+        async fn call<S: Store>(self, s: &S) -> Result<()> {
+            s.get("/sluice-lab/ping").await.map(|_| ()).map_err(other)
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match with_store(state.store.as_ref().expect("set"), Ping) {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() > deadline => {
+                return Err(other(format!("etcd did not come up: {e}; see {}-etcd.log", state.name)))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Stops the lab's etcd (by PID); the data stays for [`start_etcd`].
+pub fn stop_etcd(state: &mut LabState) {
+    if let Some(st) = state.store.as_mut() {
+        if let Some(pid) = st.etcd_pid.take() {
+            lab::stop_daemon(pid, st.etcd_start.take());
+        }
+    }
+    let _ = lab::save(state);
+}
+
+/// Writes a kernel node's lease as flanneld would (its `flannel.1` MAC as
+/// the VTEP MAC for VXLAN).
+pub fn write_kernel_lease(state: &LabState, i: usize) -> Result<()> {
+    let n = &state.nodes[i];
+    let kind = backend(state.mode);
+    let attrs = LeaseAttrs::new(
+        n.ip.parse().map_err(other)?,
+        kind,
+        1,
+        n.vtep_mac.parse().map_err(|e: String| other(e))?,
+    );
+    let key = lease::subnet_key(PREFIX, n.subnet.parse().map_err(|e: String| other(e))?);
+    struct Create(String, String);
+    impl AsyncStoreFn<()> for Create {
+        async fn call<S: Store>(self, s: &S) -> Result<()> {
+            match s.create(&self.0, self.1.as_bytes(), lease::LEASE_TTL).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(other(format!("{} is leased already", self.0))),
+                Err(e) => Err(other(e)),
+            }
+        }
+    }
+    with_store(
+        state.store.as_ref().ok_or_else(|| other("no store"))?,
+        Create(key, attrs.to_json()),
+    )
+}
+
+fn backend(mode: Mode) -> BackendType {
+    match mode {
+        Mode::Vxlan => BackendType::Vxlan,
+        Mode::Ipip => BackendType::Ipip,
+        Mode::HostGw => BackendType::HostGw,
+    }
+}
+
+/// Every lease in the lab's store.
+pub fn leases(state: &LabState) -> Result<lease::Listed> {
+    struct List;
+    impl AsyncStoreFn<lease::Listed> for List {
+        async fn call<S: Store>(self, s: &S) -> Result<lease::Listed> {
+            lease::list(s, PREFIX).await.map_err(other)
+        }
+    }
+    with_store(state.store.as_ref().ok_or_else(|| other("no store"))?, List)
+}
+
+/// The node's subnet file.
+pub fn subnet_file(state: &LabState, i: usize) -> PathBuf {
+    lab::state_dir().join(format!("{}-subnet.env", state.nodes[i].ns))
+}
+
+/// Starts node `i`'s agent and records its PID.
+pub fn start_agent(state: &mut LabState, i: usize) -> Result<()> {
+    let n = state.nodes[i].clone();
+    let path = subnet_file(state, i);
+    if !path.exists() {
+        // The subnet the lab's pods were given: the agent tries it first.
+        SubnetFile {
+            network: NETWORK.parse().map_err(|e: String| other(e))?,
+            subnet: n.subnet.parse().map_err(|e: String| other(e))?,
+            mtu: state.mode.pod_mtu(),
+            ip_masq: false,
+        }
+        .write(&path)
+        .map_err(other)?;
+    }
+    let st = state.store.clone().ok_or_else(|| other("no store"))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(lab::state_dir().join(format!("{}-agent.log", n.ns)))
+        .map_err(other)?;
+    let mut cmd = Command::new(agent_path());
+    cmd.arg("--sluiced-socket")
+        .arg(&n.api_socket)
+        .arg("--subnet-file")
+        .arg(&path)
+        .args(["--healthz-address", "", "--sluiced-poll-ms", "200"]);
+    match st.kind {
+        StoreKind::Embedded => cmd.arg("--store-dir").arg(&st.dir),
+        StoreKind::Etcd => cmd.args(["--etcd-endpoints", st.endpoint.as_deref().unwrap_or("")]),
+    };
+    let child = cmd
+        .stdout(log.try_clone().map_err(other)?)
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| other(format!("cannot start sluice-agent ({}): {e}", agent_path().display())))?;
+    state.nodes[i].agent_pid = Some(child.id());
+    state.nodes[i].agent_start = lab::process_start_time(child.id());
+    lab::adopt(child);
+    lab::save(state)
+}
+
+/// Stops node `i`'s agent: SIGTERM, or SIGKILL when `kill`.
+pub fn stop_agent(state: &mut LabState, i: usize, kill: bool) {
+    let n = &mut state.nodes[i];
+    if let (Some(pid), Some(start)) = (n.agent_pid, n.agent_start) {
+        if kill {
+            if lab::process_start_time(pid) == Some(start) {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while lab::pid_alive(pid) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                lab::reap_pid(pid);
+            }
+        } else {
+            lab::stop_daemon(pid, Some(start));
+        }
+    }
+    n.agent_pid = None;
+    n.agent_start = None;
+    let _ = lab::save(state);
+}
+
+/// Waits until every sluiced node routes every other node's subnet.
+pub fn wait_for_routes(state: &LabState, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    for n in state.nodes.iter().filter(|n| !n.kernel) {
+        loop {
+            let have: Vec<String> = sluice_api::Client::new(&n.api_socket)
+                .routes()
+                .map(|l| l.routes.iter().map(|r| r.prefix.to_string()).collect())
+                .unwrap_or_default();
+            let missing: Vec<&str> = state
+                .nodes
+                .iter()
+                .filter(|m| m.index != n.index && !have.contains(&m.subnet))
+                .map(|m| m.subnet.as_str())
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(other(format!(
+                    "node {}: its agent did not program routes to {missing:?}; see {}-agent.log",
+                    n.index, n.ns
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
+
+/// Programs a kernel node's routes from the store, as flanneld does from
+/// its lease watch: per other lease, for VXLAN the ARP entry, the FDB entry
+/// and the route via `flannel.1`; for host-gw the route via the node.
+pub fn kernel_routes_from_store(state: &LabState, i: usize) -> Result<()> {
+    let n = &state.nodes[i];
+    let ns = n.ns.as_str();
+    let listed = leases(state)?;
+    let own: sluice_api::Ipv4Net = n.subnet.parse().map_err(|e: String| other(e))?;
+    for (subnet, attrs) in listed.leases.iter().filter(|(s, _)| **s != own) {
+        let (dst, ip) = (subnet.to_string(), attrs.public_ip.to_string());
+        match state.mode {
+            Mode::Vxlan => {
+                let mac = attrs.vxlan().map_err(other)?.vtep_mac.to_string();
+                let dot0 = subnet.addr().to_string();
+                lab::run(&["ip", "-n", ns, "neigh", "replace", &dot0, "lladdr", &mac, "dev", "flannel.1", "nud", "permanent"])?;
+                lab::run(&["bridge", "-n", ns, "fdb", "append", &mac, "dev", "flannel.1", "dst", &ip])?;
+                lab::run(&["ip", "-n", ns, "route", "replace", &dst, "via", &dot0, "dev", "flannel.1", "onlink"])?;
+            }
+            Mode::HostGw => {
+                lab::run(&["ip", "-n", ns, "route", "replace", &dst, "via", &ip, "dev", "eth0"])?;
+            }
+            Mode::Ipip => {}
+        }
+    }
+    Ok(())
+}
+
+/// Removes the store's files (after etcd has been stopped).
+pub fn remove_store(st: &StoreState) {
+    if !st.dir.as_os_str().is_empty() {
+        let _ = std::fs::remove_dir_all(&st.dir);
+    }
+}

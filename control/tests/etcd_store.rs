@@ -25,7 +25,11 @@ async fn next_within<W: Watch>(w: &mut W, limit: Duration) -> Result<Vec<WatchEv
 async fn collect<W: Watch>(w: &mut W, n: usize) -> Vec<WatchEvent> {
     let mut all = Vec::new();
     while all.len() < n {
-        all.extend(next_within(w, Duration::from_secs(10)).await.expect("watch"));
+        all.extend(
+            next_within(w, Duration::from_secs(10))
+                .await
+                .expect("watch"),
+        );
     }
     all
 }
@@ -43,7 +47,10 @@ async fn create_if_absent_has_one_winner() {
         let kv = a.get(&key).await.expect("get").expect("the key exists");
         assert_eq!(kv.value, if ra { b"a" } else { b"b" });
         let left = kv.ttl_left.expect("a created key has a lease");
-        assert!(left <= ttl && left >= ttl - Duration::from_secs(5), "{left:?}");
+        assert!(
+            left <= ttl && left >= ttl - Duration::from_secs(5),
+            "{left:?}"
+        );
         // A third try loses too.
         assert!(!a.create(&key, b"c", ttl).await.expect("create again"));
     }
@@ -59,7 +66,9 @@ async fn list_then_watch_from_the_next_revision() {
     let (kvs, rev) = s.list("/n/a/").await.unwrap();
     let keys: Vec<&str> = kvs.iter().map(|kv| kv.key.as_str()).collect();
     assert_eq!(keys, ["/n/a/1", "/n/a/2"]);
-    assert!(kvs.iter().all(|kv| kv.mod_revision <= rev && kv.ttl_left.is_none()));
+    assert!(kvs
+        .iter()
+        .all(|kv| kv.mod_revision <= rev && kv.ttl_left.is_none()));
     assert_eq!(s.revision().await.unwrap(), rev);
 
     // Changes after the snapshot, before the watch opens.
@@ -75,18 +84,26 @@ async fn list_then_watch_from_the_next_revision() {
     assert_eq!(events.len(), 3, "{events:?}");
     match &events[0] {
         WatchEvent::Put(kv) => {
-            assert_eq!((kv.key.as_str(), kv.value.as_slice()), ("/n/a/3", &b"three"[..]));
+            assert_eq!(
+                (kv.key.as_str(), kv.value.as_slice()),
+                ("/n/a/3", &b"three"[..])
+            );
             assert_eq!(kv.mod_revision, rev + 1);
         }
         e => panic!("expected the put of /n/a/3, got {e:?}"),
     }
     assert!(matches!(&events[1], WatchEvent::Delete { key, .. } if key == "/n/a/1"));
     match &events[2] {
-        WatchEvent::Put(kv) => assert_eq!((kv.key.as_str(), kv.value.as_slice()), ("/n/a/2", &b"two again"[..])),
+        WatchEvent::Put(kv) => assert_eq!(
+            (kv.key.as_str(), kv.value.as_slice()),
+            ("/n/a/2", &b"two again"[..])
+        ),
         e => panic!("expected the put of /n/a/2, got {e:?}"),
     }
     assert!(events.windows(2).all(|p| p[0].revision() < p[1].revision()));
-    assert!(events.iter().all(|e| e.revision() > rev && e.key().starts_with("/n/a/")));
+    assert!(events
+        .iter()
+        .all(|e| e.revision() > rev && e.key().starts_with("/n/a/")));
 
     // The store-wide view agrees.
     let (kvs, rev2) = s.list("/n/").await.unwrap();
@@ -127,14 +144,19 @@ async fn leased_key_expires_and_the_watch_sees_the_delete() {
     assert!(matches!(&events[1], WatchEvent::Put(kv) if kv.ttl_left.is_some_and(|l| l <= ttl)));
 
     // The lease expires: the key goes, the watch says so.
-    let events = next_within(&mut w, ttl + Duration::from_secs(10)).await.unwrap();
+    let events = next_within(&mut w, ttl + Duration::from_secs(10))
+        .await
+        .unwrap();
     let gone = put_at.elapsed();
     assert!(
         matches!(&events[..], [WatchEvent::Delete { key, .. }] if key == "/t/leased"),
         "{events:?}"
     );
     eprintln!("a {ttl:?} lease expired after {gone:?}");
-    assert!(gone >= ttl - Duration::from_millis(500), "expired early: {gone:?}");
+    assert!(
+        gone >= ttl - Duration::from_millis(500),
+        "expired early: {gone:?}"
+    );
     assert_eq!(s.get("/t/leased").await.unwrap(), None);
     assert!(s.get("/t/forever").await.unwrap().is_some());
 
@@ -143,7 +165,11 @@ async fn leased_key_expires_and_the_watch_sees_the_delete() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     s.put("/t/renewed", b"2", Some(ttl)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let kv = s.get("/t/renewed").await.unwrap().expect("renewed key still there");
+    let kv = s
+        .get("/t/renewed")
+        .await
+        .unwrap()
+        .expect("renewed key still there");
     assert_eq!(kv.value, b"2");
 }
 
@@ -153,10 +179,17 @@ async fn watch_from_a_compacted_revision_fails() {
     let s = connect(&etcd).await;
     let first = s.revision().await.unwrap() + 1;
     for i in 0..5 {
-        s.put("/c/k", format!("{i}").as_bytes(), None).await.unwrap();
+        s.put("/c/k", format!("{i}").as_bytes(), None)
+            .await
+            .unwrap();
     }
     let rev = s.revision().await.unwrap();
     s.compact(rev).await.unwrap();
+    s.compact(rev - 1).await.expect("compacting again is fine");
+    assert!(matches!(
+        s.compact(rev + 100).await,
+        Err(StoreError::Other(_))
+    ));
 
     let err = match s.watch("/c/", first).await {
         Err(e) => e,
@@ -204,7 +237,10 @@ async fn outage_is_unavailable_and_the_store_recovers() {
             "get" => s.get("/o/kept").await.map(drop),
             "put" => s.put("/o/x", b"x", Some(Duration::from_secs(10))).await,
             "list" => s.list("/o/").await.map(drop),
-            "create" => s.create("/o/y", b"y", Duration::from_secs(10)).await.map(drop),
+            "create" => s
+                .create("/o/y", b"y", Duration::from_secs(10))
+                .await
+                .map(drop),
             _ => s.watch("/o/", rev + 1).await.map(drop),
         }
         .expect_err("etcd is down");
@@ -214,7 +250,9 @@ async fn outage_is_unavailable_and_the_store_recovers() {
         assert!(took < Duration::from_secs(5), "{op} took {took:?}");
     }
     let t = Instant::now();
-    let err = EtcdStore::connect(&etcd.config()).await.expect_err("connect to a down etcd");
+    let err = EtcdStore::connect(&etcd.config())
+        .await
+        .expect_err("connect to a down etcd");
     eprintln!("connect with etcd down: {:?}: {err}", t.elapsed());
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
     assert!(t.elapsed() < Duration::from_secs(6));
@@ -232,11 +270,17 @@ async fn outage_is_unavailable_and_the_store_recovers() {
             Err(e) => panic!("store did not recover: {e:?}"),
         }
     };
-    eprintln!("same store usable again {:?} after the restart", t.elapsed());
+    eprintln!(
+        "same store usable again {:?} after the restart",
+        t.elapsed()
+    );
     assert_eq!(kv.unwrap().value, b"1");
     let (_, rev) = s.list("/o/").await.unwrap();
     let mut w = s.watch("/o/", rev + 1).await.unwrap();
-    assert!(s.create("/o/new", b"n", Duration::from_secs(10)).await.unwrap());
+    assert!(s
+        .create("/o/new", b"n", Duration::from_secs(10))
+        .await
+        .unwrap());
     let events = next_within(&mut w, Duration::from_secs(10)).await.unwrap();
     assert_eq!(events[0].key(), "/o/new");
 }
@@ -253,8 +297,15 @@ async fn list_of_5000_leased_keys() {
         let s = s.clone();
         tasks.spawn(async move {
             for i in (w..N).step_by(WORKERS) {
-                let key = format!("/coreos.com/network/subnets/10.{}.{}.0-24", i / 256, i % 256);
-                let value = format!(r#"{{"PublicIP":"192.0.2.{}","BackendType":"vxlan"}}"#, i % 250);
+                let key = format!(
+                    "/coreos.com/network/subnets/10.{}.{}.0-24",
+                    i / 256,
+                    i % 256
+                );
+                let value = format!(
+                    r#"{{"PublicIP":"192.0.2.{}","BackendType":"vxlan"}}"#,
+                    i % 250
+                );
                 s.put(&key, value.as_bytes(), Some(Duration::from_secs(600)))
                     .await
                     .expect("put");
@@ -266,6 +317,31 @@ async fn list_of_5000_leased_keys() {
     }
     eprintln!("{N} leased puts: {:?}", t.elapsed());
 
+    // The same number of keys without leases: the range read alone.
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..WORKERS {
+        let s = s.clone();
+        tasks.spawn(async move {
+            for i in (w..N).step_by(WORKERS) {
+                s.put(&format!("/plain/{i:05}"), b"x", None)
+                    .await
+                    .expect("put");
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("writer");
+    }
+    let t = Instant::now();
+    let (kvs, _) = s.list("/plain/").await.unwrap();
+    eprintln!(
+        "list of {} keys without leases: {:?}",
+        kvs.len(),
+        t.elapsed()
+    );
+    assert_eq!(kvs.len(), N);
+    assert!(kvs.iter().all(|kv| kv.ttl_left.is_none()));
+
     let mut best = Duration::MAX;
     for _ in 0..3 {
         let t = Instant::now();
@@ -275,11 +351,49 @@ async fn list_of_5000_leased_keys() {
         eprintln!("list of {} leased keys: {took:?}", kvs.len());
         assert_eq!(kvs.len(), N);
         assert!(kvs.windows(2).all(|p| p[0].key < p[1].key), "sorted by key");
-        assert!(kvs
-            .iter()
-            .all(|kv| kv.ttl_left.is_some_and(|l| l <= Duration::from_secs(600)
-                && l >= Duration::from_secs(500))));
+        assert!(kvs.iter().all(|kv| kv
+            .ttl_left
+            .is_some_and(|l| l <= Duration::from_secs(600) && l >= Duration::from_secs(500))));
     }
     // Well under 1 s on a quiet machine; loose here for loaded CI runners.
     assert!(best < Duration::from_secs(3), "list took {best:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_etcd_times_out_and_the_watch_notices() {
+    let etcd = Etcd::start();
+    let s = connect(&etcd).await; // request timeout 3 s (support::etcd)
+    let rev = s.revision().await.unwrap();
+    let mut w = s.watch("/h/", rev + 1).await.unwrap();
+
+    // The TCP connection stays up; only HTTP/2 keep-alive can tell.
+    etcd.pause();
+    let t = Instant::now();
+    let err = s.get("/h/k").await.expect_err("etcd is frozen");
+    eprintln!("get with etcd frozen: {:?}: {err}", t.elapsed());
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+
+    let err = next_within(&mut w, Duration::from_secs(40))
+        .await
+        .expect_err("the watch ends when etcd stops answering");
+    eprintln!(
+        "open watch on a frozen etcd ended after {:?}: {err}",
+        t.elapsed()
+    );
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+
+    etcd.resume();
+    let t = Instant::now();
+    loop {
+        match s.put("/h/k", b"v", None).await {
+            Ok(()) => break,
+            Err(StoreError::Unavailable(e)) if t.elapsed() < Duration::from_secs(20) => {
+                eprintln!("still unavailable: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("store did not recover: {e:?}"),
+        }
+    }
+    eprintln!("usable again {:?} after the thaw", t.elapsed());
 }

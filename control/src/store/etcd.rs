@@ -23,7 +23,10 @@
 //!   (`lease != 0`), read with one LeaseTimeToLive call per distinct lease,
 //!   at most [`TTL_LOOKUPS_IN_FLIGHT`] at a time; its resolution is one
 //!   second and it never exceeds the granted TTL. A lease that expired
-//!   before its key was deleted reads as `Some(Duration::ZERO)`.
+//!   before its key was deleted reads as `Some(Duration::ZERO)`. These
+//!   calls are most of a list's cost: 5,000 leased keys list in about
+//!   0.4 s on two cores, the same keys without leases in 30 ms. A watch
+//!   looks up the leases of the puts it returns the same way.
 //! - [`Store::list`] reads in pages of [`LIST_PAGE`] keys, every page at the
 //!   revision of the first, so the snapshot is consistent.
 //! - keys that are not UTF-8 are skipped with a warning (flannel's are
@@ -47,8 +50,10 @@ use super::{KeyValue, Revision, Store, StoreError, Watch, WatchEvent};
 
 /// Keys read per range request in [`Store::list`].
 pub const LIST_PAGE: i64 = 1000;
-/// LeaseTimeToLive calls in flight at once when filling `ttl_left`.
-pub const TTL_LOOKUPS_IN_FLIGHT: usize = 64;
+/// LeaseTimeToLive calls in flight at once when filling `ttl_left`. On two
+/// cores 8 take 0.75 s for 5,000 leases, 32 take 0.5 s, 128 take 0.4 s and
+/// more gain nothing (etcd and the client share the CPU).
+pub const TTL_LOOKUPS_IN_FLIGHT: usize = 128;
 /// HTTP/2 keep-alive ping interval while a stream (a watch) is open. etcd
 /// rejects pings closer than 5 s (`--grpc-keepalive-min-time`).
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
@@ -142,7 +147,10 @@ fn de_endpoints<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error
     }
     Ok(match Endpoints::deserialize(d)? {
         Endpoints::One(s) => EtcdConfig::parse_endpoints(&s),
-        Endpoints::Many(v) => v.iter().flat_map(|s| EtcdConfig::parse_endpoints(s)).collect(),
+        Endpoints::Many(v) => v
+            .iter()
+            .flat_map(|s| EtcdConfig::parse_endpoints(s))
+            .collect(),
     })
 }
 
@@ -155,9 +163,8 @@ fn de_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     }
     match Seconds::deserialize(d)? {
         Seconds::Int(s) => Ok(Duration::from_secs(s)),
-        Seconds::Float(s) => Duration::try_from_secs_f64(s).map_err(|_| {
-            serde::de::Error::custom(format!("{s} is not a number of seconds >= 0"))
-        }),
+        Seconds::Float(s) => Duration::try_from_secs_f64(s)
+            .map_err(|_| serde::de::Error::custom(format!("{s} is not a number of seconds >= 0"))),
     }
 }
 
@@ -245,19 +252,24 @@ impl EtcdStore {
     pub async fn revision(&self) -> Result<Revision, StoreError> {
         let mut kv = self.client.kv_client();
         let opts = GetOptions::new().with_count_only();
-        let resp = self.call("get revision", kv.get(vec![0u8], Some(opts))).await?;
+        let resp = self
+            .call("get revision", kv.get(vec![0u8], Some(opts)))
+            .await?;
         header_revision(resp.header())
     }
 
     /// Compacts the history up to `revision` and waits until the compaction
     /// is applied (watches from older revisions then fail with
-    /// [`StoreError::Compacted`]).
+    /// [`StoreError::Compacted`]). Compacting an already compacted revision
+    /// is fine; a future revision is `Other`.
     pub async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
         let mut kv = self.client.kv_client();
         let opts = CompactionOptions::new().with_physical();
-        self.call("compact", kv.compact(revision, Some(opts)))
-            .await
-            .map(drop)
+        match self.call("compact", kv.compact(revision, Some(opts))).await {
+            // Already compacted that far: nothing to do.
+            Ok(_) | Err(StoreError::Compacted { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Runs one request under the request timeout.
@@ -271,12 +283,17 @@ impl EtcdStore {
 
     /// Grants a lease of `ttl` rounded up to whole seconds (at least 1).
     async fn grant(&self, ttl: Duration) -> Result<i64, StoreError> {
-        let secs = ttl.as_secs().saturating_add(u64::from(ttl.subsec_nanos() > 0));
+        let secs = ttl
+            .as_secs()
+            .saturating_add(u64::from(ttl.subsec_nanos() > 0));
         let secs = i64::try_from(secs.max(1)).unwrap_or(i64::MAX);
         let mut lease = self.client.lease_client();
         let resp = self.call("lease grant", lease.grant(secs, None)).await?;
         if !resp.error().is_empty() {
-            return Err(StoreError::Other(format!("etcd lease grant: {}", resp.error())));
+            return Err(StoreError::Other(format!(
+                "etcd lease grant: {}",
+                resp.error()
+            )));
         }
         Ok(resp.id())
     }
@@ -288,7 +305,9 @@ impl EtcdStore {
         let mut raw = Vec::new();
         let mut rev: Revision = 0;
         loop {
-            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(LIST_PAGE);
+            let mut opts = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(LIST_PAGE);
             if rev != 0 {
                 opts = opts.with_revision(rev);
             }
@@ -312,7 +331,10 @@ impl EtcdStore {
             raw.iter().map(|kv| kv.lease()),
         )
         .await?;
-        Ok((raw.iter().filter_map(|kv| convert(kv, &ttls)).collect(), rev))
+        Ok((
+            raw.iter().filter_map(|kv| convert(kv, &ttls)).collect(),
+            rev,
+        ))
     }
 }
 
@@ -322,7 +344,9 @@ impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         let mut kv = self.client.kv_client();
         let resp = self.call("get", kv.get(key, None)).await?;
-        let Some(found) = resp.kvs().first() else { return Ok(None) };
+        let Some(found) = resp.kvs().first() else {
+            return Ok(None);
+        };
         let ttls = lease_ttls(
             &self.client.lease_client(),
             self.request_timeout,
@@ -333,15 +357,13 @@ impl Store for EtcdStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError> {
-        let mut last = None;
         for _ in 0..LIST_ATTEMPTS {
             match self.list_once(prefix).await {
                 // The snapshot revision was compacted between two pages.
-                Err(StoreError::Compacted { .. }) => last = Some(()),
+                Err(StoreError::Compacted { .. }) => continue,
                 other => return other,
             }
         }
-        debug_assert!(last.is_some());
         Err(StoreError::Unavailable(format!(
             "list {prefix:?}: compacted during the read {LIST_ATTEMPTS} times"
         )))
@@ -375,7 +397,9 @@ impl Store for EtcdStore {
             opts = opts.with_lease(self.grant(ttl).await?);
         }
         let mut kv = self.client.kv_client();
-        self.call("put", kv.put(key, value, Some(opts))).await.map(drop)
+        self.call("put", kv.put(key, value, Some(opts)))
+            .await
+            .map(drop)
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -384,9 +408,7 @@ impl Store for EtcdStore {
     }
 
     async fn watch(&self, prefix: &str, from: Revision) -> Result<EtcdWatch, StoreError> {
-        let opts = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(from);
+        let opts = WatchOptions::new().with_prefix().with_start_revision(from);
         let mut client = self.client.watch_client();
         let mut stream = self.call("watch", client.watch(prefix, Some(opts))).await?;
         // Wait for etcd to confirm the watch, so it is in place on return.
@@ -399,7 +421,11 @@ impl Store for EtcdStore {
             pending: Vec::new(),
         };
         match first {
-            None => return Err(StoreError::Unavailable("etcd closed the watch stream".into())),
+            None => {
+                return Err(StoreError::Unavailable(
+                    "etcd closed the watch stream".into(),
+                ))
+            }
             Some(resp) => watch.pending = watch.check(resp)?,
         }
         Ok(watch)
@@ -493,7 +519,7 @@ impl Watch for EtcdWatch {
                     }
                 })
                 .collect();
-            if let Some(last) = raw.iter().filter_map(|e| e.kv()).last() {
+            if let Some(last) = raw.iter().filter_map(|e| e.kv()).next_back() {
                 self.next_revision = last.mod_revision() + 1;
             }
             if !events.is_empty() {
@@ -629,9 +655,7 @@ fn map_error(what: &str, e: EtcdError) -> StoreError {
                 | Code::Cancelled
                 | Code::Unknown
                 | Code::Aborted
-                | Code::ResourceExhausted => {
-                    StoreError::Unavailable(format!("etcd {what}: {msg}"))
-                }
+                | Code::ResourceExhausted => StoreError::Unavailable(format!("etcd {what}: {msg}")),
                 // HTTP/2 trouble (a reset connection) surfaces as Internal.
                 Code::Internal if msg.contains("h2") || msg.contains("connection") => {
                     StoreError::Unavailable(format!("etcd {what}: {msg}"))
@@ -702,7 +726,10 @@ mod tests {
         assert_eq!(c.request_timeout, Duration::from_secs(5));
         let c: EtcdConfig = toml::from_str(r#"endpoints = ["http://x:1"]"#).unwrap();
         assert_eq!(c.endpoints, ["http://x:1"]);
-        assert_eq!(toml::from_str::<EtcdConfig>("").unwrap(), EtcdConfig::default());
+        assert_eq!(
+            toml::from_str::<EtcdConfig>("").unwrap(),
+            EtcdConfig::default()
+        );
         assert!(toml::from_str::<EtcdConfig>("endpoint = \"x\"").is_err());
         assert!(toml::from_str::<EtcdConfig>("dial_timeout = -1").is_err());
     }

@@ -111,6 +111,27 @@ impl Etcd {
         }
     }
 
+    /// Freezes etcd (SIGSTOP by PID): connections stay open but nothing
+    /// answers, like a hung or partitioned server.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws etcd after [`Etcd::pause`] (SIGCONT by PID).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let child = self.child.as_ref().expect("etcd is running");
+        let status = Command::new("kill")
+            .arg(sig)
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {sig} {}: {status}", child.id());
+    }
+
     /// Starts etcd again on the same data directory and ports.
     pub fn restart(&mut self) {
         self.stop();
@@ -154,7 +175,10 @@ impl Etcd {
         // etcd 3.4 refuses to run on architectures other than amd64 (and
         // arm64 in later releases) unless told to.
         if std::env::consts::ARCH != "x86_64" {
-            cmd.env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH.replace("aarch64", "arm64"));
+            cmd.env(
+                "ETCD_UNSUPPORTED_ARCH",
+                std::env::consts::ARCH.replace("aarch64", "arm64"),
+            );
         }
         let child = cmd.spawn().expect("spawn etcd");
         self.child = Some(child);

@@ -397,3 +397,45 @@ async fn hung_etcd_times_out_and_the_watch_notices() {
     }
     eprintln!("usable again {:?} after the thaw", t.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_client_certificates() {
+    let etcd = Etcd::start_tls();
+    let config = etcd.config();
+    let s = EtcdStore::connect(&config).await.expect("connect over TLS");
+    s.put("/tls/k", b"v", Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let kv = s.get("/tls/k").await.unwrap().unwrap();
+    assert_eq!(kv.value, b"v");
+    assert!(kv.ttl_left.is_some());
+
+    // TLS files with a plain endpoint: a configuration error.
+    let plain = EtcdConfig {
+        endpoints: vec![config.endpoints[0].replace("https://", "http://")],
+        ..config.clone()
+    };
+    let err = EtcdStore::connect(&plain)
+        .await
+        .expect_err("http with TLS files");
+    assert!(matches!(err, StoreError::Other(_)), "{err:?}");
+    // A missing certificate file too.
+    let missing = EtcdConfig {
+        cert_file: Some("/nonexistent/client.pem".into()),
+        ..config.clone()
+    };
+    let err = EtcdStore::connect(&missing)
+        .await
+        .expect_err("missing file");
+    assert!(matches!(err, StoreError::Other(_)), "{err:?}");
+    // Without a client certificate etcd refuses (the handshake fails).
+    let anonymous = EtcdConfig {
+        cert_file: None,
+        key_file: None,
+        ..config.clone()
+    };
+    let err = EtcdStore::connect(&anonymous)
+        .await
+        .expect_err("no client certificate");
+    eprintln!("TLS without a client certificate: {err}");
+}

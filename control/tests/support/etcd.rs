@@ -31,6 +31,8 @@ pub struct Etcd {
     name: String,
     client_port: u16,
     peer_port: u16,
+    metrics_port: u16,
+    tls: bool,
 }
 
 /// The etcd binary: `/usr/bin/etcd`, else `etcd` on `PATH`; panics with
@@ -54,15 +56,19 @@ pub fn etcd_binary() -> PathBuf {
     );
 }
 
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
-}
-
 impl Etcd {
     /// Starts a fresh etcd and waits until it is healthy.
     pub fn start() -> Etcd {
+        Etcd::start_with(false)
+    }
+
+    /// Starts a fresh etcd that speaks TLS and requires client
+    /// certificates (CA and certificates made with `openssl`).
+    pub fn start_tls() -> Etcd {
+        Etcd::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Etcd {
         static SEQ: AtomicUsize = AtomicUsize::new(0);
         let binary = etcd_binary();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -71,11 +77,13 @@ impl Etcd {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
-        let client_port = free_port();
-        let mut peer_port = free_port();
-        while peer_port == client_port {
-            peer_port = free_port();
-        }
+        // Held together so that the three ports differ.
+        let listeners: Vec<TcpListener> = (0..3)
+            .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+            .collect();
+        let port = |i: usize| listeners[i].local_addr().expect("local addr").port();
+        let (client_port, peer_port, metrics_port) = (port(0), port(1), port(2));
+        drop(listeners);
         let mut etcd = Etcd {
             child: None,
             binary,
@@ -83,23 +91,105 @@ impl Etcd {
             name,
             client_port,
             peer_port,
+            metrics_port,
+            tls,
         };
+        if tls {
+            etcd.make_certificates();
+        }
         etcd.spawn();
         etcd
     }
 
     /// The client URL.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
-    /// A store configuration for this etcd (short timeouts for tests).
+    /// A store configuration for this etcd (short timeouts for tests; the
+    /// CA and a client certificate when it speaks TLS).
     pub fn config(&self) -> EtcdConfig {
+        let tls = |f: &str| self.tls.then(|| self.tls_dir().join(f));
         EtcdConfig {
             endpoints: vec![self.endpoint()],
+            ca_file: tls("ca.pem"),
+            cert_file: tls("client.pem"),
+            key_file: tls("client.key"),
             dial_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(3),
             ..EtcdConfig::default()
+        }
+    }
+
+    fn tls_dir(&self) -> PathBuf {
+        self.dir.path().join("tls")
+    }
+
+    /// A CA, a server certificate for 127.0.0.1 and a client certificate.
+    fn make_certificates(&self) {
+        let dir = self.tls_dir();
+        std::fs::create_dir_all(&dir).expect("tls dir");
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("run openssl (Debian package openssl)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=sluice test CA"];
+        ca.extend(key);
+        ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+        openssl(&ca);
+        for (who, ext) in [
+            (
+                "server",
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+            ),
+            ("client", "extendedKeyUsage=clientAuth\n"),
+        ] {
+            let ext_file = dir.join(format!("{who}.ext"));
+            std::fs::write(&ext_file, ext).expect("ext file");
+            let (keyf, csr, pem) = (
+                format!("{who}.key"),
+                format!("{who}.csr"),
+                format!("{who}.pem"),
+            );
+            let subj = format!("/CN={who}");
+            let mut req = vec!["req", "-subj", &subj];
+            req.extend(key);
+            req.extend(["-keyout", &keyf, "-out", &csr]);
+            openssl(&req);
+            let ext_path = ext_file.to_string_lossy().into_owned();
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &pem,
+                "-extfile",
+                &ext_path,
+            ]);
         }
     }
 
@@ -167,11 +257,23 @@ impl Etcd {
             .arg(format!("{}={peer}", self.name))
             .arg("--initial-cluster-state")
             .arg("new")
+            .arg("--listen-metrics-urls")
+            .arg(format!("http://127.0.0.1:{}", self.metrics_port))
             .arg("--log-level")
             .arg("warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log);
+        if self.tls {
+            let dir = self.tls_dir();
+            cmd.arg("--cert-file")
+                .arg(dir.join("server.pem"))
+                .arg("--key-file")
+                .arg(dir.join("server.key"))
+                .arg("--trusted-ca-file")
+                .arg(dir.join("ca.pem"))
+                .arg("--client-cert-auth");
+        }
         // etcd 3.4 refuses to run on architectures other than amd64 (and
         // arm64 in later releases) unless told to.
         if std::env::consts::ARCH != "x86_64" {
@@ -185,7 +287,7 @@ impl Etcd {
         self.wait_healthy();
     }
 
-    /// Polls `GET /health` on the client port until etcd says it is healthy.
+    /// Polls `GET /health` on the (plain HTTP) metrics port until etcd says it is healthy.
     fn wait_healthy(&mut self) {
         let deadline = Instant::now() + START_LIMIT;
         loop {
@@ -205,7 +307,7 @@ impl Etcd {
     }
 
     fn healthy(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.client_port)) else {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.metrics_port)) else {
             return false;
         };
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));

@@ -14,10 +14,11 @@ export DEBIAN_FRONTEND=noninteractive
 # Debian packages: build tools; clang, libclang and the libxdp/libbpf headers
 # for the XDP program and its bindings; the independent dissector (tshark);
 # Python for the fixture generator; iproute2 and xdp-tools for namespaces
-# and XDP status.
+# and XDP status; protoc for etcd-client's build; etcd-server and openssl
+# for the agent's etcd store tests (control/tests/support/etcd.rs).
 PKGS=(build-essential pkg-config clang libclang-dev libxdp-dev libbpf-dev xdp-tools
       tshark python3 iproute2 ethtool iputils-ping netcat-openbsd iperf3 sockperf bsdextrautils
-      ca-certificates curl)
+      ca-certificates curl protobuf-compiler etcd-server openssl)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

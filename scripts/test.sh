@@ -2,8 +2,10 @@
 # The test command: installs what the tests need, then runs every tier.
 #   sudo scripts/test.sh
 # Tiers: lint; unit + property + golden (pcap through the replay tool, checked
-# by tshark) + malformed corpus; privileged (sluiced on AF_XDP in network
-# namespaces, as root); then the fuzz targets for a bounded time.
+# by tshark) + malformed corpus + the agent's stores against a real etcd;
+# privileged (sluiced on AF_XDP in network namespaces, and labs whose nodes
+# are programmed by sluice-agent, as root); then the fuzz targets for a
+# bounded time.
 # SLUICE_FUZZ_SECONDS sets the time per fuzz target (default 45).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,11 +21,11 @@ step "lint: rustfmt and clippy"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 
-step "tier 1-3: unit, property, golden and malformed-input tests"
+step "tier 1-3: unit, property, golden and malformed-input tests; the agent against etcd"
 cargo test --workspace --quiet
 
-step "tier 4: privileged (root): sluiced on AF_XDP, and sluice-lab, in network namespaces"
-cargo build -p sluiced -p sluicectl --bins --quiet
+step "tier 4: privileged (root): sluiced on AF_XDP, and sluice-lab with its agents, in network namespaces"
+cargo build -p sluiced -p sluicectl -p sluice-control --bins --quiet
 cargo test -p sluiced --features privileged-tests --test privileged -- --test-threads=1
 cargo test -p sluice-perf --features privileged-tests --test lab -- --test-threads=1
 

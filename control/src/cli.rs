@@ -169,8 +169,14 @@ pub fn main() -> ExitCode {
     rt.block_on(async move {
         match cli.command.unwrap_or(Command::Run) {
             Command::Run => run(settings).await,
-            Command::Network { op } => with_store(&settings, |s| async move { network(s, &settings, op).await }).await,
-            Command::Leases => with_store(&settings, |s| async move { leases(s, &settings).await }).await,
+            Command::Network { op } => {
+                let prefix = settings.agent.prefix.clone();
+                with_store(&settings, |s| async move { network(s, &prefix, op).await }).await
+            }
+            Command::Leases => {
+                let prefix = settings.agent.prefix.clone();
+                with_store(&settings, |s| async move { leases(s, &prefix).await }).await
+            }
         }
     })
 }
@@ -211,8 +217,8 @@ async fn open(choice: &StoreChoice) -> Result<AnyStore, StoreError> {
     })
 }
 
-async fn network(store: AnyStore, settings: &Settings, op: NetworkOp) -> Result<(), String> {
-    let key = config_key(&settings.agent.prefix);
+async fn network(store: AnyStore, prefix: &str, op: NetworkOp) -> Result<(), String> {
+    let key = config_key(prefix);
     match op {
         NetworkOp::Set { json } => {
             let text = match json.strip_prefix('@') {
@@ -244,8 +250,8 @@ async fn network(store: AnyStore, settings: &Settings, op: NetworkOp) -> Result<
     }
 }
 
-async fn leases(store: AnyStore, settings: &Settings) -> Result<(), String> {
-    let prefix = subnets_prefix(&settings.agent.prefix);
+async fn leases(store: AnyStore, prefix: &str) -> Result<(), String> {
+    let prefix = subnets_prefix(prefix);
     let (kvs, rev) = match &store {
         AnyStore::Etcd(s) => s.list(&prefix).await,
         AnyStore::Local(s) => s.list(&prefix).await,
@@ -254,7 +260,11 @@ async fn leases(store: AnyStore, settings: &Settings) -> Result<(), String> {
     println!("{:<18} {:<15} {:<8} {:<17} {:>9}", "SUBNET", "PUBLIC IP", "BACKEND", "VTEP MAC", "TTL LEFT");
     for kv in kvs {
         let subnet = parse_subnet_key(&kv.key).map(|s| s.to_string()).unwrap_or(kv.key.clone());
-        let ttl = kv.ttl_left.map(|t| format!("{}s", t.as_secs())).unwrap_or("reserved".into());
+        let ttl = match (kv.leased, kv.ttl_left) {
+            (false, _) => "reserved".to_string(),
+            (true, Some(t)) => format!("{}s", t.as_secs()),
+            (true, None) => "leased".to_string(),
+        };
         match LeaseAttrs::parse(&kv.value) {
             Ok(a) => {
                 let vtep = a.vxlan().map(|d| d.vtep_mac.to_string()).unwrap_or("-".into());

@@ -219,7 +219,7 @@ pub async fn list<S: Store>(store: &S, prefix: &str) -> Result<Listed, StoreErro
         match LeaseAttrs::parse(&kv.value) {
             Ok(a) => {
                 out.leases.insert(subnet, a);
-                out.expiring.insert(subnet, kv.ttl_left.is_some());
+                out.expiring.insert(subnet, kv.leased);
             }
             Err(e) => out.invalid.push((kv.key, e)),
         }
@@ -263,7 +263,7 @@ pub async fn acquire<S: Store>(
     attrs: &LeaseAttrs,
     previous: Option<Ipv4Net>,
     ttl: std::time::Duration,
-    random: &mut dyn FnMut(usize) -> usize,
+    random: &mut (dyn FnMut(usize) -> usize + Send),
 ) -> Result<Acquired, AcquireError> {
     let json = attrs.to_json();
     let mut exclude = Vec::new();

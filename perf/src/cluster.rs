@@ -260,7 +260,7 @@ pub fn write_kernel_lease(state: &LabState, i: usize) -> Result<()> {
         n.ip.parse().map_err(other)?,
         kind,
         1,
-        n.vtep_mac.parse().map_err(|e: String| other(e))?,
+        n.vtep_mac.parse::<sluice_api::MacAddr>().map_err(other)?,
     );
     let key = lease::subnet_key(PREFIX, n.subnet.parse().map_err(|e: String| other(e))?);
     struct Create(String, String);
@@ -430,4 +430,55 @@ pub fn remove_store(st: &StoreState) {
     if !st.dir.as_os_str().is_empty() {
         let _ = std::fs::remove_dir_all(&st.dir);
     }
+}
+
+/// Writes `value` at `key` as given (tests write leases by hand, as an
+/// operator or flanneld would), bound to a TTL or not.
+pub fn put_raw(state: &LabState, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+    struct Put(String, Vec<u8>, Option<Duration>);
+    impl AsyncStoreFn<()> for Put {
+        async fn call<S: Store>(self, s: &S) -> Result<()> {
+            s.put(&self.0, &self.1, self.2).await.map_err(other)
+        }
+    }
+    with_store(
+        state.store.as_ref().ok_or_else(|| other("no store"))?,
+        Put(key.to_string(), value.to_vec(), ttl),
+    )
+}
+
+/// Deletes `key`.
+pub fn delete(state: &LabState, key: &str) -> Result<()> {
+    struct Del(String);
+    impl AsyncStoreFn<()> for Del {
+        async fn call<S: Store>(self, s: &S) -> Result<()> {
+            s.delete(&self.0).await.map_err(other)
+        }
+    }
+    with_store(state.store.as_ref().ok_or_else(|| other("no store"))?, Del(key.to_string()))
+}
+
+/// Compacts the store's history up to its current revision: a watch from
+/// an older revision must list again.
+pub fn compact(state: &LabState) -> Result<()> {
+    let st = state.store.as_ref().ok_or_else(|| other("no store"))?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        match st.kind {
+            StoreKind::Embedded => {
+                let s = LocalStore::open(&st.dir).map_err(other)?;
+                let (_, rev) = s.list("/").await.map_err(other)?;
+                s.compact(rev).map_err(other)
+            }
+            StoreKind::Etcd => {
+                let cfg = EtcdConfig {
+                    endpoints: vec![st.endpoint.clone().unwrap_or_default()],
+                    ..EtcdConfig::default()
+                };
+                let s = EtcdStore::connect(&cfg).await.map_err(other)?;
+                let rev = s.revision().await.map_err(other)?;
+                s.compact(rev).await.map_err(other)
+            }
+        }
+    })
 }

@@ -610,6 +610,35 @@ fn node_config(state: &LabState, n: &NodeState, rx_mode: &str) -> String {
     s
 }
 
+/// Stops node `i`'s sluiced (SIGKILL when `kill`, else SIGTERM) and starts
+/// it again from its configuration file: no routes but its own until its
+/// agent programs them again.
+pub fn restart_sluiced(state: &mut LabState, i: usize, kill: bool) -> Result<()> {
+    if let (Some(pid), Some(start)) = (state.nodes[i].sluiced_pid, state.nodes[i].sluiced_start) {
+        if kill && process_start_time(pid) == Some(start) {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while pid_alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            reap(pid);
+        } else {
+            stop_daemon(pid, Some(start));
+        }
+    }
+    let _ = std::fs::remove_file(&state.nodes[i].api_socket);
+    let cfg_path = state_dir().join(format!("{}.toml", state.nodes[i].ns));
+    let rx_mode = std::fs::read_to_string(&cfg_path)
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("rx_mode = \"").map(|v| v.trim_end_matches('"').to_string()))
+        })
+        .unwrap_or_else(|| "adaptive".into());
+    start_sluiced(state, i, &rx_mode)?;
+    save(state)
+}
+
 fn start_sluiced(state: &mut LabState, i: usize, rx_mode: &str) -> Result<()> {
     let cfg_path = state_dir().join(format!("{}.toml", state.nodes[i].ns));
     std::fs::write(&cfg_path, node_config(state, &state.nodes[i], rx_mode))

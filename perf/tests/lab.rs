@@ -450,3 +450,290 @@ fn changing_the_vxlan_port_at_runtime_reaches_the_xdp_program() {
     );
     assert!(ping(&b.pods[1].0, &a.pods[0].1), "and back");
 }
+
+// ---- The nodes' agents: leases, outages, restarts -------------------------
+
+use sluice_perf::cluster::{self, StoreKind};
+
+fn up_with(name: &str, mode: Mode, store: StoreKind, kernel_nodes: Vec<u8>) -> lab::LabState {
+    lab::up(
+        &LabSpec {
+            name: name.into(),
+            nodes: 2,
+            mode,
+            sluiced: true,
+            kernel_nodes,
+            rx_mode: None,
+            workers: 1,
+            store,
+            direct_routing: false,
+        },
+        &mut |_| {},
+    )
+    .expect("lab up")
+}
+
+fn routes_of(n: &lab::NodeState) -> Vec<sluice_api::RouteConfig> {
+    sluice_api::Client::new(&n.api_socket).routes().unwrap().routes
+}
+
+fn route_to(n: &lab::NodeState, prefix: &str) -> Option<sluice_api::RouteConfig> {
+    routes_of(n).into_iter().find(|r| r.prefix.to_string() == prefix)
+}
+
+fn generation(n: &lab::NodeState) -> u32 {
+    sluice_api::Client::new(&n.api_socket).flows().unwrap().generation
+}
+
+/// Waits up to `secs` for `f` to hold.
+fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn agent_log(st: &lab::LabState, i: usize) -> String {
+    std::fs::read_to_string(lab::state_dir().join(format!("{}-agent.log", st.nodes[i].ns))).unwrap_or_default()
+}
+
+fn agent_alive(st: &lab::LabState, i: usize) -> bool {
+    st.nodes[i].agent_pid.is_some_and(lab::pid_alive)
+}
+
+const SUBNETS: &str = "/coreos.com/network/subnets";
+
+#[test]
+fn vxlan_across_nodes_programmed_by_agents_over_etcd() {
+    require_root();
+    let name = "tae";
+    let _guard = Guard(name.to_string());
+    let st = up_with(name, Mode::Vxlan, StoreKind::Etcd, vec![]);
+    let (a, b) = (&st.nodes[0], &st.nodes[1]);
+    assert!(ping(&a.pods[0].0, &b.pods[1].1), "node 1 pod to node 2 pod");
+    assert_eq!(tcp(&b.pods[0].0, &a.pods[1].0, &a.pods[1].1, 5401, 4 << 20), 4 << 20);
+    // Each agent leased the subnet of its pods, as flanneld writes leases.
+    let listed = cluster::leases(&st).unwrap();
+    assert_eq!(listed.leases.len(), 2);
+    for n in &st.nodes {
+        let l = &listed.leases[&n.subnet.parse().unwrap()];
+        assert_eq!(l.public_ip.to_string(), n.ip);
+        assert_eq!(l.backend_type, "vxlan");
+        assert_eq!(l.vxlan().unwrap().vtep_mac.to_string(), n.uplink_mac);
+        assert_eq!(l.vxlan().unwrap().vni, 1);
+    }
+    // The subnet file, as flanneld writes it.
+    let env = std::fs::read_to_string(cluster::subnet_file(&st, 0)).unwrap();
+    assert_eq!(
+        env,
+        "FLANNEL_NETWORK=10.77.0.0/16\nFLANNEL_SUBNET=10.77.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"
+    );
+    // A route per other node, from its lease.
+    let r = route_to(a, &b.subnet).unwrap();
+    assert_eq!((r.via, r.node.map(|n| n.to_string())), (sluice_api::Via::Vxlan, Some(b.ip.clone())));
+    assert_eq!(r.vtep_mac.map(|m| m.to_string()), Some(b.uplink_mac.clone()));
+    lab::down(name).unwrap();
+    assert!(!lab::state_dir().join(format!("{name}-etcd")).exists(), "etcd's data removed");
+}
+
+#[test]
+fn leases_written_as_flanneld_writes_them_are_programmed_and_bad_ones_are_not() {
+    require_root();
+    let name = "tal";
+    let _guard = Guard(name.to_string());
+    let st = up_with(name, Mode::Vxlan, StoreKind::Etcd, vec![]);
+    let (a, b) = (&st.nodes[0], &st.nodes[1]);
+    // Byte for byte what flanneld writes for a VXLAN node.
+    let flanneld = br#"{"PublicIP":"192.168.77.9","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#;
+    cluster::put_raw(&st, &format!("{SUBNETS}/10.77.9.0-24"), flanneld, Some(Duration::from_secs(600))).unwrap();
+    for n in [a, b] {
+        eventually(5, "the hand-written lease's route", || route_to(n, "10.77.9.0/24").is_some());
+        let r = route_to(n, "10.77.9.0/24").unwrap();
+        assert_eq!(r.via, sluice_api::Via::Vxlan);
+        assert_eq!(r.node.unwrap().to_string(), "192.168.77.9");
+        assert_eq!(r.vtep_mac.unwrap().to_string(), "c6:d2:32:6f:8f:44");
+    }
+    let before_a = routes_of(a);
+    // Malformed values, a key that is not a lease, another backend's lease:
+    // logged, counted, no route, nothing else touched, the agents run on.
+    cluster::put_raw(&st, &format!("{SUBNETS}/10.77.10.0-24"), b"{\"PublicIP\":", None).unwrap();
+    cluster::put_raw(&st, &format!("{SUBNETS}/10.77.11.0-24"), br#"{"PublicIP":"192.168.77.11","BackendType":"vxlan"}"#, None).unwrap();
+    cluster::put_raw(&st, &format!("{SUBNETS}/not-a-subnet"), b"{}", None).unwrap();
+    cluster::put_raw(&st, &format!("{SUBNETS}/10.77.12.0-24"), br#"{"PublicIP":"192.168.77.12","PublicIPv6":null,"BackendType":"host-gw"}"#, None).unwrap();
+    // A valid change after them still arrives: the agents kept going.
+    cluster::put_raw(&st, &format!("{SUBNETS}/10.77.13.0-24"), br#"{"PublicIP":"192.168.77.13","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:13"}}"#, None).unwrap();
+    eventually(5, "the valid lease after the bad ones", || route_to(a, "10.77.13.0/24").is_some());
+    let mut after: Vec<_> = routes_of(a).into_iter().filter(|r| r.prefix.to_string() != "10.77.13.0/24").collect();
+    after.sort_by_key(|r| r.prefix);
+    let mut before = before_a.clone();
+    before.sort_by_key(|r| r.prefix);
+    assert_eq!(after, before, "the bad leases changed nothing");
+    assert!(agent_alive(&st, 0) && agent_alive(&st, 1));
+    let log = agent_log(&st, 0);
+    assert!(log.contains("10.77.10.0-24") && log.contains("lease value"), "{log}");
+    assert!(log.contains("vxlan lease without BackendData"), "{log}");
+    assert!(log.contains("not a lease key"), "{log}");
+    assert!(log.contains("backend `host-gw`"), "{log}");
+    // A lease that goes (deleted, or expired) takes its route with it.
+    cluster::delete(&st, &format!("{SUBNETS}/10.77.9.0-24")).unwrap();
+    cluster::put_raw(&st, &format!("{SUBNETS}/10.77.14.0-24"), br#"{"PublicIP":"192.168.77.14","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:14"}}"#, Some(Duration::from_secs(3))).unwrap();
+    for n in [a, b] {
+        eventually(5, "the deleted lease's route gone", || route_to(n, "10.77.9.0/24").is_none());
+        eventually(5, "the short lease's route", || route_to(n, "10.77.14.0/24").is_some());
+    }
+    for n in [a, b] {
+        eventually(15, "the expired lease's route gone", || route_to(n, "10.77.14.0/24").is_none());
+    }
+    assert!(ping(&a.pods[0].0, &b.pods[1].1), "pods still reach each other");
+    lab::down(name).unwrap();
+}
+
+#[test]
+fn a_host_gw_lease_written_by_hand_is_programmed_on_link_only() {
+    require_root();
+    let name = "tah";
+    let _guard = Guard(name.to_string());
+    let st = up_with(name, Mode::HostGw, StoreKind::Embedded, vec![]);
+    let a = &st.nodes[0];
+    let r = route_to(a, &st.nodes[1].subnet).unwrap();
+    assert_eq!(r.via, sluice_api::Via::HostGw);
+    cluster::put_raw(&st, &format!("{SUBNETS}/10.77.9.0-24"), br#"{"PublicIP":"192.168.77.9","PublicIPv6":null,"BackendType":"host-gw"}"#, None).unwrap();
+    cluster::put_raw(&st, &format!("{SUBNETS}/10.77.10.0-24"), br#"{"PublicIP":"192.168.99.10","PublicIPv6":null,"BackendType":"host-gw"}"#, None).unwrap();
+    eventually(5, "the host-gw route", || route_to(a, "10.77.9.0/24").is_some());
+    let r = route_to(a, "10.77.9.0/24").unwrap();
+    assert_eq!((r.via, r.node.unwrap().to_string()), (sluice_api::Via::HostGw, "192.168.77.9".to_string()));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(route_to(a, "10.77.10.0/24").is_none(), "a node off the uplink subnet gets no host-gw route");
+    assert!(agent_log(&st, 0).contains("host-gw needs 192.168.99.10 on this node's uplink subnet"));
+    lab::down(name).unwrap();
+}
+
+#[test]
+fn an_etcd_outage_keeps_routes_and_the_agent_resyncs_after_it() {
+    require_root();
+    let name = "tao";
+    let _guard = Guard(name.to_string());
+    let mut st = up_with(name, Mode::Vxlan, StoreKind::Etcd, vec![]);
+    let before = routes_of(&st.nodes[0]);
+    let gen = generation(&st.nodes[0]);
+    cluster::stop_etcd(&mut st);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(routes_of(&st.nodes[0]), before, "routes kept through the outage");
+    assert_eq!(generation(&st.nodes[0]), gen, "nothing changed in sluiced");
+    assert!(ping(&st.nodes[0].pods[0].0, &st.nodes[1].pods[1].1), "traffic flows without etcd");
+    assert!(agent_alive(&st, 0) && agent_alive(&st, 1));
+    cluster::start_etcd(&mut st).unwrap();
+    cluster::put_raw(&st, &format!("{SUBNETS}/10.77.9.0-24"), br#"{"PublicIP":"192.168.77.9","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}}"#, None).unwrap();
+    for i in 0..2 {
+        eventually(20, "the agent back on etcd", || route_to(&st.nodes[i], "10.77.9.0/24").is_some());
+        assert!(agent_log(&st, i).contains("listed the leases again"), "{}", agent_log(&st, i));
+    }
+    lab::down(name).unwrap();
+}
+
+#[test]
+fn a_compacted_watch_makes_the_agent_list_again() {
+    require_root();
+    let name = "tac";
+    let _guard = Guard(name.to_string());
+    let st = up_with(name, Mode::Vxlan, StoreKind::Embedded, vec![]);
+    let pid = st.nodes[0].agent_pid.unwrap();
+    // Freeze node 1's agent, change and compact behind its back.
+    lab::run(&["kill", "-STOP", &pid.to_string()]).unwrap();
+    let lease = |ip: u8| format!(r#"{{"PublicIP":"192.168.77.{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"02:00:00:00:00:{ip:02x}"}}}}"#);
+    cluster::put_raw(&st, &format!("{SUBNETS}/10.77.9.0-24"), lease(9).as_bytes(), None).unwrap();
+    cluster::put_raw(&st, &format!("{SUBNETS}/10.77.10.0-24"), lease(10).as_bytes(), None).unwrap();
+    cluster::delete(&st, &format!("{SUBNETS}/10.77.9.0-24")).unwrap();
+    cluster::compact(&st).unwrap();
+    lab::run(&["kill", "-CONT", &pid.to_string()]).unwrap();
+    eventually(10, "the change seen through a new list", || route_to(&st.nodes[0], "10.77.10.0/24").is_some());
+    assert!(route_to(&st.nodes[0], "10.77.9.0/24").is_none());
+    let log = agent_log(&st, 0);
+    assert!(log.contains("compacted") && log.contains("listed the leases again"), "{log}");
+    lab::down(name).unwrap();
+}
+
+#[test]
+fn agents_killed_during_traffic_lose_nothing_and_change_no_route() {
+    require_root();
+    let name = "tak";
+    let _guard = Guard(name.to_string());
+    let mut st = up_with(name, Mode::Vxlan, StoreKind::Embedded, vec![]);
+    let before: Vec<_> = st.nodes.iter().map(routes_of).collect();
+    let gens: Vec<u32> = st.nodes.iter().map(generation).collect();
+    let pinger = Command::new("ip")
+        .args(["netns", "exec", &st.nodes[0].pods[0].0, "ping", "-q", "-i", "0.01", "-c", "400", "-W", "1", &st.nodes[1].pods[1].1])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    for i in 0..2 {
+        cluster::stop_agent(&mut st, i, true);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..2 {
+        cluster::start_agent(&mut st, i).unwrap();
+    }
+    let out = pinger.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("400 packets transmitted, 400 received"), "every packet through the restart: {text}");
+    // Each new agent synced in full and changed nothing.
+    for i in 0..2 {
+        eventually(10, "the new agent's full sync", || agent_log(&st, i).matches("full sync with sluiced").count() >= 2);
+        assert!(agent_log(&st, i).contains("reusing this node's lease"), "{}", agent_log(&st, i));
+        assert_eq!(routes_of(&st.nodes[i]), before[i], "node {}: routes unchanged", i + 1);
+        assert_eq!(generation(&st.nodes[i]), gens[i], "node {}: no table change at all", i + 1);
+    }
+    let listed = cluster::leases(&st).unwrap();
+    assert_eq!(listed.leases.len(), 2, "same two leases");
+    lab::down(name).unwrap();
+}
+
+#[test]
+fn a_restarted_sluiced_is_programmed_again_by_its_agent() {
+    require_root();
+    let name = "tar";
+    let _guard = Guard(name.to_string());
+    let mut st = up_with(name, Mode::Ipip, StoreKind::Embedded, vec![]);
+    let before = routes_of(&st.nodes[0]);
+    lab::restart_sluiced(&mut st, 0, false).unwrap();
+    eventually(10, "routes back in the new sluiced", || routes_of(&st.nodes[0]) == before);
+    eventually(10, "traffic across again", || ping(&st.nodes[0].pods[0].0, &st.nodes[1].pods[1].1));
+    assert!(agent_log(&st, 0).contains("sluiced restarted or reloaded"));
+    lab::down(name).unwrap();
+}
+
+#[test]
+fn bad_config_and_unreachable_etcd_leave_routes_alone_and_the_agent_running() {
+    require_root();
+    let name = "tab";
+    let _guard = Guard(name.to_string());
+    let mut st = up_with(name, Mode::Vxlan, StoreKind::Etcd, vec![]);
+    let before = routes_of(&st.nodes[0]);
+    let gen = generation(&st.nodes[0]);
+    // A config sluice cannot use: the restarted agent waits and says why.
+    cluster::put_raw(&st, "/coreos.com/network/config", br#"{"Network":"10.77.0.0/16","Backend":{"Type":"udp"}}"#, None).unwrap();
+    cluster::stop_agent(&mut st, 0, false);
+    cluster::start_agent(&mut st, 0).unwrap();
+    eventually(10, "the agent naming the bad field", || agent_log(&st, 0).contains("Backend.Type: `udp` is not supported"));
+    assert!(agent_alive(&st, 0));
+    assert_eq!(routes_of(&st.nodes[0]), before);
+    cluster::put_raw(&st, "/coreos.com/network/config", br#"{"Network":"10.77.0.0/16","Backend":{"Type":"vxlan"}}"#, None).unwrap();
+    eventually(15, "the agent going on once the config is fixed", || agent_log(&st, 0).matches("full sync with sluiced").count() >= 2);
+    assert_eq!(routes_of(&st.nodes[0]), before);
+    // etcd down when the agent starts: it keeps trying, routes stay.
+    cluster::stop_etcd(&mut st);
+    cluster::stop_agent(&mut st, 0, false);
+    cluster::start_agent(&mut st, 0).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(agent_alive(&st, 0));
+    assert!(agent_log(&st, 0).contains("connecting to etcd"), "{}", agent_log(&st, 0));
+    assert_eq!(routes_of(&st.nodes[0]), before);
+    assert!(ping(&st.nodes[0].pods[0].0, &st.nodes[1].pods[1].1));
+    cluster::start_etcd(&mut st).unwrap();
+    eventually(20, "the agent once etcd is back", || agent_log(&st, 0).matches("full sync with sluiced").count() >= 3);
+    assert_eq!(routes_of(&st.nodes[0]), before);
+    assert_eq!(generation(&st.nodes[0]), gen, "no route ever changed");
+    lab::down(name).unwrap();
+}

@@ -19,14 +19,13 @@
 //!   it, as flannel renews; the old lease is left to expire (it no longer
 //!   holds the key). etcd may grant more than asked: its minimum TTL is
 //!   `1.5 × election timeout` rounded up, 2 s with the default settings.
-//! - [`KeyValue::ttl_left`] is `Some` exactly for keys bound to a lease
-//!   (`lease != 0`), read with one LeaseTimeToLive call per distinct lease,
-//!   at most [`TTL_LOOKUPS_IN_FLIGHT`] at a time; its resolution is one
-//!   second and it never exceeds the granted TTL. A lease that expired
-//!   before its key was deleted reads as `Some(Duration::ZERO)`. These
-//!   calls are most of a list's cost: 5,000 leased keys list in about
-//!   0.4 s on two cores, the same keys without leases in 30 ms. A watch
-//!   looks up the leases of the puts it returns the same way.
+//! - [`KeyValue::leased`] is true exactly for keys bound to a lease
+//!   (`lease != 0`). [`KeyValue::ttl_left`] is filled by [`Store::get`]
+//!   only, with a LeaseTimeToLive call (one-second resolution; a lease that
+//!   expired before its key was deleted reads as `Some(Duration::ZERO)`).
+//!   `list` and watches leave it `None`: one call per lease is most of a
+//!   list's cost (5,000 leased keys list in about 0.4 s on two cores with
+//!   the calls, [`TTL_LOOKUPS_IN_FLIGHT`] at a time, and in 30 ms without).
 //! - [`Store::list`] reads in pages of [`LIST_PAGE`] keys, every page at the
 //!   revision of the first, so the snapshot is consistent.
 //! - keys that are not UTF-8 are skipped with a warning (flannel's are
@@ -325,12 +324,7 @@ impl EtcdStore {
                 break;
             }
         }
-        let ttls = lease_ttls(
-            &self.client.lease_client(),
-            self.request_timeout,
-            raw.iter().map(|kv| kv.lease()),
-        )
-        .await?;
+        let ttls = HashMap::new();
         Ok((
             raw.iter().filter_map(|kv| convert(kv, &ttls)).collect(),
             rev,
@@ -415,8 +409,6 @@ impl Store for EtcdStore {
         let first = self.call("watch", stream.message()).await?;
         let mut watch = EtcdWatch {
             stream,
-            lease: self.client.lease_client(),
-            request_timeout: self.request_timeout,
             next_revision: from,
             pending: Vec::new(),
         };
@@ -435,8 +427,6 @@ impl Store for EtcdStore {
 /// An open etcd watch (see [`Store::watch`]).
 pub struct EtcdWatch {
     stream: WatchStream,
-    lease: LeaseClient,
-    request_timeout: Duration,
     /// The revision the next event will have at least (for errors).
     next_revision: Revision,
     /// Events that came with etcd's confirmation of the watch.
@@ -496,15 +486,7 @@ impl Watch for EtcdWatch {
             if raw.is_empty() {
                 continue; // the confirmation or a progress notification
             }
-            let ttls = lease_ttls(
-                &self.lease,
-                self.request_timeout,
-                raw.iter()
-                    .filter_map(|e| e.kv())
-                    .filter(|kv| !is_delete(kv))
-                    .map(|kv| kv.lease()),
-            )
-            .await?;
+            let ttls = HashMap::new();
             let events: Vec<WatchEvent> = raw
                 .iter()
                 .filter_map(|e| e.kv())
@@ -552,9 +534,10 @@ fn convert(kv: &etcd_client::KeyValue, ttls: &HashMap<i64, Duration>) -> Option<
         key: utf8_key(kv)?,
         value: kv.value().to_vec(),
         mod_revision: kv.mod_revision(),
+        leased: kv.lease() != 0,
         ttl_left: match kv.lease() {
             0 => None,
-            id => Some(ttls.get(&id).copied().unwrap_or(Duration::ZERO)),
+            id => ttls.get(&id).copied(),
         },
     })
 }

@@ -39,8 +39,12 @@ pub struct KeyValue {
     pub value: Vec<u8>,
     /// The revision of the key's last change.
     pub mod_revision: Revision,
-    /// Seconds the key's lease has left; `None` for a key without a lease
-    /// (flannel's reservations).
+    /// The key is bound to a lease (false: flannel's reservations, which
+    /// never expire).
+    pub leased: bool,
+    /// Time the key's lease has left, where the store knows it cheaply (the
+    /// embedded store always; etcd on [`Store::get`] only: asking etcd per
+    /// key would make a list of 5,000 leases ten times slower).
     pub ttl_left: Option<Duration>,
 }
 

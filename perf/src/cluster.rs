@@ -324,12 +324,16 @@ pub fn start_agent(state: &mut LabState, i: usize) -> Result<()> {
         .append(true)
         .open(lab::state_dir().join(format!("{}-agent.log", n.ns)))
         .map_err(other)?;
+    let healthz = match &n.agent_healthz {
+        Some(a) => a.clone(),
+        None => format!("127.0.0.1:{}", free_port()?),
+    };
     let mut cmd = Command::new(agent_path());
     cmd.arg("--sluiced-socket")
         .arg(&n.api_socket)
         .arg("--subnet-file")
         .arg(&path)
-        .args(["--healthz-address", "", "--sluiced-poll-ms", "200"]);
+        .args(["--healthz-address", &healthz, "--sluiced-poll-ms", "200"]);
     match st.kind {
         StoreKind::Embedded => cmd.arg("--store-dir").arg(&st.dir),
         StoreKind::Etcd => cmd.args(["--etcd-endpoints", st.endpoint.as_deref().unwrap_or("")]),
@@ -342,6 +346,7 @@ pub fn start_agent(state: &mut LabState, i: usize) -> Result<()> {
         .map_err(|e| other(format!("cannot start sluice-agent ({}): {e}", agent_path().display())))?;
     state.nodes[i].agent_pid = Some(child.id());
     state.nodes[i].agent_start = lab::process_start_time(child.id());
+    state.nodes[i].agent_healthz = Some(healthz);
     lab::adopt(child);
     lab::save(state)
 }

@@ -147,6 +147,12 @@ pub struct NodeState {
     /// That process's start time.
     #[serde(default)]
     pub agent_start: Option<u64>,
+    /// Where the agent serves `/metrics`, `/healthz` and `/readyz`.
+    #[serde(default)]
+    pub agent_healthz: Option<String>,
+    /// The underlay gateway, when the lab has two underlay subnets.
+    #[serde(default)]
+    pub underlay_gateway: Option<String>,
 }
 
 /// Runs a command; its stderr becomes the error.
@@ -339,14 +345,28 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
     add_ns(state, &ul)?;
     run(&["ip", "-n", &ul, "link", "add", "br0", "type", "bridge"])?;
     run(&["ip", "-n", &ul, "link", "set", "br0", "up"])?;
+    // With DirectRouting and three nodes or more, the last node sits on a
+    // second underlay subnet, 192.168.78.0/24 on br1, routed by the
+    // underlay namespace (.254 on each side): host-gw within a subnet, the
+    // tunnel across.
+    let two_underlays = spec.direct_routing && spec.nodes >= 3;
+    if two_underlays {
+        run(&["ip", "-n", &ul, "link", "add", "br1", "type", "bridge"])?;
+        run(&["ip", "-n", &ul, "link", "set", "br1", "up"])?;
+        run(&["ip", "-n", &ul, "addr", "add", "192.168.77.254/24", "dev", "br0"])?;
+        run(&["ip", "-n", &ul, "addr", "add", "192.168.78.254/24", "dev", "br1"])?;
+        ns_run(&ul, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    }
     for k in 1..=spec.nodes {
         let node = format!("{name}-n{k}");
         progress(&format!("node {k}: namespace, uplink, pods"));
         add_ns(state, &node)?;
         let port = format!("n{k}");
         add_veth(&ul, &port, &node, spec.workers)?;
-        run(&["ip", "-n", &ul, "link", "set", &port, "master", "br0", "up"])?;
-        let ip = format!("192.168.77.{k}");
+        let second = two_underlays && k == spec.nodes;
+        let (bridge, net, other) = if second { ("br1", 78, 77) } else { ("br0", 77, 78) };
+        run(&["ip", "-n", &ul, "link", "set", &port, "master", bridge, "up"])?;
+        let ip = format!("192.168.{net}.{k}");
         run(&[
             "ip",
             "-n",
@@ -358,6 +378,10 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
             "eth0",
         ])?;
         run(&["ip", "-n", &node, "link", "set", "eth0", "up"])?;
+        let underlay_gateway = two_underlays.then(|| format!("192.168.{net}.254"));
+        if let Some(gw) = &underlay_gateway {
+            run(&["ip", "-n", &node, "route", "add", &format!("192.168.{other}.0/24"), "via", gw])?;
+        }
         let uplink_mac = mac_of(&node, "eth0")?;
         let subnet = format!("10.77.{k}.0/24");
         let mut pods = Vec::new();
@@ -428,6 +452,8 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
             vtep_mac,
             agent_pid: None,
             agent_start: None,
+            agent_healthz: None,
+            underlay_gateway,
         });
         save(state)?;
     }
@@ -563,11 +589,18 @@ fn wait_for_neighbours(state: &LabState) -> Result<()> {
                 .iter()
                 .map(|e| e.ip.to_string())
                 .collect();
+            let same_subnet = |a: &str, b: &str| a.rsplit_once('.').map(|x| x.0) == b.rsplit_once('.').map(|x| x.0);
             if state
                 .nodes
                 .iter()
                 .filter(|m| m.index != n.index)
-                .all(|m| known.contains(&m.ip))
+                .all(|m| {
+                    if same_subnet(&m.ip, &n.ip) {
+                        known.contains(&m.ip)
+                    } else {
+                        n.underlay_gateway.as_ref().is_some_and(|g| known.contains(g))
+                    }
+                })
             {
                 break;
             }
@@ -597,8 +630,13 @@ fn node_config(state: &LabState, n: &NodeState, rx_mode: &str) -> String {
         n.index
     );
     s += &format!(
-        "[[port]]\nname = \"eth0\"\nkind = \"uplink\"\nmac = \"{}\"\naddress = \"{}/24\"\n\n",
-        n.uplink_mac, n.ip
+        "[[port]]\nname = \"eth0\"\nkind = \"uplink\"\nmac = \"{}\"\naddress = \"{}/24\"\n{}\n",
+        n.uplink_mac,
+        n.ip,
+        n.underlay_gateway
+            .as_ref()
+            .map(|g| format!("gateway = \"{g}\"\n"))
+            .unwrap_or_default()
     );
     s += &format!(
         "[[port]]\nname = \"sluice0\"\nkind = \"host\"\nmac = \"02:77:00:ee:{:02x}:01\"\n\n",

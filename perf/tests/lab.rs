@@ -504,6 +504,19 @@ fn agent_alive(st: &lab::LabState, i: usize) -> bool {
 
 const SUBNETS: &str = "/coreos.com/network/subnets";
 
+/// `GET path` from `addr`: the status code and the body.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(c, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    let code = text.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    (code, body)
+}
+
 #[test]
 fn vxlan_across_nodes_programmed_by_agents_over_etcd() {
     require_root();
@@ -529,6 +542,19 @@ fn vxlan_across_nodes_programmed_by_agents_over_etcd() {
         env,
         "FLANNEL_NETWORK=10.77.0.0/16\nFLANNEL_SUBNET=10.77.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"
     );
+    // The agent's health and metrics.
+    let (code, body) = http_get(a.agent_healthz.as_deref().unwrap(), "/readyz");
+    assert_eq!(code, 200, "{body}");
+    let state: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(state["phase"], "running");
+    assert_eq!(state["subnet"], "10.77.1.0/24");
+    assert_eq!((state["store_up"].as_bool(), state["sluiced_up"].as_bool()), (Some(true), Some(true)));
+    assert_eq!((state["leases"].as_u64(), state["routes"].as_u64()), (Some(1), Some(1)));
+    let (code, metrics) = http_get(a.agent_healthz.as_deref().unwrap(), "/metrics");
+    assert_eq!(code, 200);
+    for line in ["sluice_agent_leases 1", "sluice_agent_routes 1", "sluice_agent_store_up 1", "sluice_agent_sluiced_up 1", "sluice_agent_full_syncs_total 1", "sluice_agent_route_changes_total{op=\"upsert\"} 1"] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
     // A route per other node, from its lease.
     let r = route_to(a, &b.subnet).unwrap();
     assert_eq!((r.via, r.node.map(|n| n.to_string())), (sluice_api::Via::Vxlan, Some(b.ip.clone())));
@@ -735,5 +761,42 @@ fn bad_config_and_unreachable_etcd_leave_routes_alone_and_the_agent_running() {
     eventually(20, "the agent once etcd is back", || agent_log(&st, 0).matches("full sync with sluiced").count() >= 3);
     assert_eq!(routes_of(&st.nodes[0]), before);
     assert_eq!(generation(&st.nodes[0]), gen, "no route ever changed");
+    lab::down(name).unwrap();
+}
+
+#[test]
+fn direct_routing_uses_host_gw_on_the_subnet_and_vxlan_across_two_underlay_subnets() {
+    require_root();
+    let name = "tad";
+    let _guard = Guard(name.to_string());
+    let st = lab::up(
+        &LabSpec {
+            name: name.into(),
+            nodes: 3,
+            mode: Mode::Vxlan,
+            sluiced: true,
+            kernel_nodes: vec![],
+            rx_mode: None,
+            workers: 1,
+            store: StoreKind::Embedded,
+            direct_routing: true,
+        },
+        &mut |_| {},
+    )
+    .expect("lab up");
+    let (a, b, c) = (&st.nodes[0], &st.nodes[1], &st.nodes[2]);
+    assert_eq!((a.ip.as_str(), b.ip.as_str(), c.ip.as_str()), ("192.168.77.1", "192.168.77.2", "192.168.78.3"));
+    let via = |from: &lab::NodeState, to: &lab::NodeState| route_to(from, &to.subnet).unwrap().via;
+    use sluice_api::Via;
+    assert_eq!(via(a, b), Via::HostGw, "same underlay subnet: host-gw");
+    assert_eq!(via(b, a), Via::HostGw);
+    assert_eq!(via(a, c), Via::Vxlan, "across the router: the tunnel");
+    assert_eq!(via(c, a), Via::Vxlan);
+    assert_eq!(via(c, b), Via::Vxlan);
+    for (from, to) in [(a, b), (b, a), (a, c), (c, a), (b, c), (c, b)] {
+        assert!(ping(&from.pods[0].0, &to.pods[1].1), "node {} pod to node {} pod", from.index, to.index);
+    }
+    assert_eq!(tcp(&a.pods[0].0, &c.pods[1].0, &c.pods[1].1, 5501, 4 << 20), 4 << 20, "TCP across subnets");
+    assert_eq!(tcp(&b.pods[1].0, &a.pods[0].0, &a.pods[0].1, 5502, 4 << 20), 4 << 20, "TCP within a subnet");
     lab::down(name).unwrap();
 }

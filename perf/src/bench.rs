@@ -192,6 +192,7 @@ pub fn run(
             workers: 1,
             store: Default::default(),
             direct_routing: false,
+            network: None,
         };
         let st = lab::up(&spec, progress)?;
         // A first ping warms ARP and neighbour tables on both paths.

@@ -180,7 +180,8 @@ pub fn start_store(state: &mut LabState, kind: StoreKind, direct_routing: bool) 
         Mode::HostGw => "host-gw",
     };
     let json = format!(
-        r#"{{"Network":"{NETWORK}","Backend":{{"Type":"{backend}"{}}}}}"#,
+        r#"{{"Network":"{}","Backend":{{"Type":"{backend}"{}}}}}"#,
+        state.network,
         if direct_routing { r#","DirectRouting":true"# } else { "" }
     );
     struct PutConfig(String);
@@ -310,7 +311,7 @@ pub fn start_agent(state: &mut LabState, i: usize) -> Result<()> {
     if !path.exists() {
         // The subnet the lab's pods were given: the agent tries it first.
         SubnetFile {
-            network: NETWORK.parse().map_err(|e: String| other(e))?,
+            network: state.network.parse().map_err(|e: String| other(e))?,
             subnet: n.subnet.parse().map_err(|e: String| other(e))?,
             mtu: state.mode.pod_mtu(),
             ip_masq: false,

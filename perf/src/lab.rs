@@ -105,6 +105,13 @@ pub struct LabState {
     /// The store the agents share (see [`crate::cluster`]).
     #[serde(default)]
     pub store: Option<crate::cluster::StoreState>,
+    /// The pod network.
+    #[serde(default = "default_network")]
+    pub network: String,
+}
+
+fn default_network() -> String {
+    crate::cluster::NETWORK.to_string()
 }
 
 fn one_worker() -> u8 {
@@ -258,6 +265,9 @@ pub struct LabSpec {
     pub store: crate::cluster::StoreKind,
     /// flannel's `DirectRouting` in the network config (vxlan, ipip).
     pub direct_routing: bool,
+    /// The pod network (`Network`); default [`crate::cluster::NETWORK`]. The
+    /// nodes' subnets are `10.77.K.0/24` either way, so it must hold them.
+    pub network: Option<String>,
 }
 
 /// Builds the lab; on any failure removes what it made.
@@ -288,6 +298,10 @@ pub fn up(spec: &LabSpec, progress: &mut dyn FnMut(&str)) -> Result<LabState> {
         namespaces: Vec::new(),
         workers: spec.workers,
         store: None,
+        network: spec
+            .network
+            .clone()
+            .unwrap_or_else(|| crate::cluster::NETWORK.to_string()),
     };
     match build(spec, &mut state, progress) {
         Ok(()) => Ok(state),
@@ -618,7 +632,7 @@ fn wait_for_neighbours(state: &LabState) -> Result<()> {
 
 fn node_config(state: &LabState, n: &NodeState, rx_mode: &str) -> String {
     let mut s = format!(
-        "[daemon]\napi_socket = \"{}\"\nmetrics_address = \"127.0.0.1:9472\"\nrx_mode = \"{rx_mode}\"\n{}\n[node]\npod_network = \"10.77.0.0/16\"\npod_subnet = \"{}\"\nrouter_mac = \"02:77:00:00:{:02x}:01\"\n\n[tunnel]\nvni = 1\nvxlan_port = 8472\n\n",
+        "[daemon]\napi_socket = \"{}\"\nmetrics_address = \"127.0.0.1:9472\"\nrx_mode = \"{rx_mode}\"\n{}\n[node]\npod_network = \"{}\"\npod_subnet = \"{}\"\nrouter_mac = \"02:77:00:00:{:02x}:01\"\n\n[tunnel]\nvni = 1\nvxlan_port = 8472\n\n",
         n.api_socket.display(),
         if state.workers > 1 {
             let cores: Vec<String> = (0..state.workers).map(|c| c.to_string()).collect();
@@ -626,6 +640,7 @@ fn node_config(state: &LabState, n: &NodeState, rx_mode: &str) -> String {
         } else {
             String::new()
         },
+        state.network,
         n.subnet,
         n.index
     );

@@ -9,6 +9,7 @@
 //! path flannel uses and reports ratios; the per-packet pipeline figures come
 //! from the criterion benchmarks in `dataplane/benches`.
 
+pub mod agent_bench;
 pub mod bench;
 pub mod cluster;
 pub mod lab;

@@ -155,6 +155,7 @@ fn up(name: &str, mode: Mode, workers: u8) -> lab::LabState {
             workers,
             store: Default::default(),
             direct_routing: false,
+            network: None,
         },
         &mut |_| {},
     )
@@ -300,6 +301,7 @@ fn down_cleans_up_after_an_interrupted_up() {
             workers: 1,
             store: Default::default(),
             direct_routing: false,
+            network: None,
         },
         &mut |_| {},
     );
@@ -329,6 +331,7 @@ fn interop(mode: Mode, name: &str) {
             workers: 1,
             store: Default::default(),
             direct_routing: false,
+            network: None,
         },
         &mut |_| {},
     )
@@ -467,6 +470,7 @@ fn up_with(name: &str, mode: Mode, store: StoreKind, kernel_nodes: Vec<u8>) -> l
             workers: 1,
             store,
             direct_routing: false,
+            network: None,
         },
         &mut |_| {},
     )
@@ -780,6 +784,7 @@ fn direct_routing_uses_host_gw_on_the_subnet_and_vxlan_across_two_underlay_subne
             workers: 1,
             store: StoreKind::Embedded,
             direct_routing: true,
+            network: None,
         },
         &mut |_| {},
     )

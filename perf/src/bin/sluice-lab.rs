@@ -70,6 +70,22 @@ enum Cmd {
         #[arg(long, default_value = "sluice-lab-report")]
         out: std::path::PathBuf,
     },
+    /// How fast a node's agent programs sluiced: N leases from agent start,
+    /// and single lease changes, in a two-node lab.
+    AgentBench {
+        /// Lab name.
+        #[arg(long, default_value = "agentb")]
+        name: String,
+        /// Leases to write besides the lab's own.
+        #[arg(long, default_value_t = 5000)]
+        leases: usize,
+        /// Single changes to time.
+        #[arg(long, default_value_t = 50)]
+        changes: usize,
+        /// etcd or embedded.
+        #[arg(long, default_value = "etcd")]
+        store: sluice_perf::cluster::StoreKind,
+    },
     /// Remove everything a lab created (also after a failed or interrupted run).
     Down {
         /// Lab name.
@@ -100,6 +116,7 @@ fn main() -> ExitCode {
                 workers,
                 store,
                 direct_routing,
+                network: None,
             },
             &mut |s| eprintln!("sluice-lab: {s}"),
         )
@@ -149,6 +166,15 @@ fn main() -> ExitCode {
             );
             Ok(())
         }),
+        Cmd::AgentBench {
+            name,
+            leases,
+            changes,
+            store,
+        } => sluice_perf::agent_bench::run(&name, leases, changes, store, &mut |s| {
+            eprintln!("sluice-lab: {s}")
+        })
+        .map(|r| print!("{}", sluice_perf::agent_bench::table(&r))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -101,8 +101,7 @@ pub trait Store: Send + Sync + 'static {
     type Watch: Watch;
 
     /// The key's value, if it exists.
-    fn get(&self, key: &str)
-        -> impl Future<Output = Result<Option<KeyValue>, StoreError>> + Send;
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<KeyValue>, StoreError>> + Send;
 
     /// Every key under `prefix` (sorted by key) and the revision of the
     /// snapshot.

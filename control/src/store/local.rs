@@ -686,7 +686,7 @@ fn poll(
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(io_err("stat", &inner.state_path)(e)),
     };
-    if current == held && !next_expiry.is_some_and(|t| t <= now) {
+    if current == held && next_expiry.is_none_or(|t| t > now) {
         return Ok(None);
     }
     let Snapshot { state, file } = inner.snapshot()?;

@@ -535,3 +535,63 @@ async fn five_thousand_leases_timings() {
         size as f64 / 1e6
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_reads_and_polls_do_not_rewrite_the_state() {
+    use std::os::unix::fs::MetadataExt;
+    let d = tempfile::tempdir().unwrap();
+    let a = LocalStore::open_with(d.path(), fast()).unwrap();
+    a.put("/k", b"v", Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let id = |p: &Path| {
+        let m = std::fs::metadata(p.join("state.json")).unwrap();
+        (m.ino(), m.mtime_nsec(), m.size())
+    };
+    let before = id(d.path());
+    let mut w = a.watch("/", 2).await.unwrap();
+    quiet(&mut w).await;
+    a.list("/").await.unwrap();
+    a.get("/k").await.unwrap();
+    a.delete("/missing").await.unwrap();
+    assert!(!a.create("/k", b"x", Duration::from_secs(1)).await.unwrap());
+    assert_eq!(id(d.path()), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_latency_with_the_default_poll_interval() {
+    let d = tempfile::tempdir().unwrap();
+    let a = LocalStore::open(d.path()).unwrap();
+    let b = LocalStore::open(d.path()).unwrap();
+    let (_, rev) = a.list("/").await.unwrap();
+    let mut w = a.watch("/", rev + 1).await.unwrap();
+    let n = 25;
+    // The watcher runs concurrently and stamps each event on arrival.
+    let watcher = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while seen.len() < n {
+            for e in collect(&mut w, 1).await {
+                seen.push((e.revision(), Instant::now()));
+            }
+        }
+        seen
+    });
+    let mut written = Vec::new();
+    for i in 0..n {
+        // Spread the writes over the poll period.
+        tokio::time::sleep(Duration::from_millis(13 + 7 * i as u64 % 20)).await;
+        b.put(&format!("/l/{i}"), b"v", None).await.unwrap();
+        written.push(Instant::now());
+    }
+    let seen = watcher.await.unwrap();
+    let revs: Vec<_> = seen.iter().map(|s| s.0).collect();
+    assert_eq!(revs, (rev + 1..=rev + n as i64).collect::<Vec<_>>());
+    let lat: Vec<_> = seen
+        .iter()
+        .zip(&written)
+        .map(|((_, at), w)| at.saturating_duration_since(*w))
+        .collect();
+    let mean = lat.iter().sum::<Duration>() / n as u32;
+    let max = lat.iter().max().unwrap();
+    eprintln!("watch latency (default poll interval, small state): mean {mean:?}, max {max:?}");
+}

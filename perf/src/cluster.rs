@@ -474,7 +474,7 @@ pub fn compact(state: &LabState) -> Result<()> {
             StoreKind::Embedded => {
                 let s = LocalStore::open(&st.dir).map_err(other)?;
                 let (_, rev) = s.list("/").await.map_err(other)?;
-                s.compact(rev).map_err(other)
+                s.compact(rev).await.map_err(other)
             }
             StoreKind::Etcd => {
                 let cfg = EtcdConfig {

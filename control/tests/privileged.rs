@@ -1,1 +1,0 @@
-//! Agent tests that start sluiced (root, network namespaces): to be written.

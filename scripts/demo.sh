@@ -2,7 +2,8 @@
 # The demo, as root on a fresh Debian 12 machine:
 #   sudo scripts/demo.sh
 # Installs what is needed, builds, brings up a 2-node lab (network
-# namespaces; sluiced on each node, two pods per node), shows pods pinging
+# namespaces; sluiced and sluice-agent on each node, the agents sharing the
+# embedded store, two pods per node), shows the leases, pods pinging
 # and exchanging TCP across nodes through sluice over VXLAN, runs a short
 # comparison with the kernel path flannel uses, prints the table, writes the
 # report, and cleans up (also when interrupted).
@@ -12,14 +13,23 @@ scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 
 echo "== building (release)"
-cargo build --release --quiet -p sluiced -p sluicectl -p sluice-perf --bins
+cargo build --release --quiet -p sluiced -p sluicectl -p sluice-control -p sluice-perf --bins
 lab=target/release/sluice-lab
 name=demo
 trap '"$lab" down --name "$name" >/dev/null 2>&1 || true' EXIT INT TERM
 
-echo "== a 2-node lab, VXLAN (VNI 1, port 8472, as flannel)"
+echo "== a 2-node lab, VXLAN (VNI 1, port 8472, as flannel); each node's sluice-agent leases its subnet and programs its sluiced"
 "$lab" up --name "$name" --nodes 2 --mode vxlan
 a=demo-n1-p0; b=demo-n2-p1; b_ip=10.77.2.3
+echo
+echo "== the leases, in flannel's layout (sluice-agent leases)"
+target/release/sluice-agent --store-dir /run/sluice-lab/demo-store leases | sed 's/^/   /'
+echo
+echo "== node 1's subnet file (/run/flannel/subnet.env in a cluster)"
+sed 's/^/   /' /run/sluice-lab/demo-n1-subnet.env
+echo
+echo "== the route node 1's agent programmed into its sluiced (sluicectl routes)"
+target/release/sluicectl --socket /run/sluice-lab/demo-n1.sock routes | sed 's/^/   /'
 echo
 echo "== $a pings $b ($b_ip) across nodes through sluice"
 ip netns exec "$a" ping -c 3 "$b_ip"

@@ -279,7 +279,11 @@ impl<S: Store> Agent<S> {
         }
     }
 
-    async fn read_facts(&mut self, cfg: &NetworkConfig, stop: &mut Stop) -> Result<(Facts, LeaseAttrs), AgentStop> {
+    async fn read_facts(
+        &mut self,
+        cfg: &NetworkConfig,
+        stop: &mut Stop,
+    ) -> Result<(Facts, LeaseAttrs), AgentStop> {
         let mut backoff = Backoff::new(self.settings.backoff_max);
         loop {
             let r = self.switch.facts().await;
@@ -304,10 +308,14 @@ impl<S: Store> Agent<S> {
             .settings
             .public_ip
             .or(f.uplink_address.map(|a| a.ip))
-            .ok_or("sluiced's uplink has no address and --public-ip is not set: no PublicIP for the lease")?;
+            .ok_or(
+            "sluiced's uplink has no address and --public-ip is not set: no PublicIP for the lease",
+        )?;
         let vtep = f.vtep_mac();
         if cfg.backend.kind == BackendType::Vxlan && vtep.is_none() {
-            return Err("vxlan needs a VTEP MAC: sluiced has no uplink and no tunnel.vtep_mac".into());
+            return Err(
+                "vxlan needs a VTEP MAC: sluiced has no uplink and no tunnel.vtep_mac".into(),
+            );
         }
         Ok(LeaseAttrs::new(
             ip,
@@ -356,7 +364,9 @@ impl<S: Store> Agent<S> {
                 Ok(a) => {
                     self.store_ok();
                     match a.choice {
-                        Choice::Existing(s) => info!(subnet = %s, "reusing this node's lease (matched by PublicIP {})", attrs.public_ip),
+                        Choice::Existing(s) => {
+                            info!(subnet = %s, "reusing this node's lease (matched by PublicIP {})", attrs.public_ip)
+                        }
                         Choice::Free(s) => info!(subnet = %s, races_lost = a.races_lost, "leased"),
                     }
                     let s = match a.choice {
@@ -380,7 +390,10 @@ impl<S: Store> Agent<S> {
         let (facts, attrs) = self.read_facts(&cfg, stop).await?;
         self.status.update(|s| s.phase = Phase::Leasing);
         let (subnet, expires) = self.acquire(&cfg, &attrs, stop).await?;
-        let mtu = facts.uplink_mtu.unwrap_or(1500).saturating_sub(cfg.backend.kind.overhead());
+        let mtu = facts
+            .uplink_mtu
+            .unwrap_or(1500)
+            .saturating_sub(cfg.backend.kind.overhead());
         let local = Local {
             subnet,
             public_ip: attrs.public_ip,
@@ -449,8 +462,12 @@ impl<S: Store> Agent<S> {
             return;
         }
         match file.write(&self.settings.subnet_file) {
-            Ok(()) => info!(path = %self.settings.subnet_file.display(), subnet = %held.local.subnet, mtu = held.mtu, "subnet file written"),
-            Err(e) => error!(path = %self.settings.subnet_file.display(), "writing the subnet file: {e}"),
+            Ok(()) => {
+                info!(path = %self.settings.subnet_file.display(), subnet = %held.local.subnet, mtu = held.mtu, "subnet file written")
+            }
+            Err(e) => {
+                error!(path = %self.settings.subnet_file.display(), "writing the subnet file: {e}")
+            }
         }
     }
 
@@ -477,7 +494,10 @@ impl<S: Store> Agent<S> {
     }
 
     fn report(&self, held: &Held) {
-        let leases = held.leases.len().saturating_sub(usize::from(held.leases.contains_key(&held.local.subnet)));
+        let leases = held
+            .leases
+            .len()
+            .saturating_sub(usize::from(held.leases.contains_key(&held.local.subnet)));
         let (routes, skipped) = (held.programmed.len(), held.skipped.len());
         self.status.update(|s| {
             s.leases = leases;
@@ -491,7 +511,11 @@ impl<S: Store> Agent<S> {
     async fn retake(&mut self, held: &mut Held) -> Result<(), StoreError> {
         let key = subnet_key(&self.settings.prefix, held.local.subnet);
         let json = held.attrs.to_json();
-        if self.store.create(&key, json.as_bytes(), self.settings.lease_ttl).await? {
+        if self
+            .store
+            .create(&key, json.as_bytes(), self.settings.lease_ttl)
+            .await?
+        {
             held.expires = true;
             held.leases.insert(held.local.subnet, held.attrs.clone());
             self.leased(held);
@@ -500,7 +524,9 @@ impl<S: Store> Agent<S> {
         }
         // Someone else holds it now: take another subnet and move there.
         let (never_tx, mut never) = watch::channel(false);
-        let moved = self.acquire(&held.cfg.clone(), &held.attrs.clone(), &mut never).await;
+        let moved = self
+            .acquire(&held.cfg.clone(), &held.attrs.clone(), &mut never)
+            .await;
         drop(never_tx);
         let Ok((subnet, expires)) = moved else {
             return Err(StoreError::Other("stopped while leasing".into()));
@@ -548,7 +574,10 @@ impl<S: Store> Agent<S> {
             }
         }
         held.local.uplink = facts.uplink_address;
-        let r = self.switch.ensure_node(&held.cfg, held.local.subnet, &facts).await;
+        let r = self
+            .switch
+            .ensure_node(&held.cfg, held.local.subnet, &facts)
+            .await;
         self.sluiced_result(&r);
         if let Err(e) = r {
             held.resync = true;
@@ -558,7 +587,10 @@ impl<S: Store> Agent<S> {
         let (desired, skipped) = routes::desired(&held.cfg, &held.local, &held.leases);
         held.desired = desired;
         held.skipped = skipped.into_iter().map(|s| (s.subnet, s.reason)).collect();
-        let current = self.switch.managed_routes(held.cfg.network, held.local.subnet).await;
+        let current = self
+            .switch
+            .managed_routes(held.cfg.network, held.local.subnet)
+            .await;
         self.sluiced_result(&current);
         let current = match current {
             Ok(c) => c,
@@ -577,7 +609,12 @@ impl<S: Store> Agent<S> {
                 self.status.metrics.last_sync.set(now_secs());
                 let t = now_secs() as u64;
                 self.status.update(|s| s.last_sync = Some(t));
-                info!(routes = held.programmed.len(), upserted = delta.upsert.len(), removed = delta.remove.len(), "full sync with sluiced");
+                info!(
+                    routes = held.programmed.len(),
+                    upserted = delta.upsert.len(),
+                    removed = delta.remove.len(),
+                    "full sync with sluiced"
+                );
                 self.problem(Phase::Running, String::new());
             }
             Err(e) => {
@@ -597,8 +634,12 @@ impl<S: Store> Agent<S> {
         self.sluiced_result(&r);
         r?;
         let m = &self.status.metrics;
-        m.route_changes.get_or_create(&OpLabel { op: "upsert" }).inc_by(delta.upsert.len() as u64);
-        m.route_changes.get_or_create(&OpLabel { op: "remove" }).inc_by(delta.remove.len() as u64);
+        m.route_changes
+            .get_or_create(&OpLabel { op: "upsert" })
+            .inc_by(delta.upsert.len() as u64);
+        m.route_changes
+            .get_or_create(&OpLabel { op: "remove" })
+            .inc_by(delta.remove.len() as u64);
         for r in &delta.upsert {
             debug!(prefix = %r.prefix, via = %r.via, node = ?r.node, "route set");
         }
@@ -622,7 +663,11 @@ impl<S: Store> Agent<S> {
             };
             match ev {
                 WatchEvent::Put(kv) => {
-                    self.status.metrics.lease_events.get_or_create(&KindLabel { kind: "put" }).inc();
+                    self.status
+                        .metrics
+                        .lease_events
+                        .get_or_create(&KindLabel { kind: "put" })
+                        .inc();
                     match LeaseAttrs::parse(&kv.value) {
                         Ok(a) => {
                             held.leases.insert(subnet, a);
@@ -635,7 +680,11 @@ impl<S: Store> Agent<S> {
                     }
                 }
                 WatchEvent::Delete { key, .. } => {
-                    self.status.metrics.lease_events.get_or_create(&KindLabel { kind: "delete" }).inc();
+                    self.status
+                        .metrics
+                        .lease_events
+                        .get_or_create(&KindLabel { kind: "delete" })
+                        .inc();
                     held.leases.remove(&subnet);
                     touched.insert(subnet);
                     if subnet == held.local.subnet {
@@ -685,7 +734,11 @@ impl<S: Store> Agent<S> {
         self.report(held);
     }
 
-    async fn event_loop(&mut self, mut held: Held, stop: &mut Stop) -> Result<std::convert::Infallible, AgentStop> {
+    async fn event_loop(
+        &mut self,
+        mut held: Held,
+        stop: &mut Stop,
+    ) -> Result<std::convert::Infallible, AgentStop> {
         let prefix = subnets_prefix(&self.settings.prefix);
         let mut watch: Option<S::Watch> = None;
         // After an outage or a compaction the watch restarts from a fresh
@@ -702,7 +755,10 @@ impl<S: Store> Agent<S> {
                     match self.relist_and_push(&mut held).await {
                         Ok(()) => {
                             relist_first = false;
-                            info!(revision = held.last_rev, "listed the leases again and synced");
+                            info!(
+                                revision = held.last_rev,
+                                "listed the leases again and synced"
+                            );
                         }
                         Err(e) => {
                             self.store_error(&e);
@@ -818,7 +874,15 @@ impl<S: Store> Agent<S> {
 
     async fn renew(&mut self, held: &mut Held) {
         let key = subnet_key(&self.settings.prefix, held.local.subnet);
-        match self.store.put(&key, held.attrs.to_json().as_bytes(), Some(self.settings.lease_ttl)).await {
+        match self
+            .store
+            .put(
+                &key,
+                held.attrs.to_json().as_bytes(),
+                Some(self.settings.lease_ttl),
+            )
+            .await
+        {
             Ok(()) => {
                 self.store_ok();
                 self.status.metrics.renewals.inc();

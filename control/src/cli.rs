@@ -257,9 +257,14 @@ async fn leases(store: AnyStore, prefix: &str) -> Result<(), String> {
         AnyStore::Local(s) => s.list(&prefix).await,
     }
     .map_err(|e| format!("listing {prefix}: {e}"))?;
-    println!("{:<18} {:<15} {:<8} {:<17} {:>9}", "SUBNET", "PUBLIC IP", "BACKEND", "VTEP MAC", "TTL LEFT");
+    println!(
+        "{:<18} {:<15} {:<8} {:<17} {:>9}",
+        "SUBNET", "PUBLIC IP", "BACKEND", "VTEP MAC", "TTL LEFT"
+    );
     for kv in kvs {
-        let subnet = parse_subnet_key(&kv.key).map(|s| s.to_string()).unwrap_or(kv.key.clone());
+        let subnet = parse_subnet_key(&kv.key)
+            .map(|s| s.to_string())
+            .unwrap_or(kv.key.clone());
         let ttl = match (kv.leased, kv.ttl_left) {
             (false, _) => "reserved".to_string(),
             (true, Some(t)) => format!("{}s", t.as_secs()),
@@ -267,8 +272,14 @@ async fn leases(store: AnyStore, prefix: &str) -> Result<(), String> {
         };
         match LeaseAttrs::parse(&kv.value) {
             Ok(a) => {
-                let vtep = a.vxlan().map(|d| d.vtep_mac.to_string()).unwrap_or("-".into());
-                println!("{subnet:<18} {:<15} {:<8} {vtep:<17} {ttl:>9}", a.public_ip, a.backend_type);
+                let vtep = a
+                    .vxlan()
+                    .map(|d| d.vtep_mac.to_string())
+                    .unwrap_or("-".into());
+                println!(
+                    "{subnet:<18} {:<15} {:<8} {vtep:<17} {ttl:>9}",
+                    a.public_ip, a.backend_type
+                );
             }
             Err(e) => println!("{subnet:<18} invalid: {e}"),
         }
@@ -290,7 +301,8 @@ async fn run(settings: Settings) -> ExitCode {
     }
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
@@ -302,7 +314,9 @@ async fn run(settings: Settings) -> ExitCode {
         StoreChoice::Local(dir) => match LocalStore::open(dir) {
             Ok(store) => {
                 info!(dir = %dir.display(), "embedded store");
-                Agent::new(store, settings.agent.clone(), status).run(stop).await;
+                Agent::new(store, settings.agent.clone(), status)
+                    .run(stop)
+                    .await;
             }
             Err(e) => {
                 error!("embedded store {}: {e}", dir.display());
@@ -332,7 +346,9 @@ async fn run(settings: Settings) -> ExitCode {
                 }
             };
             info!(endpoints = ?cfg.endpoints, "etcd");
-            Agent::new(store, settings.agent.clone(), status).run(stop).await;
+            Agent::new(store, settings.agent.clone(), status)
+                .run(stop)
+                .await;
         }
     }
     ExitCode::SUCCESS

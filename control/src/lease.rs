@@ -32,7 +32,12 @@ pub const RACE_RETRIES: usize = 10;
 
 /// The key of `subnet`'s lease under `prefix` (`/coreos.com/network`).
 pub fn subnet_key(prefix: &str, subnet: Ipv4Net) -> String {
-    format!("{}/subnets/{}-{}", prefix.trim_end_matches('/'), subnet.addr(), subnet.len())
+    format!(
+        "{}/subnets/{}-{}",
+        prefix.trim_end_matches('/'),
+        subnet.addr(),
+        subnet.len()
+    )
 }
 
 /// The prefix every lease key starts with.
@@ -79,16 +84,19 @@ pub struct LeaseAttrs {
     #[serde(rename = "BackendType", default)]
     pub backend_type: String,
     /// `BackendData` (vxlan: [`VxlanData`]).
-    #[serde(rename = "BackendData", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "BackendData",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub backend_data: Option<Value>,
 }
 
 impl LeaseAttrs {
     /// This node's attributes for `backend`: VXLAN carries `vni` and the VTEP MAC.
     pub fn new(public_ip: Ipv4Addr, backend: BackendType, vni: u32, vtep_mac: MacAddr) -> Self {
-        let backend_data = (backend == BackendType::Vxlan).then(|| {
-            serde_json::to_value(VxlanData { vni, vtep_mac }).expect("plain struct")
-        });
+        let backend_data = (backend == BackendType::Vxlan)
+            .then(|| serde_json::to_value(VxlanData { vni, vtep_mac }).expect("plain struct"));
         LeaseAttrs {
             public_ip,
             public_ipv6: None,
@@ -168,12 +176,8 @@ pub fn choose_subnet(
     {
         return Ok(Choice::Existing(*subnet));
     }
-    let taken = |s: &Ipv4Net| {
-        leases
-            .keys()
-            .any(|l| l.covers(s) || s.covers(l))
-            || exclude.contains(s)
-    };
+    let taken =
+        |s: &Ipv4Net| leases.keys().any(|l| l.covers(s) || s.covers(l)) || exclude.contains(s);
     if let Some(p) = previous {
         if cfg.may_lease(p) && !taken(&p) {
             return Ok(Choice::Free(p));
@@ -213,7 +217,10 @@ pub async fn list<S: Store>(store: &S, prefix: &str) -> Result<Listed, StoreErro
     };
     for kv in kvs {
         let Some(subnet) = parse_subnet_key(&kv.key) else {
-            out.invalid.push((kv.key, "not a lease key (want <prefix>/subnets/10.244.3.0-24)".into()));
+            out.invalid.push((
+                kv.key,
+                "not a lease key (want <prefix>/subnets/10.244.3.0-24)".into(),
+            ));
             continue;
         };
         match LeaseAttrs::parse(&kv.value) {
@@ -269,13 +276,24 @@ pub async fn acquire<S: Store>(
     let mut exclude = Vec::new();
     for _ in 0..RACE_RETRIES {
         let listed = list(store, prefix).await.map_err(AcquireError::Store)?;
-        let choice = choose_subnet(cfg, &listed.leases, attrs.public_ip, previous, &exclude, random)
-            .map_err(AcquireError::Exhausted)?;
+        let choice = choose_subnet(
+            cfg,
+            &listed.leases,
+            attrs.public_ip,
+            previous,
+            &exclude,
+            random,
+        )
+        .map_err(AcquireError::Exhausted)?;
         match choice {
             Choice::Existing(s) => {
                 let expires = listed.expiring.get(&s).copied().unwrap_or(true);
                 store
-                    .put(&subnet_key(prefix, s), json.as_bytes(), expires.then_some(ttl))
+                    .put(
+                        &subnet_key(prefix, s),
+                        json.as_bytes(),
+                        expires.then_some(ttl),
+                    )
                     .await
                     .map_err(AcquireError::Store)?;
                 return Ok(Acquired {
@@ -317,7 +335,10 @@ mod tests {
             subnet_key("/coreos.com/network", net("10.244.3.0/24")),
             "/coreos.com/network/subnets/10.244.3.0-24"
         );
-        assert_eq!(subnet_key("/x/", net("10.0.0.0/26")), "/x/subnets/10.0.0.0-26");
+        assert_eq!(
+            subnet_key("/x/", net("10.0.0.0/26")),
+            "/x/subnets/10.0.0.0-26"
+        );
         assert_eq!(
             parse_subnet_key("/coreos.com/network/subnets/10.244.3.0-24"),
             Some(net("10.244.3.0/24"))
@@ -326,7 +347,12 @@ mod tests {
             parse_subnet_key("/coreos.com/network/subnets/10.5.52.0-24&fc00::-64"),
             Some(net("10.5.52.0/24"))
         );
-        for bad in ["/p/subnets/10.244.3.1-24", "/p/subnets/x-24", "/p/subnets/10.0.0.0-33", "/p/subnets/10.0.0.0"] {
+        for bad in [
+            "/p/subnets/10.244.3.1-24",
+            "/p/subnets/x-24",
+            "/p/subnets/10.0.0.0-33",
+            "/p/subnets/10.0.0.0",
+        ] {
             assert_eq!(parse_subnet_key(bad), None, "{bad}");
         }
     }
@@ -359,7 +385,8 @@ mod tests {
         ] {
             assert!(LeaseAttrs::parse(bad).is_err(), "{bad:?}");
         }
-        let no_data = LeaseAttrs::parse(br#"{"PublicIP":"1.2.3.4","BackendType":"vxlan"}"#).unwrap();
+        let no_data =
+            LeaseAttrs::parse(br#"{"PublicIP":"1.2.3.4","BackendType":"vxlan"}"#).unwrap();
         assert!(no_data.vxlan().is_err());
         let bad_mac = LeaseAttrs::parse(
             br#"{"PublicIP":"1.2.3.4","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"zz"}}"#,
@@ -369,12 +396,19 @@ mod tests {
     }
 
     fn cfg() -> NetworkConfig {
-        NetworkConfig::parse(br#"{"Network":"10.5.0.0/16","SubnetMax":"10.5.3.0","Backend":{"Type":"vxlan"}}"#)
-            .unwrap()
+        NetworkConfig::parse(
+            br#"{"Network":"10.5.0.0/16","SubnetMax":"10.5.3.0","Backend":{"Type":"vxlan"}}"#,
+        )
+        .unwrap()
     }
 
     fn attrs(ip: [u8; 4]) -> LeaseAttrs {
-        LeaseAttrs::new(Ipv4Addr::from(ip), BackendType::HostGw, 1, MacAddr::from([2, 0, 0, 0, 0, 1]))
+        LeaseAttrs::new(
+            Ipv4Addr::from(ip),
+            BackendType::HostGw,
+            1,
+            MacAddr::from([2, 0, 0, 0, 0, 1]),
+        )
     }
 
     #[test]
@@ -395,18 +429,39 @@ mod tests {
         );
         // The previous subnet file's subnet, when free.
         assert_eq!(
-            choose_subnet(&cfg(), &leases, me, Some(net("10.5.3.0/24")), &[], &mut first),
+            choose_subnet(
+                &cfg(),
+                &leases,
+                me,
+                Some(net("10.5.3.0/24")),
+                &[],
+                &mut first
+            ),
             Ok(Choice::Free(net("10.5.3.0/24")))
         );
         // …but not when taken.
         assert_eq!(
-            choose_subnet(&cfg(), &leases, me, Some(net("10.5.1.0/24")), &[], &mut first),
+            choose_subnet(
+                &cfg(),
+                &leases,
+                me,
+                Some(net("10.5.1.0/24")),
+                &[],
+                &mut first
+            ),
             Ok(Choice::Free(net("10.5.2.0/24")))
         );
         // Our own lease wins over everything.
         leases.insert(net("10.5.3.0/24"), attrs([192, 168, 1, 9]));
         assert_eq!(
-            choose_subnet(&cfg(), &leases, me, Some(net("10.5.2.0/24")), &[], &mut first),
+            choose_subnet(
+                &cfg(),
+                &leases,
+                me,
+                Some(net("10.5.2.0/24")),
+                &[],
+                &mut first
+            ),
             Ok(Choice::Existing(net("10.5.3.0/24")))
         );
         // Lost races are excluded on retry.

@@ -5,13 +5,13 @@
 //! `sluiced` through its control API; it writes the subnet file the CNI
 //! plugin reads. BGP comes later (issue 13).
 
-pub mod store;
 pub mod agent;
+pub mod cli;
 pub mod lease;
 pub mod network;
 pub mod routes;
+pub mod settings;
 pub mod status;
+pub mod store;
 pub mod subnet_file;
 pub mod switch;
-pub mod cli;
-pub mod settings;

@@ -147,8 +147,8 @@ const KNOWN_BACKEND: &[&str] = &[
 impl NetworkConfig {
     /// Parses and validates flannel's config JSON.
     pub fn parse(json: &[u8]) -> Result<NetworkConfig, ConfigError> {
-        let doc: Value = serde_json::from_slice(json)
-            .map_err(|e| err("config", format!("not JSON: {e}")))?;
+        let doc: Value =
+            serde_json::from_slice(json).map_err(|e| err("config", format!("not JSON: {e}")))?;
         let top = doc
             .as_object()
             .ok_or_else(|| err("config", "not a JSON object"))?;
@@ -262,26 +262,36 @@ impl NetworkConfig {
             },
             Some(_) => return Err(err("Backend.Type", "not a string")),
         };
-        let vni = match opt_uint(backend, "VNI", 0xff_ffff)
-            .map_err(|e| ConfigError { field: format!("Backend.{}", e.field), ..e })?
-        {
+        let vni = match opt_uint(backend, "VNI", 0xff_ffff).map_err(|e| ConfigError {
+            field: format!("Backend.{}", e.field),
+            ..e
+        })? {
             None | Some(0) => DEFAULT_VNI,
             Some(v) => v as u32,
         };
-        let port = match opt_uint(backend, "Port", u64::from(u16::MAX))
-            .map_err(|e| ConfigError { field: format!("Backend.{}", e.field), ..e })?
-        {
-            None | Some(0) => DEFAULT_VXLAN_PORT,
-            Some(p) => p as u16,
-        };
+        let port =
+            match opt_uint(backend, "Port", u64::from(u16::MAX)).map_err(|e| ConfigError {
+                field: format!("Backend.{}", e.field),
+                ..e
+            })? {
+                None | Some(0) => DEFAULT_VXLAN_PORT,
+                Some(p) => p as u16,
+            };
         let direct_routing = opt_bool(backend, "DirectRouting")
-            .map_err(|e| ConfigError { field: format!("Backend.{}", e.field), ..e })?
+            .map_err(|e| ConfigError {
+                field: format!("Backend.{}", e.field),
+                ..e
+            })?
             .unwrap_or(false);
-        if opt_bool(backend, "GBP")
-            .map_err(|e| ConfigError { field: format!("Backend.{}", e.field), ..e })?
-            == Some(true)
+        if opt_bool(backend, "GBP").map_err(|e| ConfigError {
+            field: format!("Backend.{}", e.field),
+            ..e
+        })? == Some(true)
         {
-            return Err(err("Backend.GBP", "true: group-based policy is not supported"));
+            return Err(err(
+                "Backend.GBP",
+                "true: group-based policy is not supported",
+            ));
         }
         if kind == BackendType::HostGw && direct_routing {
             ignored.push("Backend.DirectRouting (host-gw routes directly anyway)".into());
@@ -333,7 +343,10 @@ fn opt_uint(obj: &Map<String, Value>, key: &str, max: u64) -> Result<Option<u64>
         Some(v) => match v.as_u64() {
             Some(n) if n <= max => Ok(Some(n)),
             Some(n) => Err(err(key, format!("{n} is above {max}"))),
-            None => Err(err(key, format!("{v} is not a whole number from 0 to {max}"))),
+            None => Err(err(
+                key,
+                format!("{v} is not a whole number from 0 to {max}"),
+            )),
         },
     }
 }
@@ -392,8 +405,9 @@ mod tests {
         assert_eq!(c.backend.kind, BackendType::Ipip);
         assert!(c.backend.direct_routing);
         assert_eq!(c.ignored, vec!["Foo".to_string()]);
-        let v = parse(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":42,"Port":4789}}"#)
-            .unwrap();
+        let v =
+            parse(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":42,"Port":4789}}"#)
+                .unwrap();
         assert_eq!((v.backend.vni, v.backend.port), (42, 4789));
     }
 
@@ -403,23 +417,68 @@ mod tests {
             ("", "config"),
             ("[]", "config"),
             (r#"{"Backend":{"Type":"vxlan"}}"#, "Network"),
-            (r#"{"Network":"10.5.0.1/16","Backend":{"Type":"vxlan"}}"#, "Network"),
-            (r#"{"Network":"10.5.0.0/29","Backend":{"Type":"vxlan"}}"#, "Network"),
-            (r#"{"Network":"10.5.0.0/16","SubnetLen":31,"Backend":{"Type":"vxlan"}}"#, "SubnetLen"),
-            (r#"{"Network":"10.5.0.0/16","SubnetLen":16,"Backend":{"Type":"vxlan"}}"#, "SubnetLen"),
-            (r#"{"Network":"10.5.0.0/16","SubnetLen":"24","Backend":{"Type":"vxlan"}}"#, "SubnetLen"),
-            (r#"{"Network":"10.5.0.0/16","SubnetMin":"10.6.0.0","Backend":{"Type":"vxlan"}}"#, "SubnetMin"),
-            (r#"{"Network":"10.5.0.0/16","SubnetMax":"10.5.3.7","Backend":{"Type":"vxlan"}}"#, "SubnetMax"),
-            (r#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.9.0","SubnetMax":"10.5.3.0","Backend":{"Type":"vxlan"}}"#, "SubnetMin"),
+            (
+                r#"{"Network":"10.5.0.1/16","Backend":{"Type":"vxlan"}}"#,
+                "Network",
+            ),
+            (
+                r#"{"Network":"10.5.0.0/29","Backend":{"Type":"vxlan"}}"#,
+                "Network",
+            ),
+            (
+                r#"{"Network":"10.5.0.0/16","SubnetLen":31,"Backend":{"Type":"vxlan"}}"#,
+                "SubnetLen",
+            ),
+            (
+                r#"{"Network":"10.5.0.0/16","SubnetLen":16,"Backend":{"Type":"vxlan"}}"#,
+                "SubnetLen",
+            ),
+            (
+                r#"{"Network":"10.5.0.0/16","SubnetLen":"24","Backend":{"Type":"vxlan"}}"#,
+                "SubnetLen",
+            ),
+            (
+                r#"{"Network":"10.5.0.0/16","SubnetMin":"10.6.0.0","Backend":{"Type":"vxlan"}}"#,
+                "SubnetMin",
+            ),
+            (
+                r#"{"Network":"10.5.0.0/16","SubnetMax":"10.5.3.7","Backend":{"Type":"vxlan"}}"#,
+                "SubnetMax",
+            ),
+            (
+                r#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.9.0","SubnetMax":"10.5.3.0","Backend":{"Type":"vxlan"}}"#,
+                "SubnetMin",
+            ),
             (r#"{"Network":"10.5.0.0/16"}"#, "Backend"),
             (r#"{"Network":"10.5.0.0/16","Backend":{}}"#, "Backend.Type"),
-            (r#"{"Network":"10.5.0.0/16","Backend":{"Type":"udp"}}"#, "Backend.Type"),
-            (r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":16777216}}"#, "Backend.VNI"),
-            (r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":-1}}"#, "Backend.VNI"),
-            (r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","Port":70000}}"#, "Backend.Port"),
-            (r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","DirectRouting":"yes"}}"#, "Backend.DirectRouting"),
-            (r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","GBP":true}}"#, "Backend.GBP"),
-            (r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"Backend":{"Type":"vxlan"}}"#, "EnableIPv6"),
+            (
+                r#"{"Network":"10.5.0.0/16","Backend":{"Type":"udp"}}"#,
+                "Backend.Type",
+            ),
+            (
+                r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":16777216}}"#,
+                "Backend.VNI",
+            ),
+            (
+                r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":-1}}"#,
+                "Backend.VNI",
+            ),
+            (
+                r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","Port":70000}}"#,
+                "Backend.Port",
+            ),
+            (
+                r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","DirectRouting":"yes"}}"#,
+                "Backend.DirectRouting",
+            ),
+            (
+                r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","GBP":true}}"#,
+                "Backend.GBP",
+            ),
+            (
+                r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"Backend":{"Type":"vxlan"}}"#,
+                "EnableIPv6",
+            ),
         ];
         for (json, field) in cases {
             let e = parse(json).expect_err(json);

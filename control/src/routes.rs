@@ -108,7 +108,11 @@ pub fn route_for(
         .is_some_and(|u| u.network().contains(attrs.public_ip));
     let direct = on_link && (kind == BackendType::HostGw || cfg.backend.direct_routing);
     if direct {
-        return Ok(Some(RouteConfig::to_node(subnet, Via::HostGw, attrs.public_ip)));
+        return Ok(Some(RouteConfig::to_node(
+            subnet,
+            Via::HostGw,
+            attrs.public_ip,
+        )));
     }
     match kind {
         BackendType::HostGw => Err(format!(
@@ -119,7 +123,11 @@ pub fn route_for(
                 .map(|u| format!(" {}", u.network()))
                 .unwrap_or_default()
         )),
-        BackendType::Ipip => Ok(Some(RouteConfig::to_node(subnet, Via::Ipip, attrs.public_ip))),
+        BackendType::Ipip => Ok(Some(RouteConfig::to_node(
+            subnet,
+            Via::Ipip,
+            attrs.public_ip,
+        ))),
         BackendType::Vxlan => {
             let data = attrs.vxlan()?;
             let mut r = RouteConfig::to_node(subnet, Via::Vxlan, attrs.public_ip);
@@ -198,8 +206,10 @@ mod tests {
     }
 
     fn cfg(backend: &str) -> NetworkConfig {
-        NetworkConfig::parse(format!(r#"{{"Network":"10.5.0.0/16","Backend":{backend}}}"#).as_bytes())
-            .unwrap()
+        NetworkConfig::parse(
+            format!(r#"{{"Network":"10.5.0.0/16","Backend":{backend}}}"#).as_bytes(),
+        )
+        .unwrap()
     }
 
     fn local() -> Local {
@@ -231,51 +241,112 @@ mod tests {
 
     #[test]
     fn vxlan_routes_carry_the_vtep_mac_and_skip_our_own_lease() {
-        let (r, skipped) = desired(&cfg(r#"{"Type":"vxlan"}"#), &local(), &leases(BackendType::Vxlan));
+        let (r, skipped) = desired(
+            &cfg(r#"{"Type":"vxlan"}"#),
+            &local(),
+            &leases(BackendType::Vxlan),
+        );
         assert!(skipped.is_empty());
         assert_eq!(r.len(), 2);
         let two = &r[&net("10.5.2.0/24")];
-        assert_eq!((two.via, two.node, two.vtep_mac), (Via::Vxlan, Some(Ipv4Addr::new(192, 168, 50, 2)), Some(mac(2))));
+        assert_eq!(
+            (two.via, two.node, two.vtep_mac),
+            (
+                Via::Vxlan,
+                Some(Ipv4Addr::new(192, 168, 50, 2)),
+                Some(mac(2))
+            )
+        );
         assert_eq!(r[&net("10.5.3.0/24")].via, Via::Vxlan);
     }
 
     #[test]
     fn direct_routing_uses_host_gw_on_link_and_the_tunnel_beyond() {
-        for (backend, tunnel) in [(r#"{"Type":"vxlan","DirectRouting":true}"#, Via::Vxlan), (r#"{"Type":"ipip","DirectRouting":true}"#, Via::Ipip)] {
-            let kind = if tunnel == Via::Vxlan { BackendType::Vxlan } else { BackendType::Ipip };
+        for (backend, tunnel) in [
+            (r#"{"Type":"vxlan","DirectRouting":true}"#, Via::Vxlan),
+            (r#"{"Type":"ipip","DirectRouting":true}"#, Via::Ipip),
+        ] {
+            let kind = if tunnel == Via::Vxlan {
+                BackendType::Vxlan
+            } else {
+                BackendType::Ipip
+            };
             let (r, skipped) = desired(&cfg(backend), &local(), &leases(kind));
             assert!(skipped.is_empty());
-            assert_eq!(r[&net("10.5.2.0/24")], RouteConfig::to_node(net("10.5.2.0/24"), Via::HostGw, Ipv4Addr::new(192, 168, 50, 2)));
+            assert_eq!(
+                r[&net("10.5.2.0/24")],
+                RouteConfig::to_node(
+                    net("10.5.2.0/24"),
+                    Via::HostGw,
+                    Ipv4Addr::new(192, 168, 50, 2)
+                )
+            );
             assert_eq!(r[&net("10.5.3.0/24")].via, tunnel);
         }
         // Without DirectRouting, the tunnel everywhere.
-        let (r, _) = desired(&cfg(r#"{"Type":"ipip"}"#), &local(), &leases(BackendType::Ipip));
+        let (r, _) = desired(
+            &cfg(r#"{"Type":"ipip"}"#),
+            &local(),
+            &leases(BackendType::Ipip),
+        );
         assert_eq!(r[&net("10.5.2.0/24")].via, Via::Ipip);
     }
 
     #[test]
     fn host_gw_skips_nodes_off_link_with_the_reason() {
-        let (r, skipped) = desired(&cfg(r#"{"Type":"host-gw"}"#), &local(), &leases(BackendType::HostGw));
-        assert_eq!(r.keys().copied().collect::<Vec<_>>(), vec![net("10.5.2.0/24")]);
+        let (r, skipped) = desired(
+            &cfg(r#"{"Type":"host-gw"}"#),
+            &local(),
+            &leases(BackendType::HostGw),
+        );
+        assert_eq!(
+            r.keys().copied().collect::<Vec<_>>(),
+            vec![net("10.5.2.0/24")]
+        );
         assert_eq!(skipped.len(), 1);
         assert_eq!(skipped[0].subnet, net("10.5.3.0/24"));
-        assert!(skipped[0].reason.contains("192.168.60.3"), "{}", skipped[0].reason);
+        assert!(
+            skipped[0].reason.contains("192.168.60.3"),
+            "{}",
+            skipped[0].reason
+        );
     }
 
     #[test]
     fn foreign_or_bad_leases_are_skipped_not_routed() {
         let mut l = leases(BackendType::Vxlan);
-        l.insert(net("10.5.4.0/24"), lease([192, 168, 50, 4], BackendType::HostGw, 4));
-        l.insert(net("10.5.5.0/24"), LeaseAttrs::parse(br#"{"PublicIP":"192.168.50.5","BackendType":"vxlan"}"#).unwrap());
-        l.insert(net("10.5.6.0/24"), lease([192, 168, 50, 1], BackendType::Vxlan, 6));
-        l.insert(net("10.6.0.0/24"), lease([192, 168, 50, 7], BackendType::Vxlan, 7));
-        l.insert(net("10.5.1.0/25"), lease([192, 168, 50, 8], BackendType::Vxlan, 8));
+        l.insert(
+            net("10.5.4.0/24"),
+            lease([192, 168, 50, 4], BackendType::HostGw, 4),
+        );
+        l.insert(
+            net("10.5.5.0/24"),
+            LeaseAttrs::parse(br#"{"PublicIP":"192.168.50.5","BackendType":"vxlan"}"#).unwrap(),
+        );
+        l.insert(
+            net("10.5.6.0/24"),
+            lease([192, 168, 50, 1], BackendType::Vxlan, 6),
+        );
+        l.insert(
+            net("10.6.0.0/24"),
+            lease([192, 168, 50, 7], BackendType::Vxlan, 7),
+        );
+        l.insert(
+            net("10.5.1.0/25"),
+            lease([192, 168, 50, 8], BackendType::Vxlan, 8),
+        );
         let (r, skipped) = desired(&cfg(r#"{"Type":"vxlan"}"#), &local(), &l);
         assert_eq!(r.len(), 2);
-        let why: BTreeMap<_, _> = skipped.iter().map(|s| (s.subnet.to_string(), s.reason.clone())).collect();
+        let why: BTreeMap<_, _> = skipped
+            .iter()
+            .map(|s| (s.subnet.to_string(), s.reason.clone()))
+            .collect();
         assert!(why["10.5.4.0/24"].contains("host-gw"), "{why:?}");
         assert!(why["10.5.5.0/24"].contains("BackendData"), "{why:?}");
-        assert!(why["10.5.6.0/24"].contains("this node's address"), "{why:?}");
+        assert!(
+            why["10.5.6.0/24"].contains("this node's address"),
+            "{why:?}"
+        );
         assert!(why["10.6.0.0/24"].contains("outside"), "{why:?}");
         assert!(why["10.5.1.0/25"].contains("overlaps"), "{why:?}");
     }
@@ -285,7 +356,14 @@ mod tests {
         let c = cfg(r#"{"Type":"vxlan"}"#);
         let (want, _) = desired(&c, &local(), &leases(BackendType::Vxlan));
         let mut have = BTreeMap::new();
-        have.insert(net("10.5.9.0/24"), RouteConfig::to_node(net("10.5.9.0/24"), Via::Ipip, Ipv4Addr::new(192, 168, 50, 9)));
+        have.insert(
+            net("10.5.9.0/24"),
+            RouteConfig::to_node(
+                net("10.5.9.0/24"),
+                Via::Ipip,
+                Ipv4Addr::new(192, 168, 50, 9),
+            ),
+        );
         let mut changed = want[&net("10.5.2.0/24")].clone();
         changed.vtep_mac = Some(mac(0x22));
         have.insert(changed.prefix, changed);
@@ -301,13 +379,24 @@ mod tests {
     fn managed_routes_are_remote_routes_inside_the_network_only() {
         let own = net("10.5.1.0/24");
         let in_force = vec![
-            RouteConfig::to_node(net("10.5.2.0/24"), Via::Vxlan, Ipv4Addr::new(192, 168, 50, 2)),
-            RouteConfig::to_node(net("10.9.0.0/16"), Via::Ipip, Ipv4Addr::new(192, 168, 50, 2)),
+            RouteConfig::to_node(
+                net("10.5.2.0/24"),
+                Via::Vxlan,
+                Ipv4Addr::new(192, 168, 50, 2),
+            ),
+            RouteConfig::to_node(
+                net("10.9.0.0/16"),
+                Via::Ipip,
+                Ipv4Addr::new(192, 168, 50, 2),
+            ),
             RouteConfig::new(net("10.5.9.0/24"), Via::Blackhole),
             RouteConfig::new(net("0.0.0.0/0"), Via::Host),
             RouteConfig::to_node(own, Via::HostGw, Ipv4Addr::new(192, 168, 50, 3)),
         ];
         let m = managed(net("10.5.0.0/16"), Some(own), &in_force);
-        assert_eq!(m.keys().copied().collect::<Vec<_>>(), vec![net("10.5.2.0/24")]);
+        assert_eq!(
+            m.keys().copied().collect::<Vec<_>>(),
+            vec![net("10.5.2.0/24")]
+        );
     }
 }

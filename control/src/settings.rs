@@ -165,7 +165,11 @@ impl Settings {
             }
             agent.prefix = p.trim_end_matches('/').to_string();
         }
-        if let Some(s) = flags.sluiced_socket.clone().or(file.agent.sluiced_socket.clone()) {
+        if let Some(s) = flags
+            .sluiced_socket
+            .clone()
+            .or(file.agent.sluiced_socket.clone())
+        {
             agent.sluiced_socket = s;
         }
         if let Some(s) = flags.subnet_file.clone().or(file.agent.subnet_file.clone()) {
@@ -218,8 +222,13 @@ impl Settings {
             if e.cert_file.is_some() != e.key_file.is_some() {
                 return Err("etcd: a client certificate needs both cert_file and key_file".into());
             }
-        } else if flags.etcd_cafile.is_some() || flags.etcd_certfile.is_some() || flags.etcd_keyfile.is_some() {
-            return Err("--etcd-cafile/--etcd-certfile/--etcd-keyfile need --etcd-endpoints".into());
+        } else if flags.etcd_cafile.is_some()
+            || flags.etcd_certfile.is_some()
+            || flags.etcd_keyfile.is_some()
+        {
+            return Err(
+                "--etcd-cafile/--etcd-certfile/--etcd-keyfile need --etcd-endpoints".into(),
+            );
         }
         let store = match etcd {
             Some(e) => StoreChoice::Etcd(e),
@@ -288,12 +297,16 @@ mod tests {
         assert_eq!(s.agent.public_ip, Some(Ipv4Addr::new(192, 168, 1, 1)));
         assert_eq!(s.agent.prefix, "/x");
         assert_eq!(s.healthz, None);
-        assert!(matches!(s.store, StoreChoice::Etcd(ref e) if e.endpoints == ["http://10.0.0.1:2379"]));
+        assert!(
+            matches!(s.store, StoreChoice::Etcd(ref e) if e.endpoints == ["http://10.0.0.1:2379"])
+        );
         f.etcd_endpoints = Some("http://a:1, http://b:2".into());
         f.public_ip = Some(Ipv4Addr::new(192, 168, 1, 2));
         let s = Settings::resolve(&f).unwrap();
         assert_eq!(s.agent.public_ip, Some(Ipv4Addr::new(192, 168, 1, 2)));
-        assert!(matches!(s.store, StoreChoice::Etcd(ref e) if e.endpoints == ["http://a:1", "http://b:2"]));
+        assert!(
+            matches!(s.store, StoreChoice::Etcd(ref e) if e.endpoints == ["http://a:1", "http://b:2"])
+        );
     }
 
     #[test]

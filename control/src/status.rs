@@ -137,18 +137,62 @@ impl Metrics {
         let mut r = Registry::with_prefix("sluice_agent");
         let m = self;
         r.register("leases", "Other nodes' leases known", m.leases.clone());
-        r.register("routes", "Routes the agent holds in sluiced", m.routes.clone());
-        r.register("leases_skipped", "Leases that get no route (see the log)", m.skipped.clone());
-        r.register("lease_events", "Lease watch events by kind", m.lease_events.clone());
-        r.register("leases_invalid", "Lease keys or values that could not be read", m.invalid.clone());
-        r.register("route_changes", "Routes changed in sluiced by op", m.route_changes.clone());
-        r.register("full_syncs", "Full syncs with sluiced", m.full_syncs.clone());
-        r.register("store_errors", "Failed store operations", m.store_errors.clone());
-        r.register("sluiced_errors", "Failed sluiced API calls", m.sluiced_errors.clone());
-        r.register("relists", "Lease lists (start, compaction)", m.relists.clone());
-        r.register("lease_renewals", "This node's lease renewed", m.renewals.clone());
+        r.register(
+            "routes",
+            "Routes the agent holds in sluiced",
+            m.routes.clone(),
+        );
+        r.register(
+            "leases_skipped",
+            "Leases that get no route (see the log)",
+            m.skipped.clone(),
+        );
+        r.register(
+            "lease_events",
+            "Lease watch events by kind",
+            m.lease_events.clone(),
+        );
+        r.register(
+            "leases_invalid",
+            "Lease keys or values that could not be read",
+            m.invalid.clone(),
+        );
+        r.register(
+            "route_changes",
+            "Routes changed in sluiced by op",
+            m.route_changes.clone(),
+        );
+        r.register(
+            "full_syncs",
+            "Full syncs with sluiced",
+            m.full_syncs.clone(),
+        );
+        r.register(
+            "store_errors",
+            "Failed store operations",
+            m.store_errors.clone(),
+        );
+        r.register(
+            "sluiced_errors",
+            "Failed sluiced API calls",
+            m.sluiced_errors.clone(),
+        );
+        r.register(
+            "relists",
+            "Lease lists (start, compaction)",
+            m.relists.clone(),
+        );
+        r.register(
+            "lease_renewals",
+            "This node's lease renewed",
+            m.renewals.clone(),
+        );
         r.register("store_up", "1 while the store answers", m.store_up.clone());
-        r.register("sluiced_up", "1 while sluiced answers", m.sluiced_up.clone());
+        r.register(
+            "sluiced_up",
+            "1 while sluiced answers",
+            m.sluiced_up.clone(),
+        );
         r.register(
             "last_sync_timestamp_seconds",
             "The last full sync with sluiced",
@@ -218,11 +262,19 @@ impl Status {
             }
             "/healthz" | "/readyz" => {
                 let s = self.state();
-                let code = if path == "/readyz" && !s.ready() { 503 } else { 200 };
+                let code = if path == "/readyz" && !s.ready() {
+                    503
+                } else {
+                    200
+                };
                 let body = serde_json::to_string(&s).unwrap_or_default() + "\n";
                 (code, "application/json", body)
             }
-            _ => (404, "text/plain", "not found: /metrics, /healthz, /readyz\n".into()),
+            _ => (
+                404,
+                "text/plain",
+                "not found: /metrics, /healthz, /readyz\n".into(),
+            ),
         }
     }
 }

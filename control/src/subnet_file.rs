@@ -63,7 +63,9 @@ impl SubnetFile {
                 .ok_or_else(|| format!("line {}: not KEY=value", n + 1))?;
             let bad = |what: &str| format!("line {}: {k}: `{v}` is not {what}", n + 1);
             match k {
-                "FLANNEL_NETWORK" => network = Some(v.parse::<Ipv4Net>().map_err(|_| bad("a prefix"))?),
+                "FLANNEL_NETWORK" => {
+                    network = Some(v.parse::<Ipv4Net>().map_err(|_| bad("a prefix"))?)
+                }
                 "FLANNEL_SUBNET" => {
                     let (ip, len) = v.split_once('/').ok_or_else(|| bad("address/length"))?;
                     let ip: Ipv4Addr = ip.parse().map_err(|_| bad("address/length"))?;
@@ -75,7 +77,9 @@ impl SubnetFile {
                     subnet = Ipv4Net::new(Ipv4Addr::from(u32::from(ip) & mask), len);
                 }
                 "FLANNEL_MTU" => mtu = Some(v.parse::<u16>().map_err(|_| bad("an MTU"))?),
-                "FLANNEL_IPMASQ" => masq = Some(v.parse::<bool>().map_err(|_| bad("true or false"))?),
+                "FLANNEL_IPMASQ" => {
+                    masq = Some(v.parse::<bool>().map_err(|_| bad("true or false"))?)
+                }
                 _ => {}
             }
         }
@@ -94,12 +98,19 @@ impl SubnetFile {
 
     /// Replaces the file at `path` atomically (see the module docs).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
         let name = path
             .file_name()
             .ok_or_else(|| std::io::Error::other(format!("{}: not a file path", path.display())))?;
-        let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+        let tmp = dir.join(format!(
+            ".{}.{}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
         let result = (|| {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(self.render().as_bytes())?;
@@ -139,9 +150,15 @@ mod tests {
 
     #[test]
     fn bad_lines_are_named() {
-        assert!(SubnetFile::parse("FLANNEL_MTU=x\n").unwrap_err().contains("line 1: FLANNEL_MTU"));
-        assert!(SubnetFile::parse("garbage\n").unwrap_err().contains("line 1"));
-        assert!(SubnetFile::parse("FLANNEL_MTU=1450\n").unwrap_err().contains("FLANNEL_NETWORK"));
+        assert!(SubnetFile::parse("FLANNEL_MTU=x\n")
+            .unwrap_err()
+            .contains("line 1: FLANNEL_MTU"));
+        assert!(SubnetFile::parse("garbage\n")
+            .unwrap_err()
+            .contains("line 1"));
+        assert!(SubnetFile::parse("FLANNEL_MTU=1450\n")
+            .unwrap_err()
+            .contains("FLANNEL_NETWORK"));
     }
 
     #[test]

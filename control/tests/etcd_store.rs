@@ -136,7 +136,10 @@ async fn leased_key_expires_and_the_watch_sees_the_delete() {
     assert_eq!(s.get("/t/forever").await.unwrap().unwrap().ttl_left, None);
     let (kvs, _) = s.list("/t/").await.unwrap();
     assert_eq!(kvs.len(), 2);
-    assert!(!kvs[0].leased && kvs[1].leased, "list says which keys have a lease");
+    assert!(
+        !kvs[0].leased && kvs[1].leased,
+        "list says which keys have a lease"
+    );
     assert_eq!(kvs[1].ttl_left, None, "list does not ask etcd for TTLs");
 
     let events = collect(&mut w, 2).await;

@@ -85,14 +85,20 @@ async fn two_nodes_get_different_subnets<S: Store>(s: &S) {
     assert_eq!(got.choice, Choice::Existing(old));
     assert!(got.expires);
     let kv = s.get(&subnet_key(PREFIX, old)).await.unwrap().unwrap();
-    assert_eq!(LeaseAttrs::parse(&kv.value).unwrap(), again, "renewed with the new attributes");
+    assert_eq!(
+        LeaseAttrs::parse(&kv.value).unwrap(),
+        again,
+        "renewed with the new attributes"
+    );
     assert!(kv.leased);
 }
 
 async fn a_race_for_one_subnet_has_one_winner<S: Store + Clone>(s: &S) {
     // Eight nodes, eight subnets, every node asking for the same one first
     // (as if each had it in an old subnet file).
-    let c = cfg(r#"{"Network":"10.6.0.0/16","SubnetMin":"10.6.1.0","SubnetMax":"10.6.8.0","Backend":{"Type":"vxlan"}}"#);
+    let c = cfg(
+        r#"{"Network":"10.6.0.0/16","SubnetMin":"10.6.1.0","SubnetMax":"10.6.8.0","Backend":{"Type":"vxlan"}}"#,
+    );
     let wanted: Ipv4Net = "10.6.4.0/24".parse().unwrap();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 1..=8u8 {
@@ -112,11 +118,18 @@ async fn a_race_for_one_subnet_has_one_winner<S: Store + Clone>(s: &S) {
     subnets.sort();
     subnets.dedup();
     assert_eq!(subnets.len(), 8, "all different: {got:?}");
-    assert_eq!(got.iter().filter(|g| g.1 == wanted).count(), 1, "one winner: {got:?}");
+    assert_eq!(
+        got.iter().filter(|g| g.1 == wanted).count(),
+        1,
+        "one winner: {got:?}"
+    );
     // The store agrees with what each node believes.
     let listed = lease::list(s, PREFIX).await.unwrap();
     for (i, sub, _) in &got {
-        assert_eq!(listed.leases[sub].public_ip, Ipv4Addr::new(192, 168, 50, *i));
+        assert_eq!(
+            listed.leases[sub].public_ip,
+            Ipv4Addr::new(192, 168, 50, *i)
+        );
     }
     // A ninth node finds nothing free and says so.
     let e = acquire(s, PREFIX, &c, &node(9), None, TTL, &mut picker(9))

@@ -58,8 +58,9 @@ fn bench_lease(i: usize) -> (sluice_api::Ipv4Net, LeaseAttrs) {
     if n / 256 >= 77 {
         n += 256; // step over 10.77.0.0/16
     }
-    let subnet = sluice_api::Ipv4Net::new(Ipv4Addr::new(10, (n / 256) as u8, (n % 256) as u8, 0), 24)
-        .expect("aligned");
+    let subnet =
+        sluice_api::Ipv4Net::new(Ipv4Addr::new(10, (n / 256) as u8, (n % 256) as u8, 0), 24)
+            .expect("aligned");
     let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(192, 168, 100, 1)) + i as u32);
     let mac = sluice_api::MacAddr::from([2, 0xbe, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
     (subnet, LeaseAttrs::new(ip, BackendType::Vxlan, 1, mac))
@@ -164,7 +165,10 @@ fn measure(
             (lease::subnet_key(cluster::PREFIX, s), a.to_json())
         })
         .collect();
-    cluster::with_store(st.store.as_ref().ok_or_else(|| other("no store"))?, WriteLeases(writes))?;
+    cluster::with_store(
+        st.store.as_ref().ok_or_else(|| other("no store"))?,
+        WriteLeases(writes),
+    )?;
     progress(&format!("wrote them in {:.1} s", t.elapsed().as_secs_f64()));
 
     let client = sluice_api::Client::new(&st.nodes[0].api_socket);
@@ -175,7 +179,12 @@ fn measure(
     let routes = loop {
         let n = client
             .routes()
-            .map(|l| l.routes.iter().filter(|r| r.via == sluice_api::Via::Vxlan).count())
+            .map(|l| {
+                l.routes
+                    .iter()
+                    .filter(|r| r.via == sluice_api::Via::Vxlan)
+                    .count()
+            })
             .unwrap_or(0);
         if n >= want {
             break n;
@@ -186,7 +195,10 @@ fn measure(
         std::thread::sleep(Duration::from_millis(5));
     };
     let cold = t0.elapsed();
-    progress(&format!("{routes} routes in sluiced {:.0} ms after the agent started", cold.as_secs_f64() * 1e3));
+    progress(&format!(
+        "{routes} routes in sluiced {:.0} ms after the agent started",
+        cold.as_secs_f64() * 1e3
+    ));
     // Let the agent settle (its first poll of sluiced's epoch).
     std::thread::sleep(Duration::from_millis(500));
 
@@ -202,11 +214,15 @@ fn measure(
             for j in 0..self.changes {
                 let i = (j * 7919) % self.leases;
                 let (subnet, mut attrs) = bench_lease(i);
-                attrs.backend_data = Some(serde_json::json!({"VNI": 1, "VtepMAC": format!("02:cc:00:{:02x}:{:02x}:{:02x}", (j >> 16) as u8, (j >> 8) as u8, j as u8)}));
+                attrs.backend_data = Some(
+                    serde_json::json!({"VNI": 1, "VtepMAC": format!("02:cc:00:{:02x}:{:02x}:{:02x}", (j >> 16) as u8, (j >> 8) as u8, j as u8)}),
+                );
                 let (key, value) = (lease::subnet_key(cluster::PREFIX, subnet), attrs.to_json());
                 let before = self.client.flows().map_err(other)?.generation;
                 let t = Instant::now();
-                s.put(&key, value.as_bytes(), Some(lease::LEASE_TTL)).await.map_err(other)?;
+                s.put(&key, value.as_bytes(), Some(lease::LEASE_TTL))
+                    .await
+                    .map_err(other)?;
                 while self.client.flows().map_err(other)?.generation == before {
                     if t.elapsed() > Duration::from_secs(10) {
                         return Err(other(format!("change {j} did not reach sluiced in 10 s")));
@@ -220,7 +236,11 @@ fn measure(
     }
     let mut took = cluster::with_store(
         st.store.as_ref().ok_or_else(|| other("no store"))?,
-        Changes { client: client.clone(), leases, changes },
+        Changes {
+            client: client.clone(),
+            leases,
+            changes,
+        },
     )?;
     took.sort_by(f64::total_cmp);
     Ok(AgentBench {
@@ -228,7 +248,11 @@ fn measure(
         leases,
         routes,
         cold_start_ms: cold.as_secs_f64() * 1e3,
-        change_ms: [percentile(&took, 0.5), percentile(&took, 0.9), percentile(&took, 1.0)],
+        change_ms: [
+            percentile(&took, 0.5),
+            percentile(&took, 0.9),
+            percentile(&took, 1.0),
+        ],
         changes,
     })
 }
@@ -239,6 +263,13 @@ pub fn table(r: &AgentBench) -> String {
         "store: {:?}\nleases: {} (+ the lab's two), routes in sluiced: {}\n\
          agent start to every route in sluiced: {:.0} ms\n\
          one lease change to sluiced ({} changes): median {:.2} ms, p90 {:.2} ms, worst {:.2} ms\n",
-        r.store, r.leases, r.routes, r.cold_start_ms, r.changes, r.change_ms[0], r.change_ms[1], r.change_ms[2]
+        r.store,
+        r.leases,
+        r.routes,
+        r.cold_start_ms,
+        r.changes,
+        r.change_ms[0],
+        r.change_ms[1],
+        r.change_ms[2]
     )
 }

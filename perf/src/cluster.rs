@@ -120,10 +120,7 @@ fn free_port() -> Result<u16> {
 }
 
 /// Runs `f` against the lab's store.
-pub fn with_store<T>(
-    st: &StoreState,
-    f: impl AsyncStoreFn<T>,
-) -> Result<T> {
+pub fn with_store<T>(st: &StoreState, f: impl AsyncStoreFn<T>) -> Result<T> {
     let rt = runtime()?;
     rt.block_on(async {
         match st.kind {
@@ -133,7 +130,10 @@ pub fn with_store<T>(
             }
             StoreKind::Etcd => {
                 let cfg = EtcdConfig {
-                    endpoints: vec![st.endpoint.clone().ok_or_else(|| other("etcd has no endpoint"))?],
+                    endpoints: vec![st
+                        .endpoint
+                        .clone()
+                        .ok_or_else(|| other("etcd has no endpoint"))?],
                     ..EtcdConfig::default()
                 };
                 let s = EtcdStore::connect(&cfg).await.map_err(other)?;
@@ -182,7 +182,11 @@ pub fn start_store(state: &mut LabState, kind: StoreKind, direct_routing: bool) 
     let json = format!(
         r#"{{"Network":"{}","Backend":{{"Type":"{backend}"{}}}}}"#,
         state.network,
-        if direct_routing { r#","DirectRouting":true"# } else { "" }
+        if direct_routing {
+            r#","DirectRouting":true"#
+        } else {
+            ""
+        }
     );
     struct PutConfig(String);
     impl AsyncStoreFn<()> for PutConfig {
@@ -197,9 +201,14 @@ pub fn start_store(state: &mut LabState, kind: StoreKind, direct_routing: bool) 
 
 /// Starts (or restarts, on the same data) the lab's etcd and waits for it.
 pub fn start_etcd(state: &mut LabState) -> Result<()> {
-    let st = state.store.clone().ok_or_else(|| other("the lab has no store"))?;
+    let st = state
+        .store
+        .clone()
+        .ok_or_else(|| other("the lab has no store"))?;
     let (client, peer) = (
-        st.endpoint.clone().ok_or_else(|| other("no etcd endpoint"))?,
+        st.endpoint
+            .clone()
+            .ok_or_else(|| other("no etcd endpoint"))?,
         st.peer.clone().ok_or_else(|| other("no etcd peer URL"))?,
     );
     let etcd = binary("etcd", "ETCD");
@@ -209,14 +218,29 @@ pub fn start_etcd(state: &mut LabState) -> Result<()> {
     let child = Command::new(&etcd)
         .args(["--name", &name, "--data-dir"])
         .arg(&st.dir)
-        .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .args([
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ])
         .args(["--initial-cluster", &format!("{name}={peer}")])
         .stdout(log.try_clone().map_err(other)?)
         .stderr(log)
         .stdin(Stdio::null())
         .spawn()
-        .map_err(|e| other(format!("cannot start etcd ({}): {e}; install Debian's etcd-server", etcd.display())))?;
+        .map_err(|e| {
+            other(format!(
+                "cannot start etcd ({}): {e}; install Debian's etcd-server",
+                etcd.display()
+            ))
+        })?;
     let pid = child.id();
     lab::adopt(child);
     if let Some(s) = state.store.as_mut() {
@@ -235,7 +259,10 @@ pub fn start_etcd(state: &mut LabState) -> Result<()> {
         match with_store(state.store.as_ref().expect("set"), Ping) {
             Ok(()) => return Ok(()),
             Err(e) if Instant::now() > deadline => {
-                return Err(other(format!("etcd did not come up: {e}; see {}-etcd.log", state.name)))
+                return Err(other(format!(
+                    "etcd did not come up: {e}; see {}-etcd.log",
+                    state.name
+                )))
             }
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
@@ -344,7 +371,12 @@ pub fn start_agent(state: &mut LabState, i: usize) -> Result<()> {
         .stderr(log)
         .stdin(Stdio::null())
         .spawn()
-        .map_err(|e| other(format!("cannot start sluice-agent ({}): {e}", agent_path().display())))?;
+        .map_err(|e| {
+            other(format!(
+                "cannot start sluice-agent ({}): {e}",
+                agent_path().display()
+            ))
+        })?;
     state.nodes[i].agent_pid = Some(child.id());
     state.nodes[i].agent_start = lab::process_start_time(child.id());
     state.nodes[i].agent_healthz = Some(healthz);
@@ -358,7 +390,9 @@ pub fn stop_agent(state: &mut LabState, i: usize, kill: bool) {
     if let (Some(pid), Some(start)) = (n.agent_pid, n.agent_start) {
         if kill {
             if lab::process_start_time(pid) == Some(start) {
-                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
                 let deadline = Instant::now() + Duration::from_secs(5);
                 while lab::pid_alive(pid) && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(20));
@@ -418,12 +452,50 @@ pub fn kernel_routes_from_store(state: &LabState, i: usize) -> Result<()> {
             Mode::Vxlan => {
                 let mac = attrs.vxlan().map_err(other)?.vtep_mac.to_string();
                 let dot0 = subnet.addr().to_string();
-                lab::run(&["ip", "-n", ns, "neigh", "replace", &dot0, "lladdr", &mac, "dev", "flannel.1", "nud", "permanent"])?;
-                lab::run(&["bridge", "-n", ns, "fdb", "append", &mac, "dev", "flannel.1", "dst", &ip])?;
-                lab::run(&["ip", "-n", ns, "route", "replace", &dst, "via", &dot0, "dev", "flannel.1", "onlink"])?;
+                lab::run(&[
+                    "ip",
+                    "-n",
+                    ns,
+                    "neigh",
+                    "replace",
+                    &dot0,
+                    "lladdr",
+                    &mac,
+                    "dev",
+                    "flannel.1",
+                    "nud",
+                    "permanent",
+                ])?;
+                lab::run(&[
+                    "bridge",
+                    "-n",
+                    ns,
+                    "fdb",
+                    "append",
+                    &mac,
+                    "dev",
+                    "flannel.1",
+                    "dst",
+                    &ip,
+                ])?;
+                lab::run(&[
+                    "ip",
+                    "-n",
+                    ns,
+                    "route",
+                    "replace",
+                    &dst,
+                    "via",
+                    &dot0,
+                    "dev",
+                    "flannel.1",
+                    "onlink",
+                ])?;
             }
             Mode::HostGw => {
-                lab::run(&["ip", "-n", ns, "route", "replace", &dst, "via", &ip, "dev", "eth0"])?;
+                lab::run(&[
+                    "ip", "-n", ns, "route", "replace", &dst, "via", &ip, "dev", "eth0",
+                ])?;
             }
             Mode::Ipip => {}
         }
@@ -461,7 +533,10 @@ pub fn delete(state: &LabState, key: &str) -> Result<()> {
             s.delete(&self.0).await.map_err(other)
         }
     }
-    with_store(state.store.as_ref().ok_or_else(|| other("no store"))?, Del(key.to_string()))
+    with_store(
+        state.store.as_ref().ok_or_else(|| other("no store"))?,
+        Del(key.to_string()),
+    )
 }
 
 /// Compacts the store's history up to its current revision: a watch from

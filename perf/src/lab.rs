@@ -367,8 +367,26 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
     if two_underlays {
         run(&["ip", "-n", &ul, "link", "add", "br1", "type", "bridge"])?;
         run(&["ip", "-n", &ul, "link", "set", "br1", "up"])?;
-        run(&["ip", "-n", &ul, "addr", "add", "192.168.77.254/24", "dev", "br0"])?;
-        run(&["ip", "-n", &ul, "addr", "add", "192.168.78.254/24", "dev", "br1"])?;
+        run(&[
+            "ip",
+            "-n",
+            &ul,
+            "addr",
+            "add",
+            "192.168.77.254/24",
+            "dev",
+            "br0",
+        ])?;
+        run(&[
+            "ip",
+            "-n",
+            &ul,
+            "addr",
+            "add",
+            "192.168.78.254/24",
+            "dev",
+            "br1",
+        ])?;
         ns_run(&ul, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
     }
     for k in 1..=spec.nodes {
@@ -378,8 +396,14 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
         let port = format!("n{k}");
         add_veth(&ul, &port, &node, spec.workers)?;
         let second = two_underlays && k == spec.nodes;
-        let (bridge, net, other) = if second { ("br1", 78, 77) } else { ("br0", 77, 78) };
-        run(&["ip", "-n", &ul, "link", "set", &port, "master", bridge, "up"])?;
+        let (bridge, net, other) = if second {
+            ("br1", 78, 77)
+        } else {
+            ("br0", 77, 78)
+        };
+        run(&[
+            "ip", "-n", &ul, "link", "set", &port, "master", bridge, "up",
+        ])?;
         let ip = format!("192.168.{net}.{k}");
         run(&[
             "ip",
@@ -394,7 +418,16 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
         run(&["ip", "-n", &node, "link", "set", "eth0", "up"])?;
         let underlay_gateway = two_underlays.then(|| format!("192.168.{net}.254"));
         if let Some(gw) = &underlay_gateway {
-            run(&["ip", "-n", &node, "route", "add", &format!("192.168.{other}.0/24"), "via", gw])?;
+            run(&[
+                "ip",
+                "-n",
+                &node,
+                "route",
+                "add",
+                &format!("192.168.{other}.0/24"),
+                "via",
+                gw,
+            ])?;
         }
         let uplink_mac = mac_of(&node, "eth0")?;
         let subnet = format!("10.77.{k}.0/24");
@@ -481,7 +514,10 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
             kernel_node_local(state, i)?;
         }
     }
-    progress(&format!("store: {:?}, network config for {}", spec.store, spec.mode));
+    progress(&format!(
+        "store: {:?}, network config for {}",
+        spec.store, spec.mode
+    ));
     crate::cluster::start_store(state, spec.store, spec.direct_routing)?;
     for i in 0..state.nodes.len() {
         if state.nodes[i].kernel {
@@ -603,19 +639,18 @@ fn wait_for_neighbours(state: &LabState) -> Result<()> {
                 .iter()
                 .map(|e| e.ip.to_string())
                 .collect();
-            let same_subnet = |a: &str, b: &str| a.rsplit_once('.').map(|x| x.0) == b.rsplit_once('.').map(|x| x.0);
-            if state
-                .nodes
-                .iter()
-                .filter(|m| m.index != n.index)
-                .all(|m| {
-                    if same_subnet(&m.ip, &n.ip) {
-                        known.contains(&m.ip)
-                    } else {
-                        n.underlay_gateway.as_ref().is_some_and(|g| known.contains(g))
-                    }
-                })
-            {
+            let same_subnet = |a: &str, b: &str| {
+                a.rsplit_once('.').map(|x| x.0) == b.rsplit_once('.').map(|x| x.0)
+            };
+            if state.nodes.iter().filter(|m| m.index != n.index).all(|m| {
+                if same_subnet(&m.ip, &n.ip) {
+                    known.contains(&m.ip)
+                } else {
+                    n.underlay_gateway
+                        .as_ref()
+                        .is_some_and(|g| known.contains(g))
+                }
+            }) {
                 break;
             }
             if Instant::now() > deadline {
@@ -669,7 +704,9 @@ fn node_config(state: &LabState, n: &NodeState, rx_mode: &str) -> String {
 pub fn restart_sluiced(state: &mut LabState, i: usize, kill: bool) -> Result<()> {
     if let (Some(pid), Some(start)) = (state.nodes[i].sluiced_pid, state.nodes[i].sluiced_start) {
         if kill && process_start_time(pid) == Some(start) {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(5);
             while pid_alive(pid) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
@@ -684,8 +721,10 @@ pub fn restart_sluiced(state: &mut LabState, i: usize, kill: bool) -> Result<()>
     let rx_mode = std::fs::read_to_string(&cfg_path)
         .ok()
         .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("rx_mode = \"").map(|v| v.trim_end_matches('"').to_string()))
+            t.lines().find_map(|l| {
+                l.strip_prefix("rx_mode = \"")
+                    .map(|v| v.trim_end_matches('"').to_string())
+            })
         })
         .unwrap_or_else(|| "adaptive".into());
     start_sluiced(state, i, &rx_mode)?;

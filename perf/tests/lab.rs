@@ -478,28 +478,40 @@ fn up_with(name: &str, mode: Mode, store: StoreKind, kernel_nodes: Vec<u8>) -> l
 }
 
 fn routes_of(n: &lab::NodeState) -> Vec<sluice_api::RouteConfig> {
-    sluice_api::Client::new(&n.api_socket).routes().unwrap().routes
+    sluice_api::Client::new(&n.api_socket)
+        .routes()
+        .unwrap()
+        .routes
 }
 
 fn route_to(n: &lab::NodeState, prefix: &str) -> Option<sluice_api::RouteConfig> {
-    routes_of(n).into_iter().find(|r| r.prefix.to_string() == prefix)
+    routes_of(n)
+        .into_iter()
+        .find(|r| r.prefix.to_string() == prefix)
 }
 
 fn generation(n: &lab::NodeState) -> u32 {
-    sluice_api::Client::new(&n.api_socket).flows().unwrap().generation
+    sluice_api::Client::new(&n.api_socket)
+        .flows()
+        .unwrap()
+        .generation
 }
 
 /// Waits up to `secs` for `f` to hold.
 fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     while !f() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 fn agent_log(st: &lab::LabState, i: usize) -> String {
-    std::fs::read_to_string(lab::state_dir().join(format!("{}-agent.log", st.nodes[i].ns))).unwrap_or_default()
+    std::fs::read_to_string(lab::state_dir().join(format!("{}-agent.log", st.nodes[i].ns)))
+        .unwrap_or_default()
 }
 
 fn agent_alive(st: &lab::LabState, i: usize) -> bool {
@@ -516,8 +528,16 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
     write!(c, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
     let mut text = String::new();
     c.read_to_string(&mut text).unwrap();
-    let code = text.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
     (code, body)
 }
 
@@ -529,7 +549,10 @@ fn vxlan_across_nodes_programmed_by_agents_over_etcd() {
     let st = up_with(name, Mode::Vxlan, StoreKind::Etcd, vec![]);
     let (a, b) = (&st.nodes[0], &st.nodes[1]);
     assert!(ping(&a.pods[0].0, &b.pods[1].1), "node 1 pod to node 2 pod");
-    assert_eq!(tcp(&b.pods[0].0, &a.pods[1].0, &a.pods[1].1, 5401, 4 << 20), 4 << 20);
+    assert_eq!(
+        tcp(&b.pods[0].0, &a.pods[1].0, &a.pods[1].1, 5401, 4 << 20),
+        4 << 20
+    );
     // Each agent leased the subnet of its pods, as flanneld writes leases.
     let listed = cluster::leases(&st).unwrap();
     assert_eq!(listed.leases.len(), 2);
@@ -552,19 +575,41 @@ fn vxlan_across_nodes_programmed_by_agents_over_etcd() {
     let state: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(state["phase"], "running");
     assert_eq!(state["subnet"], "10.77.1.0/24");
-    assert_eq!((state["store_up"].as_bool(), state["sluiced_up"].as_bool()), (Some(true), Some(true)));
-    assert_eq!((state["leases"].as_u64(), state["routes"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (state["store_up"].as_bool(), state["sluiced_up"].as_bool()),
+        (Some(true), Some(true))
+    );
+    assert_eq!(
+        (state["leases"].as_u64(), state["routes"].as_u64()),
+        (Some(1), Some(1))
+    );
     let (code, metrics) = http_get(a.agent_healthz.as_deref().unwrap(), "/metrics");
     assert_eq!(code, 200);
-    for line in ["sluice_agent_leases 1", "sluice_agent_routes 1", "sluice_agent_store_up 1", "sluice_agent_sluiced_up 1", "sluice_agent_full_syncs_total 1", "sluice_agent_route_changes_total{op=\"upsert\"} 1"] {
+    for line in [
+        "sluice_agent_leases 1",
+        "sluice_agent_routes 1",
+        "sluice_agent_store_up 1",
+        "sluice_agent_sluiced_up 1",
+        "sluice_agent_full_syncs_total 1",
+        "sluice_agent_route_changes_total{op=\"upsert\"} 1",
+    ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
     }
     // A route per other node, from its lease.
     let r = route_to(a, &b.subnet).unwrap();
-    assert_eq!((r.via, r.node.map(|n| n.to_string())), (sluice_api::Via::Vxlan, Some(b.ip.clone())));
-    assert_eq!(r.vtep_mac.map(|m| m.to_string()), Some(b.uplink_mac.clone()));
+    assert_eq!(
+        (r.via, r.node.map(|n| n.to_string())),
+        (sluice_api::Via::Vxlan, Some(b.ip.clone()))
+    );
+    assert_eq!(
+        r.vtep_mac.map(|m| m.to_string()),
+        Some(b.uplink_mac.clone())
+    );
     lab::down(name).unwrap();
-    assert!(!lab::state_dir().join(format!("{name}-etcd")).exists(), "etcd's data removed");
+    assert!(
+        !lab::state_dir().join(format!("{name}-etcd")).exists(),
+        "etcd's data removed"
+    );
 }
 
 #[test]
@@ -576,9 +621,17 @@ fn leases_written_as_flanneld_writes_them_are_programmed_and_bad_ones_are_not() 
     let (a, b) = (&st.nodes[0], &st.nodes[1]);
     // Byte for byte what flanneld writes for a VXLAN node.
     let flanneld = br#"{"PublicIP":"192.168.77.9","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#;
-    cluster::put_raw(&st, &format!("{SUBNETS}/10.77.9.0-24"), flanneld, Some(Duration::from_secs(600))).unwrap();
+    cluster::put_raw(
+        &st,
+        &format!("{SUBNETS}/10.77.9.0-24"),
+        flanneld,
+        Some(Duration::from_secs(600)),
+    )
+    .unwrap();
     for n in [a, b] {
-        eventually(5, "the hand-written lease's route", || route_to(n, "10.77.9.0/24").is_some());
+        eventually(5, "the hand-written lease's route", || {
+            route_to(n, "10.77.9.0/24").is_some()
+        });
         let r = route_to(n, "10.77.9.0/24").unwrap();
         assert_eq!(r.via, sluice_api::Via::Vxlan);
         assert_eq!(r.node.unwrap().to_string(), "192.168.77.9");
@@ -587,21 +640,47 @@ fn leases_written_as_flanneld_writes_them_are_programmed_and_bad_ones_are_not() 
     let before_a = routes_of(a);
     // Malformed values, a key that is not a lease, another backend's lease:
     // logged, counted, no route, nothing else touched, the agents run on.
-    cluster::put_raw(&st, &format!("{SUBNETS}/10.77.10.0-24"), b"{\"PublicIP\":", None).unwrap();
-    cluster::put_raw(&st, &format!("{SUBNETS}/10.77.11.0-24"), br#"{"PublicIP":"192.168.77.11","BackendType":"vxlan"}"#, None).unwrap();
+    cluster::put_raw(
+        &st,
+        &format!("{SUBNETS}/10.77.10.0-24"),
+        b"{\"PublicIP\":",
+        None,
+    )
+    .unwrap();
+    cluster::put_raw(
+        &st,
+        &format!("{SUBNETS}/10.77.11.0-24"),
+        br#"{"PublicIP":"192.168.77.11","BackendType":"vxlan"}"#,
+        None,
+    )
+    .unwrap();
     cluster::put_raw(&st, &format!("{SUBNETS}/not-a-subnet"), b"{}", None).unwrap();
-    cluster::put_raw(&st, &format!("{SUBNETS}/10.77.12.0-24"), br#"{"PublicIP":"192.168.77.12","PublicIPv6":null,"BackendType":"host-gw"}"#, None).unwrap();
+    cluster::put_raw(
+        &st,
+        &format!("{SUBNETS}/10.77.12.0-24"),
+        br#"{"PublicIP":"192.168.77.12","PublicIPv6":null,"BackendType":"host-gw"}"#,
+        None,
+    )
+    .unwrap();
     // A valid change after them still arrives: the agents kept going.
     cluster::put_raw(&st, &format!("{SUBNETS}/10.77.13.0-24"), br#"{"PublicIP":"192.168.77.13","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:13"}}"#, None).unwrap();
-    eventually(5, "the valid lease after the bad ones", || route_to(a, "10.77.13.0/24").is_some());
-    let mut after: Vec<_> = routes_of(a).into_iter().filter(|r| r.prefix.to_string() != "10.77.13.0/24").collect();
+    eventually(5, "the valid lease after the bad ones", || {
+        route_to(a, "10.77.13.0/24").is_some()
+    });
+    let mut after: Vec<_> = routes_of(a)
+        .into_iter()
+        .filter(|r| r.prefix.to_string() != "10.77.13.0/24")
+        .collect();
     after.sort_by_key(|r| r.prefix);
     let mut before = before_a.clone();
     before.sort_by_key(|r| r.prefix);
     assert_eq!(after, before, "the bad leases changed nothing");
     assert!(agent_alive(&st, 0) && agent_alive(&st, 1));
     let log = agent_log(&st, 0);
-    assert!(log.contains("10.77.10.0-24") && log.contains("lease value"), "{log}");
+    assert!(
+        log.contains("10.77.10.0-24") && log.contains("lease value"),
+        "{log}"
+    );
     assert!(log.contains("vxlan lease without BackendData"), "{log}");
     assert!(log.contains("not a lease key"), "{log}");
     assert!(log.contains("backend `host-gw`"), "{log}");
@@ -609,13 +688,22 @@ fn leases_written_as_flanneld_writes_them_are_programmed_and_bad_ones_are_not() 
     cluster::delete(&st, &format!("{SUBNETS}/10.77.9.0-24")).unwrap();
     cluster::put_raw(&st, &format!("{SUBNETS}/10.77.14.0-24"), br#"{"PublicIP":"192.168.77.14","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:14"}}"#, Some(Duration::from_secs(3))).unwrap();
     for n in [a, b] {
-        eventually(5, "the deleted lease's route gone", || route_to(n, "10.77.9.0/24").is_none());
-        eventually(5, "the short lease's route", || route_to(n, "10.77.14.0/24").is_some());
+        eventually(5, "the deleted lease's route gone", || {
+            route_to(n, "10.77.9.0/24").is_none()
+        });
+        eventually(5, "the short lease's route", || {
+            route_to(n, "10.77.14.0/24").is_some()
+        });
     }
     for n in [a, b] {
-        eventually(15, "the expired lease's route gone", || route_to(n, "10.77.14.0/24").is_none());
+        eventually(15, "the expired lease's route gone", || {
+            route_to(n, "10.77.14.0/24").is_none()
+        });
     }
-    assert!(ping(&a.pods[0].0, &b.pods[1].1), "pods still reach each other");
+    assert!(
+        ping(&a.pods[0].0, &b.pods[1].1),
+        "pods still reach each other"
+    );
     lab::down(name).unwrap();
 }
 
@@ -628,13 +716,33 @@ fn a_host_gw_lease_written_by_hand_is_programmed_on_link_only() {
     let a = &st.nodes[0];
     let r = route_to(a, &st.nodes[1].subnet).unwrap();
     assert_eq!(r.via, sluice_api::Via::HostGw);
-    cluster::put_raw(&st, &format!("{SUBNETS}/10.77.9.0-24"), br#"{"PublicIP":"192.168.77.9","PublicIPv6":null,"BackendType":"host-gw"}"#, None).unwrap();
-    cluster::put_raw(&st, &format!("{SUBNETS}/10.77.10.0-24"), br#"{"PublicIP":"192.168.99.10","PublicIPv6":null,"BackendType":"host-gw"}"#, None).unwrap();
-    eventually(5, "the host-gw route", || route_to(a, "10.77.9.0/24").is_some());
+    cluster::put_raw(
+        &st,
+        &format!("{SUBNETS}/10.77.9.0-24"),
+        br#"{"PublicIP":"192.168.77.9","PublicIPv6":null,"BackendType":"host-gw"}"#,
+        None,
+    )
+    .unwrap();
+    cluster::put_raw(
+        &st,
+        &format!("{SUBNETS}/10.77.10.0-24"),
+        br#"{"PublicIP":"192.168.99.10","PublicIPv6":null,"BackendType":"host-gw"}"#,
+        None,
+    )
+    .unwrap();
+    eventually(5, "the host-gw route", || {
+        route_to(a, "10.77.9.0/24").is_some()
+    });
     let r = route_to(a, "10.77.9.0/24").unwrap();
-    assert_eq!((r.via, r.node.unwrap().to_string()), (sluice_api::Via::HostGw, "192.168.77.9".to_string()));
+    assert_eq!(
+        (r.via, r.node.unwrap().to_string()),
+        (sluice_api::Via::HostGw, "192.168.77.9".to_string())
+    );
     std::thread::sleep(Duration::from_millis(500));
-    assert!(route_to(a, "10.77.10.0/24").is_none(), "a node off the uplink subnet gets no host-gw route");
+    assert!(
+        route_to(a, "10.77.10.0/24").is_none(),
+        "a node off the uplink subnet gets no host-gw route"
+    );
     assert!(agent_log(&st, 0).contains("host-gw needs 192.168.99.10 on this node's uplink subnet"));
     lab::down(name).unwrap();
 }
@@ -649,15 +757,28 @@ fn an_etcd_outage_keeps_routes_and_the_agent_resyncs_after_it() {
     let gen = generation(&st.nodes[0]);
     cluster::stop_etcd(&mut st);
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(routes_of(&st.nodes[0]), before, "routes kept through the outage");
+    assert_eq!(
+        routes_of(&st.nodes[0]),
+        before,
+        "routes kept through the outage"
+    );
     assert_eq!(generation(&st.nodes[0]), gen, "nothing changed in sluiced");
-    assert!(ping(&st.nodes[0].pods[0].0, &st.nodes[1].pods[1].1), "traffic flows without etcd");
+    assert!(
+        ping(&st.nodes[0].pods[0].0, &st.nodes[1].pods[1].1),
+        "traffic flows without etcd"
+    );
     assert!(agent_alive(&st, 0) && agent_alive(&st, 1));
     cluster::start_etcd(&mut st).unwrap();
     cluster::put_raw(&st, &format!("{SUBNETS}/10.77.9.0-24"), br#"{"PublicIP":"192.168.77.9","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}}"#, None).unwrap();
     for i in 0..2 {
-        eventually(20, "the agent back on etcd", || route_to(&st.nodes[i], "10.77.9.0/24").is_some());
-        assert!(agent_log(&st, i).contains("listed the leases again"), "{}", agent_log(&st, i));
+        eventually(20, "the agent back on etcd", || {
+            route_to(&st.nodes[i], "10.77.9.0/24").is_some()
+        });
+        assert!(
+            agent_log(&st, i).contains("listed the leases again"),
+            "{}",
+            agent_log(&st, i)
+        );
     }
     lab::down(name).unwrap();
 }
@@ -671,16 +792,37 @@ fn a_compacted_watch_makes_the_agent_list_again() {
     let pid = st.nodes[0].agent_pid.unwrap();
     // Freeze node 1's agent, change and compact behind its back.
     lab::run(&["kill", "-STOP", &pid.to_string()]).unwrap();
-    let lease = |ip: u8| format!(r#"{{"PublicIP":"192.168.77.{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"02:00:00:00:00:{ip:02x}"}}}}"#);
-    cluster::put_raw(&st, &format!("{SUBNETS}/10.77.9.0-24"), lease(9).as_bytes(), None).unwrap();
-    cluster::put_raw(&st, &format!("{SUBNETS}/10.77.10.0-24"), lease(10).as_bytes(), None).unwrap();
+    let lease = |ip: u8| {
+        format!(
+            r#"{{"PublicIP":"192.168.77.{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"02:00:00:00:00:{ip:02x}"}}}}"#
+        )
+    };
+    cluster::put_raw(
+        &st,
+        &format!("{SUBNETS}/10.77.9.0-24"),
+        lease(9).as_bytes(),
+        None,
+    )
+    .unwrap();
+    cluster::put_raw(
+        &st,
+        &format!("{SUBNETS}/10.77.10.0-24"),
+        lease(10).as_bytes(),
+        None,
+    )
+    .unwrap();
     cluster::delete(&st, &format!("{SUBNETS}/10.77.9.0-24")).unwrap();
     cluster::compact(&st).unwrap();
     lab::run(&["kill", "-CONT", &pid.to_string()]).unwrap();
-    eventually(10, "the change seen through a new list", || route_to(&st.nodes[0], "10.77.10.0/24").is_some());
+    eventually(10, "the change seen through a new list", || {
+        route_to(&st.nodes[0], "10.77.10.0/24").is_some()
+    });
     assert!(route_to(&st.nodes[0], "10.77.9.0/24").is_none());
     let log = agent_log(&st, 0);
-    assert!(log.contains("compacted") && log.contains("listed the leases again"), "{log}");
+    assert!(
+        log.contains("compacted") && log.contains("listed the leases again"),
+        "{log}"
+    );
     lab::down(name).unwrap();
 }
 
@@ -693,7 +835,20 @@ fn agents_killed_during_traffic_lose_nothing_and_change_no_route() {
     let before: Vec<_> = st.nodes.iter().map(routes_of).collect();
     let gens: Vec<u32> = st.nodes.iter().map(generation).collect();
     let pinger = Command::new("ip")
-        .args(["netns", "exec", &st.nodes[0].pods[0].0, "ping", "-q", "-i", "0.01", "-c", "400", "-W", "1", &st.nodes[1].pods[1].1])
+        .args([
+            "netns",
+            "exec",
+            &st.nodes[0].pods[0].0,
+            "ping",
+            "-q",
+            "-i",
+            "0.01",
+            "-c",
+            "400",
+            "-W",
+            "1",
+            &st.nodes[1].pods[1].1,
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -707,13 +862,32 @@ fn agents_killed_during_traffic_lose_nothing_and_change_no_route() {
     }
     let out = pinger.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("400 packets transmitted, 400 received"), "every packet through the restart: {text}");
+    assert!(
+        text.contains("400 packets transmitted, 400 received"),
+        "every packet through the restart: {text}"
+    );
     // Each new agent synced in full and changed nothing.
     for i in 0..2 {
-        eventually(10, "the new agent's full sync", || agent_log(&st, i).matches("full sync with sluiced").count() >= 2);
-        assert!(agent_log(&st, i).contains("reusing this node's lease"), "{}", agent_log(&st, i));
-        assert_eq!(routes_of(&st.nodes[i]), before[i], "node {}: routes unchanged", i + 1);
-        assert_eq!(generation(&st.nodes[i]), gens[i], "node {}: no table change at all", i + 1);
+        eventually(10, "the new agent's full sync", || {
+            agent_log(&st, i).matches("full sync with sluiced").count() >= 2
+        });
+        assert!(
+            agent_log(&st, i).contains("reusing this node's lease"),
+            "{}",
+            agent_log(&st, i)
+        );
+        assert_eq!(
+            routes_of(&st.nodes[i]),
+            before[i],
+            "node {}: routes unchanged",
+            i + 1
+        );
+        assert_eq!(
+            generation(&st.nodes[i]),
+            gens[i],
+            "node {}: no table change at all",
+            i + 1
+        );
     }
     let listed = cluster::leases(&st).unwrap();
     assert_eq!(listed.leases.len(), 2, "same two leases");
@@ -728,8 +902,12 @@ fn a_restarted_sluiced_is_programmed_again_by_its_agent() {
     let mut st = up_with(name, Mode::Ipip, StoreKind::Embedded, vec![]);
     let before = routes_of(&st.nodes[0]);
     lab::restart_sluiced(&mut st, 0, false).unwrap();
-    eventually(10, "routes back in the new sluiced", || routes_of(&st.nodes[0]) == before);
-    eventually(10, "traffic across again", || ping(&st.nodes[0].pods[0].0, &st.nodes[1].pods[1].1));
+    eventually(10, "routes back in the new sluiced", || {
+        routes_of(&st.nodes[0]) == before
+    });
+    eventually(10, "traffic across again", || {
+        ping(&st.nodes[0].pods[0].0, &st.nodes[1].pods[1].1)
+    });
     assert!(agent_log(&st, 0).contains("sluiced restarted or reloaded"));
     lab::down(name).unwrap();
 }
@@ -743,14 +921,30 @@ fn bad_config_and_unreachable_etcd_leave_routes_alone_and_the_agent_running() {
     let before = routes_of(&st.nodes[0]);
     let gen = generation(&st.nodes[0]);
     // A config sluice cannot use: the restarted agent waits and says why.
-    cluster::put_raw(&st, "/coreos.com/network/config", br#"{"Network":"10.77.0.0/16","Backend":{"Type":"udp"}}"#, None).unwrap();
+    cluster::put_raw(
+        &st,
+        "/coreos.com/network/config",
+        br#"{"Network":"10.77.0.0/16","Backend":{"Type":"udp"}}"#,
+        None,
+    )
+    .unwrap();
     cluster::stop_agent(&mut st, 0, false);
     cluster::start_agent(&mut st, 0).unwrap();
-    eventually(10, "the agent naming the bad field", || agent_log(&st, 0).contains("Backend.Type: `udp` is not supported"));
+    eventually(10, "the agent naming the bad field", || {
+        agent_log(&st, 0).contains("Backend.Type: `udp` is not supported")
+    });
     assert!(agent_alive(&st, 0));
     assert_eq!(routes_of(&st.nodes[0]), before);
-    cluster::put_raw(&st, "/coreos.com/network/config", br#"{"Network":"10.77.0.0/16","Backend":{"Type":"vxlan"}}"#, None).unwrap();
-    eventually(15, "the agent going on once the config is fixed", || agent_log(&st, 0).matches("full sync with sluiced").count() >= 2);
+    cluster::put_raw(
+        &st,
+        "/coreos.com/network/config",
+        br#"{"Network":"10.77.0.0/16","Backend":{"Type":"vxlan"}}"#,
+        None,
+    )
+    .unwrap();
+    eventually(15, "the agent going on once the config is fixed", || {
+        agent_log(&st, 0).matches("full sync with sluiced").count() >= 2
+    });
     assert_eq!(routes_of(&st.nodes[0]), before);
     // etcd down when the agent starts: it keeps trying, routes stay.
     cluster::stop_etcd(&mut st);
@@ -758,11 +952,17 @@ fn bad_config_and_unreachable_etcd_leave_routes_alone_and_the_agent_running() {
     cluster::start_agent(&mut st, 0).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     assert!(agent_alive(&st, 0));
-    assert!(agent_log(&st, 0).contains("connecting to etcd"), "{}", agent_log(&st, 0));
+    assert!(
+        agent_log(&st, 0).contains("connecting to etcd"),
+        "{}",
+        agent_log(&st, 0)
+    );
     assert_eq!(routes_of(&st.nodes[0]), before);
     assert!(ping(&st.nodes[0].pods[0].0, &st.nodes[1].pods[1].1));
     cluster::start_etcd(&mut st).unwrap();
-    eventually(20, "the agent once etcd is back", || agent_log(&st, 0).matches("full sync with sluiced").count() >= 3);
+    eventually(20, "the agent once etcd is back", || {
+        agent_log(&st, 0).matches("full sync with sluiced").count() >= 3
+    });
     assert_eq!(routes_of(&st.nodes[0]), before);
     assert_eq!(generation(&st.nodes[0]), gen, "no route ever changed");
     lab::down(name).unwrap();
@@ -790,7 +990,10 @@ fn direct_routing_uses_host_gw_on_the_subnet_and_vxlan_across_two_underlay_subne
     )
     .expect("lab up");
     let (a, b, c) = (&st.nodes[0], &st.nodes[1], &st.nodes[2]);
-    assert_eq!((a.ip.as_str(), b.ip.as_str(), c.ip.as_str()), ("192.168.77.1", "192.168.77.2", "192.168.78.3"));
+    assert_eq!(
+        (a.ip.as_str(), b.ip.as_str(), c.ip.as_str()),
+        ("192.168.77.1", "192.168.77.2", "192.168.78.3")
+    );
     let via = |from: &lab::NodeState, to: &lab::NodeState| route_to(from, &to.subnet).unwrap().via;
     use sluice_api::Via;
     assert_eq!(via(a, b), Via::HostGw, "same underlay subnet: host-gw");
@@ -799,9 +1002,22 @@ fn direct_routing_uses_host_gw_on_the_subnet_and_vxlan_across_two_underlay_subne
     assert_eq!(via(c, a), Via::Vxlan);
     assert_eq!(via(c, b), Via::Vxlan);
     for (from, to) in [(a, b), (b, a), (a, c), (c, a), (b, c), (c, b)] {
-        assert!(ping(&from.pods[0].0, &to.pods[1].1), "node {} pod to node {} pod", from.index, to.index);
+        assert!(
+            ping(&from.pods[0].0, &to.pods[1].1),
+            "node {} pod to node {} pod",
+            from.index,
+            to.index
+        );
     }
-    assert_eq!(tcp(&a.pods[0].0, &c.pods[1].0, &c.pods[1].1, 5501, 4 << 20), 4 << 20, "TCP across subnets");
-    assert_eq!(tcp(&b.pods[1].0, &a.pods[0].0, &a.pods[0].1, 5502, 4 << 20), 4 << 20, "TCP within a subnet");
+    assert_eq!(
+        tcp(&a.pods[0].0, &c.pods[1].0, &c.pods[1].1, 5501, 4 << 20),
+        4 << 20,
+        "TCP across subnets"
+    );
+    assert_eq!(
+        tcp(&b.pods[1].0, &a.pods[0].0, &a.pods[0].1, 5502, 4 << 20),
+        4 << 20,
+        "TCP within a subnet"
+    );
     lab::down(name).unwrap();
 }

@@ -325,7 +325,7 @@ impl State {
                     value: e.value.clone().unwrap_or_default().into_bytes(),
                     mod_revision: e.revision,
                     leased: e.expires_at_ms.is_some(),
-            ttl_left: ttl_left(e.expires_at_ms, now_ms),
+                    ttl_left: ttl_left(e.expires_at_ms, now_ms),
                 }),
                 Kind::Delete => WatchEvent::Delete {
                     key: e.key.clone(),

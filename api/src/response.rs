@@ -242,6 +242,9 @@ pub struct NodeInfo {
     /// programs them again when it changes. Empty from an older daemon.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub epoch: String,
+    /// The tables generation in force (moves with every change).
+    #[serde(default)]
+    pub generation: u32,
 }
 
 /// One port's counters, summed over workers.

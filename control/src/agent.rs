@@ -20,9 +20,11 @@
 //!   every change is a diff against it; a failed call sets `resync`, and the
 //!   next poll re-reads sluiced's routes instead of trusting `programmed`.
 //! - Nothing removes a route because the store is unreachable: an outage
-//!   only stops updates. When the store is back the agent lists again and
-//!   applies the difference (a lease that expired meanwhile goes; the rest
-//!   stays untouched, so no route flaps).
+//!   only stops updates. When the store is back the watch resumes from the
+//!   last revision seen and the store replays what changed meanwhile (a
+//!   lease that expired goes; the rest stays untouched, so no route flaps);
+//!   if that history was compacted, the agent lists again and applies the
+//!   difference.
 //! - A restart of the agent changes nothing in sluiced: its own lease is
 //!   found by `PublicIP` and renewed in place, the desired routes are
 //!   computed from the same leases, and the full sync's delta is empty.
@@ -741,10 +743,13 @@ impl<S: Store> Agent<S> {
     ) -> Result<std::convert::Infallible, AgentStop> {
         let prefix = subnets_prefix(&self.settings.prefix);
         let mut watch: Option<S::Watch> = None;
-        // After an outage or a compaction the watch restarts from a fresh
-        // list, never from a revision the list has overtaken (replaying
-        // older events over a newer list would resurrect deleted leases).
+        // After a disconnect the watch resumes from the last revision seen
+        // (the store replays what was missed, as flanneld relies on); after
+        // a compaction it restarts from a fresh list, and then from that
+        // list's revision, never an older one (replaying older events over
+        // a newer list would resurrect deleted leases).
         let mut relist_first = false;
+        let mut resuming = false;
         let mut backoff = Backoff::new(self.settings.backoff_max);
         let mut retry_at = Instant::now();
         let mut poll = tokio::time::interval(self.settings.sluiced_poll);
@@ -770,6 +775,10 @@ impl<S: Store> Agent<S> {
                     match self.store.watch(&prefix, held.last_rev + 1).await {
                         Ok(w) => {
                             self.store_ok();
+                            if resuming {
+                                info!(revision = held.last_rev + 1, "store back: watch resumed");
+                                resuming = false;
+                            }
                             backoff = Backoff::new(self.settings.backoff_max);
                             watch = Some(w);
                         }
@@ -780,7 +789,6 @@ impl<S: Store> Agent<S> {
                         }
                         Err(e) => {
                             self.store_error(&e);
-                            relist_first = true;
                             retry_at = Instant::now() + backoff.wait();
                         }
                     }
@@ -824,9 +832,9 @@ impl<S: Store> Agent<S> {
                     }
                     Err(e) => {
                         watch = None;
-                        relist_first = true;
+                        resuming = true;
                         self.store_error(&e);
-                        warn!("watch ended: {e}; routes kept, retrying");
+                        warn!(revision = held.last_rev + 1, "watch ended: {e}; routes kept, resuming from this revision");
                         retry_at = Instant::now() + backoff.wait();
                     }
                 },

@@ -10,8 +10,8 @@
 //!    5 ms through `routes.list`).
 //! 4. **One change**: `changes` times, one lease gets a new VTEP MAC; the
 //!    figure is the time from just before the store write until sluiced's
-//!    tables generation moves (polled in a loop through `flows`, a few tens
-//!    of microseconds per call), so it includes the write itself.
+//!    tables generation moves (polled in a loop through `node.get`, a few
+//!    tens of microseconds per call), so it includes the write itself.
 //!
 //! Nothing here is asserted: these are benchmark figures.
 
@@ -218,17 +218,25 @@ fn measure(
                     serde_json::json!({"VNI": 1, "VtepMAC": format!("02:cc:00:{:02x}:{:02x}:{:02x}", (j >> 16) as u8, (j >> 8) as u8, j as u8)}),
                 );
                 let (key, value) = (lease::subnet_key(cluster::PREFIX, subnet), attrs.to_json());
-                let before = self.client.flows().map_err(other)?.generation;
+                let before = self.client.node().map_err(other)?.generation;
                 let t = Instant::now();
                 s.put(&key, value.as_bytes(), Some(lease::LEASE_TTL))
                     .await
                     .map_err(other)?;
-                while self.client.flows().map_err(other)?.generation == before {
+                let wrote = t.elapsed();
+                while self.client.node().map_err(other)?.generation == before {
                     if t.elapsed() > Duration::from_secs(10) {
                         return Err(other(format!("change {j} did not reach sluiced in 10 s")));
                     }
                 }
                 took.push(t.elapsed().as_secs_f64() * 1e3);
+                if std::env::var_os("SLUICE_BENCH_DEBUG").is_some() {
+                    eprintln!(
+                        "change {j}: store write {:.2} ms, in sluiced after {:.2} ms",
+                        wrote.as_secs_f64() * 1e3,
+                        t.elapsed().as_secs_f64() * 1e3
+                    );
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Ok(took)

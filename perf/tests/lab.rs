@@ -492,7 +492,7 @@ fn route_to(n: &lab::NodeState, prefix: &str) -> Option<sluice_api::RouteConfig>
 
 fn generation(n: &lab::NodeState) -> u32 {
     sluice_api::Client::new(&n.api_socket)
-        .flows()
+        .node()
         .unwrap()
         .generation
 }
@@ -775,7 +775,7 @@ fn an_etcd_outage_keeps_routes_and_the_agent_resyncs_after_it() {
             route_to(&st.nodes[i], "10.77.9.0/24").is_some()
         });
         assert!(
-            agent_log(&st, i).contains("listed the leases again"),
+            agent_log(&st, i).contains("watch resumed"),
             "{}",
             agent_log(&st, i)
         );

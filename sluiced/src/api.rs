@@ -599,9 +599,12 @@ impl Control {
                 let v: Vec<Value> = self.cfg.neighbours().iter().map(|n| json!({ "ip": n.ip, "mac": n.mac, "source": if n.learned { "kernel" } else { "static" } })).collect();
                 Ok(json!({ "neighbours": v }))
             }
-            "node.get" => Ok(
-                json!({ "node": self.cfg.node(), "tunnel": self.cfg.tunnel(), "epoch": self.epoch() }),
-            ),
+            "node.get" => Ok(json!({
+                "node": self.cfg.node(),
+                "tunnel": self.cfg.tunnel(),
+                "epoch": self.epoch(),
+                "generation": self.tables.load().generation,
+            })),
             "stats" => Ok(serde_json::to_value(self.stats_with_kernel()).expect("stats serialize")),
             "routes.add" => {
                 let a: RoutesArgs = args(&req.args)?;

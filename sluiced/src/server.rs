@@ -80,12 +80,30 @@ pub fn serve(
     stop: Arc<AtomicBool>,
     limits: ServerLimits,
 ) {
-    let _ = listener.set_nonblocking(true);
+    // The accept blocks, so a client is served the moment it connects (a
+    // polling accept cost every request up to one poll interval). Shutdown
+    // wakes it with a connection of its own.
+    let _ = listener.set_nonblocking(false);
+    let waker = {
+        let (stop, path) = (stop.clone(), path.clone());
+        std::thread::Builder::new()
+            .name("sluice-api-stop".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK.min(Duration::from_millis(50)));
+                }
+                let _ = UnixStream::connect(&path);
+            })
+    };
+    if waker.is_err() {
+        // No thread to wake it: poll instead.
+        let _ = listener.set_nonblocking(true);
+    }
     let open = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
+            Ok(_) if stop.load(Ordering::Relaxed) => break,
             Ok((mut stream, _)) => {
-                let _ = stream.set_nonblocking(false);
                 if open.load(Ordering::Acquire) >= limits.connections {
                     let _ = stream.set_write_timeout(Some(TICK));
                     let msg = format!(
@@ -107,10 +125,14 @@ pub fn serve(
                     open.fetch_sub(1, Ordering::AcqRel);
                 }
             }
+            // Out of descriptors or the like: back off a little.
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
     let _ = std::fs::remove_file(&path);
+    if let Ok(w) = waker {
+        let _ = w.join();
+    }
 }
 
 fn error_response(message: &str) -> Response {

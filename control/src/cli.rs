@@ -206,13 +206,13 @@ where
 /// Either store, for the one-shot commands.
 #[derive(Debug)]
 enum AnyStore {
-    Etcd(EtcdStore),
+    Etcd(Box<EtcdStore>),
     Local(LocalStore),
 }
 
 async fn open(choice: &StoreChoice) -> Result<AnyStore, StoreError> {
     Ok(match choice {
-        StoreChoice::Etcd(c) => AnyStore::Etcd(EtcdStore::connect(c).await?),
+        StoreChoice::Etcd(c) => AnyStore::Etcd(Box::new(EtcdStore::connect(c).await?)),
         StoreChoice::Local(d) => AnyStore::Local(LocalStore::open(d)?),
     })
 }

@@ -333,6 +333,11 @@ pub fn subnet_file(state: &LabState, i: usize) -> PathBuf {
 
 /// Starts node `i`'s agent and records its PID.
 pub fn start_agent(state: &mut LabState, i: usize) -> Result<()> {
+    start_agent_with(state, i, &[])
+}
+
+/// [`start_agent`] with extra flags (tests: `--lease-ttl 6`).
+pub fn start_agent_with(state: &mut LabState, i: usize, extra: &[&str]) -> Result<()> {
     let n = state.nodes[i].clone();
     let path = subnet_file(state, i);
     if !path.exists() {
@@ -362,6 +367,7 @@ pub fn start_agent(state: &mut LabState, i: usize) -> Result<()> {
         .arg("--subnet-file")
         .arg(&path)
         .args(["--healthz-address", &healthz, "--sluiced-poll-ms", "200"]);
+    cmd.args(extra);
     match st.kind {
         StoreKind::Embedded => cmd.arg("--store-dir").arg(&st.dir),
         StoreKind::Etcd => cmd.args(["--etcd-endpoints", st.endpoint.as_deref().unwrap_or("")]),

@@ -1021,3 +1021,39 @@ fn direct_routing_uses_host_gw_on_the_subnet_and_vxlan_across_two_underlay_subne
     );
     lab::down(name).unwrap();
 }
+
+#[test]
+fn the_lease_is_renewed_before_it_expires() {
+    require_root();
+    let name = "taw";
+    let _guard = Guard(name.to_string());
+    let mut st = up_with(name, Mode::HostGw, StoreKind::Embedded, vec![]);
+    // A 6 s lease (renewed at half its life, the margin being longer).
+    cluster::stop_agent(&mut st, 0, false);
+    cluster::start_agent_with(&mut st, 0, &["--lease-ttl", "6"]).unwrap();
+    let key = format!("{SUBNETS}/10.77.1.0-24");
+    let renewals = |st: &lab::LabState| {
+        let (code, metrics) = http_get(st.nodes[0].agent_healthz.as_deref().unwrap(), "/metrics");
+        assert_eq!(code, 200);
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("sluice_agent_lease_renewals_total "))
+            .map(|v| v.parse::<u64>().unwrap())
+            .unwrap_or(0)
+    };
+    // Three lifetimes later the lease is still there and the route with it.
+    std::thread::sleep(Duration::from_secs(18));
+    let listed = cluster::leases(&st).unwrap();
+    assert!(
+        listed.leases.contains_key(&"10.77.1.0/24".parse().unwrap()),
+        "{key} still leased"
+    );
+    assert!(
+        route_to(&st.nodes[1], &st.nodes[0].subnet).is_some(),
+        "node 2 still routes to node 1"
+    );
+    let renewals = renewals(&st);
+    assert!(renewals >= 4, "renewed every 3 s: {renewals} renewals");
+    assert!(ping(&st.nodes[1].pods[0].0, &st.nodes[0].pods[1].1));
+    lab::down(name).unwrap();
+}

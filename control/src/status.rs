@@ -7,7 +7,7 @@
 //!   state as JSON (an etcd outage is not a reason to restart the agent: it
 //!   keeps the routes and waits);
 //! - `GET /readyz`: `200` once the agent holds a lease and sluiced has its
-//!   routes, `503` (with the reason) otherwise.
+//!   routes (the last sync worked), `503` (with the reason) otherwise.
 //!
 //! Serving is bounded as sluiced's `/metrics` is: a connection per task, at
 //! most [`MAX_CONNECTIONS`] at once, the request head capped at
@@ -73,7 +73,7 @@ pub struct State {
 
 impl State {
     fn ready(&self) -> bool {
-        self.phase == Phase::Running && self.sluiced_up
+        self.phase == Phase::Running && self.sluiced_up && self.problem.is_empty()
     }
 }
 

@@ -93,19 +93,19 @@ impl Default for AgentSettings {
 
 /// Exponential backoff, 100 ms doubling up to a cap (flannel's).
 #[derive(Debug)]
-struct Backoff {
+pub(crate) struct Backoff {
     next: Duration,
     max: Duration,
 }
 
 impl Backoff {
-    fn new(max: Duration) -> Self {
+    pub(crate) fn new(max: Duration) -> Self {
         Backoff {
             next: Duration::from_millis(100),
             max,
         }
     }
-    fn wait(&mut self) -> Duration {
+    pub(crate) fn wait(&mut self) -> Duration {
         let d = self.next;
         self.next = (self.next * 2).min(self.max);
         d
@@ -167,6 +167,15 @@ struct Held {
     epoch: Option<String>,
     resync: bool,
     last_rev: Revision,
+}
+
+impl Held {
+    /// The desired routes and the skipped leases, from every lease.
+    fn recompute(&mut self) {
+        let (desired, skipped) = routes::desired(&self.cfg, &self.local, &self.leases);
+        self.desired = desired;
+        self.skipped = skipped.into_iter().map(|s| (s.subnet, s.reason)).collect();
+    }
 }
 
 type Stop = watch::Receiver<bool>;
@@ -481,9 +490,7 @@ impl<S: Store> Agent<S> {
         self.status.metrics.relists.inc();
         held.leases = leases;
         held.last_rev = rev;
-        let (desired, skipped) = routes::desired(&held.cfg, &held.local, &held.leases);
-        held.desired = desired;
-        held.skipped = skipped.into_iter().map(|s| (s.subnet, s.reason)).collect();
+        held.recompute();
         for (s, why) in &held.skipped {
             warn!(subnet = %s, "lease gets no route: {why}");
         }
@@ -539,9 +546,7 @@ impl<S: Store> Agent<S> {
         self.leased(held);
         self.write_subnet_file(held);
         held.resync = true;
-        let (desired, skipped) = routes::desired(&held.cfg, &held.local, &held.leases);
-        held.desired = desired;
-        held.skipped = skipped.into_iter().map(|s| (s.subnet, s.reason)).collect();
+        held.recompute();
         Ok(())
     }
 
@@ -586,9 +591,7 @@ impl<S: Store> Agent<S> {
             self.problem(Phase::Running, format!("setting sluiced's pod subnet: {e}"));
             return;
         }
-        let (desired, skipped) = routes::desired(&held.cfg, &held.local, &held.leases);
-        held.desired = desired;
-        held.skipped = skipped.into_iter().map(|s| (s.subnet, s.reason)).collect();
+        held.recompute();
         let current = self
             .switch
             .managed_routes(held.cfg.network, held.local.subnet)

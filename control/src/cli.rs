@@ -2,20 +2,19 @@
 //! write the network config and list leases in whichever store the settings
 //! name (the embedded store has no `etcdctl`).
 
-use crate::agent::Agent;
+use crate::agent::{Agent, Backoff};
 use crate::lease::{config_key, parse_subnet_key, subnets_prefix, LeaseAttrs};
 use crate::network::NetworkConfig;
 use crate::settings::{Flags, Settings, StoreChoice};
 use crate::status::Status;
 use crate::store::etcd::EtcdStore;
 use crate::store::local::LocalStore;
-use crate::store::{Store, StoreError};
+use crate::store::{AnyStore, Store, StoreError};
 use clap::{Parser, Subcommand};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 use tracing::{error, info, warn};
 
 /// sluice-agent: leases this node's pod subnet (flannel's etcd layout, or an
@@ -203,13 +202,6 @@ where
     }
 }
 
-/// Either store, for the one-shot commands.
-#[derive(Debug)]
-enum AnyStore {
-    Etcd(Box<EtcdStore>),
-    Local(LocalStore),
-}
-
 async fn open(choice: &StoreChoice) -> Result<AnyStore, StoreError> {
     Ok(match choice {
         StoreChoice::Etcd(c) => AnyStore::Etcd(Box::new(EtcdStore::connect(c).await?)),
@@ -226,11 +218,10 @@ async fn network(store: AnyStore, prefix: &str, op: NetworkOp) -> Result<(), Str
                 None => json.into_bytes(),
             };
             let cfg = NetworkConfig::parse(&text).map_err(|e| e.to_string())?;
-            match &store {
-                AnyStore::Etcd(s) => s.put(&key, &text, None).await,
-                AnyStore::Local(s) => s.put(&key, &text, None).await,
-            }
-            .map_err(|e| format!("writing {key}: {e}"))?;
+            store
+                .put(&key, &text, None)
+                .await
+                .map_err(|e| format!("writing {key}: {e}"))?;
             println!(
                 "{key}: {} {}, /{} subnets {}..{}",
                 cfg.network, cfg.backend.kind, cfg.subnet_len, cfg.subnet_min, cfg.subnet_max
@@ -238,12 +229,11 @@ async fn network(store: AnyStore, prefix: &str, op: NetworkOp) -> Result<(), Str
             Ok(())
         }
         NetworkOp::Get => {
-            let kv = match &store {
-                AnyStore::Etcd(s) => s.get(&key).await,
-                AnyStore::Local(s) => s.get(&key).await,
-            }
-            .map_err(|e| format!("reading {key}: {e}"))?
-            .ok_or_else(|| format!("no network config at {key}"))?;
+            let kv = store
+                .get(&key)
+                .await
+                .map_err(|e| format!("reading {key}: {e}"))?
+                .ok_or_else(|| format!("no network config at {key}"))?;
             println!("{}", String::from_utf8_lossy(&kv.value));
             Ok(())
         }
@@ -252,11 +242,10 @@ async fn network(store: AnyStore, prefix: &str, op: NetworkOp) -> Result<(), Str
 
 async fn leases(store: AnyStore, prefix: &str) -> Result<(), String> {
     let prefix = subnets_prefix(prefix);
-    let (kvs, rev) = match &store {
-        AnyStore::Etcd(s) => s.list(&prefix).await,
-        AnyStore::Local(s) => s.list(&prefix).await,
-    }
-    .map_err(|e| format!("listing {prefix}: {e}"))?;
+    let (kvs, rev) = store
+        .list(&prefix)
+        .await
+        .map_err(|e| format!("listing {prefix}: {e}"))?;
     println!(
         "{:<18} {:<15} {:<8} {:<17} {:>9}",
         "SUBNET", "PUBLIC IP", "BACKEND", "VTEP MAC", "TTL LEFT"
@@ -299,7 +288,7 @@ async fn run(settings: Settings) -> ExitCode {
             }
         }
     }
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -310,13 +299,11 @@ async fn run(settings: Settings) -> ExitCode {
         info!("stopping; routes and the lease stay in place");
         let _ = stop_tx.send(true);
     });
-    match &settings.store {
+    let store = match &settings.store {
         StoreChoice::Local(dir) => match LocalStore::open(dir) {
             Ok(store) => {
                 info!(dir = %dir.display(), "embedded store");
-                Agent::new(store, settings.agent.clone(), status)
-                    .run(stop)
-                    .await;
+                AnyStore::Local(store)
             }
             Err(e) => {
                 error!("embedded store {}: {e}", dir.display());
@@ -325,8 +312,7 @@ async fn run(settings: Settings) -> ExitCode {
         },
         StoreChoice::Etcd(cfg) => {
             // etcd may be down when the agent starts: keep trying.
-            let mut wait = Duration::from_millis(100);
-            let mut stop = stop;
+            let mut backoff = Backoff::new(settings.agent.backoff_max);
             let store = loop {
                 match EtcdStore::connect(cfg).await {
                     Ok(s) => break s,
@@ -338,18 +324,18 @@ async fn run(settings: Settings) -> ExitCode {
                             s.problem = format!("connecting to etcd: {e}");
                         });
                         tokio::select! {
-                            _ = tokio::time::sleep(wait) => {}
+                            _ = tokio::time::sleep(backoff.wait()) => {}
                             _ = stop.changed() => return ExitCode::SUCCESS,
                         }
-                        wait = (wait * 2).min(Duration::from_secs(5));
                     }
                 }
             };
             info!(endpoints = ?cfg.endpoints, "etcd");
-            Agent::new(store, settings.agent.clone(), status)
-                .run(stop)
-                .await;
+            AnyStore::Etcd(Box::new(store))
         }
-    }
+    };
+    Agent::new(store, settings.agent.clone(), status)
+        .run(stop)
+        .await;
     ExitCode::SUCCESS
 }

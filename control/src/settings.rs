@@ -192,12 +192,7 @@ impl Settings {
         let mut etcd = file.etcd.clone();
         if let Some(list) = &flags.etcd_endpoints {
             let mut e = etcd.unwrap_or_default();
-            e.endpoints = list
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect();
+            e.endpoints = EtcdConfig::parse_endpoints(list);
             if e.endpoints.is_empty() {
                 return Err("--etcd-endpoints: no endpoint given".into());
             }

@@ -151,3 +151,88 @@ pub trait Watch: Send + 'static {
     /// An error ends the watch: the caller opens a new one.
     fn next(&mut self) -> impl Future<Output = Result<Vec<WatchEvent>, StoreError>> + Send;
 }
+
+/// Either store, chosen at run time (the agent's settings, `sluice-lab`'s
+/// `--store`): one type for code that works on whichever is configured.
+#[derive(Debug, Clone)]
+pub enum AnyStore {
+    /// etcd.
+    Etcd(Box<etcd::EtcdStore>),
+    /// The embedded store.
+    Local(local::LocalStore),
+}
+
+/// A watch on [`AnyStore`].
+#[derive(Debug)]
+pub enum AnyWatch {
+    /// On etcd.
+    Etcd(etcd::EtcdWatch),
+    /// On the embedded store.
+    Local(local::LocalWatch),
+}
+
+impl AnyStore {
+    /// Drops the history up to `revision`; watches from at or below it must
+    /// list again.
+    pub async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Etcd(s) => s.compact(revision).await,
+            AnyStore::Local(s) => s.compact(revision).await,
+        }
+    }
+}
+
+impl Store for AnyStore {
+    type Watch = AnyWatch;
+
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        match self {
+            AnyStore::Etcd(s) => s.get(key).await,
+            AnyStore::Local(s) => s.get(key).await,
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError> {
+        match self {
+            AnyStore::Etcd(s) => s.list(prefix).await,
+            AnyStore::Local(s) => s.list(prefix).await,
+        }
+    }
+
+    async fn create(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
+        match self {
+            AnyStore::Etcd(s) => s.create(key, value, ttl).await,
+            AnyStore::Local(s) => s.create(key, value, ttl).await,
+        }
+    }
+
+    async fn put(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Etcd(s) => s.put(key, value, ttl).await,
+            AnyStore::Local(s) => s.put(key, value, ttl).await,
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Etcd(s) => s.delete(key).await,
+            AnyStore::Local(s) => s.delete(key).await,
+        }
+    }
+
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<AnyWatch, StoreError> {
+        Ok(match self {
+            AnyStore::Etcd(s) => AnyWatch::Etcd(s.watch(prefix, from).await?),
+            AnyStore::Local(s) => AnyWatch::Local(s.watch(prefix, from).await?),
+        })
+    }
+}
+
+impl Watch for AnyWatch {
+    async fn next(&mut self) -> Result<Vec<WatchEvent>, StoreError> {
+        match self {
+            AnyWatch::Etcd(w) => w.next().await,
+            AnyWatch::Local(w) => w.next().await,
+        }
+    }
+}

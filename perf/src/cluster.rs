@@ -23,7 +23,7 @@ use sluice_control::lease::{self, LeaseAttrs};
 use sluice_control::network::BackendType;
 use sluice_control::store::etcd::{EtcdConfig, EtcdStore};
 use sluice_control::store::local::LocalStore;
-use sluice_control::store::Store;
+use sluice_control::store::{AnyStore, Store};
 use sluice_control::subnet_file::SubnetFile;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -119,15 +119,15 @@ fn free_port() -> Result<u16> {
     Ok(l.local_addr().map_err(other)?.port())
 }
 
-/// Runs `f` against the lab's store.
-pub fn with_store<T>(st: &StoreState, f: impl AsyncStoreFn<T>) -> Result<T> {
-    let rt = runtime()?;
-    rt.block_on(async {
-        match st.kind {
-            StoreKind::Embedded => {
-                let s = LocalStore::open(&st.dir).map_err(other)?;
-                f.call(&s).await
-            }
+/// Opens the lab's store and runs `f` on it to completion.
+pub fn with_store<T, F, Fut>(st: &StoreState, f: F) -> Result<T>
+where
+    F: FnOnce(AnyStore) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    runtime()?.block_on(async {
+        let store = match st.kind {
+            StoreKind::Embedded => AnyStore::Local(LocalStore::open(&st.dir).map_err(other)?),
             StoreKind::Etcd => {
                 let cfg = EtcdConfig {
                     endpoints: vec![st
@@ -136,17 +136,19 @@ pub fn with_store<T>(st: &StoreState, f: impl AsyncStoreFn<T>) -> Result<T> {
                         .ok_or_else(|| other("etcd has no endpoint"))?],
                     ..EtcdConfig::default()
                 };
-                let s = EtcdStore::connect(&cfg).await.map_err(other)?;
-                f.call(&s).await
+                AnyStore::Etcd(Box::new(EtcdStore::connect(&cfg).await.map_err(other)?))
             }
-        }
+        };
+        f(store).await
     })
 }
 
-/// A closure over either store (generic over [`Store`]).
-pub trait AsyncStoreFn<T> {
-    /// Runs on `store`.
-    fn call<S: Store>(self, store: &S) -> impl std::future::Future<Output = Result<T>>;
+/// The lab's store state, or an error saying it has none.
+fn store_of(state: &LabState) -> Result<&StoreState> {
+    state
+        .store
+        .as_ref()
+        .ok_or_else(|| other("the lab has no store"))
 }
 
 /// Starts the lab's store (etcd is started; the embedded store is a
@@ -188,15 +190,11 @@ pub fn start_store(state: &mut LabState, kind: StoreKind, direct_routing: bool) 
             ""
         }
     );
-    struct PutConfig(String);
-    impl AsyncStoreFn<()> for PutConfig {
-        async fn call<S: Store>(self, s: &S) -> Result<()> {
-            s.put(&lease::config_key(PREFIX), self.0.as_bytes(), None)
-                .await
-                .map_err(other)
-        }
-    }
-    with_store(state.store.as_ref().expect("set above"), PutConfig(json))
+    with_store(store_of(state)?, |s| async move {
+        s.put(&lease::config_key(PREFIX), json.as_bytes(), None)
+            .await
+            .map_err(other)
+    })
 }
 
 /// Starts (or restarts, on the same data) the lab's etcd and waits for it.
@@ -248,15 +246,12 @@ pub fn start_etcd(state: &mut LabState) -> Result<()> {
         s.etcd_start = lab::process_start_time(pid);
     }
     lab::save(state)?;
-    struct Ping;
-    impl AsyncStoreFn<()> for Ping {
-        async fn call<S: Store>(self, s: &S) -> Result<()> {
-            s.get("/sluice-lab/ping").await.map(|_| ()).map_err(other)
-        }
-    }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        match with_store(state.store.as_ref().expect("set"), Ping) {
+        let ping = with_store(store_of(state)?, |s| async move {
+            s.get("/sluice-lab/ping").await.map(drop).map_err(other)
+        });
+        match ping {
             Ok(()) => return Ok(()),
             Err(e) if Instant::now() > deadline => {
                 return Err(other(format!(
@@ -291,20 +286,16 @@ pub fn write_kernel_lease(state: &LabState, i: usize) -> Result<()> {
         n.vtep_mac.parse::<sluice_api::MacAddr>().map_err(other)?,
     );
     let key = lease::subnet_key(PREFIX, n.subnet.parse().map_err(|e: String| other(e))?);
-    struct Create(String, String);
-    impl AsyncStoreFn<()> for Create {
-        async fn call<S: Store>(self, s: &S) -> Result<()> {
-            match s.create(&self.0, self.1.as_bytes(), lease::LEASE_TTL).await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(other(format!("{} is leased already", self.0))),
-                Err(e) => Err(other(e)),
-            }
+    with_store(store_of(state)?, |s| async move {
+        match s
+            .create(&key, attrs.to_json().as_bytes(), lease::LEASE_TTL)
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(other(format!("{key} is leased already"))),
+            Err(e) => Err(other(e)),
         }
-    }
-    with_store(
-        state.store.as_ref().ok_or_else(|| other("no store"))?,
-        Create(key, attrs.to_json()),
-    )
+    })
 }
 
 fn backend(mode: Mode) -> BackendType {
@@ -317,13 +308,9 @@ fn backend(mode: Mode) -> BackendType {
 
 /// Every lease in the lab's store.
 pub fn leases(state: &LabState) -> Result<lease::Listed> {
-    struct List;
-    impl AsyncStoreFn<lease::Listed> for List {
-        async fn call<S: Store>(self, s: &S) -> Result<lease::Listed> {
-            lease::list(s, PREFIX).await.map_err(other)
-        }
-    }
-    with_store(state.store.as_ref().ok_or_else(|| other("no store"))?, List)
+    with_store(store_of(state)?, |s| async move {
+        lease::list(&s, PREFIX).await.map_err(other)
+    })
 }
 
 /// The node's subnet file.
@@ -351,7 +338,7 @@ pub fn start_agent_with(state: &mut LabState, i: usize, extra: &[&str]) -> Resul
         .write(&path)
         .map_err(other)?;
     }
-    let st = state.store.clone().ok_or_else(|| other("no store"))?;
+    let st = store_of(state)?.clone();
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -393,21 +380,8 @@ pub fn start_agent_with(state: &mut LabState, i: usize, extra: &[&str]) -> Resul
 /// Stops node `i`'s agent: SIGTERM, or SIGKILL when `kill`.
 pub fn stop_agent(state: &mut LabState, i: usize, kill: bool) {
     let n = &mut state.nodes[i];
-    if let (Some(pid), Some(start)) = (n.agent_pid, n.agent_start) {
-        if kill {
-            if lab::process_start_time(pid) == Some(start) {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while lab::pid_alive(pid) && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                lab::reap_pid(pid);
-            }
-        } else {
-            lab::stop_daemon(pid, Some(start));
-        }
+    if let Some(pid) = n.agent_pid {
+        lab::end_daemon(pid, n.agent_start, kill);
     }
     n.agent_pid = None;
     n.agent_start = None;
@@ -519,53 +493,24 @@ pub fn remove_store(st: &StoreState) {
 /// Writes `value` at `key` as given (tests write leases by hand, as an
 /// operator or flanneld would), bound to a TTL or not.
 pub fn put_raw(state: &LabState, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-    struct Put(String, Vec<u8>, Option<Duration>);
-    impl AsyncStoreFn<()> for Put {
-        async fn call<S: Store>(self, s: &S) -> Result<()> {
-            s.put(&self.0, &self.1, self.2).await.map_err(other)
-        }
-    }
-    with_store(
-        state.store.as_ref().ok_or_else(|| other("no store"))?,
-        Put(key.to_string(), value.to_vec(), ttl),
-    )
+    with_store(store_of(state)?, |s| async move {
+        s.put(key, value, ttl).await.map_err(other)
+    })
 }
 
 /// Deletes `key`.
 pub fn delete(state: &LabState, key: &str) -> Result<()> {
-    struct Del(String);
-    impl AsyncStoreFn<()> for Del {
-        async fn call<S: Store>(self, s: &S) -> Result<()> {
-            s.delete(&self.0).await.map_err(other)
-        }
-    }
-    with_store(
-        state.store.as_ref().ok_or_else(|| other("no store"))?,
-        Del(key.to_string()),
-    )
+    with_store(store_of(state)?, |s| async move {
+        s.delete(key).await.map_err(other)
+    })
 }
 
 /// Compacts the store's history up to its current revision: a watch from
 /// an older revision must list again.
 pub fn compact(state: &LabState) -> Result<()> {
-    let st = state.store.as_ref().ok_or_else(|| other("no store"))?;
-    let rt = runtime()?;
-    rt.block_on(async {
-        match st.kind {
-            StoreKind::Embedded => {
-                let s = LocalStore::open(&st.dir).map_err(other)?;
-                let (_, rev) = s.list("/").await.map_err(other)?;
-                s.compact(rev).await.map_err(other)
-            }
-            StoreKind::Etcd => {
-                let cfg = EtcdConfig {
-                    endpoints: vec![st.endpoint.clone().unwrap_or_default()],
-                    ..EtcdConfig::default()
-                };
-                let s = EtcdStore::connect(&cfg).await.map_err(other)?;
-                let rev = s.revision().await.map_err(other)?;
-                s.compact(rev).await.map_err(other)
-            }
-        }
+    with_store(store_of(state)?, |s| async move {
+        // A prefix that holds nothing: only the store's revision is wanted.
+        let (_, rev) = s.list("/sluice-lab/revision/").await.map_err(other)?;
+        s.compact(rev).await.map_err(other)
     })
 }

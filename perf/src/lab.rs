@@ -108,6 +108,13 @@ pub struct LabState {
     /// The pod network.
     #[serde(default = "default_network")]
     pub network: String,
+    /// sluiced's rx mode (kept for restarts).
+    #[serde(default = "default_rx_mode")]
+    pub rx_mode: String,
+}
+
+fn default_rx_mode() -> String {
+    "adaptive".to_string()
 }
 
 fn default_network() -> String {
@@ -216,21 +223,7 @@ pub fn load(name: &str) -> Option<LabState> {
 
 /// Finds the `sluiced` binary: `$SLUICED`, next to this executable, or `PATH`.
 pub fn sluiced_path() -> PathBuf {
-    if let Ok(p) = std::env::var("SLUICED") {
-        return p.into();
-    }
-    if let Ok(me) = std::env::current_exe() {
-        for dir in [me.parent(), me.parent().and_then(Path::parent)]
-            .into_iter()
-            .flatten()
-        {
-            let p = dir.join("sluiced");
-            if p.is_file() {
-                return p;
-            }
-        }
-    }
-    "sluiced".into()
+    crate::cluster::binary("sluiced", "SLUICED")
 }
 
 fn mac_of(ns: &str, dev: &str) -> Result<String> {
@@ -302,6 +295,7 @@ pub fn up(spec: &LabSpec, progress: &mut dyn FnMut(&str)) -> Result<LabState> {
             .network
             .clone()
             .unwrap_or_else(|| crate::cluster::NETWORK.to_string()),
+        rx_mode: spec.rx_mode.clone().unwrap_or_else(default_rx_mode),
     };
     match build(spec, &mut state, progress) {
         Ok(()) => Ok(state),
@@ -529,7 +523,7 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
         for i in 0..state.nodes.len() {
             if !state.nodes[i].kernel {
                 progress(&format!("node {}: starting sluiced and its agent", i + 1));
-                start_sluiced(state, i, spec.rx_mode.as_deref().unwrap_or("adaptive"))?;
+                start_sluiced(state, i)?;
                 crate::cluster::start_agent(state, i)?;
                 save(state)?;
             }
@@ -665,7 +659,8 @@ fn wait_for_neighbours(state: &LabState) -> Result<()> {
     Ok(())
 }
 
-fn node_config(state: &LabState, n: &NodeState, rx_mode: &str) -> String {
+fn node_config(state: &LabState, n: &NodeState) -> String {
+    let rx_mode = &state.rx_mode;
     let mut s = format!(
         "[daemon]\napi_socket = \"{}\"\nmetrics_address = \"127.0.0.1:9472\"\nrx_mode = \"{rx_mode}\"\n{}\n[node]\npod_network = \"{}\"\npod_subnet = \"{}\"\nrouter_mac = \"02:77:00:00:{:02x}:01\"\n\n[tunnel]\nvni = 1\nvxlan_port = 8472\n\n",
         n.api_socket.display(),
@@ -702,38 +697,17 @@ fn node_config(state: &LabState, n: &NodeState, rx_mode: &str) -> String {
 /// it again from its configuration file: no routes but its own until its
 /// agent programs them again.
 pub fn restart_sluiced(state: &mut LabState, i: usize, kill: bool) -> Result<()> {
-    if let (Some(pid), Some(start)) = (state.nodes[i].sluiced_pid, state.nodes[i].sluiced_start) {
-        if kill && process_start_time(pid) == Some(start) {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while pid_alive(pid) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            reap(pid);
-        } else {
-            stop_daemon(pid, Some(start));
-        }
+    if let Some(pid) = state.nodes[i].sluiced_pid {
+        end_daemon(pid, state.nodes[i].sluiced_start, kill);
     }
     let _ = std::fs::remove_file(&state.nodes[i].api_socket);
-    let cfg_path = state_dir().join(format!("{}.toml", state.nodes[i].ns));
-    let rx_mode = std::fs::read_to_string(&cfg_path)
-        .ok()
-        .and_then(|t| {
-            t.lines().find_map(|l| {
-                l.strip_prefix("rx_mode = \"")
-                    .map(|v| v.trim_end_matches('"').to_string())
-            })
-        })
-        .unwrap_or_else(|| "adaptive".into());
-    start_sluiced(state, i, &rx_mode)?;
+    start_sluiced(state, i)?;
     save(state)
 }
 
-fn start_sluiced(state: &mut LabState, i: usize, rx_mode: &str) -> Result<()> {
+fn start_sluiced(state: &mut LabState, i: usize) -> Result<()> {
     let cfg_path = state_dir().join(format!("{}.toml", state.nodes[i].ns));
-    std::fs::write(&cfg_path, node_config(state, &state.nodes[i], rx_mode))
+    std::fs::write(&cfg_path, node_config(state, &state.nodes[i]))
         .map_err(|e| LabError::Other(e.to_string()))?;
     let log = std::fs::File::create(state_dir().join(format!("{}.log", state.nodes[i].ns)))
         .map_err(|e| LabError::Other(e.to_string()))?;
@@ -790,11 +764,6 @@ pub fn adopt(child: std::process::Child) {
         .push(child);
 }
 
-/// Reaps `pid` if it is a child of this process that has exited.
-pub fn reap_pid(pid: u32) {
-    reap(pid)
-}
-
 fn reap(pid: u32) {
     let mut children = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
     children.retain_mut(|c| !(c.id() == pid && c.try_wait().ok().flatten().is_some()));
@@ -843,6 +812,27 @@ pub fn stop_daemon(pid: u32, start: Option<u64>) -> bool {
     }
     reap(pid);
     true
+}
+
+/// Stops the daemon `pid` while it is the process that started at `start`:
+/// with SIGKILL at once (waiting for it to go) when `kill`, else as
+/// [`stop_daemon`] does.
+pub fn end_daemon(pid: u32, start: Option<u64>, kill: bool) {
+    if !kill {
+        stop_daemon(pid, start);
+        return;
+    }
+    if start.is_none() || process_start_time(pid) != start {
+        return;
+    }
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pid_alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    reap(pid);
 }
 
 /// Stops the lab's daemons by PID and deletes its namespaces. Works from a

@@ -14,7 +14,9 @@
 //! - [`response`]: the [`Response`] envelope and each operation's typed
 //!   result ([`RouteList`], [`RoutesChanged`], [`Stats`], [`Trace`]…);
 //! - [`error`]: [`ApiError`], a refusal naming the request field at fault;
-//! - [`client`]: [`Client`], blocking, one connection per request.
+//! - [`client`]: [`Client`], blocking, one connection per request;
+//! - [`attachment`]: the CNI plugin's record of a pod attachment, which
+//!   `sluiced` reads back at start.
 //!
 //! The protocol is versioned JSON, one request line and one response line
 //! per exchange over a Unix socket ([`DEFAULT_SOCKET`]). `docs/api.md` is
@@ -36,6 +38,7 @@
 
 mod mac;
 
+pub mod attachment;
 pub mod client;
 pub mod error;
 pub mod request;

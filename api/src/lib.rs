@@ -16,7 +16,9 @@
 //! - [`error`]: [`ApiError`], a refusal naming the request field at fault;
 //! - [`client`]: [`Client`], blocking, one connection per request;
 //! - [`attachment`]: the CNI plugin's record of a pod attachment, which
-//!   `sluiced` reads back at start.
+//!   `sluiced` reads back at start;
+//! - [`subnet_file`]: flannel's subnet file, written by `sluice-agent` and
+//!   read by the CNI plugin.
 //!
 //! The protocol is versioned JSON, one request line and one response line
 //! per exchange over a Unix socket ([`DEFAULT_SOCKET`]). `docs/api.md` is
@@ -43,6 +45,7 @@ pub mod client;
 pub mod error;
 pub mod request;
 pub mod response;
+pub mod subnet_file;
 pub mod types;
 
 pub use client::{Client, ClientError, DEFAULT_TIMEOUT};

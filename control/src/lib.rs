@@ -13,5 +13,6 @@ pub mod routes;
 pub mod settings;
 pub mod status;
 pub mod store;
-pub mod subnet_file;
+/// The subnet file, shared with the CNI plugin (defined in `sluice-api`).
+pub use sluice_api::subnet_file;
 pub mod switch;

@@ -15,7 +15,7 @@
 //! The agent also reads it back at start: the subnet it names is the one to
 //! try first when this node has no lease (flannel does the same).
 
-use sluice_api::Ipv4Net;
+use crate::Ipv4Net;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::Path;

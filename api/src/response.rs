@@ -245,6 +245,10 @@ pub struct NodeInfo {
     /// The tables generation in force (moves with every change).
     #[serde(default)]
     pub generation: u32,
+    /// Worker threads (each pod veth needs one queue per worker); 0 from
+    /// an older daemon.
+    #[serde(default)]
+    pub workers: u32,
 }
 
 /// One port's counters, summed over workers.

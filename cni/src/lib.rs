@@ -1,9 +1,23 @@
-//! The `sluice` CNI plugin, installed as `/opt/cni/bin/sluice`.
+//! The `sluice` CNI plugin, installed as `/opt/cni/bin/sluice`, and a
+//! libcni-equivalent caller ([`libcni`]) for tests and labs.
 //!
-//! Called by the container runtime once per pod operation (ADD, DEL, CHECK,
-//! VERSION, GC, STATUS per the CNI spec 1.1): it delegates addressing to an
-//! IPAM plugin (Debian's `host-local` by default), creates the pod interface
-//! (a veth pair served over AF_XDP, or a vhost-user socket for DPDK pods and
-//! VMs) and asks `sluiced` to attach it.
+//! The container runtime calls the plugin once per pod operation (CNI
+//! 0.3.0 to 1.1.0: ADD, DEL, CHECK, GC, STATUS, VERSION). ADD gives the pod
+//! an address ([`ipam`]: the plugin's own allocator, or an IPAM plugin such
+//! as `host-local`), creates its veth pair ([`link`]), records the
+//! attachment ([`records`]) and asks `sluiced` to serve the host end over
+//! AF_XDP with the pod's IP and MAC bound. `sluiced` reads the records when
+//! it starts, so pods survive its restart without a call from the runtime.
 //!
-//! Status: not built yet.
+//! Module map: [`conf`] (the plugin's config keys), [`error`] (codes),
+//! [`plugin`] (the commands, each a function of a [`plugin::Call`]).
+//!
+//! Protocol types, environment parsing, version negotiation and result
+//! layouts come from `rscni-plugin`. `docs/cni.md` is the operator's guide.
+
+pub mod conf;
+pub mod error;
+pub mod ipam;
+pub mod link;
+pub mod plugin;
+pub mod records;

@@ -5,9 +5,79 @@
 //! remounts it for the namespace). A reading is trusted only when the
 //! device's `ifindex` there matches the one this process's namespace gives
 //! the name; otherwise it is "unknown" rather than another device's.
+//!
+//! [`disable_tx_offloads`] is the one write: the pod end of a veth served by
+//! AF_XDP must send complete frames (checksums filled in, no GSO), because
+//! XDP sees the frame as written and the switch forwards it as is.
+
+#![allow(unsafe_code)]
 
 use crate::afxdp::{ifindex, XdpError};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
+
+/// `struct ethtool_value`: a legacy ethtool command and its value.
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+/// `struct ifreq` with `ifr_data` pointing at an ethtool command.
+#[repr(C)]
+struct IfReqData {
+    name: [u8; libc::IFNAMSIZ],
+    data: *mut EthtoolValue,
+    _pad: [u8; 16],
+}
+
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+/// Set TX checksumming, TSO and generic segmentation offload.
+const ETHTOOL_STXCSUM: u32 = 0x17;
+const ETHTOOL_STSO: u32 = 0x1f;
+const ETHTOOL_SGSO: u32 = 0x24;
+
+/// Turns off TX checksum offload, TSO and GSO on `ifname` in the calling
+/// thread's network namespace (`ethtool -K ifname tx off tso off gso off`).
+pub fn disable_tx_offloads(ifname: &str) -> std::io::Result<()> {
+    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ || ifname.contains('\0') {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("`{ifname}` is not an interface name"),
+        ));
+    }
+    // SAFETY: a plain socket call; the result is checked before use.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor this function owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    for cmd in [ETHTOOL_STXCSUM, ETHTOOL_STSO, ETHTOOL_SGSO] {
+        let mut value = EthtoolValue { cmd, data: 0 };
+        let mut req = IfReqData {
+            name: [0; libc::IFNAMSIZ],
+            data: &mut value,
+            _pad: [0; 16],
+        };
+        req.name[..ifname.len()].copy_from_slice(ifname.as_bytes());
+        // SAFETY: SIOCETHTOOL reads an `ifreq` (name, then `ifr_data`) whose
+        // data pointer names a live `ethtool_value` for the call's duration;
+        // `IfReqData` is ifreq-sized (40 bytes).
+        let rc = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &mut req as *mut IfReqData) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            // A device without the offload has nothing to turn off.
+            if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("`{ifname}`: ethtool command {cmd:#x}: {e}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
 
 /// How many RX queues `ifname` has, if sysfs tells for this namespace.
 pub fn rx_queues(ifname: &str) -> Result<Option<u32>, XdpError> {
@@ -73,6 +143,14 @@ fn too_many_queues(ifname: &str, queues: Option<u32>, workers: usize) -> Result<
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn offloads_refuse_a_bad_name_and_name_a_missing_device() {
+        assert!(super::disable_tx_offloads("").is_err());
+        assert!(super::disable_tx_offloads("a-name-far-too-long").is_err());
+        let e = super::disable_tx_offloads("nosuch-sl0").unwrap_err();
+        assert!(e.to_string().contains("nosuch-sl0"), "{e}");
+    }
+
     use super::*;
 
     fn fake(root: &Path, name: &str, idx: u32, queues: u32) {

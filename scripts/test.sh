@@ -24,10 +24,11 @@ cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 step "tier 1-3: unit, property, golden and malformed-input tests; the agent against etcd"
 cargo test --workspace --quiet
 
-step "tier 4: privileged (root): sluiced on AF_XDP, and sluice-lab with its agents, in network namespaces"
+step "tier 4: privileged (root): sluiced on AF_XDP, sluice-lab with its agents, and podman on CNI, in network namespaces"
 cargo build -p sluiced -p sluicectl -p sluice-control --bins --quiet
 cargo test -p sluiced --features privileged-tests --test privileged -- --test-threads=1
 cargo test -p sluice-perf --features privileged-tests --test lab -- --test-threads=1
+cargo test -p sluice-perf --features privileged-tests --test podman -- --test-threads=1
 
 step "tier 5: fuzz targets, ${SLUICE_FUZZ_SECONDS:-45}s each"
 scripts/fuzz.sh "${SLUICE_FUZZ_SECONDS:-45}"

@@ -305,6 +305,14 @@ fn the_config_maps_files_load() {
         .ports
         .iter()
         .any(|p| p.kind == sluice_api::PortKind::Host));
+    // Without a default route to the host port, pods reach nothing outside
+    // the pod network: not the node, not Services, not hostPort clients.
+    assert!(
+        node.routes
+            .iter()
+            .any(|r| r.prefix.to_string() == "0.0.0.0/0" && r.via == sluice_api::Via::Host),
+        "sluiced.toml: route 0.0.0.0/0 via host"
+    );
     // agent.toml, as the agent's loader takes it.
     let agent = agent_settings(&config_map_entry(&docs, "agent.toml"));
     assert_eq!(agent.agent.sluiced_socket, node.daemon.api_socket);

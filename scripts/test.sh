@@ -29,6 +29,7 @@ cargo build -p sluiced -p sluicectl -p sluice-control --bins --quiet
 cargo test -p sluiced --features privileged-tests --test privileged -- --test-threads=1
 cargo test -p sluice-perf --features privileged-tests --test lab -- --test-threads=1
 cargo test -p sluice-perf --features privileged-tests --test podman -- --test-threads=1
+cargo test -p sluice-perf --features privileged-tests --test deploy -- --test-threads=1
 
 step "tier 5: fuzz targets, ${SLUICE_FUZZ_SECONDS:-45}s each"
 scripts/fuzz.sh "${SLUICE_FUZZ_SECONDS:-45}"

@@ -305,20 +305,20 @@ impl Podman {
     /// Starts container `name` (busybox `sleep`, its own root filesystem)
     /// on network `net` (a conflist's `name`); returns its id.
     pub fn run(&mut self, name: &str, net: &str) -> String {
+        self.run_with(name, net, &[], &["sleep", "86400"])
+    }
+
+    /// As [`Podman::run`], with more `podman run` options (`-p 8080:80`,
+    /// `--mac-address ...`) and the container's command (a busybox applet
+    /// and its arguments).
+    pub fn run_with(&mut self, name: &str, net: &str, options: &[&str], cmd: &[&str]) -> String {
         let rootfs = busybox_rootfs(&self.dir.path().join("rootfs").join(name));
         let rootfs = rootfs.to_string_lossy().to_string();
-        let id = self.run_ok(&[
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--network",
-            net,
-            "--rootfs",
-            &rootfs,
-            "sleep",
-            "86400",
-        ]);
+        let mut args = vec!["run", "-d", "--name", name, "--network", net];
+        args.extend_from_slice(options);
+        args.extend_from_slice(&["--rootfs", &rootfs]);
+        args.extend_from_slice(cmd);
+        let id = self.run_ok(&args);
         self.started.push(name.to_string());
         id
     }

@@ -7,3 +7,5 @@
 //! VMs) and asks `sluiced` to attach it.
 //!
 //! Status: not built yet.
+
+pub mod libcni;

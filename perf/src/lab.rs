@@ -750,12 +750,14 @@ fn start_sluiced(state: &mut LabState, i: usize) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !state.nodes[i].api_socket.exists() {
         if Instant::now() > deadline {
+            let log = state_dir().join(format!("{}.log", state.nodes[i].ns));
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(8).collect();
             return Err(LabError::Other(format!(
-                "sluiced on {} did not come up; see {}",
+                "sluiced on {} did not come up; the end of {}:\n{}",
                 state.nodes[i].ns,
-                state_dir()
-                    .join(format!("{}.log", state.nodes[i].ns))
-                    .display()
+                log.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             )));
         }
         std::thread::sleep(Duration::from_millis(50));

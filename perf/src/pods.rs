@@ -67,7 +67,8 @@ pub fn cni(state: &LabState, i: usize) -> Result<Cni> {
 fn list(state: &LabState, i: usize) -> Result<ConfList> {
     let text = conflist(state, i);
     let dir = data_dir(&state.nodes[i]);
-    std::fs::create_dir_all(&dir).map_err(|e| LabError::Other(format!("{}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| LabError::Other(format!("{}: {e}", dir.display())))?;
     let _ = std::fs::write(dir.join("10-sluice.conflist"), &text);
     ConfList::parse(text.as_bytes()).map_err(|e| LabError::Other(format!("lab conflist: {e}")))
 }
@@ -76,7 +77,11 @@ fn list(state: &LabState, i: usize) -> Result<ConfList> {
 /// container ID, `eth0`.
 pub fn runtime_conf(state: &LabState, i: usize, j: usize) -> RuntimeConf {
     let ns = &state.nodes[i].pods[j].0;
-    RuntimeConf::new(ns.clone(), Some(PathBuf::from(format!("/run/netns/{ns}"))), "eth0")
+    RuntimeConf::new(
+        ns.clone(),
+        Some(PathBuf::from(format!("/run/netns/{ns}"))),
+        "eth0",
+    )
 }
 
 /// ADD for pod `j` of node `i`; returns its address.

@@ -23,7 +23,11 @@ use support::{eventually, ping, require_root, up, Guard};
 
 fn sh(args: &[&str]) -> String {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -67,7 +71,13 @@ fn holdings(st: &LabState, i: usize) -> (Vec<String>, Vec<String>, Vec<String>, 
     let n = &st.nodes[i];
     let mut ports: Vec<String> = sluice_api::Client::new(&n.api_socket)
         .ports()
-        .map(|l| l.ports.into_iter().filter(|p| p.name.starts_with("sl")).map(|p| p.name).collect())
+        .map(|l| {
+            l.ports
+                .into_iter()
+                .filter(|p| p.kind == sluice_api::PortKind::Pod)
+                .map(|p| p.name)
+                .collect()
+        })
         .unwrap_or_default();
     ports.sort();
     let mut veths: Vec<String> = sh(&["ip", "-n", &n.ns, "-o", "link", "show", "type", "veth"])
@@ -79,7 +89,12 @@ fn holdings(st: &LabState, i: usize) -> (Vec<String>, Vec<String>, Vec<String>, 
     veths.sort();
     let names = |d: PathBuf| -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(d)
-            .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !n.starts_with('.') && n != "last_reserved_ip").collect())
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.') && n != "last_reserved_ip")
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
@@ -94,7 +109,13 @@ fn code(e: &CniCallError) -> u32 {
 }
 
 fn ip_of(result: &Value) -> String {
-    result["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string()
+    result["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -104,7 +125,11 @@ fn a_chain_with_portmap_adds_checks_and_deletes_in_reverse_and_leaves_nothing() 
     let _g = Guard(name.into());
     let mut st = up(name, Mode::Vxlan, 1);
     let before = holdings(&st, 0);
-    assert_eq!(before.0.len(), 2, "the lab's two pods came through the plugin: {before:?}");
+    assert_eq!(
+        before.0.len(),
+        2,
+        "the lab's two pods came through the plugin: {before:?}"
+    );
     assert_eq!(before.0, before.1);
     let ns = pod_ns(&mut st, "c");
     let portmap = json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true});
@@ -125,7 +150,14 @@ fn a_chain_with_portmap_adds_checks_and_deletes_in_reverse_and_leaves_nothing() 
     assert_eq!(ifs[1]["mtu"], 1450);
     assert_eq!(result["ips"][0]["interface"], 1);
     assert_eq!(result["ips"][0]["gateway"], "10.77.1.1");
-    assert!(result["routes"].as_array().unwrap().iter().any(|r| r["dst"] == "0.0.0.0/0" && r["gw"] == "10.77.1.1"), "{result}");
+    assert!(
+        result["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["dst"] == "0.0.0.0/0" && r["gw"] == "10.77.1.1"),
+        "{result}"
+    );
     let ip = ip_of(&result);
     // The pod end: its address, MTU, default route, offloads off.
     let addr = sh(&["ip", "-n", &ns, "-o", "addr", "show", "eth0"]);
@@ -139,28 +171,71 @@ fn a_chain_with_portmap_adds_checks_and_deletes_in_reverse_and_leaves_nothing() 
     assert!(c.cached_result(&list, &r).unwrap().is_some());
     // portmap got the plugin's result as prevResult and mapped the port:
     // the node reaches the pod through its own address.
-    let nat = sh(&["ip", "netns", "exec", &st.nodes[0].ns, "iptables-save", "-t", "nat"]);
+    let nat = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &st.nodes[0].ns,
+        "iptables-save",
+        "-t",
+        "nat",
+    ]);
     assert!(nat.contains("18080"), "{nat}");
     let mut server = Command::new("ip")
-        .args(["netns", "exec", &ns, "timeout", "10", "sh", "-c", "echo from-the-pod | nc -l -p 8080"])
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "timeout",
+            "10",
+            "sh",
+            "-c",
+            "echo from-the-pod | nc -l -p 8080",
+        ])
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let got = sh(&["ip", "netns", "exec", &st.nodes[0].ns, "timeout", "5", "nc", "-w", "2", &st.nodes[0].ip, "18080"]);
+    let got = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &st.nodes[0].ns,
+        "timeout",
+        "5",
+        "nc",
+        "-w",
+        "2",
+        &st.nodes[0].ip,
+        "18080",
+    ]);
     let _ = server.wait();
     assert_eq!(got.trim(), "from-the-pod");
     c.check_network_list(&list, &r).expect("CHECK");
     c.status_network_list(&list).expect("STATUS");
-    let mut valid: Vec<(String, String)> = st.nodes[0].pods.iter().map(|p| (p.0.clone(), "eth0".to_string())).collect();
+    let mut valid: Vec<(String, String)> = st.nodes[0]
+        .pods
+        .iter()
+        .map(|p| (p.0.clone(), "eth0".to_string()))
+        .collect();
     valid.push(("chain1".into(), "eth0".into()));
-    c.gc_network_list(&list, &valid).expect("GC keeping everything");
+    c.gc_network_list(&list, &valid)
+        .expect("GC keeping everything");
     assert_eq!(holdings(&st, 0).0.len(), 3);
     c.del_network_list(&list, &r).expect("DEL");
-    let nat = sh(&["ip", "netns", "exec", &st.nodes[0].ns, "iptables-save", "-t", "nat"]);
+    let nat = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &st.nodes[0].ns,
+        "iptables-save",
+        "-t",
+        "nat",
+    ]);
     assert!(!nat.contains("18080"), "portmap's DEL ran: {nat}");
     assert_eq!(holdings(&st, 0), before, "DEL released everything");
     assert!(c.cached_result(&list, &r).unwrap().is_none());
-    c.del_network_list(&list, &r).expect("a second DEL succeeds");
+    c.del_network_list(&list, &r)
+        .expect("a second DEL succeeds");
 }
 
 #[test]
@@ -174,20 +249,30 @@ fn results_follow_the_version_the_runtime_asked_for() {
         let ns = pod_ns(&mut st, &k.to_string());
         let list = conflist(&st, 0, v, json!({}), &[]);
         let r = rt(&format!("v{k}"), &ns);
-        let res = c.add_network_list(&list, &r).unwrap_or_else(|e| panic!("{v}: {e}"));
+        let res = c
+            .add_network_list(&list, &r)
+            .unwrap_or_else(|e| panic!("{v}: {e}"));
         assert_eq!(res["cniVersion"], *v, "{res}");
         let legacy = v.starts_with("0.");
         assert_eq!(res["ips"][0].get("version").is_some(), legacy, "{v}: {res}");
-        assert_eq!(res["interfaces"][1].get("mtu").is_some(), *v == "1.1.0", "{v}: {res}");
+        assert_eq!(
+            res["interfaces"][1].get("mtu").is_some(),
+            *v == "1.1.0",
+            "{v}: {res}"
+        );
         if *v != "0.3.1" {
-            c.check_network_list(&list, &r).unwrap_or_else(|e| panic!("{v} CHECK: {e}"));
+            c.check_network_list(&list, &r)
+                .unwrap_or_else(|e| panic!("{v} CHECK: {e}"));
         }
         assert!(ping(&ns, &st.nodes[1].pods[1].1), "{v}");
-        c.del_network_list(&list, &r).unwrap_or_else(|e| panic!("{v} DEL: {e}"));
+        c.del_network_list(&list, &r)
+            .unwrap_or_else(|e| panic!("{v} DEL: {e}"));
     }
     // A version the plugin does not know is refused with code 1.
     let ns = pod_ns(&mut st, "u");
-    let e = c.add_network_list(&conflist(&st, 0, "9.9.9", json!({}), &[]), &rt("vu", &ns)).unwrap_err();
+    let e = c
+        .add_network_list(&conflist(&st, 0, "9.9.9", json!({}), &[]), &rt("vu", &ns))
+        .unwrap_err();
     assert_eq!(code(&e), 1, "{e}");
 }
 
@@ -200,18 +285,31 @@ fn host_local_is_delegated_with_the_subnet_file_range_and_released_on_del() {
     let dir = tempfile::tempdir().unwrap();
     let hl = dir.path().join("host-local");
     // host-local 1.1.1 stops at 1.0.0: the plugin asks it again at 1.0.0.
-    let list = conflist(&st, 0, "1.1.0", json!({"ipam": {"type": "host-local", "dataDir": hl}}), &[]);
+    let list = conflist(
+        &st,
+        0,
+        "1.1.0",
+        json!({"ipam": {"type": "host-local", "dataDir": hl,
+            "ranges": [[{"subnet": "10.77.1.0/24", "rangeStart": "10.77.1.100"}]]}}),
+        &[],
+    );
     let ns = pod_ns(&mut st, "h");
     let r = rt("hl1", &ns);
     let c = cni(&st, 0);
     let res = c.add_network_list(&list, &r).expect("ADD with host-local");
     let ip = ip_of(&res);
     assert!(ip.starts_with("10.77.1."), "{res}");
-    assert!(hl.join("sluice").join(&ip).exists(), "host-local's lease file");
+    assert!(
+        hl.join("sluice").join(&ip).exists(),
+        "host-local's lease file"
+    );
     assert!(ping(&ns, &st.nodes[1].pods[0].1));
     c.check_network_list(&list, &r).expect("CHECK");
     c.del_network_list(&list, &r).expect("DEL");
-    assert!(!hl.join("sluice").join(&ip).exists(), "host-local released it");
+    assert!(
+        !hl.join("sluice").join(&ip).exists(),
+        "host-local released it"
+    );
 }
 
 #[test]
@@ -227,7 +325,11 @@ fn gc_removes_every_attachment_not_listed_as_valid() {
     c.add_network_list(&list, &rt("gc-a", &na)).unwrap();
     c.add_network_list(&list, &rt("gc-b", &nb)).unwrap();
     assert_eq!(holdings(&st, 0).0.len(), 4);
-    let mut valid: Vec<(String, String)> = st.nodes[0].pods.iter().map(|p| (p.0.clone(), "eth0".to_string())).collect();
+    let mut valid: Vec<(String, String)> = st.nodes[0]
+        .pods
+        .iter()
+        .map(|p| (p.0.clone(), "eth0".to_string()))
+        .collect();
     valid.push(("gc-a".into(), "eth0".into()));
     c.gc_network_list(&list, &valid).expect("GC");
     let after = holdings(&st, 0);
@@ -235,8 +337,16 @@ fn gc_removes_every_attachment_not_listed_as_valid() {
     assert_eq!(after.0, after.1);
     assert_eq!(after.2.len(), 3);
     assert_eq!(after.3.len(), 3);
-    assert!(ping(&na, &st.nodes[1].pods[0].1), "the valid one still forwards");
-    assert!(Command::new("ip").args(["-n", &nb, "link", "show", "eth0"]).output().unwrap().stdout.is_empty());
+    assert!(
+        ping(&na, &st.nodes[1].pods[0].1),
+        "the valid one still forwards"
+    );
+    assert!(Command::new("ip")
+        .args(["-n", &nb, "link", "show", "eth0"])
+        .output()
+        .unwrap()
+        .stdout
+        .is_empty());
     valid.pop();
     c.gc_network_list(&list, &valid).expect("GC");
     assert_eq!(holdings(&st, 0), before);
@@ -252,28 +362,49 @@ fn del_succeeds_whatever_is_already_gone() {
     let list = conflist(&st, 0, "1.0.0", json!({}), &[]);
     let c = cni(&st, 0);
     let nss: Vec<String> = (0..4).map(|k| pod_ns(&mut st, &k.to_string())).collect();
-    let results: Vec<Value> = (0..4).map(|k| c.add_network_list(&list, &rt(&format!("d{k}"), &nss[k])).unwrap()).collect();
+    let results: Vec<Value> = (0..4)
+        .map(|k| {
+            c.add_network_list(&list, &rt(&format!("d{k}"), &nss[k]))
+                .unwrap()
+        })
+        .collect();
     // 0: the pod's namespace is gone (and the veth with it).
     sh(&["ip", "netns", "del", &nss[0]]);
-    c.del_network_list(&list, &rt("d0", &nss[0])).expect("DEL without a netns");
+    c.del_network_list(&list, &rt("d0", &nss[0]))
+        .expect("DEL without a netns");
     // 1: the interface is gone.
-    let host1 = results[1]["interfaces"][0]["name"].as_str().unwrap().to_string();
+    let host1 = results[1]["interfaces"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
     sh(&["ip", "-n", &st.nodes[0].ns, "link", "del", &host1]);
-    c.del_network_list(&list, &rt("d1", &nss[1])).expect("DEL without the veth");
+    c.del_network_list(&list, &rt("d1", &nss[1]))
+        .expect("DEL without the veth");
     // 2: the address was released already.
-    let lease = pods::data_dir(&st.nodes[0]).join("ipam/sluice").join(ip_of(&results[2]));
+    let lease = pods::data_dir(&st.nodes[0])
+        .join("ipam/sluice")
+        .join(ip_of(&results[2]));
     std::fs::remove_file(&lease).unwrap();
-    c.del_network_list(&list, &rt("d2", &nss[2])).expect("DEL of a released address");
+    c.del_network_list(&list, &rt("d2", &nss[2]))
+        .expect("DEL of a released address");
     // 3: sluiced is not running.
     let pid = st.nodes[0].sluiced_pid.unwrap();
     lab::end_daemon(pid, st.nodes[0].sluiced_start, true);
-    c.del_network_list(&list, &rt("d3", &nss[3])).expect("DEL with sluiced down");
+    c.del_network_list(&list, &rt("d3", &nss[3]))
+        .expect("DEL with sluiced down");
     lab::restart_sluiced(&mut st, 0, false).unwrap();
     let n = st.nodes[0].clone();
     eventually(10, "the lab's pods back from their records", || {
-        sluice_api::Client::new(&n.api_socket).ports().map(|l| l.ports.iter().filter(|p| p.name.starts_with("sl")).count() == 2).unwrap_or(false)
+        sluice_api::Client::new(&n.api_socket)
+            .ports()
+            .map(|l| l.ports.iter().filter(|p| p.name.starts_with("sl")).count() == 2)
+            .unwrap_or(false)
     });
-    assert_eq!(holdings(&st, 0), before, "nothing of d0..d3 is left, and d3 was not re-attached");
+    assert_eq!(
+        holdings(&st, 0),
+        before,
+        "nothing of d0..d3 is left, and d3 was not re-attached"
+    );
 }
 
 #[test]
@@ -291,13 +422,17 @@ fn a_failed_add_leaves_nothing_behind_and_names_the_problem() {
         (json!({"sluicedSocket": 7}), "sluicedSocket"),
         (json!({"ipam": {"type": "no-such-ipam"}}), "no-such-ipam"),
     ] {
-        let e = c.add_network_list(&conflist(&st, 0, "1.0.0", extra, &[]), &rt("f1", &ns)).unwrap_err();
+        let e = c
+            .add_network_list(&conflist(&st, 0, "1.0.0", extra, &[]), &rt("f1", &ns))
+            .unwrap_err();
         assert_eq!(code(&e), 7, "{e}");
         assert!(e.to_string().contains(field), "{e}");
         assert_eq!(holdings(&st, 0), before);
     }
     // CNI_IFNAME exists in the pod already: the address taken is given back.
-    sh(&["ip", "-n", &ns, "link", "add", "eth0", "type", "dummy"]);
+    sh(&[
+        "ip", "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
+    ]);
     let list = conflist(&st, 0, "1.0.0", json!({}), &[]);
     let e = c.add_network_list(&list, &rt("f2", &ns)).unwrap_err();
     assert_eq!(code(&e), 103, "{e}");
@@ -310,11 +445,16 @@ fn a_failed_add_leaves_nothing_behind_and_names_the_problem() {
     let taken = st.nodes[0].pods[0].1.clone();
     let hl = json!({"ipam": {"type": "host-local", "dataDir": dir.path(),
         "ranges": [[{"subnet": "10.77.1.0/24", "rangeStart": taken, "rangeEnd": taken}]]}});
-    let e = c.add_network_list(&conflist(&st, 0, "1.0.0", hl, &[]), &rt("f3", &ns)).unwrap_err();
+    let e = c
+        .add_network_list(&conflist(&st, 0, "1.0.0", hl, &[]), &rt("f3", &ns))
+        .unwrap_err();
     assert_eq!(code(&e), 101, "{e}");
     assert!(e.to_string().contains(&taken), "{e}");
     assert_eq!(holdings(&st, 0), before);
-    assert!(!dir.path().join("sluice").join(&taken).exists(), "host-local's lease released");
+    assert!(
+        !dir.path().join("sluice").join(&taken).exists(),
+        "host-local's lease released"
+    );
     // sluiced unreachable: try again later (11).
     let pid = st.nodes[0].sluiced_pid.unwrap();
     lab::end_daemon(pid, st.nodes[0].sluiced_start, false);
@@ -322,8 +462,16 @@ fn a_failed_add_leaves_nothing_behind_and_names_the_problem() {
     assert_eq!(code(&e), 11, "{e}");
     assert!(e.to_string().contains("not reachable"), "{e}");
     let (_, veths, records, leases) = holdings(&st, 0);
-    assert_eq!((veths, records, leases), (before.1.clone(), before.2.clone(), before.3.clone()));
-    assert!(Command::new("ip").args(["-n", &ns, "link", "show", "eth0"]).output().unwrap().stdout.is_empty());
+    assert_eq!(
+        (veths, records, leases),
+        (before.1.clone(), before.2.clone(), before.3.clone())
+    );
+    assert!(Command::new("ip")
+        .args(["-n", &ns, "link", "show", "eth0"])
+        .output()
+        .unwrap()
+        .stdout
+        .is_empty());
 }
 
 #[test]
@@ -353,7 +501,8 @@ fn status_fails_with_the_spec_codes_while_sluiced_or_the_subnet_file_is_missing(
     let e = c.status_network_list(&list).unwrap_err();
     assert_eq!(code(&e), 51, "{e}");
     lab::restart_sluiced(&mut st, 0, false).unwrap();
-    c.status_network_list(&list).expect("ready after sluiced restarts");
+    c.status_network_list(&list)
+        .expect("ready after sluiced restarts");
 }
 
 #[test]
@@ -371,18 +520,36 @@ fn a_hundred_concurrent_adds_then_dels_share_no_address_and_leak_nothing() {
         .enumerate()
         .map(|(k, ns)| {
             let (c, list, r) = (cni(&st, 0), list.clone(), rt(&format!("p{k}"), ns));
-            std::thread::spawn(move || c.add_network_list(&list, &r).map(|v| ip_of(&v)).map_err(|e| e.to_string()))
+            std::thread::spawn(move || {
+                c.add_network_list(&list, &r)
+                    .map(|v| ip_of(&v))
+                    .map_err(|e| e.to_string())
+            })
         })
         .collect();
-    let ips: Vec<String> = adds.into_iter().map(|h| h.join().unwrap().expect("ADD")).collect();
+    let ips: Vec<String> = adds
+        .into_iter()
+        .map(|h| h.join().unwrap().expect("ADD"))
+        .collect();
     println!("100 concurrent ADDs: {:?}", started.elapsed());
     let unique: HashSet<&String> = ips.iter().collect();
     assert_eq!(unique.len(), 100, "duplicate addresses: {ips:?}");
     for ip in &ips {
-        assert!(!st.nodes[0].pods.iter().any(|p| &p.1 == ip), "{ip} is a lab pod's");
+        assert!(
+            !st.nodes[0].pods.iter().any(|p| &p.1 == ip),
+            "{ip} is a lab pod's"
+        );
     }
     let during = holdings(&st, 0);
-    assert_eq!((during.0.len(), during.1.len(), during.2.len(), during.3.len()), (102, 102, 102, 102));
+    assert_eq!(
+        (
+            during.0.len(),
+            during.1.len(),
+            during.2.len(),
+            during.3.len()
+        ),
+        (102, 102, 102, 102)
+    );
     assert!(ping(&nss[99], &st.nodes[1].pods[0].1));
     let dels: Vec<_> = nss
         .iter()
@@ -395,18 +562,40 @@ fn a_hundred_concurrent_adds_then_dels_share_no_address_and_leak_nothing() {
     for h in dels {
         h.join().unwrap().expect("DEL");
     }
-    assert_eq!(holdings(&st, 0), before, "no veth, port, lease or record left");
+    assert_eq!(
+        holdings(&st, 0),
+        before,
+        "no veth, port, lease or record left"
+    );
 }
 
 /// Milliseconds since the epoch.
 fn now_ms() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() * 1e3
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1e3
 }
 
 /// Pings every 5 ms from `from` to `to` for `secs`, printing timestamps.
 fn ping_log(from: &str, to: &str, secs: u32) -> std::process::Child {
     Command::new("ip")
-        .args(["netns", "exec", from, "ping", "-D", "-n", "-i", "0.005", "-W", "1", "-w", &secs.to_string(), to])
+        .args([
+            "netns",
+            "exec",
+            from,
+            "ping",
+            "-D",
+            "-n",
+            "-i",
+            "0.005",
+            "-W",
+            "1",
+            "-w",
+            &secs.to_string(),
+            to,
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap()
@@ -447,5 +636,9 @@ fn a_killed_sluiced_forwards_for_its_pods_again_from_their_records() {
         back_local - killed,
         back_across - started
     );
-    assert_eq!(holdings(&st, 0).0.len(), 2, "both pods re-attached from their records");
+    assert_eq!(
+        holdings(&st, 0).0.len(),
+        2,
+        "both pods re-attached from their records"
+    );
 }

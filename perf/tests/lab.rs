@@ -10,9 +10,9 @@
 mod support;
 
 use sluice_perf::lab::{self, LabSpec, Mode};
-use support::{eventually, ping, require_root, up, Guard};
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use support::{eventually, ping, require_root, up, Guard};
 
 fn tcp(from: &str, to_ns: &str, to_ip: &str, port: u16, bytes: usize) -> u64 {
     let dir = tempfile::tempdir().unwrap();

@@ -933,8 +933,9 @@ fn gc_goes_on_past_errors_and_returns_them_all() {
 fn gc_is_skipped_with_disable_gc_and_sends_no_gc_before_1_1_0() {
     let h = Harness::new();
     three(&h);
-    let off =
-        list(r#"{"cniVersion":"1.1.0","name":"net-off","disableGC":true,"plugins":[{"type":"a"}]}"#);
+    let off = list(
+        r#"{"cniVersion":"1.1.0","name":"net-off","disableGC":true,"plugins":[{"type":"a"}]}"#,
+    );
     h.cni().add_network_list(&off, &attachment("c1")).unwrap();
     h.clear_calls();
     h.cni().gc_network_list(&off, &[]).unwrap();

@@ -18,6 +18,7 @@
 pub mod conf;
 pub mod error;
 pub mod ipam;
+pub mod libcni;
 pub mod link;
 pub mod plugin;
 pub mod records;

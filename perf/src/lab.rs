@@ -425,10 +425,17 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
         }
         let uplink_mac = mac_of(&node, "eth0")?;
         let subnet = format!("10.77.{k}.0/24");
+        let kernel = spec.kernel_nodes.contains(&k);
         let mut pods = Vec::new();
         for j in 0..2u8 {
             let pod = format!("{node}-p{j}");
             add_ns(state, &pod)?;
+            if !kernel {
+                // Attached by the sluice CNI plugin once the node's agent
+                // has written its subnet file (see `crate::pods`).
+                pods.push((pod, String::new()));
+                continue;
+            }
             let host_end = format!("pod{j}");
             let pip = format!("10.77.{k}.{}", j + 2);
             let pmac = format!("02:77:00:00:{k:02x}:{:02x}", j + 2);
@@ -477,7 +484,6 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
             pods.push((pod, pip));
         }
         let api_socket = state_dir().join(format!("{node}.sock"));
-        let kernel = spec.kernel_nodes.contains(&k);
         let vtep_mac = uplink_mac.clone();
         state.nodes.push(NodeState {
             index: k,
@@ -530,6 +536,13 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
         }
         progress("waiting for the agents to lease and program every node's routes");
         crate::cluster::wait_for_routes(state, Duration::from_secs(30))?;
+        progress("attaching the pods through the sluice CNI plugin");
+        for i in 0..state.nodes.len() {
+            if !state.nodes[i].kernel {
+                crate::pods::attach_all(state, i)?;
+                save(state)?;
+            }
+        }
     }
     for i in 0..state.nodes.len() {
         if state.nodes[i].kernel {
@@ -687,9 +700,6 @@ fn node_config(state: &LabState, n: &NodeState) -> String {
         "[[port]]\nname = \"sluice0\"\nkind = \"host\"\nmac = \"02:77:00:ee:{:02x}:01\"\n\n",
         n.index
     );
-    for (j, (_, pip)) in n.pods.iter().enumerate() {
-        s += &format!("[[port]]\nname = \"pod{j}\"\nkind = \"pod\"\nmac = \"02:77:00:00:{:02x}:{:02x}\"\nip = \"{pip}\"\nmtu = {}\n\n", n.index, j + 2, state.mode.pod_mtu());
-    }
     s
 }
 
@@ -740,12 +750,14 @@ fn start_sluiced(state: &mut LabState, i: usize) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !state.nodes[i].api_socket.exists() {
         if Instant::now() > deadline {
+            let log = state_dir().join(format!("{}.log", state.nodes[i].ns));
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(8).collect();
             return Err(LabError::Other(format!(
-                "sluiced on {} did not come up; see {}",
+                "sluiced on {} did not come up; the end of {}:\n{}",
                 state.nodes[i].ns,
-                state_dir()
-                    .join(format!("{}.log", state.nodes[i].ns))
-                    .display()
+                log.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             )));
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -877,6 +889,7 @@ pub fn down(name: &str) -> Result<()> {
         for ext in [".toml", ".log", "-agent.log", "-subnet.env"] {
             let _ = std::fs::remove_file(state_dir().join(format!("{}{ext}", n.ns)));
         }
+        let _ = std::fs::remove_dir_all(crate::pods::data_dir(n));
     }
     let _ = std::fs::remove_file(state_path(name));
     Ok(())

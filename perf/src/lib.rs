@@ -13,3 +13,4 @@ pub mod agent_bench;
 pub mod bench;
 pub mod cluster;
 pub mod lab;
+pub mod pods;

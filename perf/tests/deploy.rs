@@ -12,23 +12,13 @@
 //! cargo test -p sluice-perf --features privileged-tests --test deploy -- --test-threads=1
 //! ```
 
+mod support;
+
 use sluice_perf::cluster::binary;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn require_root() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let uid = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("");
-    assert_eq!(
-        uid, "0",
-        "the privileged tier needs root (network namespaces, XDP): run `sudo scripts/test.sh`"
-    );
-}
+use support::{eventually, require_root};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -83,14 +73,6 @@ fn subnet_of(file: &Path) -> Option<String> {
         .ok()?
         .lines()
         .find_map(|l| l.strip_prefix("FLANNEL_SUBNET=").map(str::to_string))
-}
-
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]
@@ -220,7 +202,7 @@ fn the_daemonsets_start_up_leases_renders_and_restarts_on_a_new_subnet() {
         o[3] = "0";
         format!("{}/{len}", o.join("."))
     };
-    wait_for("sluiced with the leased subnet", 20, || {
+    eventually(20, "sluiced with the leased subnet", || {
         serde_json::from_str::<serde_json::Value>(&ctl("node"))
             .is_ok_and(|v| v["node"]["pod_subnet"] == leased_net.as_str())
     });
@@ -239,7 +221,7 @@ fn the_daemonsets_start_up_leases_renders_and_restarts_on_a_new_subnet() {
         routes.contains("0.0.0.0/0"),
         "the default route via host: {routes}"
     );
-    wait_for("the agent's /readyz", 20, || {
+    eventually(20, "the agent's /readyz", || {
         Command::new("ip")
             .args(["netns", "exec", &ns, "curl", "-sf", "-o", "/dev/null"])
             .arg("http://127.0.0.1:9473/readyz")

@@ -7,37 +7,12 @@
 //! cargo test -p sluice-perf --features privileged-tests --test lab -- --test-threads=1
 //! ```
 
+mod support;
+
 use sluice_perf::lab::{self, LabSpec, Mode};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-fn require_root() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let uid = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("");
-    assert_eq!(uid, "0", "the privileged tier needs root (network namespaces, XDP, AF_XDP): run `sudo scripts/test.sh`");
-}
-
-struct Guard(String);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = lab::down(&self.0);
-    }
-}
-
-fn ping(from: &str, to: &str) -> bool {
-    Command::new("ip")
-        .args([
-            "netns", "exec", from, "ping", "-c", "3", "-i", "0.2", "-W", "2", to,
-        ])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap()
-        .success()
-}
+use support::{eventually, ping, require_root, up, Guard};
 
 fn tcp(from: &str, to_ns: &str, to_ip: &str, port: u16, bytes: usize) -> u64 {
     let dir = tempfile::tempdir().unwrap();
@@ -140,26 +115,6 @@ fn capture(st: &lab::LabState, filter: &str, decode: &[&str], fields: &[&str]) -
         .lines()
         .map(|l| l.split('\t').map(str::to_string).collect())
         .collect()
-}
-
-/// Two sluiced nodes in `mode`, `workers` workers each.
-fn up(name: &str, mode: Mode, workers: u8) -> lab::LabState {
-    lab::up(
-        &LabSpec {
-            name: name.into(),
-            nodes: 2,
-            mode,
-            sluiced: true,
-            kernel_nodes: vec![],
-            rx_mode: None,
-            workers,
-            store: Default::default(),
-            direct_routing: false,
-            network: None,
-        },
-        &mut |_| {},
-    )
-    .expect("lab up")
 }
 
 fn across_nodes(mode: Mode, name: &str) {
@@ -495,18 +450,6 @@ fn generation(n: &lab::NodeState) -> u32 {
         .node()
         .unwrap()
         .generation
-}
-
-/// Waits up to `secs` for `f` to hold.
-fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn agent_log(st: &lab::LabState, i: usize) -> String {

@@ -11,22 +11,10 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use support::podman::Podman;
+use support::require_root;
 
 /// Debian's CNI plugins (containernetworking-plugins).
 const DEBIAN_CNI: &str = "/usr/lib/cni";
-
-fn require_root() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let uid = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("");
-    assert_eq!(
-        uid, "0",
-        "the privileged tier needs root (network namespaces, podman): run `sudo scripts/test.sh`"
-    );
-}
 
 /// A network namespace this test made; deleted when dropped.
 struct Netns(String);

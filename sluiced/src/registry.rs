@@ -275,11 +275,12 @@ impl PortRegistry {
         timeout: std::time::Duration,
     ) -> Result<Vec<(String, String)>, String> {
         let deadline = Instant::now() + timeout;
-        while self
-            .acks
-            .iter()
-            .any(|a| a.load(Ordering::Acquire) != generation)
-        {
+        // A worker at a later generation has taken this one up too (tables
+        // are cumulative): another change may be published meanwhile.
+        let behind = |a: &std::sync::atomic::AtomicU32| {
+            (a.load(Ordering::Acquire).wrapping_sub(generation) as i32) < 0
+        };
+        while self.acks.iter().any(behind) {
             if Instant::now() > deadline {
                 return Err(format!(
                     "workers did not take up tables generation {generation} in {timeout:?}"
@@ -322,6 +323,25 @@ mod tests {
 
     /// The pods a worker holds follow from the UMEM: 16384 frames less the
     /// uplink's 1024 and 2048 in flight, 128 per pod.
+    /// Finding: a port change waited for the workers to be at exactly its
+    /// generation, so a change published meanwhile (a learned neighbour, a
+    /// route) made ports.add time out although every worker had taken it up.
+    #[test]
+    fn workers_past_the_generation_have_taken_it_up() {
+        let r = PortRegistry::new(2, UmemConfig::default());
+        r.acks[0].store(7, Ordering::Release);
+        r.acks[1].store(9, Ordering::Release);
+        assert!(r.wait_for(7, std::time::Duration::from_millis(1)).is_ok());
+        assert!(r.wait_for(8, std::time::Duration::from_millis(1)).is_err());
+        r.acks[0].store(0, Ordering::Release);
+        r.acks[1].store(1, Ordering::Release);
+        assert!(
+            r.wait_for(u32::MAX, std::time::Duration::from_millis(1))
+                .is_ok(),
+            "across the wrap"
+        );
+    }
+
     #[test]
     fn a_worker_has_frames_for_a_known_number_of_pods_and_says_so() {
         let umem = UmemConfig::default();

@@ -25,9 +25,11 @@ step "tier 1-3: unit, property, golden and malformed-input tests; the agent agai
 cargo test --workspace --quiet
 
 step "tier 4: privileged (root): sluiced on AF_XDP, sluice-lab with its agents, and podman on CNI, in network namespaces"
-cargo build -p sluiced -p sluicectl -p sluice-control --bins --quiet
+cargo build -p sluiced -p sluicectl -p sluice-control -p sluice-cni --bins --quiet
 cargo test -p sluiced --features privileged-tests --test privileged -- --test-threads=1
+cargo test -p sluice-cni --features privileged-tests --test libcni_debian -- --test-threads=1
 cargo test -p sluice-perf --features privileged-tests --test lab -- --test-threads=1
+cargo test -p sluice-perf --features privileged-tests --test cni -- --test-threads=1
 cargo test -p sluice-perf --features privileged-tests --test podman -- --test-threads=1
 cargo test -p sluice-perf --features privileged-tests --test deploy -- --test-threads=1
 

@@ -69,11 +69,72 @@ impl Call {
             ifname: self.ifname.clone(),
         }
     }
-    fn client(&self) -> Client {
-        Client::new(&self.conf.sluiced_socket).with_timeout(SLUICED_TIMEOUT)
+    fn client(&self) -> Sluiced {
+        Sluiced(Client::new(&self.conf.sluiced_socket).with_timeout(SLUICED_TIMEOUT))
     }
     fn version(&self) -> SpecVersion {
         self.netconf.version().unwrap_or(SpecVersion::CURRENT)
+    }
+}
+
+/// Whether sluiced turned the connection away before reading the request:
+/// its answer says so, or it closed while the request was being written.
+fn turned_away(e: &ClientError) -> bool {
+    match e {
+        ClientError::Api(a) => a.message.starts_with("too many connections"),
+        ClientError::Io { source, .. } => matches!(
+            source.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        ),
+        ClientError::Protocol { .. } => false,
+    }
+}
+
+/// sluiced's API, retried while sluiced turns connections away because it
+/// serves its maximum at once (a runtime attaching many pods together
+/// meets that limit): with growing, jittered waits up to
+/// [`SLUICED_TIMEOUT`].
+#[derive(Debug)]
+struct Sluiced(Client);
+
+impl Sluiced {
+    fn retry<T>(
+        &self,
+        f: impl Fn(&Client) -> std::result::Result<T, ClientError>,
+    ) -> std::result::Result<T, ClientError> {
+        let deadline = std::time::Instant::now() + SLUICED_TIMEOUT;
+        let mut wait_us = 1_000u64;
+        let mut seed = u64::from(std::process::id()) | 1;
+        loop {
+            match f(&self.0) {
+                Err(e) if turned_away(&e) && std::time::Instant::now() < deadline => {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    std::thread::sleep(Duration::from_micros(wait_us + seed % wait_us));
+                    wait_us = (wait_us * 2).min(50_000);
+                }
+                other => return other,
+            }
+        }
+    }
+    fn node(&self) -> std::result::Result<sluice_api::NodeInfo, ClientError> {
+        self.retry(|c| c.node())
+    }
+    fn ports(&self) -> std::result::Result<sluice_api::PortList, ClientError> {
+        self.retry(|c| c.ports())
+    }
+    fn add_ports(
+        &self,
+        ports: Vec<PortConfig>,
+    ) -> std::result::Result<sluice_api::PortsAdded, ClientError> {
+        self.retry(|c| c.add_ports(ports.clone()))
+    }
+    fn remove_ports(
+        &self,
+        names: Vec<String>,
+    ) -> std::result::Result<sluice_api::Removed, ClientError> {
+        self.retry(|c| c.remove_ports(names.clone()))
     }
 }
 

@@ -700,6 +700,9 @@ fn node_config(state: &LabState, n: &NodeState) -> String {
         "[[port]]\nname = \"sluice0\"\nkind = \"host\"\nmac = \"02:77:00:ee:{:02x}:01\"\n\n",
         n.index
     );
+    // What has no route of its own (the node's address, the outside)
+    // goes to the node's kernel, as on a real node (deploy/kubernetes).
+    s += "[[route]]\nprefix = \"0.0.0.0/0\"\nvia = \"host\"\n\n";
     s
 }
 

@@ -12,5 +12,6 @@
 pub mod agent_bench;
 pub mod bench;
 pub mod cluster;
+pub mod cni_bench;
 pub mod lab;
 pub mod pods;

@@ -86,6 +86,36 @@ enum Cmd {
         #[arg(long, default_value = "etcd")]
         store: sluice_perf::cluster::StoreKind,
     },
+    /// CNI ADD/DEL latency of the sluice plugin against flannel's chain
+    /// (Debian's bridge with host-local) on one lab node, in the same run.
+    CniBench {
+        /// Lab name.
+        #[arg(long, default_value = "cnib")]
+        name: String,
+        /// Pods per chain.
+        #[arg(long, default_value_t = 200)]
+        pods: usize,
+        /// Pods attached at once (at most 100: one worker's frames).
+        #[arg(long, default_value_t = 50)]
+        wave: usize,
+    },
+    /// The measuring half of cni-bench, run inside the node's namespace.
+    #[command(hide = true)]
+    CniBenchRun {
+        #[arg(long)]
+        prefix: String,
+        #[arg(long)]
+        pods: usize,
+        #[arg(long)]
+        wave: usize,
+        #[arg(long)]
+        plugin_dir: std::path::PathBuf,
+        #[arg(long)]
+        cache_dir: std::path::PathBuf,
+        /// label=conflist path, repeated.
+        #[arg(long)]
+        chain: Vec<String>,
+    },
     /// Remove everything a lab created (also after a failed or interrupted run).
     Down {
         /// Lab name.
@@ -166,6 +196,25 @@ fn main() -> ExitCode {
             );
             Ok(())
         }),
+        Cmd::CniBench { name, pods, wave } => {
+            sluice_perf::cni_bench::run(&name, pods, wave, &mut |s| eprintln!("sluice-lab: {s}"))
+                .map(|r| print!("{}", sluice_perf::cni_bench::table(&r)))
+        }
+        Cmd::CniBenchRun {
+            prefix,
+            pods,
+            wave,
+            plugin_dir,
+            cache_dir,
+            chain,
+        } => {
+            let chains: Vec<(String, std::path::PathBuf)> = chain
+                .iter()
+                .filter_map(|c| c.split_once('=').map(|(l, p)| (l.to_string(), p.into())))
+                .collect();
+            sluice_perf::cni_bench::measure(&prefix, pods, wave, plugin_dir, cache_dir, &chains)
+                .map(|r| print!("{}", serde_json::to_string(&r).unwrap_or_default()))
+        }
         Cmd::AgentBench {
             name,
             leases,

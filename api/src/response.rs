@@ -245,8 +245,9 @@ pub struct NodeInfo {
     /// The tables generation in force (moves with every change).
     #[serde(default)]
     pub generation: u32,
-    /// Worker threads (each pod veth needs one queue per worker); 0 from
-    /// an older daemon.
+    /// The switch's worker threads: worker `w` serves queue `w` of every
+    /// port, so a pod's veth needs this many queues. 0 from an older
+    /// daemon (which then has one worker unless configured otherwise).
     #[serde(default)]
     pub workers: u32,
 }

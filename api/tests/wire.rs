@@ -119,7 +119,7 @@ fn cases() -> Vec<Case> {
         Case {
             request: Request::NodeGet,
             line: r#"{"version":1,"op":"node.get","args":null}"#,
-            response: r#"{"version":1,"ok":true,"result":{"epoch":"1f3a-187c0e5d2a4b1c00.0","generation":12,"node":{"gateway_ip":null,"pod_network":"10.5.0.0/16","pod_subnet":"10.5.1.0/24","router_mac":"02:00:00:00:00:01"},"tunnel":{"vni":1,"vtep_mac":"02:00:00:00:bb:01","vxlan_port":8472}}}"#,
+            response: r#"{"version":1,"ok":true,"result":{"epoch":"1f3a-187c0e5d2a4b1c00.0","generation":12,"node":{"gateway_ip":null,"pod_network":"10.5.0.0/16","pod_subnet":"10.5.1.0/24","router_mac":"02:00:00:00:00:01"},"tunnel":{"vni":1,"vtep_mac":"02:00:00:00:bb:01","vxlan_port":8472},"workers":2}}"#,
         },
         Case {
             request: Request::NodeSet(NodeSetArgs {

@@ -26,6 +26,9 @@ fn default_metrics_address() -> std::net::SocketAddr {
 fn default_burst() -> u16 {
     32
 }
+fn default_pod_records() -> std::path::PathBuf {
+    sluice_api::attachment::DEFAULT_DIR.into()
+}
 
 /// Settings of the `sluiced` process (the replay tool ignores them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +57,20 @@ pub struct DaemonSettings {
     /// How log lines are written.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// The directory of the CNI plugin's attachment records
+    /// (`sluice_api::attachment`), whose pods `sluiced` attaches again at
+    /// start; empty: none are read. Absolute (validated). Use
+    /// [`DaemonSettings::pod_records_dir`].
+    #[serde(default = "default_pod_records")]
+    pub pod_records: std::path::PathBuf,
+}
+
+impl DaemonSettings {
+    /// Where attachment records are read from at start; `None` when
+    /// `pod_records` is empty (disabled).
+    pub fn pod_records_dir(&self) -> Option<&std::path::Path> {
+        (!self.pod_records.as_os_str().is_empty()).then_some(self.pod_records.as_path())
+    }
 }
 
 /// How `sluiced` writes its log lines.
@@ -82,6 +99,7 @@ impl Default for DaemonSettings {
             burst: default_burst(),
             log_level: default_log_level(),
             log_format: LogFormat::default(),
+            pod_records: default_pod_records(),
         }
     }
 }
@@ -150,6 +168,17 @@ impl NodeConfig {
                 "daemon.burst",
                 format!("{} is outside 32..=256", d.burst),
             ));
+        }
+        if let Some(dir) = d.pod_records_dir() {
+            if !dir.is_absolute() {
+                return Err(err(
+                    "daemon.pod_records",
+                    format!(
+                        "`{}` is relative; give an absolute directory, or \"\" to read no records",
+                        dir.display()
+                    ),
+                ));
+            }
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut seen_cores = HashSet::new();
@@ -584,6 +613,28 @@ mac = "02:00:00:00:aa:02"
         assert_eq!(c.tunnel.vni, 1);
         assert_eq!(c.ports.len(), 2);
         assert_eq!(c.routes[0].via, Via::Vxlan);
+    }
+
+    #[test]
+    fn pod_records_default_to_the_plugins_directory_and_can_be_turned_off() {
+        let c = NodeConfig::from_toml_str(EXAMPLE).unwrap();
+        assert_eq!(
+            c.daemon.pod_records_dir(),
+            Some(std::path::Path::new(sluice_api::attachment::DEFAULT_DIR))
+        );
+        let off = format!("[daemon]\npod_records = \"\"\n{EXAMPLE}");
+        let c = NodeConfig::from_toml_str(&off).unwrap();
+        assert_eq!(c.daemon.pod_records_dir(), None);
+        let elsewhere = format!("[daemon]\npod_records = \"/srv/records\"\n{EXAMPLE}");
+        let c = NodeConfig::from_toml_str(&elsewhere).unwrap();
+        assert_eq!(
+            c.daemon.pod_records_dir(),
+            Some(std::path::Path::new("/srv/records"))
+        );
+        let relative = format!("[daemon]\npod_records = \"records\"\n{EXAMPLE}");
+        let e = NodeConfig::from_toml_str(&relative).unwrap_err();
+        assert_eq!(e.key, "daemon.pod_records");
+        assert!(e.problem.contains("`records` is relative"), "{e}");
     }
 
     fn check_err(from: &str, to: &str, key: &str, problem_part: &str) {

@@ -27,7 +27,7 @@
 //! | `neighbours.list` | | |
 //! | `neighbours.set` | `neighbours: [{ip, mac}]` | adds or updates by IP |
 //! | `neighbours.remove` | `ips: [ip]` | |
-//! | `node.get` | | node and tunnel settings |
+//! | `node.get` | | node and tunnel settings, epoch, generation, worker count |
 //! | `node.set` | `node`, `tunnel` (either or both) | replaces them; everything is re-validated against them |
 //! | `stats` | | counters summed over workers |
 //! | `flows` | | each worker's cached flows (current generation, up to 4096 per worker) |
@@ -604,6 +604,7 @@ impl Control {
                 "tunnel": self.cfg.tunnel(),
                 "epoch": self.epoch(),
                 "generation": self.tables.load().generation,
+                "workers": self.counters.len(),
             })),
             "stats" => Ok(serde_json::to_value(self.stats_with_kernel()).expect("stats serialize")),
             "routes.add" => {
@@ -972,7 +973,7 @@ fn dispatch(control: &Mutex<Control>, req: &Request) -> Result<Value, ApiError> 
     let change = match req.op.as_str() {
         "ports.add" if req.version == VERSION => {
             let a: PortsArgs = args(&req.args)?;
-            lock().ports_add_begin(a.ports)?
+            return add_ports(control, a.ports);
         }
         "ports.remove" if req.version == VERSION => {
             let a: NamesArgs = args(&req.args)?;
@@ -992,14 +993,25 @@ fn dispatch(control: &Mutex<Control>, req: &Request) -> Result<Value, ApiError> 
     if let Some(result) = change.result {
         return Ok(result);
     }
-    let outcome = change.wait();
-    let mut c = lock();
-    if req.op == "ports.add" {
-        c.ports_add_finish(change, outcome)
-    } else {
-        drop(c);
-        Ok(finish_removal(change))
+    let _ = change.wait();
+    Ok(finish_removal(change))
+}
+
+/// `ports.add` in-process, exactly as the API runs it: validated and
+/// published under the control lock, the wait for the workers' sockets
+/// without it, then kept or taken back whole. Used by the server and by
+/// the start-up's re-attachment of recorded pods.
+pub fn add_ports(
+    control: &Mutex<Control>,
+    ports: Vec<crate::config::PortConfig>,
+) -> Result<Value, ApiError> {
+    let lock = || control.lock().unwrap_or_else(|p| p.into_inner());
+    let change = lock().ports_add_begin(ports)?;
+    if let Some(result) = change.result {
+        return Ok(result);
     }
+    let outcome = change.wait();
+    lock().ports_add_finish(change, outcome)
 }
 
 /// Second half of `ports.remove`: the sockets are closed (or the workers
@@ -1230,6 +1242,15 @@ mod tests {
         std::fs::write(&path, "[node]\n").unwrap();
         let r = ask(&c, r#"{"version":1,"op":"reload"}"#);
         assert!(r.error.unwrap().message.contains("node.toml"));
+    }
+
+    #[test]
+    fn node_get_tells_the_worker_count() {
+        let c = control();
+        let r = ask(&c, r#"{"version":1,"op":"node.get"}"#);
+        let info: sluice_api::NodeInfo = r.into_result().expect("node.get");
+        assert_eq!(info.workers, 1, "one worker's counters");
+        assert!(!info.epoch.is_empty());
     }
 
     #[test]

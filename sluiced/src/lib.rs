@@ -9,6 +9,8 @@
 //! - [`api`]: the control API's operations, and [`server`]: its Unix socket,
 //!   bounded so no client starves another;
 //! - [`metrics`]: the Prometheus endpoint;
+//! - [`pod_records`]: pods attached again at start from the CNI plugin's
+//!   attachment records, through the API's `ports.add`;
 //! - [`logging`]: `tracing` events, filter and format from the environment
 //!   or the configuration;
 //! - [`host`] and [`neigh`]: the node around the switch (interface locks,
@@ -27,6 +29,7 @@ pub mod host;
 pub mod logging;
 pub mod metrics;
 pub mod neigh;
+pub mod pod_records;
 pub mod registry;
 pub mod server;
 pub mod startup;

@@ -14,7 +14,8 @@
 //! (for example `sluice_vxlan_encap_total`). Flow cache:
 //! `sluice_flow_cache_hit_ratio`. Per worker: `sluice_worker_cycles_per_packet`
 //! and the histogram `sluice_worker_burst_size`. Tables: `sluice_routes`,
-//! `sluice_ports`.
+//! `sluice_ports`. Start-up: `sluice_pod_records_total{outcome}` (every
+//! outcome listed, zero or not).
 //!
 //! Serving invariants (one slow or stuck client never holds up another
 //! scrape, the daemon, or its shutdown):
@@ -61,6 +62,8 @@ pub struct MetricsSource {
     pub workers: Vec<Arc<WorkerCounters>>,
     /// The kernel's per-socket counters, as workers last read them.
     pub ports: Arc<PortRegistry>,
+    /// Attachment records read at start, by outcome.
+    pub pod_records: Arc<crate::pod_records::PodRecordCounts>,
 }
 
 /// A counter family's name (without `_total`, which the encoder adds) and
@@ -295,6 +298,20 @@ impl Collector for MetricsSource {
         .encode_gauge(&(tables.lpm.len() as u64))?;
         enc.encode_descriptor("sluice_ports", "Ports configured.", None, MetricType::Gauge)?
             .encode_gauge(&(tables.ports.len() as u64))?;
+        {
+            let mut family = enc.encode_descriptor(
+                "sluice_pod_records",
+                "CNI attachment records read at start, by outcome (see docs/metrics.md).",
+                None,
+                MetricType::Counter,
+            )?;
+            for o in crate::pod_records::Outcome::ALL {
+                counter(
+                    &mut family.encode_family(&[("outcome", o.name())])?,
+                    self.pod_records.get(o),
+                )?;
+            }
+        }
         Ok(())
     }
 }
@@ -504,6 +521,7 @@ mod tests {
                 tables: Arc::new(TablesHandle::new(t)),
                 workers: vec![w.clone()],
                 ports,
+                pod_records: Default::default(),
             },
             w,
         )
@@ -527,8 +545,12 @@ mod tests {
                 }),
             },
         )];
+        src.pod_records
+            .add(crate::pod_records::Outcome::MissingInterface, 2);
         let text = render(&registry(src));
         for expected in [
+            "sluice_pod_records_total{outcome=\"missing_interface\"} 2",
+            "sluice_pod_records_total{outcome=\"attached\"} 0",
             "sluice_port_rx_packets_total{port=\"pod-a\",queue=\"0\"} 5",
             "# TYPE sluice_port_rx_packets_total counter",
             "sluice_drops_total{reason=\"spoofed_source_ip\"} 2",

@@ -5,6 +5,14 @@
 //! done (programs detached, sockets closed) and is reported with the port
 //! at fault. Shutdown (the `stop` flag, set by SIGTERM or SIGINT) stops the
 //! workers, closes the sockets and detaches the programs.
+//!
+//! Then, with the workers and the control side up and before the API
+//! serves its first request, the pods of the CNI plugin's attachment
+//! records (`daemon.pod_records`) are attached again through the API's own
+//! `ports.add` ([`crate::pod_records`]). That step never fails the start:
+//! a record that cannot be used is skipped, logged and counted. Clients
+//! that connect meanwhile wait in the socket's backlog and are served
+//! after it, so a CNI ADD or DEL is never interleaved with it.
 
 use crate::api;
 use crate::config::{NodeConfig, PortKind, RxMode};
@@ -130,6 +138,8 @@ pub struct Daemon {
     pub hugepages: bool,
     /// NUMA placement of the workers against the uplink, when known.
     pub numa: Option<String>,
+    /// What became of the pods' attachment records at start.
+    pub pod_records: crate::pod_records::Summary,
     control: Arc<std::sync::Mutex<api::Control>>,
     registry: Arc<PortRegistry>,
     _locks: Vec<PortLock>,
@@ -343,6 +353,8 @@ impl Daemon {
             }
         }
         let _ = &programs;
+        let record_counts = Arc::new(crate::pod_records::PodRecordCounts::default());
+        let pod_records;
         {
             let mut c = api::Control::new(cfg.clone(), handle.clone(), counters.clone());
             if let Some(p) = config_path {
@@ -356,6 +368,7 @@ impl Daemon {
                 tables: handle.clone(),
                 workers: counters.clone(),
                 ports: registry.clone(),
+                pod_records: record_counts.clone(),
             });
             let control_tasks = move || async move {
                 tokio::join!(
@@ -373,6 +386,10 @@ impl Daemon {
                     });
                 }
             }
+            pod_records = match cfg.daemon.pod_records_dir() {
+                Some(dir) => crate::pod_records::reattach(&control, dir, &record_counts),
+                None => crate::pod_records::Summary::default(),
+            };
             let (apath, astop) = (api_path.clone(), stop.clone());
             match std::thread::Builder::new()
                 .name("sluice-api".into())
@@ -406,6 +423,7 @@ impl Daemon {
             report,
             hugepages,
             numa,
+            pod_records,
             control,
             registry,
             _locks: locks,

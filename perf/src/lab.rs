@@ -675,8 +675,9 @@ fn wait_for_neighbours(state: &LabState) -> Result<()> {
 fn node_config(state: &LabState, n: &NodeState) -> String {
     let rx_mode = &state.rx_mode;
     let mut s = format!(
-        "[daemon]\napi_socket = \"{}\"\nmetrics_address = \"127.0.0.1:9472\"\nrx_mode = \"{rx_mode}\"\n{}\n[node]\npod_network = \"{}\"\npod_subnet = \"{}\"\nrouter_mac = \"02:77:00:00:{:02x}:01\"\n\n[tunnel]\nvni = 1\nvxlan_port = 8472\n\n",
+        "[daemon]\napi_socket = \"{}\"\nmetrics_address = \"127.0.0.1:9472\"\nrx_mode = \"{rx_mode}\"\npod_records = \"{}\"\n{}\n[node]\npod_network = \"{}\"\npod_subnet = \"{}\"\nrouter_mac = \"02:77:00:00:{:02x}:01\"\n\n[tunnel]\nvni = 1\nvxlan_port = 8472\n\n",
         n.api_socket.display(),
+        crate::pods::records_dir(n).display(),
         if state.workers > 1 {
             let cores: Vec<String> = (0..state.workers).map(|c| c.to_string()).collect();
             format!("workers = [{}]\n", cores.join(", "))
@@ -786,9 +787,14 @@ fn reap(pid: u32) {
 
 /// True if `pid` is a live process (not a zombie).
 pub fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| !s.contains(") Z "))
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // A killed process's leader turns zombie before its other threads have
+    // exited (and closed its sockets): alive while any thread remains.
+    !stat.contains(") Z ")
+        || std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| d.count() > 1)
             .unwrap_or(false)
 }
 

@@ -216,7 +216,18 @@ fn a_chain_with_portmap_adds_checks_and_deletes_in_reverse_and_leaves_nothing() 
     ]);
     let _ = server.wait();
     assert_eq!(got.trim(), "from-the-pod");
-    c.check_network_list(&list, &r).expect("CHECK");
+    // Debian's portmap 1.1.1 CHECK looks for its IPv4 rule in ip6tables
+    // too and fails (fixed upstream); it runs after the plugin, so this
+    // error means the plugin's CHECK passed.
+    match c.check_network_list(&list, &r) {
+        Err(e) => {
+            let p = e.cni().expect("a plugin's error");
+            assert!(p.plugin == "portmap" && p.msg.contains("ipv6 dnat"), "{e}");
+        }
+        Ok(()) => {}
+    }
+    c.check_network_list(&list11, &r)
+        .expect("CHECK of the plugin alone");
     c.status_network_list(&list11).expect("STATUS");
     let mut valid: Vec<(String, String)> = st.nodes[0]
         .pods
@@ -403,7 +414,13 @@ fn del_succeeds_whatever_is_already_gone() {
     eventually(10, "the lab's pods back from their records", || {
         sluice_api::Client::new(&n.api_socket)
             .ports()
-            .map(|l| l.ports.iter().filter(|p| p.name.starts_with("sl")).count() == 2)
+            .map(|l| {
+                l.ports
+                    .iter()
+                    .filter(|p| p.kind == sluice_api::PortKind::Pod)
+                    .count()
+                    == 2
+            })
             .unwrap_or(false)
     });
     assert_eq!(

@@ -119,3 +119,109 @@ fn podman_runs_containers_on_a_cni_bridge_inside_a_node_namespace() {
     assert!(podman.container_netns().is_empty());
     drop(podman);
 }
+
+/// Pod ports, host veths, records and own-IPAM addresses node `i` holds.
+fn held(st: &sluice_perf::lab::LabState, i: usize) -> (usize, usize, usize, usize) {
+    let n = &st.nodes[i];
+    let ports = sluice_api::Client::new(&n.api_socket)
+        .ports()
+        .unwrap()
+        .ports
+        .iter()
+        .filter(|p| p.kind == sluice_api::PortKind::Pod)
+        .count();
+    let veths = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["-n", &n.ns, "-o", "link", "show", "type", "veth"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .lines()
+    .filter(|l| l.split(": ").nth(1).is_some_and(|s| s.starts_with("sl")))
+    .count();
+    let count = |d: PathBuf| {
+        std::fs::read_dir(d)
+            .map(|r| {
+                r.flatten()
+                    .filter(|e| {
+                        let n = e.file_name().to_string_lossy().to_string();
+                        !n.starts_with('.') && n != "last_reserved_ip"
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let records = count(sluice_perf::pods::records_dir(n));
+    let leases = count(sluice_perf::pods::data_dir(n).join("ipam/sluice"));
+    (ports, veths, records, leases)
+}
+
+#[test]
+fn podman_runs_containers_on_sluice_across_two_lab_nodes() {
+    require_root();
+    let name = "podsl";
+    let _g = support::Guard(name.into());
+    let st = support::up(name, sluice_perf::lab::Mode::Vxlan, 1);
+    let plugins = vec![
+        sluice_perf::pods::plugin_dir().expect("the sluice plugin is built"),
+        PathBuf::from(DEBIAN_CNI),
+    ];
+    let confs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut podmans = Vec::new();
+    for (i, conf) in confs.iter().enumerate() {
+        // The shipped list (the plugin, then portmap) at 1.0.0, podman
+        // 4.3's newest, with this node's socket, subnet file and data dir.
+        let mut list: serde_json::Value =
+            serde_json::from_str(&sluice_perf::pods::conflist(&st, i)).unwrap();
+        list["cniVersion"] = "1.0.0".into();
+        list.as_object_mut().unwrap().remove("cniVersions");
+        list["plugins"].as_array_mut().unwrap().push(
+            serde_json::json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}),
+        );
+        std::fs::write(conf.path().join("10-sluice.conflist"), list.to_string()).unwrap();
+        podmans.push(Podman::new(
+            &format!("{name}{i}"),
+            &st.nodes[i].ns,
+            conf.path(),
+            &plugins,
+        ));
+    }
+    let before: Vec<_> = (0..2).map(|i| held(&st, i)).collect();
+    assert_eq!(before[0], (2, 2, 2, 2), "the lab's own pods");
+    podmans[0].run("a", "sluice");
+    podmans[1].run_with(
+        "srv",
+        "sluice",
+        &[],
+        &[
+            "sh",
+            "-c",
+            "while true; do echo pong-from-node-2 | nc -l -p 7000; done",
+        ],
+    );
+    let (a, srv) = (podmans[0].ip("a"), podmans[1].ip("srv"));
+    assert!(a.starts_with("10.77.1."), "{a}");
+    assert!(srv.starts_with("10.77.2."), "{srv}");
+    assert_eq!(held(&st, 0), (3, 3, 3, 3));
+    assert_eq!(held(&st, 1), (3, 3, 3, 3));
+    let ping = podmans[0].exec("a", &["ping", "-c", "3", "-W", "2", &srv]);
+    assert!(ping.status.success(), "a to srv across nodes: {ping:?}");
+    let ping = podmans[1].exec("srv", &["ping", "-c", "3", "-W", "2", &a]);
+    assert!(ping.status.success(), "srv to a: {ping:?}");
+    let got = podmans[0].exec(
+        "a",
+        &["sh", "-c", &format!("nc -w 3 {srv} 7000 </dev/null")],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout).trim(),
+        "pong-from-node-2",
+        "TCP across nodes: {got:?}"
+    );
+    // podman's removal runs DEL: port, veth, record and address go.
+    podmans[0].rm("a");
+    podmans[1].rm("srv");
+    assert_eq!(held(&st, 0), before[0]);
+    assert_eq!(held(&st, 1), before[1]);
+    drop(podmans);
+}

@@ -37,7 +37,7 @@ fn conf_parses_a_good_list() {
         l.plugins[1].enabled_capabilities().collect::<Vec<_>>(),
         ["portMappings"]
     );
-    assert_eq!(l.plugins[1].capabilities["bandwidth"], false);
+    assert!(!l.plugins[1].capabilities["bandwidth"]);
     assert_eq!(l.plugins[1].raw["snat"], true);
 }
 

@@ -6,7 +6,8 @@
 //! start, a concurrent GC) sees a whole record or none. Records are not
 //! fsynced: they describe pods, which do not outlive the machine, and a
 //! record cut short by a power loss parses as invalid, which sluiced skips
-//! and GC removes.
+//! and GC removes (with the port and veth its
+//! name gives).
 
 use crate::error::{PluginError, Result};
 use sluice_api::attachment::Attachment;

@@ -361,6 +361,17 @@ fn gc_removes_every_attachment_not_listed_as_valid() {
         .unwrap()
         .stdout
         .is_empty());
+    // A damaged record: its port and veth go with it; a file that is not
+    // a record of the plugin's (not named as its host ends are) stays.
+    let host_a = sluice_api::attachment::host_ifname("sluice", "gc-a", "eth0");
+    let dir = pods::records_dir(&st.nodes[0]);
+    std::fs::write(dir.join(format!("{host_a}.json")), b"{damaged").unwrap();
+    std::fs::write(dir.join("eth0.json"), b"{not ours").unwrap();
+    c.gc_network_list(&list, &valid).expect("GC");
+    assert!(!dir.join(format!("{host_a}.json")).exists());
+    assert!(dir.join("eth0.json").exists());
+    assert!(sh(&["ip", "-n", &st.nodes[0].ns, "link", "show", "eth0"]).contains("eth0"));
+    std::fs::remove_file(dir.join("eth0.json")).unwrap();
     valid.pop();
     c.gc_network_list(&list, &valid).expect("GC");
     assert_eq!(holdings(&st, 0), before);

@@ -8,7 +8,9 @@
 //! 3. Three chains, called through [`sluice_cni::libcni`] exactly as a
 //!    runtime calls them (conflist, result cache):
 //!    - `sluice`: the plugin with its own IPAM (the default);
-//!    - `sluice+host-local`: the plugin delegating to Debian's `host-local`;
+//!    - `sluice+host-local`: the plugin delegating to Debian's `host-local`
+//!      (the upper half of the node's subnet, which the own allocator is
+//!      told is taken);
 //!    - `bridge+host-local`: what flannel's CNI plugin renders on a node
 //!      (`bridge` on `cni0`, `isGateway`, `isDefaultGateway`,
 //!      `hairpinMode`, `ipMasq` off as with flanneld's `--ip-masq`, MTU
@@ -105,6 +107,13 @@ pub fn run(
                 "ipam": {"type": "host-local", "dataDir": dir.join("hl-bridge"),
                     "ranges": [[{"subnet": "10.78.0.0/24"}]], "routes": [{"dst": "10.77.0.0/16"}]}}]
         });
+        // One node, two allocators: the own allocator's files hold the
+        // upper half for host-local.
+        let own = crate::pods::data_dir(&st.nodes[0]).join("ipam/sluice");
+        std::fs::create_dir_all(&own).map_err(other)?;
+        for h in 128..=254 {
+            std::fs::write(own.join(format!("10.77.1.{h}")), "reserved-for-host-local\nbench\n").map_err(other)?;
+        }
         let lists = [
             ("sluice", sluice),
             ("sluice+host-local", with_hl),

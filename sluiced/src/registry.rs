@@ -32,6 +32,11 @@ pub struct PortRegistry {
     pub(crate) frames: Vec<std::sync::Mutex<WorkerFrames>>,
     /// Every worker's UMEM geometry.
     pub(crate) umem: UmemConfig,
+    /// Per worker, the end the control side writes a byte to so a sleeping
+    /// worker takes up new tables at once instead of at its next timeout.
+    wake: Vec<std::os::unix::net::UnixStream>,
+    /// Per worker, the end its wait set watches, until the worker takes it.
+    woken: std::sync::Mutex<Vec<Option<std::os::unix::net::UnixStream>>>,
 }
 
 /// One worker's frame accounting, as its last housekeeping round saw it.
@@ -154,6 +159,16 @@ pub const FLOW_DUMP_LIMIT: usize = 4096;
 
 impl PortRegistry {
     pub(crate) fn new(workers: usize, umem: UmemConfig) -> Self {
+        // A pair per worker, both ends non-blocking: the writer never waits
+        // on a worker, the worker drains without blocking.
+        let (wake, woken): (Vec<_>, Vec<_>) = (0..workers)
+            .filter_map(|_| std::os::unix::net::UnixStream::pair().ok())
+            .map(|(tx, rx)| {
+                let _ = tx.set_nonblocking(true);
+                let _ = rx.set_nonblocking(true);
+                (tx, Some(rx))
+            })
+            .unzip();
         PortRegistry {
             maps: Default::default(),
             acks: (0..workers)
@@ -165,6 +180,25 @@ impl PortRegistry {
             port_stats: (0..workers).map(|_| Default::default()).collect(),
             frames: (0..workers).map(|_| Default::default()).collect(),
             umem,
+            wake,
+            woken: std::sync::Mutex::new(woken),
+        }
+    }
+
+    /// Worker `w`'s end of its wake-up channel (once; `None` after).
+    pub(crate) fn take_waker(&self, w: usize) -> Option<std::os::unix::net::UnixStream> {
+        self.woken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(w)
+            .and_then(Option::take)
+    }
+
+    /// Wakes every sleeping worker (a full channel already will).
+    pub(crate) fn wake_workers(&self) {
+        use std::io::Write;
+        for mut s in &self.wake {
+            let _ = s.write(&[1]);
         }
     }
 
@@ -203,6 +237,7 @@ impl PortRegistry {
         timeout: std::time::Duration,
     ) -> Result<Vec<(usize, crate::fib::flow_cache::FlowKey, u32)>, String> {
         let req = self.flow_request.fetch_add(1, Ordering::AcqRel) + 1;
+        self.wake_workers();
         let deadline = Instant::now() + timeout;
         loop {
             {
@@ -218,7 +253,7 @@ impl PortRegistry {
             if Instant::now() > deadline {
                 return Err(format!("workers did not report their flows in {timeout:?}"));
             }
-            std::thread::sleep(std::time::Duration::from_millis(2));
+            std::thread::sleep(std::time::Duration::from_micros(200));
         }
     }
 
@@ -286,7 +321,7 @@ impl PortRegistry {
                     "workers did not take up tables generation {generation} in {timeout:?}"
                 ));
             }
-            std::thread::sleep(std::time::Duration::from_millis(2));
+            std::thread::sleep(std::time::Duration::from_micros(200));
         }
         Ok(std::mem::take(
             &mut *self.failures.lock().unwrap_or_else(|p| p.into_inner()),

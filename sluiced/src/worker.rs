@@ -278,8 +278,16 @@ pub(crate) fn run<B: Backend>(
     registry.acks[w].store(generation, Ordering::Release);
     let _ = ready.send(Ok((report, backend.hugepages())));
 
+    // Woken by the control side when tables change (a port added): a
+    // sleeping worker takes them up at once, not at its next timeout.
+    let waker = registry.take_waker(w);
     let fds_of = |ports: &[Option<B::Port>]| -> Vec<i32> {
-        ports.iter().flatten().filter_map(B::wait_fd).collect()
+        ports
+            .iter()
+            .flatten()
+            .filter_map(B::wait_fd)
+            .chain(waker.as_ref().map(std::os::fd::AsRawFd::as_raw_fd))
+            .collect()
     };
     let mut waitset = WaitSet::new(&fds_of(&ports));
     let sleepy = modes.iter().all(|m| *m != RxMode::Poll);
@@ -362,6 +370,10 @@ pub(crate) fn run<B: Backend>(
                 &mut flows_answered,
             );
             B::wait(&mut waitset, IDLE_WAIT_MS);
+            if let Some(mut wk) = waker.as_ref() {
+                let mut sink = [0u8; 64];
+                while matches!(std::io::Read::read(&mut wk, &mut sink), Ok(n) if n > 0) {}
+            }
         } else {
             std::hint::spin_loop();
         }

@@ -605,16 +605,28 @@ pub fn gc(call: &Call, valid: &[GcAttachment]) -> Result<Vec<String>> {
             // Records are replaced atomically, so one that does not parse
             // is damaged, not half-written: its port and veth (named by
             // the file) go; an own-IPAM address is freed below by owner.
-            let name = path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_stem()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             // Only a name this plugin gives a host end: never another link.
-            let ours = name.len() == 14 && name.starts_with("sl") && name[2..].bytes().all(|b| b.is_ascii_hexdigit());
+            let ours = name.len() == 14
+                && name.starts_with("sl")
+                && name[2..].bytes().all(|b| b.is_ascii_hexdigit());
             if !ours {
-                eprintln!("sluice: GC: {}: not a record of this plugin; left alone", path.display());
+                eprintln!(
+                    "sluice: GC: {}: not a record of this plugin; left alone",
+                    path.display()
+                );
                 continue;
             }
-            eprintln!("sluice: GC: {}: unreadable record: releasing `{name}`", path.display());
+            eprintln!(
+                "sluice: GC: {}: unreadable record: releasing `{name}`",
+                path.display()
+            );
             let _ = call.client().remove_ports(vec![name.clone()]);
-            let gone = link::delete(&name).and_then(|_| records::remove(&call.conf.attachments_dir(), &name));
+            let gone = link::delete(&name)
+                .and_then(|_| records::remove(&call.conf.attachments_dir(), &name));
             if let Err(e) = gone {
                 first_error.get_or_insert(e);
             }

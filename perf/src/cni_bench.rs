@@ -112,7 +112,11 @@ pub fn run(
         let own = crate::pods::data_dir(&st.nodes[0]).join("ipam/sluice");
         std::fs::create_dir_all(&own).map_err(other)?;
         for h in 128..=254 {
-            std::fs::write(own.join(format!("10.77.1.{h}")), "reserved-for-host-local\nbench\n").map_err(other)?;
+            std::fs::write(
+                own.join(format!("10.77.1.{h}")),
+                "reserved-for-host-local\nbench\n",
+            )
+            .map_err(other)?;
         }
         let lists = [
             ("sluice", sluice),

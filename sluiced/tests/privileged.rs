@@ -1659,3 +1659,203 @@ fn a_failed_port_add_is_rolled_back_whole_and_the_next_pod_is_not_haunted() {
         "the new pod reaches the node through its own veth, on both workers' queues"
     );
 }
+
+/// The CNI plugin's attachment record of `port`, as the plugin writes it
+/// (`sluice_api::attachment`), into `dir`.
+fn write_record(dir: &std::path::Path, port: sluice_api::PortConfig) {
+    let name = port.name.clone();
+    let record = sluice_api::attachment::Attachment {
+        version: sluice_api::attachment::RECORD_VERSION,
+        network: "sluice".into(),
+        container_id: format!("ctr-{name}"),
+        ifname: "eth0".into(),
+        netns: None,
+        port,
+        ipam: serde_json::json!({"type": "sluice"}),
+        result: serde_json::json!({"cniVersion": "1.0.0"}),
+    };
+    std::fs::write(
+        dir.join(format!("{name}.json")),
+        serde_json::to_vec(&record).unwrap(),
+    )
+    .unwrap();
+}
+
+/// Milliseconds, for the report.
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1e3)
+}
+
+/// A restarted sluiced attaches the pods of the CNI plugin's records
+/// (`daemon.pod_records`) without any CNI call: twenty records (two live
+/// pods and eighteen idle veths) are attached, a record whose veth is gone
+/// and a garbage file are skipped and counted, the writer's temporary file
+/// is ignored. After a SIGKILL, the next start brings pod-to-pod traffic
+/// back; the time from spawning sluiced to the first ping reply is printed
+/// (not asserted: tests never assert on timings).
+#[test]
+fn recorded_pods_are_attached_at_start_and_again_after_kill9() {
+    const IDLE: usize = 18;
+    let mut lab = Lab::new("q");
+    let records = lab.dir.path().join("attachments");
+    std::fs::create_dir(&records).unwrap();
+    for p in &PODS {
+        write_record(
+            &records,
+            sluice_api::PortConfig::pod(
+                p.veth,
+                p.mac.parse().unwrap(),
+                p.ip.parse().unwrap(),
+                1500,
+            ),
+        );
+    }
+    let _ = idle_pods(&lab, IDLE);
+    for i in 0..IDLE {
+        write_record(
+            &records,
+            sluice_api::PortConfig::pod(
+                format!("sx{i}"),
+                format!("02:00:00:00:02:{i:02x}").parse().unwrap(),
+                std::net::Ipv4Addr::new(10, 5, 1, 100 + i as u8),
+                1500,
+            ),
+        );
+    }
+    // A pod that went away while sluiced was down, a file that is no
+    // record, and the writer's temporary file (ignored, not counted).
+    write_record(
+        &records,
+        sluice_api::PortConfig::pod(
+            "slgone",
+            "02:00:00:00:01:60".parse().unwrap(),
+            "10.5.1.60".parse().unwrap(),
+            1500,
+        ),
+    );
+    std::fs::write(records.join("slbroken.json"), "{\"version\":1,").unwrap();
+    std::fs::write(records.join(".sva.json.tmp"), "{").unwrap();
+
+    let cfg = format!(
+        "[daemon]\nrx_mode = \"adaptive\"\napi_socket = \"{}\"\npod_records = \"{}\"\n\n[node]\npod_network = \"10.5.0.0/16\"\npod_subnet = \"10.5.1.0/24\"\nrouter_mac = \"02:00:00:00:00:01\"\n\n[[port]]\nname = \"sluice0\"\nkind = \"host\"\nmac = \"02:00:00:00:ee:01\"\n",
+        lab.socket().display(),
+        records.display()
+    );
+    let path = lab.dir.path().join("records.toml");
+    std::fs::write(&path, cfg).unwrap();
+
+    let t0 = Instant::now();
+    start_on(&mut lab, &path);
+    let first_api = t0.elapsed();
+    let client = sluice_api::Client::new(lab.socket());
+    let names = |c: &sluice_api::Client| -> Vec<String> {
+        c.ports()
+            .expect("ports.list")
+            .ports
+            .into_iter()
+            .map(|p| p.name)
+            .collect()
+    };
+    let listed = names(&client);
+    for want in PODS
+        .iter()
+        .map(|p| p.veth.to_string())
+        .chain((0..IDLE).map(|i| format!("sx{i}")))
+    {
+        assert!(listed.contains(&want), "{want} attached: {listed:?}");
+    }
+    assert!(!listed.iter().any(|n| n == "slgone"), "{listed:?}");
+    assert!(
+        ping(&lab, 0, "10.5.1.3"),
+        "pod a pings pod b through sluiced"
+    );
+    assert!(ping(&lab, 1, "10.5.1.2"), "and back");
+    let m = scrape(&lab);
+    for (outcome, n) in [
+        ("attached", 20.0),
+        ("missing_interface", 1.0),
+        ("invalid", 1.0),
+        ("refused", 0.0),
+        ("configured", 0.0),
+    ] {
+        assert_eq!(
+            metric(
+                &m,
+                &format!("sluice_pod_records_total{{outcome=\"{outcome}\"}}")
+            ),
+            n,
+            "{outcome}"
+        );
+    }
+    assert!(
+        records.join("slgone.json").exists(),
+        "records are left alone"
+    );
+
+    // SIGKILL: the XDP programs stay behind, pointing at dead sockets.
+    let st = lab.signal("-KILL");
+    assert!(!st.success());
+    assert!(
+        !ping(&lab, 0, "10.5.1.3"),
+        "nothing forwards while sluiced is down"
+    );
+    // One reply ends the ping; it sends every 10 ms from before the start.
+    let mut pinger = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.pods[0],
+            "ping",
+            "-c",
+            "1",
+            "-i",
+            "0.01",
+            "-w",
+            "30",
+            "10.5.1.3",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let t0 = Instant::now();
+    lab.daemon = Some(lab.spawn(&path));
+    let replied = loop {
+        if let Some(st) = pinger.try_wait().unwrap() {
+            break st.success();
+        }
+        if let Some(st) = lab.daemon.as_mut().unwrap().try_wait().unwrap() {
+            let _ = Command::new("kill").arg(pinger.id().to_string()).status();
+            let _ = pinger.wait();
+            panic!("sluiced exited during start-up: {st}");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let to_ping = t0.elapsed();
+    assert!(replied, "pod a reaches pod b again after the restart");
+    assert!(ping(&lab, 1, "10.5.1.2"), "and back");
+    let listed = names(&client);
+    assert_eq!(
+        listed.iter().filter(|n| n.starts_with("sx")).count(),
+        IDLE,
+        "{listed:?}"
+    );
+    let m = scrape(&lab);
+    assert_eq!(
+        metric(&m, "sluice_pod_records_total{outcome=\"attached\"}"),
+        20.0
+    );
+    let (st, out, _) = lab.signal_with_output("-TERM");
+    assert!(st.success(), "{st}");
+    let summary = out
+        .lines()
+        .find(|l| l.contains("pod records read"))
+        .unwrap_or_else(|| panic!("a summary line in:\n{out}"))
+        .to_string();
+    assert!(summary.contains("attached=20"), "{summary}");
+    println!(
+        "pod records: first start to API answering {}; after SIGKILL, spawn to the first pod-to-pod reply {}; sluiced: {summary}",
+        ms(first_api),
+        ms(to_ping)
+    );
+}

@@ -89,16 +89,9 @@ pub fn run(
     }
     let mut st = lab::up(
         &LabSpec {
-            name: name.into(),
-            nodes: 2,
-            mode: Mode::Vxlan,
-            sluiced: true,
-            kernel_nodes: vec![],
-            rx_mode: None,
-            workers: 1,
             store,
-            direct_routing: false,
             network: Some(NETWORK.into()),
+            ..LabSpec::new(name, 2, Mode::Vxlan)
         },
         progress,
     )?;

@@ -77,18 +77,7 @@ pub fn run(
     if pods == 0 || wave == 0 || wave > 100 {
         return Err(other("pods must be at least 1 and a wave 1 to 100"));
     }
-    let spec = LabSpec {
-        name: name.into(),
-        nodes: 2,
-        mode: Mode::Vxlan,
-        sluiced: true,
-        kernel_nodes: vec![],
-        rx_mode: None,
-        workers: 1,
-        store: Default::default(),
-        direct_routing: false,
-        network: None,
-    };
+    let spec = LabSpec::new(name, 2, Mode::Vxlan);
     let st = lab::up(&spec, progress)?;
     let out = (|| {
         let dir = crate::pods::data_dir(&st.nodes[0]).join("bench");

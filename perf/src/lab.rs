@@ -263,6 +263,25 @@ pub struct LabSpec {
     pub network: Option<String>,
 }
 
+impl LabSpec {
+    /// `nodes` sluiced nodes in `mode`: one worker each, the embedded store,
+    /// no kernel nodes, no DirectRouting, the default network and rx mode.
+    pub fn new(name: &str, nodes: u8, mode: Mode) -> LabSpec {
+        LabSpec {
+            name: name.into(),
+            nodes,
+            mode,
+            sluiced: true,
+            kernel_nodes: vec![],
+            rx_mode: None,
+            workers: 1,
+            store: Default::default(),
+            direct_routing: false,
+            network: None,
+        }
+    }
+}
+
 /// Builds the lab; on any failure removes what it made.
 pub fn up(spec: &LabSpec, progress: &mut dyn FnMut(&str)) -> Result<LabState> {
     if spec.name.is_empty()

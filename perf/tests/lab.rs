@@ -246,18 +246,7 @@ fn down_cleans_up_after_an_interrupted_up() {
     // A lab whose sluiced cannot start: up fails and removes what it made.
     std::env::set_var("SLUICED", "/nonexistent/sluiced");
     let r = lab::up(
-        &LabSpec {
-            name: "tbad".into(),
-            nodes: 2,
-            mode: Mode::Vxlan,
-            sluiced: true,
-            kernel_nodes: vec![],
-            rx_mode: None,
-            workers: 1,
-            store: Default::default(),
-            direct_routing: false,
-            network: None,
-        },
+        &LabSpec::new("tbad", 2, Mode::Vxlan),
         &mut |_| {},
     );
     std::env::remove_var("SLUICED");
@@ -277,16 +266,8 @@ fn interop(mode: Mode, name: &str) {
     let _guard = Guard(name.to_string());
     let st = lab::up(
         &LabSpec {
-            name: name.into(),
-            nodes: 2,
-            mode,
-            sluiced: true,
             kernel_nodes: vec![2],
-            rx_mode: None,
-            workers: 1,
-            store: Default::default(),
-            direct_routing: false,
-            network: None,
+            ..LabSpec::new(name, 2, mode)
         },
         &mut |_| {},
     )
@@ -416,16 +397,9 @@ use sluice_perf::cluster::{self, StoreKind};
 fn up_with(name: &str, mode: Mode, store: StoreKind, kernel_nodes: Vec<u8>) -> lab::LabState {
     lab::up(
         &LabSpec {
-            name: name.into(),
-            nodes: 2,
-            mode,
-            sluiced: true,
             kernel_nodes,
-            rx_mode: None,
-            workers: 1,
             store,
-            direct_routing: false,
-            network: None,
+            ..LabSpec::new(name, 2, mode)
         },
         &mut |_| {},
     )
@@ -918,16 +892,9 @@ fn direct_routing_uses_host_gw_on_the_subnet_and_vxlan_across_two_underlay_subne
     let _guard = Guard(name.to_string());
     let st = lab::up(
         &LabSpec {
-            name: name.into(),
-            nodes: 3,
-            mode: Mode::Vxlan,
-            sluiced: true,
-            kernel_nodes: vec![],
-            rx_mode: None,
-            workers: 1,
             store: StoreKind::Embedded,
             direct_routing: true,
-            network: None,
+            ..LabSpec::new(name, 3, Mode::Vxlan)
         },
         &mut |_| {},
     )

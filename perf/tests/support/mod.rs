@@ -45,16 +45,8 @@ pub fn ping(from: &str, to: &str) -> bool {
 pub fn up(name: &str, mode: Mode, workers: u8) -> lab::LabState {
     lab::up(
         &LabSpec {
-            name: name.into(),
-            nodes: 2,
-            mode,
-            sluiced: true,
-            kernel_nodes: vec![],
-            rx_mode: None,
             workers,
-            store: Default::default(),
-            direct_routing: false,
-            network: None,
+            ..LabSpec::new(name, 2, mode)
         },
         &mut |_| {},
     )

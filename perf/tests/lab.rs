@@ -245,10 +245,7 @@ fn down_cleans_up_after_an_interrupted_up() {
     require_root();
     // A lab whose sluiced cannot start: up fails and removes what it made.
     std::env::set_var("SLUICED", "/nonexistent/sluiced");
-    let r = lab::up(
-        &LabSpec::new("tbad", 2, Mode::Vxlan),
-        &mut |_| {},
-    );
+    let r = lab::up(&LabSpec::new("tbad", 2, Mode::Vxlan), &mut |_| {});
     std::env::remove_var("SLUICED");
     assert!(r.is_err());
     let list = lab::run(&["ip", "netns", "list"]).unwrap();

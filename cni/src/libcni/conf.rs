@@ -27,13 +27,11 @@ impl Version {
     /// Parses `1`, `1.0` or `1.0.0`; `None` for anything else.
     pub fn parse(s: &str) -> Option<Version> {
         let mut parts = [0u32; 3];
-        let mut n = 0;
-        for part in s.split('.') {
+        for (n, part) in s.split('.').enumerate() {
             if n == 3 || part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
             parts[n] = part.parse().ok()?;
-            n += 1;
         }
         Some(Version(parts[0], parts[1], parts[2]))
     }

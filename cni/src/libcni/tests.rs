@@ -37,7 +37,7 @@ fn conf_parses_a_good_list() {
         l.plugins[1].enabled_capabilities().collect::<Vec<_>>(),
         ["portMappings"]
     );
-    assert_eq!(l.plugins[1].capabilities["bandwidth"], false);
+    assert!(!l.plugins[1].capabilities["bandwidth"]);
     assert_eq!(l.plugins[1].raw["snat"], true);
 }
 
@@ -933,8 +933,9 @@ fn gc_goes_on_past_errors_and_returns_them_all() {
 fn gc_is_skipped_with_disable_gc_and_sends_no_gc_before_1_1_0() {
     let h = Harness::new();
     three(&h);
-    let off =
-        list(r#"{"cniVersion":"1.1.0","name":"net-off","disableGC":true,"plugins":[{"type":"a"}]}"#);
+    let off = list(
+        r#"{"cniVersion":"1.1.0","name":"net-off","disableGC":true,"plugins":[{"type":"a"}]}"#,
+    );
     h.cni().add_network_list(&off, &attachment("c1")).unwrap();
     h.clear_calls();
     h.cni().gc_network_list(&off, &[]).unwrap();

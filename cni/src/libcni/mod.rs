@@ -30,7 +30,7 @@
 //! - ADD runs the chain in order, each plugin getting the previous one's
 //!   result, stops at the first error and does **not** DEL (the caller
 //!   decides, as the spec says a runtime must; [`Cni::del_network_list`] is
-//!   the call). The final result is cached (see [`cache`](self#the-cache)).
+//!   the call). The final result is cached (see [the cache](#the-cache)).
 //! - DEL runs the chain in reverse with `prevResult` = the cached result
 //!   (config version ≥ 0.4.0), then removes the cache entry; a DEL with no
 //!   cache entry runs without `prevResult`. An unreadable entry is removed and
@@ -51,9 +51,19 @@
 //!
 //! # The cache
 //!
-//! `<cache_dir>/results/<network>-<containerID>-<ifname>`, in libcni's
-//! `cniCacheV1` JSON format (see [`cache`]), so entries written by a libcni
-//! runtime are read here and the other way round.
+//! `<cache_dir>/results/<network>-<containerID>-<ifname>` (directory mode
+//! 0700, file mode 0600), in libcni's `cniCacheV1` JSON format, so entries
+//! written by a libcni runtime are read here and the other way round:
+//!
+//! ```text
+//! {"kind":"cniCacheV1","containerId":…,"config":<base64 of the conflist>,
+//!  "ifName":…,"networkName":…,"netns":…,"cniArgs":[[k,v],…],
+//!  "capabilityArgs":{…},"result":{…}}
+//! ```
+//!
+//! `netns`, `cniArgs`, `capabilityArgs` and `result` are left out when empty
+//! (Go's `omitempty`). Entries of old libcni versions, which hold the bare
+//! result, are read too.
 //!
 //! # Where this differs from libcni
 //!

@@ -426,19 +426,8 @@ fn build_result(
     result
 }
 
-/// What DEL found and did, for tests and logs.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Released {
-    /// sluiced had the port and removed it.
-    pub port: bool,
-    /// The veth existed and is gone.
-    pub veth: bool,
-    /// A record existed and is gone.
-    pub record: bool,
-}
-
 /// DEL: port, veth, address, record; missing pieces are fine.
-pub fn del(call: &Call) -> Result<Released> {
+pub fn del(call: &Call) -> Result<()> {
     let host = call.host_end();
     let dir = call.conf.attachments_dir();
     let record = records::read(&dir, &host).unwrap_or_else(|e| {
@@ -448,16 +437,15 @@ pub fn del(call: &Call) -> Result<Released> {
     release(call, &host, record.as_ref())
 }
 
-fn release(call: &Call, host: &str, record: Option<&Attachment>) -> Result<Released> {
-    let mut out = Released::default();
+fn release(call: &Call, host: &str, record: Option<&Attachment>) -> Result<()> {
     match call.client().remove_ports(vec![host.to_string()]) {
-        Ok(r) => out.port = r.removed > 0,
+        Ok(_) => {}
         Err(ClientError::Api(a)) => eprintln!("sluice: DEL: sluiced: {a}"),
         Err(e) => {
             eprintln!("sluice: DEL: sluiced not reachable ({e}); it re-reads records only at start")
         }
     }
-    out.veth = link::delete(host)?;
+    link::delete(host)?;
     let owner = Owner {
         container_id: record.map_or(call.container_id.clone(), |r| r.container_id.clone()),
         ifname: record.map_or(call.ifname.clone(), |r| r.ifname.clone()),
@@ -485,10 +473,7 @@ fn release(call: &Call, host: &str, record: Option<&Attachment>) -> Result<Relea
         let path = ipam::find_plugin(&kind, &call.cni_path)?;
         ipam::delegate("DEL", &path, &delegate_config(call, ipam_cfg))?;
     }
-    let dir = call.conf.attachments_dir();
-    out.record = records::read(&dir, host).ok().flatten().is_some();
-    records::remove(&dir, host)?;
-    Ok(out)
+    records::remove(&call.conf.attachments_dir(), host)
 }
 
 /// CHECK: the pod's interface, address, route and MTU, the host end, and
@@ -732,8 +717,7 @@ impl rscni_plugin::cni::Cni for Sluice {
         Ok(add(&call_of(&args)?)?)
     }
     fn del(&self, args: rscni_plugin::types::Args) -> CniResult<()> {
-        del(&call_of(&args)?)?;
-        Ok(())
+        Ok(del(&call_of(&args)?)?)
     }
     fn check(&self, args: rscni_plugin::types::Args) -> CniResult<()> {
         Ok(check(&call_of(&args)?)?)

@@ -68,7 +68,7 @@ fn bench_lease(i: usize) -> (sluice_api::Ipv4Net, LeaseAttrs) {
     (subnet, LeaseAttrs::new(ip, BackendType::Vxlan, 1, mac))
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

@@ -62,8 +62,8 @@ fn stats(mut v: Vec<f64>) -> [f64; 3] {
     if v.is_empty() {
         return [0.0; 3];
     }
-    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    let pct = |p: f64| v[((p * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)];
+    v.sort_by(f64::total_cmp);
+    let pct = |p| crate::agent_bench::percentile(&v, p);
     [pct(0.5), pct(0.99), v.iter().sum::<f64>() / v.len() as f64]
 }
 

@@ -19,17 +19,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{eventually, ping, require_root, up, Guard};
-
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use support::{eventually, holdings, ping, require_root, sh, up, Guard};
 
 /// A pod namespace belonging to the lab (removed by `down`).
 fn pod_ns(st: &mut LabState, tag: &str) -> String {
@@ -64,44 +54,6 @@ fn conflist(st: &LabState, i: usize, version: &str, extra: Value, chained: &[Val
 
 fn cni(st: &LabState, i: usize) -> Cni {
     pods::cni(st, i).unwrap()
-}
-
-/// What the node holds for pods: (sluiced ports, host veths, records, leases).
-fn holdings(st: &LabState, i: usize) -> (Vec<String>, Vec<String>, Vec<String>, Vec<String>) {
-    let n = &st.nodes[i];
-    let mut ports: Vec<String> = sluice_api::Client::new(&n.api_socket)
-        .ports()
-        .map(|l| {
-            l.ports
-                .into_iter()
-                .filter(|p| p.kind == sluice_api::PortKind::Pod)
-                .map(|p| p.name)
-                .collect()
-        })
-        .unwrap_or_default();
-    ports.sort();
-    let mut veths: Vec<String> = sh(&["ip", "-n", &n.ns, "-o", "link", "show", "type", "veth"])
-        .lines()
-        .filter_map(|l| l.split(": ").nth(1))
-        .map(|s| s.split('@').next().unwrap().to_string())
-        .filter(|s| s.starts_with("sl"))
-        .collect();
-    veths.sort();
-    let names = |d: PathBuf| -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(d)
-            .map(|r| {
-                r.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| !n.starts_with('.') && n != "last_reserved_ip")
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
-    };
-    let records = names(pods::records_dir(n));
-    let leases = names(pods::data_dir(n).join("ipam/sluice"));
-    (ports, veths, records, leases)
 }
 
 fn code(e: &CniCallError) -> u32 {

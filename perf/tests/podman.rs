@@ -122,39 +122,8 @@ fn podman_runs_containers_on_a_cni_bridge_inside_a_node_namespace() {
 
 /// Pod ports, host veths, records and own-IPAM addresses node `i` holds.
 fn held(st: &sluice_perf::lab::LabState, i: usize) -> (usize, usize, usize, usize) {
-    let n = &st.nodes[i];
-    let ports = sluice_api::Client::new(&n.api_socket)
-        .ports()
-        .unwrap()
-        .ports
-        .iter()
-        .filter(|p| p.kind == sluice_api::PortKind::Pod)
-        .count();
-    let veths = String::from_utf8_lossy(
-        &Command::new("ip")
-            .args(["-n", &n.ns, "-o", "link", "show", "type", "veth"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .lines()
-    .filter(|l| l.split(": ").nth(1).is_some_and(|s| s.starts_with("sl")))
-    .count();
-    let count = |d: PathBuf| {
-        std::fs::read_dir(d)
-            .map(|r| {
-                r.flatten()
-                    .filter(|e| {
-                        let n = e.file_name().to_string_lossy().to_string();
-                        !n.starts_with('.') && n != "last_reserved_ip"
-                    })
-                    .count()
-            })
-            .unwrap_or(0)
-    };
-    let records = count(sluice_perf::pods::records_dir(n));
-    let leases = count(sluice_perf::pods::data_dir(n).join("ipam/sluice"));
-    (ports, veths, records, leases)
+    let (ports, veths, records, leases) = support::holdings(st, i);
+    (ports.len(), veths.len(), records.len(), leases.len())
 }
 
 #[test]

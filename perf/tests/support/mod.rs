@@ -6,7 +6,9 @@
 
 pub mod podman;
 
-use sluice_perf::lab::{self, LabSpec, Mode};
+use sluice_perf::lab::{self, LabSpec, LabState, Mode};
+use sluice_perf::pods;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -63,4 +65,53 @@ pub fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Runs a command; its stdout, or a failure naming it.
+pub fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What the node holds for pods: (sluiced ports, host veths, records, leases).
+pub fn holdings(st: &LabState, i: usize) -> (Vec<String>, Vec<String>, Vec<String>, Vec<String>) {
+    let n = &st.nodes[i];
+    let mut ports: Vec<String> = sluice_api::Client::new(&n.api_socket)
+        .ports()
+        .map(|l| {
+            l.ports
+                .into_iter()
+                .filter(|p| p.kind == sluice_api::PortKind::Pod)
+                .map(|p| p.name)
+                .collect()
+        })
+        .unwrap_or_default();
+    ports.sort();
+    let mut veths: Vec<String> = sh(&["ip", "-n", &n.ns, "-o", "link", "show", "type", "veth"])
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|s| s.split('@').next().unwrap().to_string())
+        .filter(|s| s.starts_with("sl"))
+        .collect();
+    veths.sort();
+    let names = |d: PathBuf| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.') && n != "last_reserved_ip")
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let records = names(pods::records_dir(n));
+    let leases = names(pods::data_dir(n).join("ipam/sluice"));
+    (ports, veths, records, leases)
 }

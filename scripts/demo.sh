@@ -13,7 +13,7 @@ scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 
 echo "== building (release)"
-cargo build --release --quiet -p sluiced -p sluicectl -p sluice-control -p sluice-perf --bins
+cargo build --release --quiet -p sluiced -p sluicectl -p sluice-control -p sluice-cni -p sluice-perf --bins
 lab=target/release/sluice-lab
 name=demo
 trap '"$lab" down --name "$name" >/dev/null 2>&1 || true' EXIT INT TERM

@@ -291,6 +291,19 @@ pub struct PortConfig {
     /// How workers wait on this port; the daemon's `rx_mode` if unset.
     #[serde(default)]
     pub rx_mode: Option<RxMode>,
+    /// DPDK backend only: the device, as DPDK's device arguments: a PCI
+    /// address (`0000:3b:02.1`, an SR-IOV VF or PF bound to vfio-pci) or a
+    /// vdev string (`net_af_packet0,iface=eth1`, `net_pcap0,rx_pcap=in.pcap`).
+    /// Unset: an uplink or pod is the kernel netdev `name` (through DPDK's
+    /// `net_af_xdp`), the host port a `net_tap` named `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devargs: Option<String>,
+    /// DPDK backend only, pods: the pod's vhost-user socket. The pod (a DPDK
+    /// app's `net_virtio_user`, or a VM's QEMU) is the server and creates
+    /// it; sluiced connects as the client (OVS's `dpdkvhostuserclient`), so
+    /// either side can restart and the other reconnects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vhost_user: Option<std::path::PathBuf>,
     /// Removed at runtime: the slot keeps its id (ids are never reused while
     /// the daemon runs) but the port has no socket, no route and no name.
     /// Never read from or written to a file.
@@ -390,6 +403,8 @@ impl PortConfig {
             ip: Some(ip),
             rx_mode: None,
             removed: false,
+            devargs: None,
+            vhost_user: None,
         }
     }
 }

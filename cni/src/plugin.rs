@@ -342,6 +342,8 @@ pub fn add(call: &Call) -> Result<CNIResult> {
             ip: Some(lease.ip),
             rx_mode: None,
             removed: false,
+            devargs: None,
+            vhost_user: None,
         };
         let record = Attachment {
             version: RECORD_VERSION,

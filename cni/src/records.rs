@@ -105,6 +105,8 @@ mod tests {
                 ip: Some("10.77.1.5".parse().unwrap()),
                 rx_mode: None,
                 removed: false,
+                devargs: None,
+                vhost_user: None,
             },
             ipam: serde_json::json!({"type": "sluice"}),
             result: serde_json::json!({}),

@@ -63,6 +63,92 @@ pub struct DaemonSettings {
     /// [`DaemonSettings::pod_records_dir`].
     #[serde(default = "default_pod_records")]
     pub pod_records: std::path::PathBuf,
+    /// Which port backend moves the packets.
+    #[serde(default)]
+    pub backend: BackendKind,
+    /// Settings of the DPDK backend (read when `backend = "dpdk"`).
+    #[serde(default)]
+    pub dpdk: DpdkSettings,
+}
+
+/// The port backend of a `sluiced`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// AF_XDP sockets on kernel netdevs, and a TAP for the host port.
+    #[default]
+    AfXdp,
+    /// DPDK: ports are DPDK devices (PCI NICs, vdevs), pods attach over
+    /// vhost-user or DPDK's `net_af_xdp`.
+    Dpdk,
+}
+
+fn default_dpdk_memory() -> u32 {
+    512
+}
+fn default_file_prefix() -> String {
+    "sluice".into()
+}
+fn default_mbufs() -> u32 {
+    16383
+}
+fn default_mbuf_cache() -> u32 {
+    256
+}
+fn default_descriptors() -> u16 {
+    1024
+}
+
+/// The DPDK backend's settings (`[daemon.dpdk]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpdkSettings {
+    /// Run without huge pages (EAL `--no-huge`): for labs and tests, where
+    /// vhost-user pods cannot share the memory and physical NICs cannot DMA.
+    #[serde(default)]
+    pub no_huge: bool,
+    /// Memory EAL reserves at start, in MiB (EAL `-m`).
+    #[serde(default = "default_dpdk_memory")]
+    pub memory_mb: u32,
+    /// EAL `--file-prefix`: several DPDK processes on one machine need
+    /// different ones.
+    #[serde(default = "default_file_prefix")]
+    pub file_prefix: String,
+    /// mbufs in the pool of each NUMA socket that has a worker.
+    #[serde(default = "default_mbufs")]
+    pub mbufs: u32,
+    /// mbufs each worker caches out of its pool (DPDK's per-lcore cache).
+    #[serde(default = "default_mbuf_cache")]
+    pub mbuf_cache: u32,
+    /// RX descriptors per queue.
+    #[serde(default = "default_descriptors")]
+    pub rx_descriptors: u16,
+    /// TX descriptors per queue.
+    #[serde(default = "default_descriptors")]
+    pub tx_descriptors: u16,
+    /// A hardware profile (`hw-profiles/*.toml`) applied to the uplink:
+    /// queues, cores and the `rte_flow` rules that steer tunnels.
+    #[serde(default)]
+    pub profile: Option<std::path::PathBuf>,
+    /// More EAL arguments, passed as they are (after sluice's own).
+    #[serde(default)]
+    pub eal_args: Vec<String>,
+}
+
+impl Default for DpdkSettings {
+    fn default() -> Self {
+        DpdkSettings {
+            no_huge: false,
+            memory_mb: default_dpdk_memory(),
+            file_prefix: default_file_prefix(),
+            mbufs: default_mbufs(),
+            mbuf_cache: default_mbuf_cache(),
+            rx_descriptors: default_descriptors(),
+            tx_descriptors: default_descriptors(),
+            profile: None,
+            eal_args: Vec::new(),
+        }
+    }
 }
 
 impl DaemonSettings {
@@ -100,6 +186,8 @@ impl Default for DaemonSettings {
             log_level: default_log_level(),
             log_format: LogFormat::default(),
             pod_records: default_pod_records(),
+            backend: BackendKind::default(),
+            dpdk: DpdkSettings::default(),
         }
     }
 }
@@ -180,6 +268,7 @@ impl NodeConfig {
                 ));
             }
         }
+        check_dpdk(d).map_err(|(f, m)| err(format!("daemon.dpdk.{f}"), m))?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut seen_cores = HashSet::new();
         for (i, &c) in d.workers.iter().enumerate() {
@@ -256,6 +345,7 @@ impl NodeConfig {
                 PortKind::Pod => 0,
             };
             check_port(n, p, name_taken, ip_taken, count).map_err(|(f, m)| err(k(f), m))?;
+            check_port_device(d.backend, p).map_err(|(f, m)| err(k(f), m))?;
         }
         let uplink = self
             .ports
@@ -825,4 +915,102 @@ mac = "02:00:00:00:aa:02"
             "15 bytes",
         );
     }
+}
+
+/// The DPDK settings' own limits.
+fn check_dpdk(d: &DaemonSettings) -> Result<(), (&'static str, String)> {
+    let p = &d.dpdk;
+    if p.memory_mb < 64 {
+        return Err((
+            "memory_mb",
+            format!("{} MiB is too little for EAL (at least 64)", p.memory_mb),
+        ));
+    }
+    if p.file_prefix.is_empty() || p.file_prefix.contains('/') {
+        return Err((
+            "file_prefix",
+            format!("`{}` is not a file name prefix", p.file_prefix),
+        ));
+    }
+    if p.mbufs < 1024 {
+        return Err((
+            "mbufs",
+            format!("{} mbufs cannot fill the queues (at least 1024)", p.mbufs),
+        ));
+    }
+    if p.mbuf_cache > 512 || p.mbuf_cache as u64 * 2 > p.mbufs as u64 {
+        return Err((
+            "mbuf_cache",
+            format!(
+                "{} is more than DPDK allows (512, and half the pool)",
+                p.mbuf_cache
+            ),
+        ));
+    }
+    for (f, n) in [
+        ("rx_descriptors", p.rx_descriptors),
+        ("tx_descriptors", p.tx_descriptors),
+    ] {
+        if !(64..=4096).contains(&n) || !n.is_power_of_two() {
+            return Err((f, format!("{n} is not a power of two from 64 to 4096")));
+        }
+    }
+    Ok(())
+}
+
+/// A port's DPDK device fields against the backend and its kind.
+pub fn check_port_device(
+    backend: BackendKind,
+    p: &PortConfig,
+) -> Result<(), (&'static str, String)> {
+    if backend == BackendKind::AfXdp {
+        if p.devargs.is_some() {
+            return Err((
+                "devargs",
+                "only the DPDK backend opens DPDK devices (daemon.backend = \"dpdk\")".into(),
+            ));
+        }
+        if p.vhost_user.is_some() {
+            return Err((
+                "vhost_user",
+                "vhost-user ports need the DPDK backend (daemon.backend = \"dpdk\")".into(),
+            ));
+        }
+        return Ok(());
+    }
+    if let Some(dev) = &p.devargs {
+        if dev.trim().is_empty() || dev.contains(char::is_whitespace) {
+            return Err((
+                "devargs",
+                format!("`{dev}` is not a PCI address or vdev string"),
+            ));
+        }
+    }
+    if let Some(sock) = &p.vhost_user {
+        if p.kind != PortKind::Pod {
+            return Err(("vhost_user", "only pod ports attach over vhost-user".into()));
+        }
+        if p.devargs.is_some() {
+            return Err(("vhost_user", "give devargs or vhost_user, not both".into()));
+        }
+        if !sock.is_absolute() {
+            return Err((
+                "vhost_user",
+                format!(
+                    "`{}` is relative; give the socket's absolute path",
+                    sock.display()
+                ),
+            ));
+        }
+        if sock.as_os_str().len() > 107 || sock.to_str().is_none_or(|s| s.contains(',')) {
+            return Err((
+                "vhost_user",
+                format!(
+                    "`{}` cannot be a vhost-user socket path (at most 107 bytes, no commas)",
+                    sock.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

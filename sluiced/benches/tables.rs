@@ -107,6 +107,8 @@ fn pod(i: usize) -> PortConfig {
         ip: Some(Ipv4Addr::new(10, 5, 1, 10 + (i % 200) as u8)),
         rx_mode: None,
         removed: false,
+        devargs: None,
+        vhost_user: None,
     }
 }
 

@@ -692,6 +692,7 @@ impl TablesEditor {
             let ip_taken =
                 p.ip.is_some_and(|ip| s.pod_ips.contains_key(&ip) || !ips.insert(ip));
             check_port(&s.node, p, false, ip_taken, 0)
+                .and_then(|()| crate::config::check_port_device(s.daemon.backend, p))
                 .map_err(|(f, m)| err(format!("ports[{i}].{f}"), m))?;
         }
         // A configured route for a new pod's own address clashes with it.
@@ -1141,6 +1142,8 @@ mod tests {
             ip: Some(ip.parse().unwrap()),
             rx_mode: None,
             removed: false,
+            devargs: None,
+            vhost_user: None,
         }
     }
 

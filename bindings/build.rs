@@ -16,6 +16,9 @@ fn main() {
         "xsk_shim.c",
         "xsk_shim.h",
         "wrapper.h",
+        "dpdk_shim.c",
+        "dpdk_shim.h",
+        "dpdk_wrapper.h",
     ] {
         println!("cargo:rerun-if-changed=c/{f}");
     }
@@ -77,4 +80,92 @@ fn main() {
     bindings
         .write_to_file(out.join("bindings.rs"))
         .expect("bindings written");
+
+    dpdk(&c, &out);
+}
+
+/// DPDK 22.11 from Debian's libdpdk-dev (pkg-config `libdpdk`), linked
+/// dynamically: the C shim for its inline fast-path functions, and the
+/// bindings to EAL, ethdev (with rte_flow), mbufs and mempools. Drivers are
+/// not linked: EAL loads them from its plugin directory at start.
+fn dpdk(c: &std::path::Path, out: &std::path::Path) {
+    println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
+    let cflags = Command::new("pkg-config")
+        .args(["--cflags", "libdpdk"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_else(|| {
+            panic!(
+                "pkg-config finds no libdpdk: install Debian's libdpdk-dev (scripts/setup.sh does)"
+            )
+        });
+    let flags: Vec<String> = cflags.split_whitespace().map(str::to_string).collect();
+    // `-include rte_config.h` is two words; keep pairs together.
+    let mut build = cc::Build::new();
+    build
+        .file(c.join("dpdk_shim.c"))
+        .include(c)
+        .opt_level(3)
+        .warnings(true);
+    for f in &flags {
+        build.flag(f);
+    }
+    build.compile("sluice_dpdk_shim");
+    for lib in [
+        "rte_ethdev",
+        "rte_mbuf",
+        "rte_mempool",
+        "rte_ring",
+        "rte_eal",
+        "rte_kvargs",
+    ] {
+        println!("cargo:rustc-link-lib={lib}");
+    }
+    let bindings = bindgen::Builder::default()
+        .header(c.join("dpdk_wrapper.h").display().to_string())
+        .clang_arg(format!("-I{}", c.display()))
+        .clang_args(flags.iter().filter(|f| !f.starts_with("-march")))
+        .allowlist_function("rte_eal_init")
+        .allowlist_function("rte_eal_cleanup")
+        .allowlist_function("rte_strerror")
+        .allowlist_function("rte_thread_register")
+        .allowlist_function("rte_thread_unregister")
+        .allowlist_function("rte_dev_probe")
+        .allowlist_function("rte_dev_remove")
+        .allowlist_function("rte_eal_hotplug_remove")
+        .allowlist_function("rte_eth_.*")
+        .allowlist_function("rte_flow_validate")
+        .allowlist_function("rte_flow_create")
+        .allowlist_function("rte_flow_destroy")
+        .allowlist_function("rte_flow_flush")
+        .allowlist_function("rte_pktmbuf_pool_create")
+        .allowlist_function("rte_pktmbuf_free_bulk")
+        .allowlist_function("rte_mempool_free")
+        .allowlist_function("rte_mempool_lookup")
+        .allowlist_function("rte_socket_count")
+        .allowlist_function("sluice_dpdk_.*")
+        .allowlist_type("rte_mbuf")
+        .allowlist_type("rte_eth_.*")
+        .allowlist_type("rte_flow_(attr|item|action|error|item_type|action_type|item_eth|item_ipv4|item_udp|item_vxlan|action_queue|action_rss)")
+        .allowlist_type("rte_(ether|ipv4|udp|vxlan)_hdr")
+        .opaque_type("rte_l2tpv2_.*")
+        .opaque_type("rte_gtp_.*")
+        .allowlist_var("RTE_ETH_.*")
+        .allowlist_var("RTE_MBUF_.*")
+        .allowlist_var("RTE_PKTMBUF_HEADROOM")
+        .allowlist_var("RTE_MAX_ETHPORTS")
+        .allowlist_var("SOCKET_ID_ANY")
+        .blocklist_function("rte_eth_.*_burst")
+        .blocklist_function("rte_eth_.*_prepare")
+        .derive_default(true)
+        .default_enum_style(bindgen::EnumVariation::Consts)
+        .prepend_enum_name(false)
+        .layout_tests(true)
+        .generate()
+        .expect("bindgen could not read DPDK's headers: install libdpdk-dev and libclang-dev (scripts/setup.sh does)");
+    bindings
+        .write_to_file(out.join("dpdk_bindings.rs"))
+        .expect("DPDK bindings written");
 }

@@ -8,7 +8,9 @@
 //!   `clang -target bpf`: it redirects a pod veth's frames, or only sluice's
 //!   share of a node uplink's, to the AF_XDP socket of their queue.
 //!
-//! DPDK (pkg-config `libdpdk`) joins this crate with its backend.
+//! - [`dpdk`]: bindings to Debian's DPDK 22.11 (pkg-config `libdpdk`,
+//!   linked dynamically) and a C shim (`c/dpdk_shim.c`) for its inline
+//!   burst and mbuf functions.
 //!
 //! This is one of the two places in the workspace where `unsafe` code is
 //! allowed (the other is the dataplane's port and buffer modules); callers
@@ -27,6 +29,25 @@
 #[allow(clippy::all, clippy::undocumented_unsafe_blocks)]
 pub mod sys {
     include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
+}
+
+/// Raw bindings to DPDK 22.11 (EAL, ethdev and rte_flow, mbufs, mempools)
+/// and sluice's shim over its inline burst and mbuf functions
+/// (`c/dpdk_shim.h`). Layout tests check `rte_mbuf`'s fields, which the
+/// DPDK port backend reads directly.
+#[allow(
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    dead_code,
+    missing_docs,
+    missing_debug_implementations,
+    unsafe_code,
+    unnecessary_transmutes
+)]
+#[allow(clippy::all, clippy::undocumented_unsafe_blocks)]
+pub mod dpdk {
+    include!(concat!(env!("OUT_DIR"), "/dpdk_bindings.rs"));
 }
 
 /// The XDP program object (ELF, BPF), section `xdp`, maps `xsks_map` and

@@ -12,6 +12,7 @@
 use crate::afxdp::{
     self, UmemPool, WaitSet, XdpBuf, XdpError, XskConfig, XskMap, XskPort, XskStats,
 };
+use crate::dpdk::{DpdkError, DpdkPort, DpdkStats, MbufPool, Mempool};
 use crate::tap::TapPort;
 use sluice_dataplane::buffer::{BufPool, Burst};
 use sluice_dataplane::config::PortKind;
@@ -42,6 +43,9 @@ pub enum BackendError {
     /// The control side has not attached the port (no socket map for it).
     #[error("`{0}` is not attached")]
     NotAttached(String),
+    /// DPDK set-up failed.
+    #[error(transparent)]
+    Dpdk(#[from] DpdkError),
 }
 
 /// Counters the kernel or NIC keeps for one port queue, beyond the
@@ -50,6 +54,8 @@ pub enum BackendError {
 pub struct PortStats {
     /// The kernel's AF_XDP socket counters, for an XSK port.
     pub xsk: Option<XskStats>,
+    /// The DPDK queue's and device's counters, for a DPDK port.
+    pub dpdk: Option<DpdkStats>,
 }
 
 /// A worker's buffer pool, for accounting.
@@ -259,6 +265,7 @@ impl Backend for AfXdpBackend {
                 AfXdpPort::Xsk(x) => x.statistics(),
                 AfXdpPort::Tap(_) => None,
             },
+            dpdk: None,
         }
     }
 
@@ -272,5 +279,109 @@ impl Backend for AfXdpBackend {
 
     fn hugepages(&self) -> bool {
         self.umem.hugepages()
+    }
+}
+
+/// Finds the DPDK port id of a started device by its switch port name.
+pub type DeviceLookup = Arc<dyn Fn(&str) -> Option<u16> + Send + Sync>;
+
+/// DPDK devices: every port is queue `w` of a device the control side
+/// probed and started; buffers are mbufs from the pool of the worker's
+/// NUMA socket. Workers poll: DPDK's drivers here have no RX interrupts
+/// sluice uses, so a worker never sleeps on its ports (`wait` wakes only
+/// for table changes).
+pub struct DpdkBackend {
+    pool: Arc<Mempool>,
+    devices: DeviceLookup,
+    hugepages: bool,
+}
+
+impl fmt::Debug for DpdkBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DpdkBackend")
+            .field("pool", &self.pool.name())
+            .field("hugepages", &self.hugepages)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DpdkBackend {
+    /// A worker's backend over `pool` (its socket's): registers the calling
+    /// thread with EAL, so the pool's per-lcore cache serves it.
+    pub fn new(
+        pool: Arc<Mempool>,
+        devices: DeviceLookup,
+        hugepages: bool,
+    ) -> Result<Self, BackendError> {
+        crate::dpdk::register_thread()?;
+        Ok(DpdkBackend {
+            pool,
+            devices,
+            hugepages,
+        })
+    }
+}
+
+impl Backend for DpdkBackend {
+    type Pool = MbufPool;
+    type Port = DpdkPort;
+
+    fn pool(&self) -> MbufPool {
+        MbufPool::new(self.pool.clone())
+    }
+
+    fn open(
+        &mut self,
+        _pool: &mut MbufPool,
+        spec: &PortSpec<'_>,
+    ) -> Result<DpdkPort, BackendError> {
+        let port =
+            (self.devices)(spec.name).ok_or_else(|| BackendError::NotAttached(spec.name.into()))?;
+        Ok(DpdkPort::new(port, spec.queue as u16))
+    }
+
+    fn close(&mut self, _pool: &mut MbufPool, port: DpdkPort) {
+        // The device keeps what sits in its rings; it frees them when closed.
+        drop(port);
+    }
+
+    #[inline]
+    fn service(_pool: &mut MbufPool, _port: &mut DpdkPort) -> bool {
+        false
+    }
+
+    fn frames_held(_port: &DpdkPort) -> u32 {
+        0
+    }
+
+    fn pool_frames(pool: &MbufPool) -> PoolFrames {
+        PoolFrames {
+            free: pool.mempool().available(),
+            total: pool.mempool().size(),
+            retired: 0,
+        }
+    }
+
+    fn wait_fd(_port: &DpdkPort) -> Option<i32> {
+        None
+    }
+
+    fn wait(set: &mut WaitSet, timeout_ms: i32) -> bool {
+        set.wait(timeout_ms)
+    }
+
+    fn stats(port: &DpdkPort) -> PortStats {
+        PortStats {
+            xsk: None,
+            dpdk: Some(port.stats()),
+        }
+    }
+
+    fn mode(_port: &DpdkPort) -> &'static str {
+        "dpdk"
+    }
+
+    fn hugepages(&self) -> bool {
+        self.hugepages
     }
 }

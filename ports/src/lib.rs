@@ -9,6 +9,7 @@
 //! - [`afxdp`]: AF_XDP sockets on kernel netdevs (uplink and pod veths),
 //!   split by concern: the XDP program, the UMEM, frames and their pool, the
 //!   sockets;
+//! - [`dpdk`]: DPDK devices (NICs, vdevs, vhost-user) over `rte_mbuf`s;
 //! - [`tap`]: the host port, a multi-queue TAP into the node's kernel;
 //! - [`netdev`]: what a kernel device allows (its RX queues against the
 //!   workers).
@@ -19,9 +20,11 @@
 
 pub mod afxdp;
 pub mod backend;
+pub mod dpdk;
 pub mod netdev;
 pub mod tap;
 
 pub use backend::{
-    AfXdpBackend, AfXdpPort, Backend, BackendError, MapLookup, PoolFrames, PortSpec, PortStats,
+    AfXdpBackend, AfXdpPort, Backend, BackendError, DeviceLookup, DpdkBackend, MapLookup,
+    PoolFrames, PortSpec, PortStats,
 };

@@ -199,7 +199,8 @@ pub struct Control {
     tables: Arc<TablesHandle>,
     counters: Vec<Arc<WorkerCounters>>,
     config_path: Option<PathBuf>,
-    programs: Vec<sluice_ports::afxdp::XdpProgram>,
+    programs: Vec<crate::attach::Attached>,
+    attacher: crate::attach::Attacher,
     registry: Option<Arc<super::PortRegistry>>,
     /// This process's start (pid and time), for `node.get`'s `epoch`.
     boot: String,
@@ -272,6 +273,7 @@ impl Control {
             counters,
             config_path: None,
             programs: Vec::new(),
+            attacher: crate::attach::Attacher::AfXdp,
             registry: None,
             boot: boot_id(),
             reloads: 0,
@@ -288,10 +290,12 @@ impl Control {
     /// port registry, so it can add and remove pod ports at runtime.
     pub fn manage_ports(
         &mut self,
-        programs: Vec<sluice_ports::afxdp::XdpProgram>,
+        programs: Vec<crate::attach::Attached>,
+        attacher: crate::attach::Attacher,
         registry: Arc<super::PortRegistry>,
     ) {
         self.programs = programs;
+        self.attacher = attacher;
         self.registry = Some(registry);
     }
 
@@ -319,39 +323,51 @@ impl Control {
                 json!({ "added": 0, "generation": self.tables.load().generation }),
             ));
         }
-        // Every worker must have frames for the new pods (and their MTU).
-        registry
-            .check_frames(
-                self.cfg
-                    .ports()
-                    .iter()
-                    .chain(fresh.iter().map(|&k| &new_ports[k])),
-            )
-            .map_err(|e| ApiError::new(Some("ports".into()), e.to_string()))?;
+        // Every worker must have frames for the new pods (and their MTU):
+        // UMEM frames on AF_XDP (DPDK's mbufs are checked on attach).
+        if !self.attacher.is_dpdk() {
+            registry
+                .check_frames(
+                    self.cfg
+                        .ports()
+                        .iter()
+                        .chain(fresh.iter().map(|&k| &new_ports[k])),
+                )
+                .map_err(|e| ApiError::new(Some("ports".into()), e.to_string()))?;
+        }
         for &k in &fresh {
-            let name = &new_ports[k].name;
-            check_attachable(name, self.cfg.ports())
-                .and_then(|()| sluice_ports::netdev::check_pod_queues(name, registry.workers()))
-                .map_err(|m| ApiError::new(Some(format!("ports[{k}].name")), m))?;
+            let p = &new_ports[k];
+            if self.attacher.is_netdev(p) {
+                check_attachable(&p.name, self.cfg.ports())
+                    .and_then(|()| {
+                        sluice_ports::netdev::check_pod_queues(&p.name, registry.workers())
+                    })
+                    .map_err(|m| ApiError::new(Some(format!("ports[{k}].name")), m))?;
+            } else if let Some(q) = self.cfg.ports().iter().find(|q| q.name == p.name && !q.removed) {
+                return Err(ApiError::new(
+                    Some(format!("ports[{k}].name")),
+                    format!("`{}` is this switch's {} port", p.name, q.kind),
+                ));
+            }
         }
         // Attach first; on any failure detach what was attached and stop.
-        let mut attached = Vec::new();
+        let mut attached: Vec<crate::attach::Attached> = Vec::new();
         for &k in &fresh {
-            let name = new_ports[k].name.clone();
-            match sluice_ports::afxdp::XdpProgram::attach(
-                &name,
-                sluice_ports::afxdp::Steering::RedirectAll,
-            ) {
-                Ok(prog) => {
-                    registry.add(&name, prog.xsk_map());
-                    attached.push(prog);
+            match self
+                .attacher
+                .attach(&new_ports[k], sluice_ports::afxdp::Steering::RedirectAll)
+            {
+                Ok(a) => {
+                    a.register(&registry);
+                    attached.push(a);
                 }
                 Err(e) => {
                     for p in &attached {
-                        registry.remove(p.ifname());
+                        registry.remove(p.name());
                     }
+                    let field = if self.attacher.is_dpdk() { "devargs" } else { "name" };
                     return Err(ApiError::new(
-                        Some(format!("ports[{k}].name")),
+                        Some(format!("ports[{k}].{field}")),
                         e.to_string(),
                     ));
                 }
@@ -360,7 +376,7 @@ impl Control {
         let names: Vec<String> = fresh.iter().map(|&k| new_ports[k].name.clone()).collect();
         let (_, g) = self.cfg.add_pod_ports(new_ports).map_err(|e| {
             for p in &attached {
-                registry.remove(p.ifname());
+                registry.remove(p.name());
             }
             edit_error(e)
         })?;
@@ -409,7 +425,7 @@ impl Control {
             let _ = registry.wait_for(g, PORT_CHANGE_TIMEOUT);
         }
         for p in &attached {
-            registry.remove(p.ifname());
+            registry.remove(p.name());
         }
         drop(attached);
         Err(ApiError::new(Some("ports".into()), why))
@@ -429,7 +445,7 @@ impl Control {
         }
         let (attached, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.programs)
             .into_iter()
-            .partition(|p| gone.iter().any(|n| n == p.ifname()));
+            .partition(|p| gone.iter().any(|n| n == p.name()));
         self.programs = kept;
         Ok(PortChange {
             registry: Some(registry),
@@ -541,7 +557,12 @@ impl Control {
         else {
             return Ok(());
         };
-        let Some(prog) = self.programs.iter().find(|p| p.ifname() == up.name) else {
+        let Some(prog) = self
+            .programs
+            .iter()
+            .find(|p| p.name() == up.name)
+            .and_then(|p| p.program())
+        else {
             return Ok(());
         };
         let node_ip = up.address.map_or(Ipv4Addr::UNSPECIFIED, |a| a.ip);
@@ -921,7 +942,7 @@ struct PortChange {
     registry: Option<Arc<crate::PortRegistry>>,
     generation: u32,
     names: Vec<String>,
-    attached: Vec<sluice_ports::afxdp::XdpProgram>,
+    attached: Vec<crate::attach::Attached>,
     result: Option<Value>,
 }
 

@@ -25,6 +25,7 @@
 //! `unsafe` of its own.
 
 pub mod api;
+pub mod attach;
 pub mod host;
 pub mod logging;
 pub mod metrics;

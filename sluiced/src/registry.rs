@@ -22,6 +22,8 @@ use std::time::Instant;
 #[derive(Debug)]
 pub struct PortRegistry {
     pub(crate) maps: std::sync::Mutex<std::collections::HashMap<String, XskMap>>,
+    /// DPDK: each started device's port id, by switch port name.
+    pub(crate) devices: std::sync::Mutex<std::collections::HashMap<String, u16>>,
     pub(crate) acks: Vec<std::sync::atomic::AtomicU32>,
     pub(crate) failures: std::sync::Mutex<Vec<(String, String)>>,
     pub(crate) flow_request: std::sync::atomic::AtomicU32,
@@ -171,6 +173,7 @@ impl PortRegistry {
             .unzip();
         PortRegistry {
             maps: Default::default(),
+            devices: Default::default(),
             acks: (0..workers)
                 .map(|_| std::sync::atomic::AtomicU32::new(0))
                 .collect(),
@@ -265,6 +268,47 @@ impl PortRegistry {
             .copied()
     }
 
+    /// The DPDK port id of a started device.
+    pub(crate) fn device_of(&self, name: &str) -> Option<u16> {
+        self.devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .copied()
+    }
+
+    /// Whether the control side attached `name` (a socket map or a device).
+    pub(crate) fn is_attached(&self, name: &str) -> bool {
+        self.map_of(name).is_some() || self.device_of(name).is_some()
+    }
+
+    /// Registers a started DPDK device before tables naming it are published.
+    pub fn add_device(&self, name: &str, port: u16) {
+        self.devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), port);
+    }
+
+    /// DPDK counters per port, summed over workers (queues).
+    pub fn dpdk_stats(&self) -> std::collections::BTreeMap<PortId, sluice_ports::dpdk::DpdkStats> {
+        let mut out = std::collections::BTreeMap::new();
+        for w in &self.port_stats {
+            for (id, s) in w.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                if let Some(x) = s.dpdk {
+                    let e: &mut sluice_ports::dpdk::DpdkStats = out.entry(*id).or_default();
+                    e.rx_segmented += x.rx_segmented;
+                    e.rx_linearized += x.rx_linearized;
+                    e.imissed += x.imissed;
+                    e.ierrors += x.ierrors;
+                    e.oerrors += x.oerrors;
+                    e.rx_nombuf += x.rx_nombuf;
+                }
+            }
+        }
+        out
+    }
+
     /// The kernel's counters per port, summed over workers (queues).
     pub fn port_stats(&self) -> std::collections::BTreeMap<PortId, sluice_ports::afxdp::XskStats> {
         let mut out = std::collections::BTreeMap::new();
@@ -294,9 +338,13 @@ impl PortRegistry {
             .insert(name.to_string(), map);
     }
 
-    /// Forgets a port's socket map.
+    /// Forgets a port's socket map or device.
     pub fn remove(&self, name: &str) {
         self.maps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        self.devices
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);

@@ -24,8 +24,10 @@ use crate::registry::PortRegistry;
 use crate::server::{self, ServerLimits};
 use crate::tables::{Tables, TablesError, TablesHandle};
 use crate::worker::{self, PortPlan, WorkerSetup};
-use sluice_ports::afxdp::{self, Steering, UmemConfig, XdpProgram};
-use sluice_ports::{AfXdpBackend, BackendError, MapLookup};
+use sluice_ports::afxdp::{self, Steering, UmemConfig};
+use crate::attach::{Attached, Attacher, DpdkContext};
+use crate::config::BackendKind;
+use sluice_ports::{AfXdpBackend, BackendError, DeviceLookup, DpdkBackend, MapLookup};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -87,6 +89,9 @@ pub enum DaemonError {
     /// The workers' frames do not fit the configuration.
     #[error(transparent)]
     Frames(#[from] crate::registry::FrameBudgetError),
+    /// DPDK could not start (EAL, the mbuf pools).
+    #[error("DPDK: {0}")]
+    Dpdk(BackendError),
     /// A worker could not start.
     #[error("worker {worker}: {message}")]
     Worker {
@@ -121,8 +126,11 @@ pub struct PortReport {
     pub name: String,
     /// `native` or `generic` XDP, or `none`.
     pub xdp: &'static str,
-    /// `zero-copy` or `copy` (worker 0's socket), or `none`.
+    /// `zero-copy` or `copy` (worker 0's socket), `tap`, or `dpdk`.
     pub mode: &'static str,
+    /// DPDK: what the device reported and what sluiced turned on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<sluice_ports::dpdk::device::DeviceInfo>,
 }
 
 /// A running switch.
@@ -158,9 +166,12 @@ impl Daemon {
         stop: Arc<AtomicBool>,
     ) -> Result<Daemon, DaemonError> {
         let tables = Tables::from_config(cfg)?;
-        // Every worker must have frames for the ports: MTUs that fit a
-        // frame, and fill rings for every pod.
-        crate::registry::check_frames(&cfg.ports, &UmemConfig::default())?;
+        let dpdk = cfg.daemon.backend == BackendKind::Dpdk;
+        if !dpdk {
+            // Every worker must have frames for the ports: MTUs that fit a
+            // frame, and fill rings for every pod.
+            crate::registry::check_frames(&cfg.ports, &UmemConfig::default())?;
+        }
         let metrics_listener =
             metrics::bind(cfg.daemon.metrics_address).map_err(|source| DaemonError::Metrics {
                 addr: cfg.daemon.metrics_address,
@@ -182,9 +193,14 @@ impl Daemon {
         }
         let mut api_guard = RemoveOnError(&api_path, true);
         let control_handle;
+        let attacher = if dpdk {
+            Attacher::Dpdk(DpdkContext::start(&cfg.daemon, &cfg.ports).map_err(DaemonError::Dpdk)?)
+        } else {
+            Attacher::AfXdp
+        };
         // Every interface must exist before anything is attached.
         for p in &cfg.ports {
-            if p.kind != PortKind::Host {
+            if attacher.is_netdev(p) {
                 afxdp::ifindex(&p.name).map_err(|source| DaemonError::Port {
                     port: p.name.clone(),
                     source: source.into(),
@@ -205,7 +221,7 @@ impl Daemon {
         }
         let n_workers = cfg.daemon.workers.len().max(1);
         // Every queue the NIC may put traffic on needs a worker's socket.
-        for p in cfg.ports.iter().filter(|p| p.kind != PortKind::Host) {
+        for p in cfg.ports.iter().filter(|p| attacher.is_netdev(p)) {
             sluice_ports::netdev::check_queues(&p.name, n_workers).map_err(|message| {
                 DaemonError::Queues {
                     port: p.name.clone(),
@@ -215,7 +231,7 @@ impl Daemon {
         }
         let umem = UmemConfig::default();
         let registry = Arc::new(PortRegistry::new(n_workers, umem));
-        let mut programs = Vec::new();
+        let mut programs: Vec<Attached> = Vec::new();
         let mut plans = Vec::new();
         let uplink_ip = cfg
             .ports
@@ -225,14 +241,14 @@ impl Daemon {
             .map(|a| a.ip);
         for p in &cfg.ports {
             let steering = match p.kind {
-                PortKind::Host => {
+                PortKind::Host if !dpdk => {
                     plans.push(PortPlan {
                         ifname: p.name.clone(),
                         kind: p.kind,
                     });
                     continue;
                 }
-                PortKind::Pod => Steering::RedirectAll,
+                PortKind::Pod | PortKind::Host => Steering::RedirectAll,
                 PortKind::Uplink => Steering::Filter {
                     node_ip: uplink_ip.expect("validated: an uplink has an address"),
                     pod_net: cfg.node.pod_network.addr(),
@@ -240,16 +256,17 @@ impl Daemon {
                     vxlan_port: cfg.tunnel.vxlan_port,
                 },
             };
-            let prog =
-                XdpProgram::attach(&p.name, steering).map_err(|source| DaemonError::Port {
+            let prog = attacher
+                .attach(p, steering)
+                .map_err(|source| DaemonError::Port {
                     port: p.name.clone(),
-                    source: source.into(),
+                    source,
                 })?;
             plans.push(PortPlan {
                 ifname: p.name.clone(),
                 kind: p.kind,
             });
-            registry.add(&p.name, prog.xsk_map());
+            prog.register(&registry);
             programs.push(prog);
         }
 
@@ -259,16 +276,24 @@ impl Daemon {
         } else {
             cfg.daemon.workers.iter().map(|&c| Some(c)).collect()
         };
+        // DPDK workers poll (as OVS-DPDK's PMDs and VPP's workers do).
         let modes: Vec<RxMode> = cfg
             .ports
             .iter()
-            .map(|p| p.rx_mode.unwrap_or(cfg.daemon.rx_mode))
+            .map(|p| {
+                if dpdk {
+                    RxMode::Poll
+                } else {
+                    p.rx_mode.unwrap_or(cfg.daemon.rx_mode)
+                }
+            })
             .collect();
         let burst = cfg.daemon.burst as usize;
         let mut counters = Vec::new();
         let mut workers = Vec::new();
         let mut report = Vec::new();
         let mut hugepages = true;
+        let ctx_no_huge = cfg.daemon.dpdk.no_huge;
         for (w, core) in cores.into_iter().enumerate() {
             let c = Arc::new(WorkerCounters::new());
             counters.push(c.clone());
@@ -276,6 +301,7 @@ impl Daemon {
             let (plans, modes, handle, wstop) =
                 (plans.clone(), modes.clone(), handle.clone(), stop.clone());
             let wreg = registry.clone();
+            let wattacher = attacher.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("sluice-w{w}"))
                 .spawn(move || {
@@ -293,7 +319,18 @@ impl Daemon {
                         stop: wstop,
                         ready: ready_tx,
                     };
-                    worker::run(setup, move || AfXdpBackend::new(umem, maps))
+                    match wattacher {
+                        Attacher::AfXdp => worker::run(setup, move || AfXdpBackend::new(umem, maps)),
+                        Attacher::Dpdk(ctx) => {
+                            let dev_reg = setup.registry.clone();
+                            let devices: DeviceLookup =
+                                Arc::new(move |name: &str| dev_reg.device_of(name));
+                            let huge = !ctx_no_huge;
+                            worker::run(setup, move || {
+                                DpdkBackend::new(ctx.pool(w), devices, huge)
+                            })
+                        }
+                    }
                 });
             let join = match spawned {
                 Ok(j) => j,
@@ -332,7 +369,11 @@ impl Daemon {
                 }
             }
         }
-        if let Some(host) = cfg.ports.iter().find(|p| p.kind == PortKind::Host) {
+        if let Some(host) = cfg
+            .ports
+            .iter()
+            .find(|p| p.kind == PortKind::Host && (!dpdk || p.devargs.is_none()))
+        {
             if let Err(source) = configure_host_port(cfg, &host.name, host.mac) {
                 stop.store(true, Ordering::Relaxed);
                 for j in workers {
@@ -344,12 +385,19 @@ impl Daemon {
                 });
             }
         }
-        for (r, prog) in report.iter_mut().zip(cfg.ports.iter()) {
-            if let Some(p) = programs.iter().find(|p| p.ifname() == prog.name) {
-                r.xdp = match p.mode() {
-                    afxdp::AttachMode::Native => "native",
-                    afxdp::AttachMode::Generic => "generic",
-                };
+        for (r, port) in report.iter_mut().zip(cfg.ports.iter()) {
+            match programs.iter().find(|p| p.name() == port.name) {
+                Some(Attached::Xdp(p)) => {
+                    r.xdp = match p.mode() {
+                        afxdp::AttachMode::Native => "native",
+                        afxdp::AttachMode::Generic => "generic",
+                    };
+                }
+                Some(Attached::Dpdk { device, .. }) => {
+                    r.xdp = "none";
+                    r.device = Some(device.info().clone());
+                }
+                None => {}
             }
         }
         let _ = &programs;
@@ -360,7 +408,7 @@ impl Daemon {
             if let Some(p) = config_path {
                 c.set_config_path(p);
             }
-            c.manage_ports(std::mem::take(&mut programs), registry.clone());
+            c.manage_ports(std::mem::take(&mut programs), attacher.clone(), registry.clone());
             let control = Arc::new(std::sync::Mutex::new(c));
             control_handle = control.clone();
             let (ncontrol, nstop, mstop) = (control.clone(), stop.clone(), stop.clone());
@@ -413,7 +461,7 @@ impl Daemon {
         let numa = cfg
             .ports
             .iter()
-            .find(|p| p.kind == PortKind::Uplink)
+            .find(|p| p.kind == PortKind::Uplink && attacher.is_netdev(p))
             .and_then(|u| numa_report(&u.name, &cfg.daemon.workers));
         Ok(Daemon {
             tables: handle,

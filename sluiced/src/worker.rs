@@ -128,7 +128,7 @@ fn reconcile<B: Backend>(
                 opened[i] = None;
             }
             (false, false) if matches!(entry.role, PortRole::Pod { .. }) => {
-                if registry.map_of(&entry.name).is_none() {
+                if !registry.is_attached(&entry.name) {
                     continue;
                 }
                 let spec = PortSpec {
@@ -264,6 +264,7 @@ pub(crate) fn run<B: Backend>(
                         "native"
                     },
                     mode: B::mode(&p),
+                    device: None,
                 });
                 ports.push(Some(p));
             }

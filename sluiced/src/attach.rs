@@ -1,0 +1,278 @@
+//! How a port joins the switch before its workers open it, per backend:
+//! on AF_XDP the XDP program goes on the interface (its socket map is what
+//! workers register in); on DPDK the device is probed, configured and
+//! started (its port id is what workers poll). Both are held by the control
+//! side as an [`Attached`] and let go (program detached, device stopped and
+//! detached) only after every worker closed its queue.
+//!
+//! DPDK device arguments follow from the port: `devargs` as given; a
+//! vhost-user pod gets `net_vhost` in client mode on its socket with one
+//! queue pair per worker; a veth pod without devargs gets DPDK's
+//! `net_af_xdp` on the interface; the host port without devargs a
+//! `net_tap` named after it (the kernel side sluiced then configures).
+
+use crate::config::{DaemonSettings, DpdkSettings, PortConfig, PortKind};
+use crate::registry::PortRegistry;
+use sluice_ports::afxdp::{Steering, XdpProgram};
+use sluice_ports::dpdk::{Device, DeviceSpec, Eal, EalConfig, Mempool};
+use sluice_ports::BackendError;
+use std::sync::Arc;
+
+/// What a worker's DPDK backend and the control side share.
+#[derive(Debug)]
+pub struct DpdkContext {
+    settings: DpdkSettings,
+    /// The pool of each worker (the pool of its core's NUMA socket).
+    pools: Vec<Arc<Mempool>>,
+}
+
+impl DpdkContext {
+    /// Starts EAL and makes one pool per NUMA socket of the workers'
+    /// cores, each mbuf with room for the largest MTU configured.
+    pub fn start(d: &DaemonSettings, ports: &[PortConfig]) -> Result<Arc<DpdkContext>, BackendError> {
+        let s = &d.dpdk;
+        let pci: Vec<String> = ports
+            .iter()
+            .filter_map(|p| p.devargs.as_deref())
+            .filter(|a| sluice_ports::dpdk::device::is_pci(a))
+            .map(str::to_string)
+            .collect();
+        Eal::init(&EalConfig {
+            no_huge: s.no_huge,
+            memory_mb: s.memory_mb,
+            file_prefix: s.file_prefix.clone(),
+            pci,
+            main_core: d.workers.first().copied().unwrap_or(0),
+            extra: s.eal_args.clone(),
+        })?;
+        let mtu = ports.iter().map(|p| p.mtu).max().unwrap_or(1500).max(1500);
+        let room = data_room(mtu);
+        let cores: Vec<Option<usize>> = if d.workers.is_empty() {
+            vec![None]
+        } else {
+            d.workers.iter().map(|&c| Some(c)).collect()
+        };
+        let mut by_socket: Vec<(i32, Arc<Mempool>)> = Vec::new();
+        let mut pools = Vec::new();
+        for c in cores {
+            let socket = c.map_or(0, numa_node);
+            let pool = match by_socket.iter().find(|(s, _)| *s == socket) {
+                Some((_, p)) => p.clone(),
+                None => {
+                    let name = format!("sluice_mbufs_s{socket}");
+                    let p = Mempool::create(&name, s.mbufs, s.mbuf_cache, room, socket)
+                        .or_else(|_| Mempool::create(&name, s.mbufs, s.mbuf_cache, room, -1))?;
+                    by_socket.push((socket, p.clone()));
+                    p
+                }
+            };
+            pools.push(pool);
+        }
+        Ok(Arc::new(DpdkContext {
+            settings: s.clone(),
+            pools,
+        }))
+    }
+
+    /// Worker `w`'s pool.
+    pub fn pool(&self, w: usize) -> Arc<Mempool> {
+        self.pools[w].clone()
+    }
+
+    /// The largest MTU a port of this node may have (the mbufs' room).
+    pub fn max_mtu(&self) -> u16 {
+        self.pools
+            .first()
+            .map_or(1500, |p| p.data_room().saturating_sub(HEADROOM + 18))
+    }
+
+    /// The device arguments of `p` on a node with `workers` workers.
+    pub fn devargs(p: &PortConfig, workers: usize) -> String {
+        if let Some(d) = &p.devargs {
+            return d.clone();
+        }
+        if let Some(sock) = &p.vhost_user {
+            return format!(
+                "net_vhost_{},iface={},client=1,queues={workers}",
+                p.name,
+                sock.display()
+            );
+        }
+        match p.kind {
+            PortKind::Host => format!("net_tap_{},iface={}", p.name, p.name),
+            _ => format!(
+                "net_af_xdp_{},iface={},start_queue=0,queue_count={workers}",
+                p.name, p.name
+            ),
+        }
+    }
+
+    fn open(&self, p: &PortConfig) -> Result<Device, BackendError> {
+        if p.mtu > self.max_mtu() {
+            return Err(BackendError::Dpdk(sluice_ports::dpdk::DpdkError::Device {
+                devargs: p.name.clone(),
+                step: "mtu",
+                reason: format!(
+                    "MTU {} is more than this node's mbufs hold ({}); raise the largest MTU in the configuration and restart",
+                    p.mtu,
+                    self.max_mtu()
+                ),
+            }));
+        }
+        Ok(Device::open(&DeviceSpec {
+            devargs: Self::devargs(p, self.pools.len()),
+            mtu: p.mtu,
+            rx_descriptors: self.settings.rx_descriptors,
+            tx_descriptors: self.settings.tx_descriptors,
+            pools: self.pools.clone(),
+        })?)
+    }
+}
+
+/// Headroom in front of every mbuf's data (DPDK's `RTE_PKTMBUF_HEADROOM`).
+const HEADROOM: u16 = 128;
+
+/// The mbuf data room for frames of `mtu`: headroom, the frame with its
+/// Ethernet header and a VLAN tag, rounded up to 64 bytes.
+pub fn data_room(mtu: u16) -> u16 {
+    let frame = u32::from(mtu) + 18;
+    let room = u32::from(HEADROOM) + frame.div_ceil(64) * 64;
+    room.min(u32::from(u16::MAX)) as u16
+}
+
+/// The NUMA node of `core` (0 where the machine does not say).
+fn numa_node(core: usize) -> i32 {
+    std::fs::read_dir(format!("/sys/devices/system/cpu/cpu{core}"))
+        .ok()
+        .and_then(|d| {
+            d.flatten().find_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_prefix("node"))
+                    .and_then(|n| n.parse().ok())
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// Which backend attaches ports.
+#[derive(Debug, Clone)]
+pub enum Attacher {
+    /// XDP programs and AF_XDP sockets.
+    AfXdp,
+    /// DPDK devices.
+    Dpdk(Arc<DpdkContext>),
+}
+
+/// A port attached to the switch, as the control side holds it.
+#[derive(Debug)]
+pub enum Attached {
+    /// An XDP program on an interface.
+    Xdp(XdpProgram),
+    /// A started DPDK device.
+    Dpdk {
+        /// The switch port's name.
+        name: String,
+        /// The device.
+        device: Device,
+    },
+}
+
+impl Attached {
+    /// The switch port's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Attached::Xdp(p) => p.ifname(),
+            Attached::Dpdk { name, .. } => name,
+        }
+    }
+
+    /// The XDP program, on AF_XDP.
+    pub fn program(&self) -> Option<&XdpProgram> {
+        match self {
+            Attached::Xdp(p) => Some(p),
+            Attached::Dpdk { .. } => None,
+        }
+    }
+
+    /// The device, on DPDK.
+    pub fn device(&self) -> Option<&Device> {
+        match self {
+            Attached::Xdp(_) => None,
+            Attached::Dpdk { device, .. } => Some(device),
+        }
+    }
+
+    /// Tells the workers' registry where to find the port.
+    pub fn register(&self, registry: &PortRegistry) {
+        match self {
+            Attached::Xdp(p) => registry.add(p.ifname(), p.xsk_map()),
+            Attached::Dpdk { name, device } => registry.add_device(name, device.port_id()),
+        }
+    }
+}
+
+impl Attacher {
+    /// Attaches `p` (steered as `steering` on AF_XDP).
+    pub fn attach(&self, p: &PortConfig, steering: Steering) -> Result<Attached, BackendError> {
+        match self {
+            Attacher::AfXdp => Ok(Attached::Xdp(XdpProgram::attach(&p.name, steering)?)),
+            Attacher::Dpdk(ctx) => Ok(Attached::Dpdk {
+                name: p.name.clone(),
+                device: ctx.open(p)?,
+            }),
+        }
+    }
+
+    /// Whether `p` is a kernel interface sluiced takes over (so it must
+    /// exist, be a veth or TAP for a pod, and have queues for the workers).
+    pub fn is_netdev(&self, p: &PortConfig) -> bool {
+        match self {
+            Attacher::AfXdp => p.kind != PortKind::Host,
+            Attacher::Dpdk(_) => {
+                p.kind != PortKind::Host && p.devargs.is_none() && p.vhost_user.is_none()
+            }
+        }
+    }
+
+    /// Whether this is the DPDK backend.
+    pub fn is_dpdk(&self) -> bool {
+        matches!(self, Attacher::Dpdk(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_room_fits_the_mtu() {
+        assert_eq!(data_room(1500), 128 + 1536);
+        assert_eq!(data_room(9000), 128 + 9024);
+        assert!(data_room(u16::MAX) > 9000);
+    }
+
+    #[test]
+    fn devargs_follow_the_port() {
+        let mut p: PortConfig = serde_json::from_value(serde_json::json!({
+            "name": "slabc", "kind": "pod", "mac": "02:00:00:00:01:02", "ip": "10.5.1.2"
+        }))
+        .unwrap();
+        assert_eq!(
+            DpdkContext::devargs(&p, 2),
+            "net_af_xdp_slabc,iface=slabc,start_queue=0,queue_count=2"
+        );
+        p.vhost_user = Some("/var/run/sluice/vhost/abc/sock".into());
+        assert_eq!(
+            DpdkContext::devargs(&p, 2),
+            "net_vhost_slabc,iface=/var/run/sluice/vhost/abc/sock,client=1,queues=2"
+        );
+        p.vhost_user = None;
+        p.devargs = Some("net_null0".into());
+        assert_eq!(DpdkContext::devargs(&p, 1), "net_null0");
+        p.devargs = None;
+        p.kind = PortKind::Host;
+        p.name = "sluice0".into();
+        assert_eq!(DpdkContext::devargs(&p, 1), "net_tap_sluice0,iface=sluice0");
+    }
+}

@@ -272,6 +272,9 @@ pub struct PortStats {
     /// queues): drops that happen before a packet reaches the switch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xsk: Option<XskCounters>,
+    /// The DPDK device's and queues' counters (DPDK backend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpdk: Option<DpdkCounters>,
     /// Buffers (UMEM frames) the port holds, over all workers: its fill and
     /// RX rings, its TX ring and frames in flight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -289,6 +292,24 @@ pub struct WorkerFrames {
     pub total: u64,
     /// The worker.
     pub worker: usize,
+}
+
+/// A DPDK port's counters: the device's (`rte_eth_stats`) and sluice's
+/// own for chained mbufs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DpdkCounters {
+    /// Chained mbufs that could not be made single-segment: dropped.
+    pub rx_segmented: u64,
+    /// Chained mbufs copied into one segment.
+    pub rx_linearized: u64,
+    /// Dropped by the device: RX queues full.
+    pub imissed: u64,
+    /// Erroneous packets the device received.
+    pub ierrors: u64,
+    /// Packets the device failed to send.
+    pub oerrors: u64,
+    /// Times the device found no mbuf to receive into.
+    pub rx_nombuf: u64,
 }
 
 /// The kernel's per-socket AF_XDP counters (`XDP_STATISTICS`).

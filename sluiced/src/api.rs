@@ -343,7 +343,12 @@ impl Control {
                         sluice_ports::netdev::check_pod_queues(&p.name, registry.workers())
                     })
                     .map_err(|m| ApiError::new(Some(format!("ports[{k}].name")), m))?;
-            } else if let Some(q) = self.cfg.ports().iter().find(|q| q.name == p.name && !q.removed) {
+            } else if let Some(q) = self
+                .cfg
+                .ports()
+                .iter()
+                .find(|q| q.name == p.name && !q.removed)
+            {
                 return Err(ApiError::new(
                     Some(format!("ports[{k}].name")),
                     format!("`{}` is this switch's {} port", p.name, q.kind),
@@ -365,7 +370,11 @@ impl Control {
                     for p in &attached {
                         registry.remove(p.name());
                     }
-                    let field = if self.attacher.is_dpdk() { "devargs" } else { "name" };
+                    let field = if self.attacher.is_dpdk() {
+                        "devargs"
+                    } else {
+                        "name"
+                    };
                     return Err(ApiError::new(
                         Some(format!("ports[{k}].{field}")),
                         e.to_string(),
@@ -881,6 +890,18 @@ impl Control {
                 });
             }
         }
+        for (id, x) in registry.dpdk_stats() {
+            if let Some(p) = names.get(&id).and_then(|n| out.ports.get_mut(*n)) {
+                p.dpdk = Some(sluice_api::response::DpdkCounters {
+                    rx_segmented: x.rx_segmented,
+                    rx_linearized: x.rx_linearized,
+                    imissed: x.imissed,
+                    ierrors: x.ierrors,
+                    oerrors: x.oerrors,
+                    rx_nombuf: x.rx_nombuf,
+                });
+            }
+        }
         for (w, f) in registry.frames().into_iter().enumerate() {
             out.workers.push(sluice_api::WorkerFrames {
                 worker: w,
@@ -1352,7 +1373,9 @@ mod tests {
             1,
             sluice_ports::afxdp::UmemConfig::default(),
         ));
-        c.lock().unwrap().manage_ports(Vec::new(), registry);
+        c.lock()
+            .unwrap()
+            .manage_ports(Vec::new(), crate::attach::Attacher::AfXdp, registry);
         let (tx, rx) = std::sync::mpsc::channel();
         let waiting = {
             let (c, tx) = (c.clone(), tx.clone());

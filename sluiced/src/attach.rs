@@ -29,7 +29,10 @@ pub struct DpdkContext {
 impl DpdkContext {
     /// Starts EAL and makes one pool per NUMA socket of the workers'
     /// cores, each mbuf with room for the largest MTU configured.
-    pub fn start(d: &DaemonSettings, ports: &[PortConfig]) -> Result<Arc<DpdkContext>, BackendError> {
+    pub fn start(
+        d: &DaemonSettings,
+        ports: &[PortConfig],
+    ) -> Result<Arc<DpdkContext>, BackendError> {
         let s = &d.dpdk;
         let pci: Vec<String> = ports
             .iter()
@@ -233,6 +236,26 @@ impl Attacher {
                 p.kind != PortKind::Host && p.devargs.is_none() && p.vhost_user.is_none()
             }
         }
+    }
+
+    /// What a second sluiced must not take over while this one holds
+    /// `p`: the interface on AF_XDP; on DPDK the PCI device, or the
+    /// interface or socket a vdev's `iface=` names. `None` for a vdev of
+    /// this process alone (`net_null`, `net_pcap` on files).
+    pub fn lock_key(&self, p: &PortConfig) -> Option<String> {
+        let Attacher::Dpdk(ctx) = self else {
+            return Some(p.name.clone());
+        };
+        let args = DpdkContext::devargs(p, ctx.pools.len());
+        if sluice_ports::dpdk::device::is_pci(&args) {
+            return Some(format!(
+                "pci-{}",
+                sluice_ports::dpdk::device::ethdev_name(&args)
+            ));
+        }
+        args.split(',')
+            .find_map(|kv| kv.strip_prefix("iface="))
+            .map(|i| format!("iface-{}", i.replace('/', "_")))
     }
 
     /// Whether this is the DPDK backend.

@@ -10,6 +10,8 @@
 //! `sluice_port_frames_held{port,queue}` (gauges).
 //! `sluice_xsk_{rx_dropped,rx_invalid_descs,tx_invalid_descs,rx_ring_full,
 //! rx_fill_ring_empty_descs,tx_ring_empty_descs}_total`.
+//! Per DPDK port (DPDK backend only): `sluice_dpdk_{rx_segmented,
+//! rx_linearized,imissed,ierrors,oerrors,rx_nombuf}_total`.
 //! Per reason: `sluice_drops_total{reason}`. Events: `sluice_<event>_total`
 //! (for example `sluice_vxlan_encap_total`). Flow cache:
 //! `sluice_flow_cache_hit_ratio`. Per worker: `sluice_worker_cycles_per_packet`
@@ -144,6 +146,45 @@ const XSK_FIELDS: [XskField; 6] = [
     ),
 ];
 
+type DpdkField = (
+    &'static str,
+    &'static str,
+    fn(&sluice_ports::dpdk::DpdkStats) -> u64,
+);
+
+const DPDK_FIELDS: [DpdkField; 6] = [
+    (
+        "sluice_dpdk_rx_segmented",
+        "Chained mbufs a DPDK port received that could not be made single-segment: dropped.",
+        |s| s.rx_segmented,
+    ),
+    (
+        "sluice_dpdk_rx_linearized",
+        "Chained mbufs a DPDK port received, copied into one segment.",
+        |s| s.rx_linearized,
+    ),
+    (
+        "sluice_dpdk_imissed",
+        "Packets a DPDK device dropped because its RX queues were full.",
+        |s| s.imissed,
+    ),
+    (
+        "sluice_dpdk_ierrors",
+        "Erroneous packets a DPDK device received (and dropped).",
+        |s| s.ierrors,
+    ),
+    (
+        "sluice_dpdk_oerrors",
+        "Packets a DPDK device failed to send.",
+        |s| s.oerrors,
+    ),
+    (
+        "sluice_dpdk_rx_nombuf",
+        "Times a DPDK device found no mbuf to receive into.",
+        |s| s.rx_nombuf,
+    ),
+];
+
 fn counter(
     encoder: &mut prometheus_client::encoding::MetricEncoder<'_>,
     v: u64,
@@ -173,6 +214,19 @@ impl Collector for MetricsSource {
                 };
                 let labels = [("port", port.name.clone())];
                 counter(&mut family.encode_family(&labels)?, get(stats))?;
+            }
+        }
+        let dpdk = self.ports.dpdk_stats();
+        if !dpdk.is_empty() {
+            for (name, help, get) in DPDK_FIELDS {
+                let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+                for (id, stats) in &dpdk {
+                    let Some(port) = tables.ports.get(usize::from(*id)) else {
+                        continue;
+                    };
+                    let labels = [("port", port.name.clone())];
+                    counter(&mut family.encode_family(&labels)?, get(stats))?;
+                }
             }
         }
         let frames = self.ports.frames();
@@ -543,6 +597,7 @@ mod tests {
                     rx_ring_full: 4,
                     ..Default::default()
                 }),
+                dpdk: None,
             },
         )];
         src.pod_records
@@ -587,6 +642,7 @@ mod tests {
             0,
             PortStats {
                 xsk: Some(XskStats::default()),
+                dpdk: None,
             },
         )];
         let text = render(&registry(src));

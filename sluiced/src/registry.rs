@@ -482,7 +482,7 @@ mod tests {
             handle.clone(),
             vec![std::sync::Arc::new(crate::counters::WorkerCounters::new())],
         );
-        c.manage_ports(Vec::new(), registry);
+        c.manage_ports(Vec::new(), crate::attach::Attacher::AfXdp, registry);
         let g = handle.load().generation;
         let req: crate::api::Request = serde_json::from_str(
             r#"{"version":1,"op":"ports.add","args":{"ports":[{"name":"nosuch9","kind":"pod","mac":"02:00:00:00:01:09","ip":"10.5.1.9"}]}}"#,

@@ -15,6 +15,8 @@
 //! after it, so a CNI ADD or DEL is never interleaved with it.
 
 use crate::api;
+use crate::attach::{Attached, Attacher, DpdkContext};
+use crate::config::BackendKind;
 use crate::config::{NodeConfig, PortKind, RxMode};
 use crate::counters::WorkerCounters;
 use crate::host::{configure_host_port, numa_report, PortLock};
@@ -25,8 +27,6 @@ use crate::server::{self, ServerLimits};
 use crate::tables::{Tables, TablesError, TablesHandle};
 use crate::worker::{self, PortPlan, WorkerSetup};
 use sluice_ports::afxdp::{self, Steering, UmemConfig};
-use crate::attach::{Attached, Attacher, DpdkContext};
-use crate::config::BackendKind;
 use sluice_ports::{AfXdpBackend, BackendError, DeviceLookup, DpdkBackend, MapLookup};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -212,12 +212,12 @@ impl Daemon {
         // one's XDP programs. The kernel drops the locks if we crash.
         let mut locks = Vec::new();
         for p in &cfg.ports {
-            locks.push(
-                PortLock::claim(&p.name).map_err(|holder| DaemonError::Busy {
+            if let Some(key) = attacher.lock_key(p) {
+                locks.push(PortLock::claim(&key).map_err(|holder| DaemonError::Busy {
                     port: p.name.clone(),
                     holder,
-                })?,
-            );
+                })?);
+            }
         }
         let n_workers = cfg.daemon.workers.len().max(1);
         // Every queue the NIC may put traffic on needs a worker's socket.
@@ -320,15 +320,15 @@ impl Daemon {
                         ready: ready_tx,
                     };
                     match wattacher {
-                        Attacher::AfXdp => worker::run(setup, move || AfXdpBackend::new(umem, maps)),
+                        Attacher::AfXdp => {
+                            worker::run(setup, move || AfXdpBackend::new(umem, maps))
+                        }
                         Attacher::Dpdk(ctx) => {
                             let dev_reg = setup.registry.clone();
                             let devices: DeviceLookup =
                                 Arc::new(move |name: &str| dev_reg.device_of(name));
                             let huge = !ctx_no_huge;
-                            worker::run(setup, move || {
-                                DpdkBackend::new(ctx.pool(w), devices, huge)
-                            })
+                            worker::run(setup, move || DpdkBackend::new(ctx.pool(w), devices, huge))
                         }
                     }
                 });
@@ -408,7 +408,11 @@ impl Daemon {
             if let Some(p) = config_path {
                 c.set_config_path(p);
             }
-            c.manage_ports(std::mem::take(&mut programs), attacher.clone(), registry.clone());
+            c.manage_ports(
+                std::mem::take(&mut programs),
+                attacher.clone(),
+                registry.clone(),
+            );
             let control = Arc::new(std::sync::Mutex::new(c));
             control_handle = control.clone();
             let (ncontrol, nstop, mstop) = (control.clone(), stop.clone(), stop.clone());

@@ -112,12 +112,14 @@ impl Device {
         let pci = is_pci(&spec.devargs);
         let port = match port_by_name(&name) {
             Some(p) if pci => p,
-            Some(_) => return Err(fail(
-                "probe",
-                format!(
+            Some(_) => {
+                return Err(fail(
+                    "probe",
+                    format!(
                     "a device named `{name}` exists already: every port needs its own vdev name"
                 ),
-            )),
+                ))
+            }
             None => {
                 let c = CString::new(spec.devargs.as_str())
                     .map_err(|_| fail("probe", "the arguments hold a NUL byte".into()))?;

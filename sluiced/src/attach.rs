@@ -135,11 +135,13 @@ impl DpdkContext {
 /// Headroom in front of every mbuf's data (DPDK's `RTE_PKTMBUF_HEADROOM`).
 const HEADROOM: u16 = 128;
 
-/// The mbuf data room for frames of `mtu`: headroom, the frame with its
-/// Ethernet header and a VLAN tag, rounded up to 64 bytes.
+/// The mbuf data room for frames of `mtu`: headroom, then the frame with
+/// its Ethernet header and a VLAN tag rounded up to 64 bytes, and at least
+/// DPDK's default 2048 (drivers size their receive buffers from it:
+/// `net_af_packet`'s frames need 2016 bytes whatever the MTU).
 pub fn data_room(mtu: u16) -> u16 {
     let frame = u32::from(mtu) + 18;
-    let room = u32::from(HEADROOM) + frame.div_ceil(64) * 64;
+    let room = u32::from(HEADROOM) + (frame.div_ceil(64) * 64).max(2048);
     room.min(u32::from(u16::MAX)) as u16
 }
 
@@ -270,7 +272,8 @@ mod tests {
 
     #[test]
     fn data_room_fits_the_mtu() {
-        assert_eq!(data_room(1500), 128 + 1536);
+        assert_eq!(data_room(1500), 128 + 2048);
+        assert_eq!(data_room(4000), 128 + 4032);
         assert_eq!(data_room(9000), 128 + 9024);
         assert!(data_room(u16::MAX) > 9000);
     }

@@ -24,9 +24,10 @@ cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 step "tier 1-3: unit, property, golden and malformed-input tests; the agent against etcd"
 cargo test --workspace --quiet
 
-step "tier 4: privileged (root): sluiced on AF_XDP, sluice-lab with its agents, and podman on CNI, in network namespaces"
+step "tier 4: privileged (root): sluiced on AF_XDP and on DPDK (vhost-user pods are dpdk-testpmd), sluice-lab with its agents, and podman on CNI, in network namespaces"
 cargo build -p sluiced -p sluicectl -p sluice-control -p sluice-cni --bins --quiet
 cargo test -p sluiced --features privileged-tests --test privileged -- --test-threads=1
+cargo test -p sluiced --features privileged-tests --test dpdk_privileged -- --test-threads=1
 cargo test -p sluice-cni --features privileged-tests --test libcni_debian -- --test-threads=1
 cargo test -p sluice-perf --features privileged-tests --test lab -- --test-threads=1
 cargo test -p sluice-perf --features privileged-tests --test cni -- --test-threads=1

@@ -142,7 +142,7 @@ impl Lab {
             peer_vtep: String::new(),
             sluiced: None,
             testpmd: None,
-            tag: format!("{p}"),
+            tag: p.clone(),
         };
         // The underlay. The node's kernel has no address on up0: DPDK owns
         // the link, so the peer knows the node's MAC statically.

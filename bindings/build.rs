@@ -140,6 +140,7 @@ fn dpdk(c: &std::path::Path, out: &std::path::Path) {
         .allowlist_function("rte_flow_create")
         .allowlist_function("rte_flow_destroy")
         .allowlist_function("rte_flow_flush")
+        .allowlist_function("rte_flow_isolate")
         .allowlist_function("rte_pktmbuf_pool_create")
         .allowlist_function("rte_pktmbuf_free_bulk")
         .allowlist_function("rte_mempool_free")

@@ -14,7 +14,8 @@
 use crate::config::{DaemonSettings, DpdkSettings, PortConfig, PortKind};
 use crate::registry::PortRegistry;
 use sluice_ports::afxdp::{Steering, XdpProgram};
-use sluice_ports::dpdk::{Device, DeviceSpec, Eal, EalConfig, Mempool};
+use sluice_ports::dpdk::flow::{self, AppliedFlows, HwProfile, NodeAddrs};
+use sluice_ports::dpdk::{Device, DeviceSpec, DpdkError, Eal, EalConfig, Mempool};
 use sluice_ports::BackendError;
 use std::sync::Arc;
 
@@ -24,6 +25,50 @@ pub struct DpdkContext {
     settings: DpdkSettings,
     /// The pool of each worker (the pool of its core's NUMA socket).
     pools: Vec<Arc<Mempool>>,
+    /// The hardware profile for the uplink.
+    profile: Option<HwProfile>,
+    /// The VXLAN port (for the profile's rules).
+    vxlan_port: u16,
+}
+
+/// Reads `daemon.dpdk.profile` and checks the workers against it: its
+/// cores become the workers when `daemon.workers` is empty, must equal
+/// them otherwise, and must sit on its NUMA node. Returns the profile and
+/// the workers to run.
+pub fn load_profile(d: &DaemonSettings) -> Result<(Option<HwProfile>, Vec<usize>), String> {
+    let Some(path) = &d.dpdk.profile else {
+        return Ok((None, d.workers.clone()));
+    };
+    let p = HwProfile::load(path).map_err(|e| format!("daemon.dpdk.profile: {e}"))?;
+    let workers = match (d.workers.is_empty(), p.cores.is_empty()) {
+        (true, false) => p.cores.clone(),
+        (false, false) if d.workers != p.cores => {
+            return Err(format!(
+                "daemon.workers {:?} differ from the cores of hardware profile `{}` ({:?}); give one or make them equal",
+                d.workers, p.name, p.cores
+            ))
+        }
+        _ => d.workers.clone(),
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for &c in &workers {
+        if c >= cores {
+            return Err(format!(
+                "hardware profile `{}`: core {c} does not exist (this machine has {cores})",
+                p.name
+            ));
+        }
+        if let Some(n) = p.numa_node {
+            let on = numa_node(c);
+            if on != n {
+                return Err(format!(
+                    "hardware profile `{}`: core {c} is on NUMA node {on}, the profile's NIC on node {n}",
+                    p.name
+                ));
+            }
+        }
+    }
+    Ok((Some(p), workers))
 }
 
 impl DpdkContext {
@@ -32,6 +77,8 @@ impl DpdkContext {
     pub fn start(
         d: &DaemonSettings,
         ports: &[PortConfig],
+        profile: Option<HwProfile>,
+        vxlan_port: u16,
     ) -> Result<Arc<DpdkContext>, BackendError> {
         let s = &d.dpdk;
         let pci: Vec<String> = ports
@@ -74,6 +121,8 @@ impl DpdkContext {
         Ok(Arc::new(DpdkContext {
             settings: s.clone(),
             pools,
+            profile,
+            vxlan_port,
         }))
     }
 
@@ -110,7 +159,7 @@ impl DpdkContext {
         }
     }
 
-    fn open(&self, p: &PortConfig) -> Result<Device, BackendError> {
+    fn open(&self, p: &PortConfig) -> Result<(Device, Option<AppliedFlows>), BackendError> {
         if p.mtu > self.max_mtu() {
             return Err(BackendError::Dpdk(sluice_ports::dpdk::DpdkError::Device {
                 devargs: p.name.clone(),
@@ -122,13 +171,41 @@ impl DpdkContext {
                 ),
             }));
         }
-        Ok(Device::open(&DeviceSpec {
+        let profile = self.profile.as_ref().filter(|_| p.kind == PortKind::Uplink);
+        let mut device = Device::open(&DeviceSpec {
             devargs: Self::devargs(p, self.pools.len()),
             mtu: p.mtu,
             rx_descriptors: self.settings.rx_descriptors,
             tx_descriptors: self.settings.tx_descriptors,
             pools: self.pools.clone(),
-        })?)
+            isolate_for: profile.filter(|pr| pr.isolate).map(|pr| pr.name.clone()),
+        })?;
+        let Some(profile) = profile else {
+            return Ok((device, None));
+        };
+        let driver = device.info().driver.clone();
+        if !profile.drivers.is_empty() && !profile.drivers.contains(&driver) {
+            return Err(DpdkError::Flow {
+                profile: profile.name.clone(),
+                rule: "drivers".into(),
+                reason: format!(
+                    "written for {:?}, but the uplink's driver is {driver}",
+                    profile.drivers
+                ),
+            }
+            .into());
+        }
+        let flows = flow::apply(
+            device.port_id(),
+            profile,
+            NodeAddrs {
+                node_ip: p.address.map_or(std::net::Ipv4Addr::UNSPECIFIED, |a| a.ip),
+                vxlan_port: self.vxlan_port,
+                queues: self.pools.len() as u16,
+            },
+        )?;
+        device.set_steering(flows.rules.clone());
+        Ok((device, Some(flows)))
     }
 }
 
@@ -178,6 +255,9 @@ pub enum Attached {
     Dpdk {
         /// The switch port's name.
         name: String,
+        /// A hardware profile's rules on it (removed before the device
+        /// closes: fields drop in order).
+        flows: Option<AppliedFlows>,
         /// The device.
         device: Device,
     },
@@ -212,7 +292,7 @@ impl Attached {
     pub fn register(&self, registry: &PortRegistry) {
         match self {
             Attached::Xdp(p) => registry.add(p.ifname(), p.xsk_map()),
-            Attached::Dpdk { name, device } => registry.add_device(name, device.port_id()),
+            Attached::Dpdk { name, device, .. } => registry.add_device(name, device.port_id()),
         }
     }
 }
@@ -222,10 +302,14 @@ impl Attacher {
     pub fn attach(&self, p: &PortConfig, steering: Steering) -> Result<Attached, BackendError> {
         match self {
             Attacher::AfXdp => Ok(Attached::Xdp(XdpProgram::attach(&p.name, steering)?)),
-            Attacher::Dpdk(ctx) => Ok(Attached::Dpdk {
-                name: p.name.clone(),
-                device: ctx.open(p)?,
-            }),
+            Attacher::Dpdk(ctx) => {
+                let (device, flows) = ctx.open(p)?;
+                Ok(Attached::Dpdk {
+                    name: p.name.clone(),
+                    flows,
+                    device,
+                })
+            }
         }
     }
 

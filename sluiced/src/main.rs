@@ -56,13 +56,25 @@ fn main() -> ExitCode {
             }
         };
     for p in &daemon.report {
-        tracing::info!(port = %p.name, xdp = %p.xdp, mode = %p.mode, "port");
+        match &p.device {
+            Some(d) => tracing::info!(
+                port = %p.name,
+                mode = %p.mode,
+                driver = %d.driver,
+                queues = d.queues,
+                rss = d.rss,
+                isolated = d.isolated,
+                steering = %d.steering.join(","),
+                "port"
+            ),
+            None => tracing::info!(port = %p.name, xdp = %p.xdp, mode = %p.mode, "port"),
+        }
     }
     if let Some(n) = &daemon.numa {
         tracing::info!(numa = %n, "placement");
     }
     tracing::info!(
-        umem = if daemon.hugepages {
+        memory = if daemon.hugepages {
             "hugepages"
         } else {
             "ordinary pages"

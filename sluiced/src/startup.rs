@@ -89,6 +89,9 @@ pub enum DaemonError {
     /// The workers' frames do not fit the configuration.
     #[error(transparent)]
     Frames(#[from] crate::registry::FrameBudgetError),
+    /// The hardware profile cannot be used.
+    #[error("{0}")]
+    Profile(String),
     /// DPDK could not start (EAL, the mbuf pools).
     #[error("DPDK: {0}")]
     Dpdk(BackendError),
@@ -165,8 +168,23 @@ impl Daemon {
         config_path: Option<std::path::PathBuf>,
         stop: Arc<AtomicBool>,
     ) -> Result<Daemon, DaemonError> {
-        let tables = Tables::from_config(cfg)?;
         let dpdk = cfg.daemon.backend == BackendKind::Dpdk;
+        // A hardware profile may give the workers' cores.
+        let (profile, workers) = if dpdk {
+            crate::attach::load_profile(&cfg.daemon).map_err(DaemonError::Profile)?
+        } else {
+            (None, cfg.daemon.workers.clone())
+        };
+        let profiled;
+        let cfg = if workers != cfg.daemon.workers {
+            let mut c = cfg.clone();
+            c.daemon.workers = workers;
+            profiled = c;
+            &profiled
+        } else {
+            cfg
+        };
+        let tables = Tables::from_config(cfg)?;
         if !dpdk {
             // Every worker must have frames for the ports: MTUs that fit a
             // frame, and fill rings for every pod.
@@ -194,7 +212,10 @@ impl Daemon {
         let mut api_guard = RemoveOnError(&api_path, true);
         let control_handle;
         let attacher = if dpdk {
-            Attacher::Dpdk(DpdkContext::start(&cfg.daemon, &cfg.ports).map_err(DaemonError::Dpdk)?)
+            Attacher::Dpdk(
+                DpdkContext::start(&cfg.daemon, &cfg.ports, profile, cfg.tunnel.vxlan_port)
+                    .map_err(DaemonError::Dpdk)?,
+            )
         } else {
             Attacher::AfXdp
         };

@@ -651,3 +651,84 @@ fn a_vhost_user_pod_and_an_af_xdp_pod_reach_each_other_and_outlive_a_restart() {
         "the pod did not restart"
     );
 }
+
+/// A hardware profile on a PMD with rte_flow (net_tap turns rules into TC
+/// flower filters on its kernel side): the rules are created and listed by
+/// `tc`, or, on a kernel without the multiq qdisc and flower classifier
+/// (net_tap then turns rte_flow off), the profile is refused naming the
+/// rule, and sluiced does not run. Either way nothing is half-applied.
+#[test]
+fn a_tap_uplinks_steering_profile_is_applied_or_refused_by_rule() {
+    require_root();
+    let ns = format!("sld{}tap", std::process::id() % 100_000);
+    sh(&["ip", "netns", "add", &ns]);
+    struct Ns(String);
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _guard = Ns(ns.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let profile =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../hw-profiles/lab-tap-steering.toml");
+    let cfg = dir.path().join("tap.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[daemon]\nbackend = \"dpdk\"\napi_socket = \"{}\"\nmetrics_address = \"127.0.0.1:0\"\npod_records = \"\"\n\
+             [daemon.dpdk]\nno_huge = true\nmemory_mb = 128\nfile_prefix = \"{ns}\"\nmbufs = 2047\nmbuf_cache = 64\nprofile = \"{}\"\n\n\
+             [node]\npod_network = \"10.5.0.0/16\"\npod_subnet = \"10.5.1.0/24\"\nrouter_mac = \"02:00:00:00:00:01\"\n\n\
+             [[port]]\nname = \"up0\"\nkind = \"uplink\"\ndevargs = \"net_tap_up0,iface=up0\"\nmac = \"02:00:00:00:aa:01\"\naddress = \"192.168.50.1/24\"\n",
+            dir.path().join("api.sock").display(),
+            profile.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Proc(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                env!("CARGO_BIN_EXE_sluiced"),
+                "--config",
+            ])
+            .arg(&cfg)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let client = Client::new(dir.path().join("api.sock"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let running = loop {
+        if child.0.try_wait().unwrap().is_some() {
+            break false;
+        }
+        if client.node().is_ok() {
+            break true;
+        }
+        assert!(Instant::now() < deadline, "sluiced neither ran nor exited");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if running {
+        let filters = ns_sh(&ns, &["tc", "filter", "show", "dev", "up0", "ingress"]);
+        assert!(
+            filters.contains("flower"),
+            "the profile's rules are TC flower filters:\n{filters}"
+        );
+    } else {
+        let out = std::mem::replace(&mut child.0, Command::new("true").spawn().unwrap())
+            .wait_with_output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{log}");
+        assert!(
+            log.contains("hardware profile `lab-tap-steering`, rule `vxlan-to-workers`:"),
+            "refused naming the rule:\n{log}"
+        );
+        eprintln!("this kernel cannot take net_tap's flower rules; refused as expected");
+    }
+}

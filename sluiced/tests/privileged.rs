@@ -399,7 +399,7 @@ fn sigterm_detaches_everything_and_kill9_then_restart_works() {
     let (st, out, err) = lab.signal_with_output("-TERM");
     assert!(st.success(), "sluiced exits cleanly on SIGTERM: {st}");
     // The start-up and stop lines (tracing, text format) are on stdout.
-    for expected in [" port port=sva xdp=", " running umem=", " stopped"] {
+    for expected in [" port port=sva xdp=", " running memory=", " stopped"] {
         assert!(
             out.contains(expected),
             "`{expected}` on stdout:\n{out}\nstderr:\n{err}"

@@ -33,6 +33,9 @@ pub struct DeviceSpec {
     pub tx_descriptors: u16,
     /// The pool of each queue's worker: one queue pair per entry.
     pub pools: Vec<Arc<Mempool>>,
+    /// Put the device in flow isolation (for this hardware profile)
+    /// before configuring it.
+    pub isolate_for: Option<String>,
 }
 
 /// What the device reported and what sluice turned on.
@@ -54,6 +57,10 @@ pub struct DeviceInfo {
     pub tx_offloads: u64,
     /// The device's MAC address.
     pub mac: [u8; 6],
+    /// Whether the device runs in flow isolation (a hardware profile's).
+    pub isolated: bool,
+    /// The hardware profile's steering rules created on the device.
+    pub steering: Vec<String>,
 }
 
 /// A started ethdev.
@@ -178,6 +185,10 @@ impl Device {
                 ),
             ));
         }
+        if let Some(profile) = &spec.isolate_for {
+            super::flow::isolate(port, profile)?;
+            dev.info.isolated = true;
+        }
         dev.info.rx_offload_capa = di.rx_offload_capa;
         dev.info.tx_offload_capa = di.tx_offload_capa;
         // SAFETY: an all-zero rte_eth_conf is DPDK's documented default.
@@ -259,6 +270,11 @@ impl Device {
     /// What the device reported and what was turned on.
     pub fn info(&self) -> &DeviceInfo {
         &self.info
+    }
+
+    /// Records the steering rules created on the device, for reports.
+    pub fn set_steering(&mut self, rules: Vec<String>) {
+        self.info.steering = rules;
     }
 }
 

@@ -87,6 +87,19 @@ impl DpdkContext {
             .filter(|a| sluice_ports::dpdk::device::is_pci(a))
             .map(str::to_string)
             .collect();
+        if !s.no_huge {
+            let free = free_hugepage_mb();
+            if free < u64::from(s.memory_mb) {
+                return Err(DpdkError::Eal {
+                    args: format!("-m {}", s.memory_mb),
+                    reason: format!(
+                        "{free} MiB of huge pages are free, daemon.dpdk.memory_mb asks for {}: reserve them (`dpdk-hugepages.py -p 2M --setup 1G`, or vm.nr_hugepages) or set daemon.dpdk.no_huge = true for a lab",
+                        s.memory_mb
+                    ),
+                }
+                .into());
+            }
+        }
         Eal::init(&EalConfig {
             no_huge: s.no_huge,
             memory_mb: s.memory_mb,
@@ -220,6 +233,30 @@ pub fn data_room(mtu: u16) -> u16 {
     let frame = u32::from(mtu) + 18;
     let room = u32::from(HEADROOM) + (frame.div_ceil(64) * 64).max(2048);
     room.min(u32::from(u16::MAX)) as u16
+}
+
+/// Free huge pages of every size, in MiB.
+fn free_hugepage_mb() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/sys/kernel/mm/hugepages") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let kb: u64 = e
+                .file_name()
+                .to_str()?
+                .strip_prefix("hugepages-")?
+                .strip_suffix("kB")?
+                .parse()
+                .ok()?;
+            let free: u64 = std::fs::read_to_string(e.path().join("free_hugepages"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            Some(kb * free / 1024)
+        })
+        .sum()
 }
 
 /// The NUMA node of `core` (0 where the machine does not say).

@@ -65,6 +65,8 @@ fn main() -> ExitCode {
                 rss = d.rss,
                 isolated = d.isolated,
                 steering = %d.steering.join(","),
+                rx_offload_capa = %format!("{:#x}", d.rx_offload_capa),
+                tx_offload_capa = %format!("{:#x}", d.tx_offload_capa),
                 "port"
             ),
             None => tracing::info!(port = %p.name, xdp = %p.xdp, mode = %p.mode, "port"),

@@ -48,6 +48,16 @@ pub trait PacketBuf {
     /// Empties the window and restores the default headroom.
     fn reset(&mut self);
 
+    /// Whether the receiving device checked the checksum of the frame's
+    /// outermost IPv4 header and found it good (RX checksum offload, e.g.
+    /// an mbuf's `RTE_MBUF_F_RX_IP_CKSUM_GOOD`). Speaks only for the header
+    /// the device saw: after decapsulation the inner header is checked in
+    /// software. Buffers without such a device say `false`.
+    #[inline]
+    fn ipv4_checksum_verified(&self) -> bool {
+        false
+    }
+
     /// Length of the data window.
     #[inline]
     fn len(&self) -> usize {

@@ -31,7 +31,7 @@ fn parse_one<B: PacketBuf>(buf: &mut B, in_port: PortId) -> Meta {
         return Meta::drop(DropReason::EthTruncated);
     }
     match u16::from_be_bytes([d[12], d[13]]) {
-        ethertype::IPV4 => match parse_ipv4(buf, in_port) {
+        ethertype::IPV4 => match parse_ipv4_checked(buf, in_port, buf.ipv4_checksum_verified()) {
             Ok((key, ttl)) => Meta {
                 next: Next::L3,
                 key,
@@ -70,8 +70,19 @@ pub(crate) fn parse_ipv4<B: PacketBuf>(
     buf: &mut B,
     in_port: PortId,
 ) -> Result<(FlowKey, u8), DropReason> {
+    parse_ipv4_checked(buf, in_port, false)
+}
+
+/// As [`parse_ipv4`]; `hw_verified`: the device already found the header
+/// checksum good, so the option-less fast path does not compute it again.
+#[inline(always)]
+fn parse_ipv4_checked<B: PacketBuf>(
+    buf: &mut B,
+    in_port: PortId,
+    hw_verified: bool,
+) -> Result<(FlowKey, u8), DropReason> {
     let d = buf.data();
-    let (key, ttl, end) = match parse_ipv4_fast(d, in_port) {
+    let (key, ttl, end) = match parse_ipv4_fast(d, in_port, hw_verified) {
         Some(r) => r?,
         None => parse_ipv4_general(d, in_port)?,
     };
@@ -85,7 +96,11 @@ pub(crate) fn parse_ipv4<B: PacketBuf>(
 /// general path decides those. Otherwise the answer is exactly the general
 /// path's: same checks, in the same order, same drop reasons.
 #[inline(always)]
-fn parse_ipv4_fast(d: &[u8], in_port: PortId) -> Option<Result<(FlowKey, u8, usize), DropReason>> {
+fn parse_ipv4_fast(
+    d: &[u8],
+    in_port: PortId,
+    hw_verified: bool,
+) -> Option<Result<(FlowKey, u8, usize), DropReason>> {
     let (h, _) = d
         .get(L3_OFFSET..)?
         .split_first_chunk::<{ ipv4::HEADER_LEN }>()?;
@@ -100,7 +115,7 @@ fn parse_ipv4_fast(d: &[u8], in_port: PortId) -> Option<Result<(FlowKey, u8, usi
     if end > d.len() {
         return Some(Err(DropReason::Ipv4Truncated));
     }
-    if !checksum::ipv4_header_ok(h) {
+    if !hw_verified && !checksum::ipv4_header_ok(h) {
         return Some(Err(DropReason::Ipv4BadChecksum));
     }
     let protocol = h[9];
@@ -165,4 +180,41 @@ fn parse_ipv4_general(d: &[u8], in_port: PortId) -> Result<(FlowKey, u8, usize),
     }
     let key = FlowKey::new(ip.src_u32(), ip.dst_u32(), sport, dport, protocol, in_port);
     Ok((key, ip.ttl(), L3_OFFSET + ip.total_len() as usize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::HeapBuf;
+
+    /// A UDP frame whose IPv4 header checksum is wrong.
+    fn bad_checksum_frame() -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 28];
+        f[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+        let ip = &mut f[14..];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&28u16.to_be_bytes());
+        ip[8] = 64;
+        ip[9] = ipv4::protocol::UDP;
+        ip[10..12].copy_from_slice(&0xdeadu16.to_be_bytes());
+        ip[12..16].copy_from_slice(&[10, 5, 1, 2]);
+        ip[16..20].copy_from_slice(&[10, 5, 2, 9]);
+        ip[24..26].copy_from_slice(&8u16.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn a_checksum_the_device_verified_is_not_computed_again() {
+        let mut b = HeapBuf::from_bytes(&bad_checksum_frame());
+        assert_eq!(
+            parse_ipv4_checked(&mut b, 0, false).unwrap_err(),
+            DropReason::Ipv4BadChecksum,
+            "checked in software when the device did not"
+        );
+        let (key, ttl) =
+            parse_ipv4_checked(&mut b, 0, true).expect("trusted when the device checked it");
+        assert_eq!((key.dst, ttl), (u32::from_be_bytes([10, 5, 2, 9]), 64));
+        // The inner header of a tunnel is always checked in software.
+        assert!(parse_ipv4(&mut b, 0).is_err());
+    }
 }

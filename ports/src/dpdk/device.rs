@@ -55,6 +55,8 @@ pub struct DeviceInfo {
     pub tx_offload_capa: u64,
     /// TX offloads turned on.
     pub tx_offloads: u64,
+    /// RX offloads turned on.
+    pub rx_offloads: u64,
     /// The device's MAC address.
     pub mac: [u8; 6],
     /// Whether the device runs in flow isolation (a hardware profile's).
@@ -203,6 +205,10 @@ impl Device {
             conf.rxmode.mtu = u32::from(spec.mtu);
         }
         conf.txmode.offloads = di.tx_offload_capa & TX_FAST_FREE;
+        // The device checks IPv4 header checksums where it can; the
+        // pipeline then skips its own check of the outer header.
+        conf.rxmode.offloads = di.rx_offload_capa & RX_IPV4_CKSUM;
+        dev.info.rx_offloads = conf.rxmode.offloads;
         dev.info.tx_offloads = conf.txmode.offloads;
         // SAFETY: a valid port, stopped, and a valid configuration.
         let rc = unsafe { sys::rte_eth_dev_configure(port, queues, queues, &conf) };

@@ -15,6 +15,11 @@ use std::ffi::CString;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
+/// `RTE_MBUF_F_RX_IP_CKSUM_MASK` and `_GOOD`: what the device found of the
+/// outer IPv4 header checksum.
+const RX_IP_CKSUM_MASK: u64 = (1 << 4) | (1 << 7);
+const RX_IP_CKSUM_GOOD: u64 = 1 << 7;
+
 /// One single-segment `rte_mbuf`, owned by whoever holds this value: it is
 /// freed into its pool by [`MbufPool::free`] or sent by a port.
 #[repr(transparent)]
@@ -131,6 +136,10 @@ impl PacketBuf for Mbuf {
             m.data_len = len as u16;
             m.pkt_len = len as u32;
         }
+    }
+    #[inline]
+    fn ipv4_checksum_verified(&self) -> bool {
+        self.m().ol_flags & RX_IP_CKSUM_MASK == RX_IP_CKSUM_GOOD
     }
     #[inline]
     fn reset(&mut self) {

@@ -656,6 +656,104 @@ pub(crate) fn check_neighbour(nb: &NeighbourConfig) -> Result<(), ItemProblem> {
     Ok(())
 }
 
+/// The DPDK settings' own limits.
+fn check_dpdk(d: &DaemonSettings) -> Result<(), (&'static str, String)> {
+    let p = &d.dpdk;
+    if p.memory_mb < 64 {
+        return Err((
+            "memory_mb",
+            format!("{} MiB is too little for EAL (at least 64)", p.memory_mb),
+        ));
+    }
+    if p.file_prefix.is_empty() || p.file_prefix.contains('/') {
+        return Err((
+            "file_prefix",
+            format!("`{}` is not a file name prefix", p.file_prefix),
+        ));
+    }
+    if p.mbufs < 1024 {
+        return Err((
+            "mbufs",
+            format!("{} mbufs cannot fill the queues (at least 1024)", p.mbufs),
+        ));
+    }
+    if p.mbuf_cache > 512 || p.mbuf_cache as u64 * 2 > p.mbufs as u64 {
+        return Err((
+            "mbuf_cache",
+            format!(
+                "{} is more than DPDK allows (512, and half the pool)",
+                p.mbuf_cache
+            ),
+        ));
+    }
+    for (f, n) in [
+        ("rx_descriptors", p.rx_descriptors),
+        ("tx_descriptors", p.tx_descriptors),
+    ] {
+        if !(64..=4096).contains(&n) || !n.is_power_of_two() {
+            return Err((f, format!("{n} is not a power of two from 64 to 4096")));
+        }
+    }
+    Ok(())
+}
+
+/// A port's DPDK device fields against the backend and its kind.
+pub fn check_port_device(
+    backend: BackendKind,
+    p: &PortConfig,
+) -> Result<(), (&'static str, String)> {
+    if backend == BackendKind::AfXdp {
+        if p.devargs.is_some() {
+            return Err((
+                "devargs",
+                "only the DPDK backend opens DPDK devices (daemon.backend = \"dpdk\")".into(),
+            ));
+        }
+        if p.vhost_user.is_some() {
+            return Err((
+                "vhost_user",
+                "vhost-user ports need the DPDK backend (daemon.backend = \"dpdk\")".into(),
+            ));
+        }
+        return Ok(());
+    }
+    if let Some(dev) = &p.devargs {
+        if dev.trim().is_empty() || dev.contains(char::is_whitespace) {
+            return Err((
+                "devargs",
+                format!("`{dev}` is not a PCI address or vdev string"),
+            ));
+        }
+    }
+    if let Some(sock) = &p.vhost_user {
+        if p.kind != PortKind::Pod {
+            return Err(("vhost_user", "only pod ports attach over vhost-user".into()));
+        }
+        if p.devargs.is_some() {
+            return Err(("vhost_user", "give devargs or vhost_user, not both".into()));
+        }
+        if !sock.is_absolute() {
+            return Err((
+                "vhost_user",
+                format!(
+                    "`{}` is relative; give the socket's absolute path",
+                    sock.display()
+                ),
+            ));
+        }
+        if sock.as_os_str().len() > 107 || sock.to_str().is_none_or(|s| s.contains(',')) {
+            return Err((
+                "vhost_user",
+                format!(
+                    "`{}` cannot be a vhost-user socket path (at most 107 bytes, no commas)",
+                    sock.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -915,102 +1013,4 @@ mac = "02:00:00:00:aa:02"
             "15 bytes",
         );
     }
-}
-
-/// The DPDK settings' own limits.
-fn check_dpdk(d: &DaemonSettings) -> Result<(), (&'static str, String)> {
-    let p = &d.dpdk;
-    if p.memory_mb < 64 {
-        return Err((
-            "memory_mb",
-            format!("{} MiB is too little for EAL (at least 64)", p.memory_mb),
-        ));
-    }
-    if p.file_prefix.is_empty() || p.file_prefix.contains('/') {
-        return Err((
-            "file_prefix",
-            format!("`{}` is not a file name prefix", p.file_prefix),
-        ));
-    }
-    if p.mbufs < 1024 {
-        return Err((
-            "mbufs",
-            format!("{} mbufs cannot fill the queues (at least 1024)", p.mbufs),
-        ));
-    }
-    if p.mbuf_cache > 512 || p.mbuf_cache as u64 * 2 > p.mbufs as u64 {
-        return Err((
-            "mbuf_cache",
-            format!(
-                "{} is more than DPDK allows (512, and half the pool)",
-                p.mbuf_cache
-            ),
-        ));
-    }
-    for (f, n) in [
-        ("rx_descriptors", p.rx_descriptors),
-        ("tx_descriptors", p.tx_descriptors),
-    ] {
-        if !(64..=4096).contains(&n) || !n.is_power_of_two() {
-            return Err((f, format!("{n} is not a power of two from 64 to 4096")));
-        }
-    }
-    Ok(())
-}
-
-/// A port's DPDK device fields against the backend and its kind.
-pub fn check_port_device(
-    backend: BackendKind,
-    p: &PortConfig,
-) -> Result<(), (&'static str, String)> {
-    if backend == BackendKind::AfXdp {
-        if p.devargs.is_some() {
-            return Err((
-                "devargs",
-                "only the DPDK backend opens DPDK devices (daemon.backend = \"dpdk\")".into(),
-            ));
-        }
-        if p.vhost_user.is_some() {
-            return Err((
-                "vhost_user",
-                "vhost-user ports need the DPDK backend (daemon.backend = \"dpdk\")".into(),
-            ));
-        }
-        return Ok(());
-    }
-    if let Some(dev) = &p.devargs {
-        if dev.trim().is_empty() || dev.contains(char::is_whitespace) {
-            return Err((
-                "devargs",
-                format!("`{dev}` is not a PCI address or vdev string"),
-            ));
-        }
-    }
-    if let Some(sock) = &p.vhost_user {
-        if p.kind != PortKind::Pod {
-            return Err(("vhost_user", "only pod ports attach over vhost-user".into()));
-        }
-        if p.devargs.is_some() {
-            return Err(("vhost_user", "give devargs or vhost_user, not both".into()));
-        }
-        if !sock.is_absolute() {
-            return Err((
-                "vhost_user",
-                format!(
-                    "`{}` is relative; give the socket's absolute path",
-                    sock.display()
-                ),
-            ));
-        }
-        if sock.as_os_str().len() > 107 || sock.to_str().is_none_or(|s| s.contains(',')) {
-            return Err((
-                "vhost_user",
-                format!(
-                    "`{}` cannot be a vhost-user socket path (at most 107 bytes, no commas)",
-                    sock.display()
-                ),
-            ));
-        }
-    }
-    Ok(())
 }

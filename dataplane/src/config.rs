@@ -795,6 +795,42 @@ mac = "02:00:00:00:aa:02"
 "#;
 
     #[test]
+    fn dpdk_device_keys_are_checked_against_the_backend() {
+        let with = |daemon: &str, port_extra: &str| {
+            let text = EXAMPLE.replacen(
+                "name = \"pod-a\"\n",
+                &format!("name = \"pod-a\"\n{port_extra}\n"),
+                1,
+            );
+            NodeConfig::from_toml_str(&format!("{daemon}\n{text}"))
+        };
+        let e = with("", "devargs = \"net_null0\"").unwrap_err();
+        assert_eq!(e.key, "port[1].devargs");
+        assert!(e.problem.contains("daemon.backend = \"dpdk\""), "{e}");
+        let e = with("", "vhost_user = \"/run/x.sock\"").unwrap_err();
+        assert_eq!(e.key, "port[1].vhost_user");
+        let dpdk = "[daemon]\nbackend = \"dpdk\"";
+        with(dpdk, "vhost_user = \"/run/x.sock\"").unwrap();
+        with(dpdk, "devargs = \"net_null0,no-rx=1\"").unwrap();
+        let e = with(dpdk, "vhost_user = \"run/x.sock\"").unwrap_err();
+        assert!(e.problem.contains("relative"), "{e}");
+        let e = with(
+            dpdk,
+            "vhost_user = \"/run/x.sock\"\ndevargs = \"net_null0\"",
+        )
+        .unwrap_err();
+        assert!(e.problem.contains("not both"), "{e}");
+        let e = with(dpdk, "devargs = \"net null\"").unwrap_err();
+        assert_eq!(e.key, "port[1].devargs");
+        let e = with(&format!("{dpdk}\n[daemon.dpdk]\nrx_descriptors = 1000"), "").unwrap_err();
+        assert_eq!(e.key, "daemon.dpdk.rx_descriptors");
+        let e = with(&format!("{dpdk}\n[daemon.dpdk]\nmbufs = 10"), "").unwrap_err();
+        assert_eq!(e.key, "daemon.dpdk.mbufs");
+        let e = with(&format!("{dpdk}\n[daemon.dpdk]\nhuge = true"), "").unwrap_err();
+        assert!(e.problem.contains("unknown field"), "{e}");
+    }
+
+    #[test]
     fn example_parses_with_defaults() {
         let c = NodeConfig::from_toml_str(EXAMPLE).unwrap();
         assert_eq!(c.node.gateway(), Ipv4Addr::new(10, 5, 1, 1));

@@ -7,11 +7,14 @@
 //!
 //! [`bench`] runs the same traffic through sluice and through the kernel
 //! path flannel uses and reports ratios; the per-packet pipeline figures come
-//! from the criterion benchmarks in `dataplane/benches`.
+//! from the criterion benchmarks in `dataplane/benches`. [`dpdk_bench`]
+//! measures one forwarding core on DPDK vdevs: testpmd io, OVS-DPDK and
+//! sluice side by side.
 
 pub mod agent_bench;
 pub mod bench;
 pub mod cluster;
 pub mod cni_bench;
+pub mod dpdk_bench;
 pub mod lab;
 pub mod pods;

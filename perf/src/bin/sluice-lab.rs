@@ -4,6 +4,7 @@
 //! sluice-lab up [--name lab] [--nodes 2] [--mode vxlan|ipip|host-gw]
 //! sluice-lab status [--name lab]
 //! sluice-lab down [--name lab]
+//! sluice-lab dpdk-bench [--seconds 10] [--out sluice-lab-report]
 //! ```
 
 use clap::{Parser, Subcommand};
@@ -116,6 +117,35 @@ enum Cmd {
         #[arg(long)]
         chain: Vec<String>,
     },
+    /// One forwarding core on DPDK vdevs (net_pcap replaying 64-byte frames
+    /// in, net_null out): testpmd io, OVS-DPDK and sluice on VXLAN encap,
+    /// VXLAN decap and host-gw; a table, dpdk-bench.json, .svg and .md.
+    DpdkBench {
+        /// Seconds per measurement window.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// Seconds of warm-up before each window.
+        #[arg(long, default_value_t = 3)]
+        warmup: u32,
+        /// Distinct flows (5-tuples) in each input capture.
+        #[arg(long, default_value_t = 256)]
+        flows: usize,
+        /// Where the report goes (captures and logs under work/).
+        #[arg(long, default_value = "sluice-lab-report")]
+        out: std::path::PathBuf,
+        /// Cases (repeatable): encap, decap, host-gw. Default: all.
+        #[arg(long = "case")]
+        cases: Vec<sluice_perf::dpdk_bench::Case>,
+        /// Skip OVS-DPDK.
+        #[arg(long)]
+        no_ovs: bool,
+        /// Skip sluice.
+        #[arg(long)]
+        no_sluice: bool,
+        /// The sluiced binary (default: next to sluice-lab, then PATH).
+        #[arg(long)]
+        sluiced: Option<std::path::PathBuf>,
+    },
     /// Remove everything a lab created (also after a failed or interrupted run).
     Down {
         /// Lab name.
@@ -196,6 +226,45 @@ fn main() -> ExitCode {
             );
             Ok(())
         }),
+        Cmd::DpdkBench {
+            seconds,
+            warmup,
+            flows,
+            out,
+            cases,
+            no_ovs,
+            no_sluice,
+            sluiced,
+        } => {
+            use sluice_perf::dpdk_bench::{self as db, Case, Contender};
+            let opts = db::Options {
+                seconds,
+                warmup,
+                flows: flows.max(1),
+                out: out.clone(),
+                cases: if cases.is_empty() {
+                    Case::ALL.to_vec()
+                } else {
+                    cases
+                },
+                contenders: Contender::ALL
+                    .into_iter()
+                    .filter(|c| !(no_ovs && *c == Contender::OvsDpdk))
+                    .filter(|c| !(no_sluice && *c == Contender::Sluice))
+                    .collect(),
+                sluiced,
+            };
+            db::run(&opts, &mut |s| eprintln!("sluice-lab: {s}")).and_then(|r| {
+                print!("{}", db::table(&r));
+                db::write(&r, &out)
+                    .map_err(|e| lab::LabError::Other(format!("{}: {e}", out.display())))?;
+                println!(
+                    "wrote {0}/dpdk-bench.json, {0}/dpdk-bench.svg and {0}/dpdk-bench.md",
+                    out.display()
+                );
+                Ok(())
+            })
+        }
         Cmd::CniBench { name, pods, wave } => {
             sluice_perf::cni_bench::run(&name, pods, wave, &mut |s| eprintln!("sluice-lab: {s}"))
                 .map(|r| print!("{}", sluice_perf::cni_bench::table(&r)))

@@ -18,13 +18,15 @@ export DEBIAN_FRONTEND=noninteractive
 # for the agent's etcd store tests (control/tests/support/etcd.rs); podman,
 # Debian's CNI plugins and a static busybox for the real-runtime CNI tests
 # (perf/tests/support/podman.rs); Debian's DPDK 22.11 for the DPDK backend
-# (headers and drivers) and dpdk-testpmd for its tests and benchmarks. Recommends stay out (--no-install-recommends
+# (headers and drivers) and dpdk-testpmd for its tests and benchmarks;
+# OVS-DPDK (ovs-vswitchd-dpdk, run privately by sluice-lab dpdk-bench, never as a service). Recommends stay out (--no-install-recommends
 # below), so podman's network backend is CNI, not netavark.
 PKGS=(build-essential pkg-config clang libclang-dev libxdp-dev libbpf-dev xdp-tools
       tshark python3 iproute2 ethtool iputils-ping netcat-openbsd iperf3 sockperf bsdextrautils
       ca-certificates curl protobuf-compiler etcd-server openssl
       podman containernetworking-plugins busybox-static
-      libdpdk-dev dpdk dpdk-dev)
+      libdpdk-dev dpdk dpdk-dev
+      openvswitch-switch-dpdk)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -350,7 +350,12 @@ struct Proc {
 }
 
 impl Proc {
-    fn spawn(what: &str, cmd: &mut Command, log: &Path, signal: &'static str) -> Result<Self, LabError> {
+    fn spawn(
+        what: &str,
+        cmd: &mut Command,
+        log: &Path,
+        signal: &'static str,
+    ) -> Result<Self, LabError> {
         let f = std::fs::File::create(log).map_err(other)?;
         let e = f.try_clone().map_err(other)?;
         let child = cmd
@@ -474,7 +479,9 @@ impl TestpmdStats {
                 .and_then(|p| p.parse().ok());
             return None;
         }
-        if line.contains("statistics for") || line.contains("#####################") && !line.contains("port") {
+        if line.contains("statistics for")
+            || line.contains("#####################") && !line.contains("port")
+        {
             // Forward statistics at exit, or the end of a NIC block.
             if !line.contains("NIC statistics") {
                 self.port = None;
@@ -571,7 +578,13 @@ fn testpmd(
         None => Ok(()),
     };
     let mut counter = || latest(Instant::now());
-    let w = measure_window(opts.warmup, opts.seconds, &mut alive, &mut counter, &mut || {});
+    let w = measure_window(
+        opts.warmup,
+        opts.seconds,
+        &mut alive,
+        &mut counter,
+        &mut || {},
+    );
     if let Err(e) = &w {
         alive_err = Some(e.to_string());
     }
@@ -619,7 +632,16 @@ pub struct OvsLayout {
 pub fn ovs_layout(case: Case, input: &str, output: &str) -> OvsLayout {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let br = |name: &str, mac: Option<&str>| {
-        let mut v = s(&["--", "add-br", name, "--", "set", "bridge", name, "datapath_type=netdev"]);
+        let mut v = s(&[
+            "--",
+            "add-br",
+            name,
+            "--",
+            "set",
+            "bridge",
+            name,
+            "datapath_type=netdev",
+        ]);
         if let Some(m) = mac {
             v.push(format!("other-config:hwaddr={m}"));
         }
@@ -887,7 +909,10 @@ fn wait_for(path: &Path, t: Duration) -> Result<(), LabError> {
     let deadline = Instant::now() + t;
     while !path.exists() {
         if Instant::now() > deadline {
-            return Err(LabError::Other(format!("{} did not appear", path.display())));
+            return Err(LabError::Other(format!(
+                "{} did not appear",
+                path.display()
+            )));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -937,7 +962,10 @@ fn ovs_measure(
     for iface in ["pod0", "up0"] {
         let err = o.vsctl(&["get", "interface", iface, "error"])?;
         if !err.trim().is_empty() && err.trim() != "[]" {
-            return Err(LabError::Other(format!("OVS interface {iface}: {}", err.trim())));
+            return Err(LabError::Other(format!(
+                "OVS interface {iface}: {}",
+                err.trim()
+            )));
         }
     }
     let mut bridges: Vec<&str> = layout.flows.iter().map(|(b, _)| b.as_str()).collect();
@@ -949,10 +977,18 @@ fn ovs_measure(
         o.ofctl(b, &["add-flow", f])?;
     }
     if let Some(b) = layout.underlay_bridge {
-        sh("ip", &["-n", &o.ns, "addr", "add", "192.168.50.1/24", "dev", b])?;
+        sh(
+            "ip",
+            &["-n", &o.ns, "addr", "add", "192.168.50.1/24", "dev", b],
+        )?;
         sh("ip", &["-n", &o.ns, "link", "set", b, "up"])?;
         // The remote node's MAC, as a resolved neighbour (no ARP on net_null).
-        o.appctl(&["tnl/arp/set", b, "192.168.50.2", &craft::NODE_B_MAC.to_string()])?;
+        o.appctl(&[
+            "tnl/arp/set",
+            b,
+            "192.168.50.2",
+            &craft::NODE_B_MAC.to_string(),
+        ])?;
     }
     let output = layout.output;
     let mut alive = || Ok(());
@@ -967,8 +1003,16 @@ fn ovs_measure(
     let mut clear = || {
         let _ = o.appctl(&["dpif-netdev/pmd-stats-clear"]);
     };
-    let w = measure_window(opts.warmup, opts.seconds, &mut alive, &mut counter, &mut clear)?;
-    let pmd = o.appctl(&["dpif-netdev/pmd-stats-show"]).unwrap_or_default();
+    let w = measure_window(
+        opts.warmup,
+        opts.seconds,
+        &mut alive,
+        &mut counter,
+        &mut clear,
+    )?;
+    let pmd = o
+        .appctl(&["dpif-netdev/pmd-stats-show"])
+        .unwrap_or_default();
     let dump = o.appctl(&["dpctl/dump-flows"])?;
     let flows = pmd_flows(&dump);
     let actions: Vec<String> = flows.iter().map(|f| flow_actions(f).to_string()).collect();
@@ -1021,7 +1065,10 @@ pub fn sluiced_config(case: Case, capture: &Path, dir: &Path, prefix: &str) -> S
         ) {
             let vdev = name.replace('-', "_");
             let devargs = if name == input_port {
-                format!("net_pcap_{vdev},rx_pcap={},infinite_rx=1", capture.display())
+                format!(
+                    "net_pcap_{vdev},rx_pcap={},infinite_rx=1",
+                    capture.display()
+                )
             } else {
                 format!("net_null_{vdev},no-rx=1")
             };
@@ -1098,26 +1145,35 @@ fn sluice(
     cmd.arg("--config").arg(&cfg_path);
     let p = Proc::spawn("sluiced", &mut cmd, &log, "-TERM")?;
     let p = RefCell::new(p);
-    let client = sluice_api::client::Client::new(dir.join("api.sock"))
-        .with_timeout(Duration::from_secs(2));
+    let client =
+        sluice_api::client::Client::new(dir.join("api.sock")).with_timeout(Duration::from_secs(2));
     let deadline = Instant::now() + Duration::from_secs(30);
     let result = (|| {
         loop {
             if let Some(st) = p.borrow_mut().exited() {
-                return Err(LabError::Other(format!("sluiced exited ({st}): {}", tail(&log, 6))));
+                return Err(LabError::Other(format!(
+                    "sluiced exited ({st}): {}",
+                    tail(&log, 6)
+                )));
             }
             if client.stats().is_ok() {
                 break;
             }
             if Instant::now() > deadline {
-                return Err(LabError::Other(format!("sluiced did not answer in 30 s: {}", tail(&log, 6))));
+                return Err(LabError::Other(format!(
+                    "sluiced did not answer in 30 s: {}",
+                    tail(&log, 6)
+                )));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         let out_port = sluice_output_port(case);
         let first: RefCell<Option<sluice_api::response::Stats>> = RefCell::new(None);
         let mut alive = || match p.borrow_mut().exited() {
-            Some(st) => Err(LabError::Other(format!("sluiced exited ({st}): {}", tail(&log, 6)))),
+            Some(st) => Err(LabError::Other(format!(
+                "sluiced exited ({st}): {}",
+                tail(&log, 6)
+            ))),
             None => Ok(()),
         };
         let mut counter = || -> Result<(Instant, u64), LabError> {
@@ -1130,10 +1186,17 @@ fn sluice(
             }
             Ok((t, n))
         };
-        let w = measure_window(opts.warmup, opts.seconds, &mut alive, &mut counter, &mut || {})?;
+        let w = measure_window(
+            opts.warmup,
+            opts.seconds,
+            &mut alive,
+            &mut counter,
+            &mut || {},
+        )?;
         let end = client.stats().map_err(other)?;
         let start = first.take();
-        let delta = |m: &std::collections::BTreeMap<String, u64>, s: Option<&std::collections::BTreeMap<String, u64>>| {
+        let delta = |m: &std::collections::BTreeMap<String, u64>,
+                     s: Option<&std::collections::BTreeMap<String, u64>>| {
             m.iter()
                 .filter_map(|(k, v)| {
                     let d = v - s.and_then(|s| s.get(k)).copied().unwrap_or(0);
@@ -1200,7 +1263,13 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, Lab
         let capture = work.join(format!("in-{}.pcap", case.name()));
         write_capture(&capture, &fr).map_err(other)?;
         for &c in &opts.contenders {
-            progress(&format!("{}: {} ({} s warm-up, {} s window)", case.name(), c.title(), opts.warmup, opts.seconds));
+            progress(&format!(
+                "{}: {} ({} s warm-up, {} s window)",
+                case.name(),
+                c.title(),
+                opts.warmup,
+                opts.seconds
+            ));
             let r = match c {
                 Contender::TestpmdIo => testpmd(&capture, &work, case, opts),
                 Contender::OvsDpdk => ovs(&capture, &work, case, opts),
@@ -1285,7 +1354,13 @@ pub fn table(r: &Report) -> String {
     }
     for o in &r.outcomes {
         if let Some(why) = &o.reason {
-            s += &format!("\n{} on {}: {}: {}", o.contender.title(), o.case.name(), o.status, why);
+            s += &format!(
+                "\n{} on {}: {}: {}",
+                o.contender.title(),
+                o.case.name(),
+                o.status,
+                why
+            );
         }
     }
     if r.outcomes.iter().any(|o| o.reason.is_some()) {
@@ -1327,11 +1402,7 @@ pub fn svg(r: &Report) -> String {
         let t = r.pps(Contender::TestpmdIo, *case);
         for (ci, c) in Contender::ALL.iter().enumerate() {
             let by = y + 18.0 + ci as f64 * (bar_h + gap);
-            s += &format!(
-                "<text x=\"20\" y=\"{}\">{}</text>",
-                by + 13.0,
-                c.title()
-            );
+            s += &format!("<text x=\"20\" y=\"{}\">{}</text>", by + 13.0, c.title());
             match r.pps(*c, *case) {
                 Some(p) => {
                     let w = (p / max * width).round();
@@ -1451,12 +1522,28 @@ mod tests {
     #[test]
     fn ovs_layouts_name_their_ports() {
         for case in Case::ALL {
-            let l = ovs_layout(case, "net_pcap0,rx_pcap=/x,infinite_rx=1", "net_null0,no-rx=1");
+            let l = ovs_layout(
+                case,
+                "net_pcap0,rx_pcap=/x,infinite_rx=1",
+                "net_null0,no-rx=1",
+            );
             let j = l.vsctl.join(" ");
             assert!(j.contains("options:dpdk-devargs=net_pcap0,rx_pcap=/x,infinite_rx=1"));
             assert!(j.contains("options:dpdk-devargs=net_null0,no-rx=1"));
-            assert!(j.contains(&format!("add-port br-int {}", if case == Case::Decap { "pod0" } else { "pod0" })));
-            assert!(l.flows.iter().any(|(_, f)| f.contains(&format!("output:{}", if case == Case::Decap { "pod0" } else if case == Case::Encap { "vxlan0" } else { "up0" }))));
+            assert!(j.contains(&format!(
+                "add-port br-int {}",
+                if case == Case::Decap { "pod0" } else { "pod0" }
+            )));
+            assert!(l.flows.iter().any(|(_, f)| f.contains(&format!(
+                "output:{}",
+                if case == Case::Decap {
+                    "pod0"
+                } else if case == Case::Encap {
+                    "vxlan0"
+                } else {
+                    "up0"
+                }
+            ))));
         }
         assert_eq!(ovs_layout(Case::Encap, "a", "b").must_use, Some("tnl_push"));
         assert_eq!(ovs_layout(Case::Decap, "a", "b").must_use, Some("tnl_pop"));
@@ -1488,7 +1575,12 @@ mod tests {
             machine: String::new(),
             setup: vec![],
             outcomes: vec![
-                Outcome::measured(Contender::TestpmdIo, Case::Encap, w, serde_json::Value::Null),
+                Outcome::measured(
+                    Contender::TestpmdIo,
+                    Case::Encap,
+                    w,
+                    serde_json::Value::Null,
+                ),
                 Outcome::measured(
                     Contender::OvsDpdk,
                     Case::Encap,
@@ -1498,11 +1590,19 @@ mod tests {
                     },
                     serde_json::Value::Null,
                 ),
-                Outcome::without(Contender::Sluice, Case::Encap, "not-available", "later".into()),
+                Outcome::without(
+                    Contender::Sluice,
+                    Case::Encap,
+                    "not-available",
+                    "later".into(),
+                ),
             ],
         };
         let t = table(&r);
-        assert!(t.contains("| 10.00 | 5.00 (0.50x) | n/a (n/a) | n/a |"), "{t}");
+        assert!(
+            t.contains("| 10.00 | 5.00 (0.50x) | n/a (n/a) | n/a |"),
+            "{t}"
+        );
         assert!(t.contains("sluice on encap: not-available: later"));
         assert!(svg(&r).contains("not-available"));
     }

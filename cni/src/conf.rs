@@ -102,6 +102,9 @@ pub struct PluginConf {
     pub mtu: Option<u16>,
     /// Where addresses come from.
     pub ipam: IpamConf,
+    /// Own allocator: the pool (`ipam.pool`), a network name whose
+    /// addresses this network shares; its own name when unset.
+    pub ipam_pool: Option<String>,
     /// veth or vhost-user.
     pub mode: Mode,
 }
@@ -135,9 +138,11 @@ fn vhost_user_conf(c: &std::collections::HashMap<String, Value>) -> Result<Vhost
     let volume = match v.get("volume") {
         None | Some(Value::Null) => DEFAULT_VHOST_VOLUME.to_string(),
         Some(Value::String(s)) if is_dns_label(s) => s.clone(),
-        Some(other) => return Err(PluginError::config(format!(
+        Some(other) => {
+            return Err(PluginError::config(format!(
             "network config: vhostUser.volume: expected a volume name (a DNS label), got {other}"
-        ))),
+        )))
+        }
     };
     Ok(VhostUserConf {
         socket_dir: path_key(&v, "socketDir", DEFAULT_VHOST_SOCKET_DIR).map_err(named)?,
@@ -193,6 +198,22 @@ impl PluginConf {
                 IpamConf::Delegate(m)
             }
         };
+        let ipam_pool = match (&ipam, conf.ipam.as_ref().and_then(|i| i.custom.get("pool"))) {
+            (_, None | Some(Value::Null)) => None,
+            (IpamConf::Own, Some(Value::String(p)))
+                if !p.is_empty()
+                    && p.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) =>
+            {
+                Some(p.clone())
+            }
+            (IpamConf::Own, Some(other)) => {
+                return Err(PluginError::config(format!(
+                    "network config: ipam.pool: expected a network name, got {other}"
+                )))
+            }
+            (IpamConf::Delegate(_), Some(_)) => None,
+        };
         let mode = match c.get("mode") {
             None | Some(Value::Null) => Mode::Veth,
             Some(Value::String(m)) if m == "veth" => Mode::Veth,
@@ -214,6 +235,7 @@ impl PluginConf {
             subnet_file: path_key(c, "subnetFile", sluice_api::subnet_file::DEFAULT_PATH)?,
             data_dir: path_key(c, "dataDir", DEFAULT_DATA_DIR)?,
             mtu,
+            ipam_pool,
             ipam,
             mode,
         })
@@ -224,9 +246,21 @@ impl PluginConf {
         self.data_dir.join("attachments")
     }
 
-    /// Where the own allocator keeps this network's addresses.
+    /// Where the own allocator keeps this network's addresses: its pool's
+    /// (`ipam.pool`, by default the network's own).
     pub fn ipam_dir(&self) -> PathBuf {
-        self.data_dir.join("ipam").join(&self.network)
+        self.data_dir
+            .join("ipam")
+            .join(self.ipam_pool.as_deref().unwrap_or(&self.network))
+    }
+
+    /// What the own allocator writes as an owner's network: this network's
+    /// name when it uses another's pool, else nothing.
+    pub fn owner_network(&self) -> Option<String> {
+        self.ipam_pool
+            .as_ref()
+            .filter(|p| **p != self.network)
+            .map(|_| self.network.clone())
     }
 }
 
@@ -280,6 +314,21 @@ mod tests {
     }
 
     #[test]
+    fn a_network_can_share_another_networks_address_pool() {
+        let c = conf(r#"{"cniVersion":"1.1.0","name":"dpdk","type":"sluice","mode":"vhost-user","ipam":{"type":"sluice","pool":"sluice"}}"#).unwrap();
+        assert_eq!(c.ipam, IpamConf::Own);
+        assert_eq!(
+            c.ipam_dir(),
+            PathBuf::from("/var/lib/sluice/cni/ipam/sluice")
+        );
+        assert_eq!(c.owner_network(), Some("dpdk".into()));
+        let c = conf(r#"{"cniVersion":"1.1.0","name":"sluice","type":"sluice","ipam":{"type":"sluice","pool":"sluice"}}"#).unwrap();
+        assert_eq!(c.owner_network(), None, "its own pool");
+        let c = conf(r#"{"cniVersion":"1.1.0","name":"sluice","type":"sluice"}"#).unwrap();
+        assert_eq!(c.owner_network(), None);
+    }
+
+    #[test]
     fn a_delegated_ipam_keeps_its_keys() {
         let c = conf(r#"{"cniVersion":"1.0.0","name":"pods","type":"sluice","ipam":{"type":"host-local","dataDir":"/tmp/x"}}"#).unwrap();
         let IpamConf::Delegate(m) = &c.ipam else {
@@ -300,6 +349,7 @@ mod tests {
             (r#""mtu":"1450""#, "mtu"),
             (r#""ipam":{"type":"../../bin/sh"}"#, "ipam.type"),
             (r#""mode":"vhostuser""#, "mode"),
+            (r#""ipam":{"type":"sluice","pool":"../x"}"#, "ipam.pool"),
             (r#""mode":1"#, "mode"),
             (r#""vhostUser":{"socketDir":"/x"}"#, "vhostUser"),
             (r#""mode":"vhost-user","vhostUser":"/run/x""#, "vhostUser"),

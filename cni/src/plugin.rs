@@ -69,6 +69,7 @@ impl Call {
         Owner {
             container_id: self.container_id.clone(),
             ifname: self.ifname.clone(),
+            network: self.conf.owner_network(),
         }
     }
     fn client(&self) -> Sluiced {
@@ -613,6 +614,7 @@ fn release(call: &Call, host: &str, record: Option<&Attachment>) -> Result<()> {
     let owner = Owner {
         container_id: record.map_or(call.container_id.clone(), |r| r.container_id.clone()),
         ifname: record.map_or(call.ifname.clone(), |r| r.ifname.clone()),
+        network: call.conf.owner_network(),
     };
     let recorded_kind = record.and_then(|r| {
         r.ipam
@@ -850,8 +852,10 @@ pub fn gc(call: &Call, valid: &[GcAttachment]) -> Result<Vec<String>> {
             }
         }
     }
+    // In a shared pool, only this network's addresses are its to collect.
+    let mine = call.conf.owner_network();
     if let Err(e) = OwnIpam::new(call.conf.ipam_dir())
-        .gc(|o| keep.contains(&(o.container_id.clone(), o.ifname.clone())))
+        .gc(|o| o.network != mine || keep.contains(&(o.container_id.clone(), o.ifname.clone())))
     {
         first_error.get_or_insert(e);
     }

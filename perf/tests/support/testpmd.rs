@@ -251,6 +251,8 @@ impl Testpmd {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
+        // EAL's runtime directory of this instance's own prefix.
+        let _ = std::fs::remove_dir_all(Path::new("/var/run/dpdk").join(&self.prefix));
     }
 }
 

@@ -155,11 +155,27 @@ fn traffic_flows_both_ways_and_resumes_after_the_client_restarts() {
 }
 
 #[test]
-fn two_queue_pairs_are_negotiated() {
+fn two_queue_pairs_are_negotiated_from_the_plugins_contract_file() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("eth0.sock");
-    let mut pod = Testpmd::pod(&sock, POD_MAC, 2, "rxonly", LCORES);
+    // What the CNI plugin writes beside the socket for a 2-worker sluiced.
+    let contract = sluice_cni::vhost::Contract {
+        socket: "eth0.sock".into(),
+        role: "server".into(),
+        mac: POD_MAC.into(),
+        ip: "10.77.1.5/24".into(),
+        gateway: "10.77.1.1".parse().unwrap(),
+        mtu: 1450,
+        queues: 2,
+        routes: Vec::new(),
+    };
+    std::fs::write(
+        dir.path().join("eth0.json"),
+        serde_json::to_vec(&contract).unwrap(),
+    )
+    .unwrap();
+    let mut pod = Testpmd::pod_from_contract(dir.path(), "eth0", "rxonly", LCORES);
     wait_socket(&sock);
     let mut sw = Testpmd::vhost_client(None, &sock, 2, None, "txonly", LCORES);
     sw.wait_ready(60);

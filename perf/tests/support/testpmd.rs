@@ -68,6 +68,19 @@ impl Testpmd {
         Self::spawn(None, socket, &[vdev], queues, forward, lcores, "pod")
     }
 
+    /// A vhost-user pod as the `sluice` CNI plugin attached it: reads the
+    /// contract file `<dir>/<ifname>.json` (`sluice_cni::vhost::Contract`)
+    /// and serves `<dir>/<socket>` with its MAC and queue count.
+    pub fn pod_from_contract(dir: &Path, ifname: &str, forward: &str, lcores: &str) -> Testpmd {
+        let file = dir.join(format!("{ifname}.json"));
+        let c: sluice_cni::vhost::Contract = serde_json::from_slice(
+            &std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display())),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let queues = u16::try_from(c.queues).expect("queues");
+        Self::pod(&dir.join(&c.socket), &c.mac, queues, forward, lcores)
+    }
+
     /// The switch's side: `net_vhost` as the client of `socket`, with
     /// `queues` queue pairs; with `tap`, also a `net_tap` of that name (in
     /// `netns`, if given) as port 1, so `io` forwarding joins the pod to

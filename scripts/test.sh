@@ -31,6 +31,7 @@ cargo test -p sluiced --features privileged-tests --test dpdk_privileged -- --te
 cargo test -p sluice-cni --features privileged-tests --test libcni_debian -- --test-threads=1
 cargo test -p sluice-perf --features privileged-tests --test lab -- --test-threads=1
 cargo test -p sluice-perf --features privileged-tests --test cni -- --test-threads=1
+cargo test -p sluice-perf --features privileged-tests --test vhost_pod -- --test-threads=1
 cargo test -p sluice-perf --features privileged-tests --test podman -- --test-threads=1
 cargo test -p sluice-perf --features privileged-tests --test deploy -- --test-threads=1
 

@@ -152,6 +152,10 @@ pub struct PortInfo {
     pub mtu: u16,
     /// Its name.
     pub name: String,
+    /// Pod over vhost-user (DPDK backend): the pod's socket, which sluiced
+    /// connects to. Absent for every other port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vhost_user: Option<std::path::PathBuf>,
 }
 
 /// `ports.list`.

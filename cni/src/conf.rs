@@ -10,6 +10,13 @@
 //!  "ipam": {"type": "sluice"}}
 //! ```
 //!
+//! A vhost-user network (for DPDK pods, usually a Multus
+//! NetworkAttachmentDefinition beside the pods' veth network) adds
+//! `"mode": "vhost-user"` and optionally
+//! `"vhostUser": {"socketDir": "/run/sluice/vhost", "volume": "sluice-vhost",
+//! "kubeletDir": "/var/lib/kubelet"}` (see [`VhostUserConf`] and
+//! `docs/vhost-user.md`).
+//!
 //! Every key is optional. `ipam` absent or of type `sluice` selects the
 //! plugin's own allocator; any other type is an IPAM plugin found on
 //! `CNI_PATH` (Debian's `host-local` is the tested one) and receives the
@@ -28,6 +35,38 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/sluice/cni";
 
 /// The IPAM type that selects the plugin's own allocator.
 pub const OWN_IPAM: &str = "sluice";
+
+/// Default `vhostUser.socketDir`.
+pub const DEFAULT_VHOST_SOCKET_DIR: &str = "/run/sluice/vhost";
+/// Default `vhostUser.volume`: the pod's emptyDir volume for its sockets.
+pub const DEFAULT_VHOST_VOLUME: &str = "sluice-vhost";
+/// Default `vhostUser.kubeletDir`.
+pub const DEFAULT_KUBELET_DIR: &str = "/var/lib/kubelet";
+
+/// How pods of this network are attached (`mode`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    /// `veth` (the default): a veth pair, served by sluiced over AF_XDP.
+    Veth,
+    /// `vhost-user`: no kernel interface; the pod is the vhost-user server
+    /// of a socket in its volume and sluiced (DPDK backend) connects to it.
+    VhostUser(VhostUserConf),
+}
+
+/// The `vhostUser` keys (vhost-user mode only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VhostUserConf {
+    /// Node directory for the pods' socket directories (not on Kubernetes:
+    /// `<socketDir>/<container id>/`) and, on Kubernetes, the short names
+    /// sluiced connects through (`<socketDir>/<port name>`, a symbolic link
+    /// to the pod's volume).
+    pub socket_dir: PathBuf,
+    /// The name of the pod's emptyDir volume that holds its sockets.
+    pub volume: String,
+    /// The kubelet's root directory (pods' volumes are under
+    /// `<kubeletDir>/pods/<pod uid>/volumes/`).
+    pub kubelet_dir: PathBuf,
+}
 
 /// Where addresses come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +102,11 @@ pub struct PluginConf {
     pub mtu: Option<u16>,
     /// Where addresses come from.
     pub ipam: IpamConf,
+    /// Own allocator: the pool (`ipam.pool`), a network name whose
+    /// addresses this network shares; its own name when unset.
+    pub ipam_pool: Option<String>,
+    /// veth or vhost-user.
+    pub mode: Mode,
 }
 
 fn path_key(
@@ -77,6 +121,44 @@ fn path_key(
             "network config: {key}: expected an absolute path, got {other}"
         ))),
     }
+}
+
+fn vhost_user_conf(c: &std::collections::HashMap<String, Value>) -> Result<VhostUserConf> {
+    let empty = std::collections::HashMap::new();
+    let v: std::collections::HashMap<String, Value> = match c.get("vhostUser") {
+        None | Some(Value::Null) => empty,
+        Some(Value::Object(m)) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        Some(other) => {
+            return Err(PluginError::config(format!(
+                "network config: vhostUser: expected an object, got {other}"
+            )))
+        }
+    };
+    let named = |e: PluginError| PluginError::config(e.msg.replacen(": ", ": vhostUser.", 1));
+    let volume = match v.get("volume") {
+        None | Some(Value::Null) => DEFAULT_VHOST_VOLUME.to_string(),
+        Some(Value::String(s)) if is_dns_label(s) => s.clone(),
+        Some(other) => {
+            return Err(PluginError::config(format!(
+            "network config: vhostUser.volume: expected a volume name (a DNS label), got {other}"
+        )))
+        }
+    };
+    Ok(VhostUserConf {
+        socket_dir: path_key(&v, "socketDir", DEFAULT_VHOST_SOCKET_DIR).map_err(named)?,
+        volume,
+        kubelet_dir: path_key(&v, "kubeletDir", DEFAULT_KUBELET_DIR).map_err(named)?,
+    })
+}
+
+/// A Kubernetes volume name: 1 to 63 of `a-z`, `0-9`, `-`, not starting or
+/// ending with `-`.
+fn is_dns_label(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 impl PluginConf {
@@ -116,13 +198,46 @@ impl PluginConf {
                 IpamConf::Delegate(m)
             }
         };
+        let ipam_pool = match (&ipam, conf.ipam.as_ref().and_then(|i| i.custom.get("pool"))) {
+            (_, None | Some(Value::Null)) => None,
+            (IpamConf::Own, Some(Value::String(p)))
+                if !p.is_empty()
+                    && p.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) =>
+            {
+                Some(p.clone())
+            }
+            (IpamConf::Own, Some(other)) => {
+                return Err(PluginError::config(format!(
+                    "network config: ipam.pool: expected a network name, got {other}"
+                )))
+            }
+            (IpamConf::Delegate(_), Some(_)) => None,
+        };
+        let mode = match c.get("mode") {
+            None | Some(Value::Null) => Mode::Veth,
+            Some(Value::String(m)) if m == "veth" => Mode::Veth,
+            Some(Value::String(m)) if m == "vhost-user" => Mode::VhostUser(vhost_user_conf(c)?),
+            Some(other) => {
+                return Err(PluginError::config(format!(
+                    "network config: mode: expected \"veth\" or \"vhost-user\", got {other}"
+                )))
+            }
+        };
+        if mode == Mode::Veth && c.get("vhostUser").is_some_and(|v| !v.is_null()) {
+            return Err(PluginError::config(
+                "network config: vhostUser is set but mode is not \"vhost-user\"",
+            ));
+        }
         Ok(PluginConf {
             network: conf.name.clone(),
             sluiced_socket: path_key(c, "sluicedSocket", sluice_api::DEFAULT_SOCKET)?,
             subnet_file: path_key(c, "subnetFile", sluice_api::subnet_file::DEFAULT_PATH)?,
             data_dir: path_key(c, "dataDir", DEFAULT_DATA_DIR)?,
             mtu,
+            ipam_pool,
             ipam,
+            mode,
         })
     }
 
@@ -131,9 +246,21 @@ impl PluginConf {
         self.data_dir.join("attachments")
     }
 
-    /// Where the own allocator keeps this network's addresses.
+    /// Where the own allocator keeps this network's addresses: its pool's
+    /// (`ipam.pool`, by default the network's own).
     pub fn ipam_dir(&self) -> PathBuf {
-        self.data_dir.join("ipam").join(&self.network)
+        self.data_dir
+            .join("ipam")
+            .join(self.ipam_pool.as_deref().unwrap_or(&self.network))
+    }
+
+    /// What the own allocator writes as an owner's network: this network's
+    /// name when it uses another's pool, else nothing.
+    pub fn owner_network(&self) -> Option<String> {
+        self.ipam_pool
+            .as_ref()
+            .filter(|p| **p != self.network)
+            .map(|_| self.network.clone())
     }
 }
 
@@ -158,6 +285,47 @@ mod tests {
         assert_eq!(c.ipam_dir(), PathBuf::from("/var/lib/sluice/cni/ipam/pods"));
         assert_eq!(c.ipam, IpamConf::Own);
         assert_eq!(c.mtu, None);
+        assert_eq!(c.mode, Mode::Veth);
+    }
+
+    #[test]
+    fn vhost_user_mode_has_defaults_and_takes_its_keys() {
+        let c = conf(r#"{"cniVersion":"1.1.0","name":"dpdk","type":"sluice","mode":"vhost-user"}"#)
+            .unwrap();
+        assert_eq!(
+            c.mode,
+            Mode::VhostUser(VhostUserConf {
+                socket_dir: PathBuf::from("/run/sluice/vhost"),
+                volume: "sluice-vhost".into(),
+                kubelet_dir: PathBuf::from("/var/lib/kubelet"),
+            })
+        );
+        let c = conf(
+            r#"{"cniVersion":"1.1.0","name":"dpdk","type":"sluice","mode":"vhost-user",
+               "vhostUser":{"socketDir":"/run/v","volume":"vhu","kubeletDir":"/var/lib/k0s/kubelet"}}"#,
+        )
+        .unwrap();
+        let Mode::VhostUser(v) = c.mode else { panic!() };
+        assert_eq!(v.socket_dir, PathBuf::from("/run/v"));
+        assert_eq!(v.volume, "vhu");
+        assert_eq!(v.kubelet_dir, PathBuf::from("/var/lib/k0s/kubelet"));
+        let c = conf(r#"{"cniVersion":"1.1.0","name":"p","type":"sluice","mode":"veth"}"#).unwrap();
+        assert_eq!(c.mode, Mode::Veth);
+    }
+
+    #[test]
+    fn a_network_can_share_another_networks_address_pool() {
+        let c = conf(r#"{"cniVersion":"1.1.0","name":"dpdk","type":"sluice","mode":"vhost-user","ipam":{"type":"sluice","pool":"sluice"}}"#).unwrap();
+        assert_eq!(c.ipam, IpamConf::Own);
+        assert_eq!(
+            c.ipam_dir(),
+            PathBuf::from("/var/lib/sluice/cni/ipam/sluice")
+        );
+        assert_eq!(c.owner_network(), Some("dpdk".into()));
+        let c = conf(r#"{"cniVersion":"1.1.0","name":"sluice","type":"sluice","ipam":{"type":"sluice","pool":"sluice"}}"#).unwrap();
+        assert_eq!(c.owner_network(), None, "its own pool");
+        let c = conf(r#"{"cniVersion":"1.1.0","name":"sluice","type":"sluice"}"#).unwrap();
+        assert_eq!(c.owner_network(), None);
     }
 
     #[test]
@@ -180,6 +348,23 @@ mod tests {
             (r#""mtu":70000"#, "mtu"),
             (r#""mtu":"1450""#, "mtu"),
             (r#""ipam":{"type":"../../bin/sh"}"#, "ipam.type"),
+            (r#""mode":"vhostuser""#, "mode"),
+            (r#""ipam":{"type":"sluice","pool":"../x"}"#, "ipam.pool"),
+            (r#""mode":1"#, "mode"),
+            (r#""vhostUser":{"socketDir":"/x"}"#, "vhostUser"),
+            (r#""mode":"vhost-user","vhostUser":"/run/x""#, "vhostUser"),
+            (
+                r#""mode":"vhost-user","vhostUser":{"socketDir":"run/x"}"#,
+                "vhostUser.socketDir",
+            ),
+            (
+                r#""mode":"vhost-user","vhostUser":{"kubeletDir":7}"#,
+                "vhostUser.kubeletDir",
+            ),
+            (
+                r#""mode":"vhost-user","vhostUser":{"volume":"../x"}"#,
+                "vhostUser.volume",
+            ),
         ] {
             let e = conf(&format!(
                 r#"{{"cniVersion":"1.0.0","name":"n","type":"sluice",{json}}}"#

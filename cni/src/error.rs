@@ -45,6 +45,9 @@ pub const CHECK_FAILED: u32 = 102;
 pub const LINK_FAILED: u32 = 103;
 /// The delegated IPAM plugin failed.
 pub const IPAM_FAILED: u32 = 104;
+/// vhost-user mode on Kubernetes: the pod has no emptyDir volume for its
+/// sockets.
+pub const NO_VHOST_VOLUME: u32 = 105;
 
 impl PluginError {
     /// An error with `code`.

@@ -32,19 +32,31 @@ pub struct Owner {
     pub container_id: String,
     /// `CNI_IFNAME`.
     pub ifname: String,
+    /// The network holding it, when that is not the pool's own (a network
+    /// whose `ipam.pool` names another's, such as a vhost-user network
+    /// sharing the veth network's addresses); a third line in the file.
+    pub network: Option<String>,
 }
 
 impl Owner {
     fn render(&self) -> String {
-        format!("{}\n{}\n", self.container_id, self.ifname)
+        match &self.network {
+            None => format!("{}\n{}\n", self.container_id, self.ifname),
+            Some(n) => format!("{}\n{}\n{n}\n", self.container_id, self.ifname),
+        }
     }
     fn parse(text: &str) -> Option<Owner> {
         let mut lines = text.lines();
         let container_id = lines.next()?.trim().to_string();
         let ifname = lines.next()?.trim().to_string();
+        let network = lines
+            .next()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty());
         (!container_id.is_empty()).then_some(Owner {
             container_id,
             ifname,
+            network,
         })
     }
 }
@@ -322,7 +334,18 @@ mod tests {
         Owner {
             container_id: c.into(),
             ifname: "eth0".into(),
+            network: None,
         }
+    }
+
+    #[test]
+    fn an_owner_of_another_network_reads_back_and_old_files_have_none() {
+        let mut o = owner("c1");
+        assert_eq!(Owner::parse(&o.render()), Some(o.clone()));
+        assert_eq!(Owner::parse("c1\neth0\n"), Some(o.clone()));
+        o.network = Some("dpdk".into());
+        assert_eq!(o.render(), "c1\neth0\ndpdk\n");
+        assert_eq!(Owner::parse(&o.render()), Some(o));
     }
 
     #[test]
@@ -369,6 +392,7 @@ mod tests {
                                 &Owner {
                                     container_id: format!("t{t}c{i}"),
                                     ifname: format!("e{t}"),
+                                    network: None,
                                 },
                             )
                             .unwrap()

@@ -6,7 +6,9 @@
 //! an address ([`ipam`]: the plugin's own allocator, or an IPAM plugin such
 //! as `host-local`), creates its veth pair ([`link`]), records the
 //! attachment ([`records`]) and asks `sluiced` to serve the host end over
-//! AF_XDP with the pod's IP and MAC bound. `sluiced` reads the records when
+//! AF_XDP with the pod's IP and MAC bound. In vhost-user mode ([`vhost`])
+//! there is no veth: the pod (a DPDK app) serves a vhost-user socket in its
+//! volume and sluiced's DPDK backend connects to it. `sluiced` reads the records when
 //! it starts, so pods survive its restart without a call from the runtime.
 //!
 //! Module map: [`conf`] (the plugin's config keys), [`error`] (codes),
@@ -22,3 +24,4 @@ pub mod libcni;
 pub mod link;
 pub mod plugin;
 pub mod records;
+pub mod vhost;

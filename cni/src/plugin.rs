@@ -14,10 +14,10 @@
 //! record goes too), the veth goes (absent: fine), the address is released
 //! (already released: fine), then the record.
 
-use crate::conf::{IpamConf, PluginConf, OWN_IPAM};
+use crate::conf::{IpamConf, Mode, PluginConf, VhostUserConf, OWN_IPAM};
 use crate::error::{self, PluginError, Result};
 use crate::ipam::{self, OwnIpam, Owner};
-use crate::{link, records};
+use crate::{link, records, vhost};
 use ipnet::{IpNet, Ipv4Net as NetV4};
 use rscni_plugin::types::{CNIResult, Dns, GcAttachment, Interface, IpConfig, NetConf, Route};
 use rscni_plugin::version::SpecVersion;
@@ -57,6 +57,8 @@ pub struct Call {
     pub netns: Option<PathBuf>,
     /// `CNI_PATH`.
     pub cni_path: Vec<PathBuf>,
+    /// `CNI_ARGS` (`K8S_POD_UID` places a vhost-user pod's socket).
+    pub cni_args: Option<String>,
 }
 
 impl Call {
@@ -67,6 +69,7 @@ impl Call {
         Owner {
             container_id: self.container_id.clone(),
             ifname: self.ifname.clone(),
+            network: self.conf.owner_network(),
         }
     }
     fn client(&self) -> Sluiced {
@@ -178,6 +181,7 @@ enum Step {
     ReleaseDelegated(PathBuf, Value),
     DeleteVeth(String),
     RemoveRecord(PathBuf, String),
+    RemoveVhostSocketDir(PathBuf),
 }
 
 impl Undo {
@@ -188,6 +192,7 @@ impl Undo {
                 Step::ReleaseDelegated(path, cfg) => ipam::delegate("DEL", path, cfg).map(|_| ()),
                 Step::DeleteVeth(host) => link::delete(host).map(|_| ()),
                 Step::RemoveRecord(dir, name) => records::remove(dir, name),
+                Step::RemoveVhostSocketDir(sock) => vhost::cleanup(sock),
             };
             if let Err(e) = outcome {
                 eprintln!("sluice: undoing {step:?}: {e}");
@@ -197,12 +202,18 @@ impl Undo {
 }
 
 /// The address IPAM gave, and what else it said.
-struct Lease {
-    ip: Ipv4Addr,
-    prefix_len: u8,
-    ipam_record: Value,
-    routes: Vec<Route>,
-    dns: Option<Dns>,
+#[derive(Debug, Clone)]
+pub struct Lease {
+    /// The pod's address.
+    pub ip: Ipv4Addr,
+    /// Its prefix length.
+    pub prefix_len: u8,
+    /// The IPAM configuration as sent (kept in the record).
+    pub ipam_record: Value,
+    /// Routes IPAM gave.
+    pub routes: Vec<Route>,
+    /// DNS IPAM gave.
+    pub dns: Option<Dns>,
 }
 
 fn delegate_config(call: &Call, ipam: Value) -> Value {
@@ -315,6 +326,9 @@ pub fn add(call: &Call) -> Result<CNIResult> {
     let gateway = node.node.gateway();
     let mtu = call.conf.mtu.unwrap_or(sf.mtu);
     let host = call.host_end();
+    if let Mode::VhostUser(v) = &call.conf.mode {
+        return add_vhost(call, v, &netns, &sf, &node, &client);
+    }
     let mut undo = Undo::default();
     let done = (|| {
         let lease = lease(call, sf.subnet, gateway, &mut undo)?;
@@ -373,6 +387,159 @@ pub fn add(call: &Call) -> Result<CNIResult> {
     done
 }
 
+/// ADD in vhost-user mode: address, socket directory, contract file,
+/// record, port (with `vhost_user`); no veth.
+fn add_vhost(
+    call: &Call,
+    v: &VhostUserConf,
+    netns: &Path,
+    sf: &SubnetFile,
+    node: &sluice_api::NodeInfo,
+    client: &Sluiced,
+) -> Result<CNIResult> {
+    let gateway = node.node.gateway();
+    let mtu = call.conf.mtu.unwrap_or(sf.mtu);
+    let host = call.host_end();
+    let place = vhost::plan(
+        v,
+        call.cni_args.as_deref(),
+        &call.container_id,
+        &call.ifname,
+        &host,
+    )?;
+    let mut undo = Undo::default();
+    let done = (|| {
+        let lease = lease(call, sf.subnet, gateway, &mut undo)?;
+        vhost::prepare(v, &place)?;
+        undo.steps
+            .push(Step::RemoveVhostSocketDir(place.switch_path.clone()));
+        let mac = vhost::mac_for(lease.ip);
+        let result = build_vhost_result(call, netns, &place, &mac, mtu, &lease, gateway);
+        let contract = vhost::Contract {
+            socket: format!("{}.sock", call.ifname),
+            role: "server".into(),
+            mac: mac.clone(),
+            ip: format!("{}/{}", lease.ip, lease.prefix_len),
+            gateway,
+            mtu,
+            queues: node.workers.max(1),
+            routes: result
+                .routes
+                .iter()
+                .filter_map(|r| match (r.dst, r.gw) {
+                    (IpNet::V4(d), gw) => Some(vhost::ContractRoute {
+                        dst: d.to_string(),
+                        gw: match gw {
+                            Some(IpAddr::V4(g)) => Some(g),
+                            _ => None,
+                        },
+                    }),
+                    _ => None,
+                })
+                .collect(),
+        };
+        vhost::write_contract(&place, &contract)?;
+        let port = PortConfig {
+            name: host.clone(),
+            kind: PortKind::Pod,
+            mtu,
+            mac: mac
+                .parse()
+                .map_err(|e| PluginError::new(error::IO_FAILURE, format!("pod MAC: {e}")))?,
+            address: None,
+            gateway: None,
+            ip: Some(lease.ip),
+            rx_mode: None,
+            removed: false,
+            devargs: None,
+            vhost_user: Some(place.switch_path.clone()),
+        };
+        let record = Attachment {
+            version: RECORD_VERSION,
+            network: call.conf.network.clone(),
+            container_id: call.container_id.clone(),
+            ifname: call.ifname.clone(),
+            netns: Some(netns.display().to_string()),
+            port: port.clone(),
+            ipam: lease.ipam_record.clone(),
+            result: serde_json::to_value(&result).unwrap_or(Value::Null),
+        };
+        let dir = call.conf.attachments_dir();
+        records::write(&dir, &record)?;
+        undo.steps.push(Step::RemoveRecord(dir, host.clone()));
+        client.add_ports(vec![port]).map_err(|e| match e {
+            ClientError::Api(a) => PluginError::new(
+                error::PORT_REFUSED,
+                format!(
+                    "sluiced refused vhost-user port `{host}` ({}) for {}: {a}",
+                    place.switch_path.display(),
+                    lease.ip
+                ),
+            ),
+            other => unreachable(&call.conf, &other),
+        })?;
+        Ok(result)
+    })();
+    if done.is_err() {
+        undo.run();
+    }
+    done
+}
+
+/// The vhost-user ADD result: one interface, `CNI_IFNAME` in the pod's
+/// sandbox, with its MAC and, from 1.1.0, `mtu` and `socketPath` (the
+/// socket as the node sees it); the address, gateway and default route.
+pub fn build_vhost_result(
+    call: &Call,
+    netns: &Path,
+    place: &vhost::Place,
+    mac: &str,
+    mtu: u16,
+    lease: &Lease,
+    gateway: Ipv4Addr,
+) -> CNIResult {
+    let v1_1 = call.version() >= "1.1.0".parse().expect("valid version");
+    let mut result = call.netconf.prev_result.clone().unwrap_or_default();
+    let index = result.interfaces.len() as u32;
+    result.interfaces.push(Interface {
+        name: call.ifname.clone(),
+        mac: mac.to_string(),
+        mtu: v1_1.then_some(u32::from(mtu)),
+        sandbox: Some(netns.display().to_string()),
+        socket_path: v1_1.then(|| place.socket.display().to_string()),
+        pci_id: None,
+    });
+    add_address_and_routes(&mut result, index, lease, gateway);
+    result
+}
+
+fn add_address_and_routes(result: &mut CNIResult, index: u32, lease: &Lease, gateway: Ipv4Addr) {
+    result.ips.push(IpConfig {
+        interface: Some(index),
+        address: IpNet::V4(
+            NetV4::new(lease.ip, lease.prefix_len).expect("prefix length checked by IPAM"),
+        ),
+        gateway: Some(IpAddr::V4(gateway)),
+    });
+    let default = Route {
+        dst: "0.0.0.0/0".parse().expect("valid prefix"),
+        gw: Some(IpAddr::V4(gateway)),
+        mtu: None,
+        advmss: None,
+        priority: None,
+        table: None,
+        scope: None,
+    };
+    for r in std::iter::once(default).chain(lease.routes.iter().cloned()) {
+        if !result.routes.contains(&r) {
+            result.routes.push(r);
+        }
+    }
+    if lease.dns.is_some() {
+        result.dns = lease.dns.clone();
+    }
+}
+
 fn build_result(
     call: &Call,
     netns: &Path,
@@ -401,30 +568,7 @@ fn build_result(
         socket_path: None,
         pci_id: None,
     });
-    result.ips.push(IpConfig {
-        interface: Some(base + 1),
-        address: IpNet::V4(
-            NetV4::new(lease.ip, lease.prefix_len).expect("prefix length checked by IPAM"),
-        ),
-        gateway: Some(IpAddr::V4(gateway)),
-    });
-    let default = Route {
-        dst: "0.0.0.0/0".parse().expect("valid prefix"),
-        gw: Some(IpAddr::V4(gateway)),
-        mtu: None,
-        advmss: None,
-        priority: None,
-        table: None,
-        scope: None,
-    };
-    for r in std::iter::once(default).chain(lease.routes.iter().cloned()) {
-        if !result.routes.contains(&r) {
-            result.routes.push(r);
-        }
-    }
-    if lease.dns.is_some() {
-        result.dns = lease.dns.clone();
-    }
+    add_address_and_routes(&mut result, base + 1, lease, gateway);
     result
 }
 
@@ -447,10 +591,30 @@ fn release(call: &Call, host: &str, record: Option<&Attachment>) -> Result<()> {
             eprintln!("sluice: DEL: sluiced not reachable ({e}); it re-reads records only at start")
         }
     }
-    link::delete(host)?;
+    let vhost_sock = match (record, &call.conf.mode) {
+        (Some(r), _) => r.port.vhost_user.clone(),
+        // No record: where ADD would have put the socket.
+        (None, Mode::VhostUser(v)) => vhost::plan(
+            v,
+            call.cni_args.as_deref(),
+            &call.container_id,
+            &call.ifname,
+            host,
+        )
+        .ok()
+        .map(|p| p.switch_path),
+        (None, Mode::Veth) => None,
+    };
+    match vhost_sock {
+        Some(sock) => vhost::cleanup(&sock)?,
+        None => {
+            link::delete(host)?;
+        }
+    }
     let owner = Owner {
         container_id: record.map_or(call.container_id.clone(), |r| r.container_id.clone()),
         ifname: record.map_or(call.ifname.clone(), |r| r.ifname.clone()),
+        network: call.conf.owner_network(),
     };
     let recorded_kind = record.and_then(|r| {
         r.ipam
@@ -504,7 +668,79 @@ pub fn check(call: &Call) -> Result<()> {
             return fail(format!("prevResult does not list {ip}"));
         }
     }
-    let Some(view) = link::inspect(&netns, &call.ifname)? else {
+    if let Some(sock) = &record.port.vhost_user {
+        // vhost-user: no interface in the pod; its socket's directory (the
+        // pod's volume) and sluiced's port.
+        if !matches!(call.conf.mode, Mode::VhostUser(_)) {
+            return fail(format!(
+                "the attachment is vhost-user ({}) but the network's mode is not",
+                sock.display()
+            ));
+        }
+        if !sock.parent().is_some_and(Path::is_dir) {
+            return fail(format!(
+                "the vhost-user socket's directory {} is missing",
+                sock.parent().unwrap_or(sock).display()
+            ));
+        }
+    } else {
+        check_veth(call, &netns, &record, ip, &host)?;
+    }
+    let ports = call
+        .client()
+        .ports()
+        .map_err(|e| unreachable(&call.conf, &e))?;
+    match ports.ports.iter().find(|p| p.name == host) {
+        None => return fail(format!("sluiced has no port `{host}`")),
+        Some(p) if p.ip != Some(ip) || p.mac != record.port.mac => {
+            return fail(format!(
+                "sluiced binds `{host}` to {:?} {} instead of {ip} {}",
+                p.ip, p.mac, record.port.mac
+            ))
+        }
+        Some(p) if p.vhost_user != record.port.vhost_user => {
+            return fail(format!(
+                "sluiced serves `{host}` over {} instead of {}",
+                p.vhost_user
+                    .as_ref()
+                    .map_or("AF_XDP".into(), |s| format!("vhost-user {}", s.display())),
+                record
+                    .port
+                    .vhost_user
+                    .as_ref()
+                    .map_or("AF_XDP".into(), |s| format!("vhost-user {}", s.display())),
+            ))
+        }
+        Some(_) => {}
+    }
+    if let IpamConf::Delegate(_) = &call.conf.ipam {
+        let path = ipam::find_plugin(call.conf.ipam.kind(), &call.cni_path)?;
+        let mut cfg = delegate_config(call, record.ipam.clone());
+        if let Some(prev) = &call.netconf.prev_result {
+            cfg["prevResult"] = serde_json::to_value(prev).unwrap_or(Value::Null);
+        }
+        ipam::delegate("CHECK", &path, &cfg)?;
+    } else if !OwnIpam::new(call.conf.ipam_dir())
+        .held()
+        .iter()
+        .any(|(a, o)| *a == ip && o.as_ref() == Some(&call.owner()))
+    {
+        return fail(format!("{ip} is not recorded as held by this attachment"));
+    }
+    Ok(())
+}
+
+/// CHECK's veth part: the pod's interface, address, MTU and default
+/// route, and the host end.
+fn check_veth(
+    call: &Call,
+    netns: &Path,
+    record: &Attachment,
+    ip: Ipv4Addr,
+    host: &str,
+) -> Result<()> {
+    let fail = |m: String| Err(PluginError::new(error::CHECK_FAILED, m));
+    let Some(view) = link::inspect(netns, &call.ifname)? else {
         return fail(format!(
             "interface `{}` is missing from {}",
             call.ifname,
@@ -543,36 +779,8 @@ pub fn check(call: &Call) -> Result<()> {
             view.default_gateway
         ));
     }
-    if !link::exists(&host)? {
+    if !link::exists(host)? {
         return fail(format!("the host end `{host}` is missing"));
-    }
-    let ports = call
-        .client()
-        .ports()
-        .map_err(|e| unreachable(&call.conf, &e))?;
-    match ports.ports.iter().find(|p| p.name == host) {
-        None => return fail(format!("sluiced has no port `{host}`")),
-        Some(p) if p.ip != Some(ip) || p.mac != record.port.mac => {
-            return fail(format!(
-                "sluiced binds `{host}` to {:?} {} instead of {ip} {}",
-                p.ip, p.mac, record.port.mac
-            ))
-        }
-        Some(_) => {}
-    }
-    if let IpamConf::Delegate(_) = &call.conf.ipam {
-        let path = ipam::find_plugin(call.conf.ipam.kind(), &call.cni_path)?;
-        let mut cfg = delegate_config(call, record.ipam.clone());
-        if let Some(prev) = &call.netconf.prev_result {
-            cfg["prevResult"] = serde_json::to_value(prev).unwrap_or(Value::Null);
-        }
-        ipam::delegate("CHECK", &path, &cfg)?;
-    } else if !OwnIpam::new(call.conf.ipam_dir())
-        .held()
-        .iter()
-        .any(|(a, o)| *a == ip && o.as_ref() == Some(&call.owner()))
-    {
-        return fail(format!("{ip} is not recorded as held by this attachment"));
     }
     Ok(())
 }
@@ -612,6 +820,13 @@ pub fn gc(call: &Call, valid: &[GcAttachment]) -> Result<Vec<String>> {
                 path.display()
             );
             let _ = call.client().remove_ports(vec![name.clone()]);
+            if let Mode::VhostUser(v) = &call.conf.mode {
+                // Its link to a pod's volume, if it had one (never a directory).
+                let alias = v.socket_dir.join(&name);
+                if std::fs::symlink_metadata(&alias).is_ok_and(|m| m.file_type().is_symlink()) {
+                    let _ = std::fs::remove_file(&alias);
+                }
+            }
             let gone = link::delete(&name)
                 .and_then(|_| records::remove(&call.conf.attachments_dir(), &name));
             if let Err(e) = gone {
@@ -637,8 +852,10 @@ pub fn gc(call: &Call, valid: &[GcAttachment]) -> Result<Vec<String>> {
             }
         }
     }
+    // In a shared pool, only this network's addresses are its to collect.
+    let mine = call.conf.owner_network();
     if let Err(e) = OwnIpam::new(call.conf.ipam_dir())
-        .gc(|o| keep.contains(&(o.container_id.clone(), o.ifname.clone())))
+        .gc(|o| o.network != mine || keep.contains(&(o.container_id.clone(), o.ifname.clone())))
     {
         first_error.get_or_insert(e);
     }
@@ -709,6 +926,7 @@ fn call_of(args: &rscni_plugin::types::Args) -> Result<Call> {
         ifname: args.ifname().map(|i| i.to_string()).unwrap_or_default(),
         netns: args.netns().cloned(),
         cni_path: args.path().to_vec(),
+        cni_args: args.args().map(str::to_string),
     })
 }
 
@@ -742,5 +960,124 @@ pub fn main() -> i32 {
     match plugin.run(&Sluice) {
         Ok(()) => 0,
         Err(_) => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rscni_plugin::types::CNIResultWithVersion;
+
+    fn call(version: &str) -> Call {
+        let netconf: NetConf = serde_json::from_str(&format!(
+            r#"{{"cniVersion":"{version}","name":"dpdk","type":"sluice","mode":"vhost-user"}}"#
+        ))
+        .unwrap();
+        Call {
+            conf: PluginConf::from_netconf(&netconf).unwrap(),
+            netconf,
+            container_id: "c0ffee".into(),
+            ifname: "net1".into(),
+            netns: Some("/var/run/netns/p".into()),
+            cni_path: Vec::new(),
+            cni_args: Some("K8S_POD_UID=u-1".into()),
+        }
+    }
+
+    fn vhost_result(version: &str) -> Value {
+        let c = call(version);
+        let Mode::VhostUser(v) = &c.conf.mode else {
+            panic!()
+        };
+        let place = vhost::plan(v, c.cni_args.as_deref(), "c0ffee", "net1", "sl0123").unwrap();
+        let lease = Lease {
+            ip: Ipv4Addr::new(10, 77, 1, 5),
+            prefix_len: 24,
+            ipam_record: json!({"type": "sluice"}),
+            routes: Vec::new(),
+            dns: None,
+        };
+        let gw = Ipv4Addr::new(10, 77, 1, 1);
+        let r = build_vhost_result(
+            &c,
+            Path::new("/var/run/netns/p"),
+            &place,
+            "0a:58:0a:4d:01:05",
+            1450,
+            &lease,
+            gw,
+        );
+        serde_json::to_value(CNIResultWithVersion::new(c.version(), r)).unwrap()
+    }
+
+    #[test]
+    fn a_vhost_user_result_carries_the_socket_from_1_1_0() {
+        let r = vhost_result("1.1.0");
+        assert_eq!(
+            r,
+            json!({
+                "cniVersion": "1.1.0",
+                "interfaces": [{
+                    "name": "net1",
+                    "mac": "0a:58:0a:4d:01:05",
+                    "mtu": 1450,
+                    "sandbox": "/var/run/netns/p",
+                    "socketPath": "/var/lib/kubelet/pods/u-1/volumes/kubernetes.io~empty-dir/sluice-vhost/net1.sock"
+                }],
+                "ips": [{"interface": 0, "address": "10.77.1.5/24", "gateway": "10.77.1.1"}],
+                "routes": [{"dst": "0.0.0.0/0", "gw": "10.77.1.1"}]
+            })
+        );
+    }
+
+    #[test]
+    fn before_1_1_0_the_result_has_no_socket_path_or_mtu() {
+        for v in ["1.0.0", "0.4.0", "0.3.1"] {
+            let r = vhost_result(v);
+            let iface = &r["interfaces"][0];
+            assert_eq!(iface["name"], "net1", "{v}");
+            assert_eq!(iface["mac"], "0a:58:0a:4d:01:05", "{v}");
+            assert!(iface.get("socketPath").is_none(), "{v}: {r}");
+            assert!(iface.get("mtu").is_none(), "{v}: {r}");
+            assert_eq!(r["ips"][0]["address"], "10.77.1.5/24", "{v}");
+        }
+    }
+
+    #[test]
+    fn a_prev_result_is_kept_and_the_new_interface_indexed_after_it() {
+        let mut c = call("1.1.0");
+        c.netconf.prev_result = Some(
+            serde_json::from_value(json!({
+                "interfaces": [{"name": "eth0", "sandbox": "/var/run/netns/p"}],
+                "ips": [{"interface": 0, "address": "10.0.0.2/24"}]
+            }))
+            .unwrap(),
+        );
+        let Mode::VhostUser(v) = &c.conf.mode else {
+            panic!()
+        };
+        let place = vhost::plan(v, None, "c0ffee", "net1", "sl0123").unwrap();
+        let lease = Lease {
+            ip: Ipv4Addr::new(10, 77, 1, 6),
+            prefix_len: 24,
+            ipam_record: json!({"type": "sluice"}),
+            routes: Vec::new(),
+            dns: None,
+        };
+        let r = build_vhost_result(
+            &c,
+            Path::new("/var/run/netns/p"),
+            &place,
+            "0a:58:0a:4d:01:06",
+            1450,
+            &lease,
+            Ipv4Addr::new(10, 77, 1, 1),
+        );
+        assert_eq!(r.interfaces.len(), 2);
+        assert_eq!(
+            r.interfaces[1].socket_path.as_deref(),
+            Some("/run/sluice/vhost/c0ffee/net1.sock")
+        );
+        assert_eq!(r.ips[1].interface, Some(1));
     }
 }

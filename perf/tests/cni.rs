@@ -625,3 +625,44 @@ fn a_killed_sluiced_forwards_for_its_pods_again_from_their_records() {
         "both pods re-attached from their records"
     );
 }
+
+#[test]
+fn a_vhost_user_pod_on_an_af_xdp_node_is_refused_naming_the_backend_and_leaves_nothing() {
+    require_root();
+    let name = "cnivhu";
+    let _g = Guard(name.into());
+    let mut st = up(name, Mode::Vxlan, 1);
+    let before = holdings(&st, 0);
+    let c = cni(&st, 0);
+    let ns = pod_ns(&mut st, "v");
+    let dir = tempfile::tempdir().unwrap();
+    let sockets = dir.path().join("vhost");
+    // vhost-user mode (not on Kubernetes: <socketDir>/<container id>/):
+    // the address, the socket directory and its contract file, the record,
+    // then ports.add, which sluiced on AF_XDP refuses; all taken back.
+    let extra = json!({"mode": "vhost-user", "vhostUser": {"socketDir": sockets}});
+    let e = c
+        .add_network_list(&conflist(&st, 0, "1.0.0", extra, &[]), &rt("v1", &ns))
+        .unwrap_err();
+    assert_eq!(code(&e), 101, "{e}");
+    assert!(e.to_string().contains("DPDK backend"), "{e}");
+    assert!(
+        e.to_string().contains("v1/eth0.sock"),
+        "names the socket: {e}"
+    );
+    assert_eq!(holdings(&st, 0), before);
+    let left: Vec<_> = std::fs::read_dir(&sockets)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "the socket directory is gone: {left:?}");
+    assert!(
+        Command::new("ip")
+            .args(["-n", &ns, "link", "show", "eth0"])
+            .output()
+            .unwrap()
+            .stdout
+            .is_empty(),
+        "no interface in the pod"
+    );
+}

@@ -833,7 +833,13 @@ impl Control {
             .iter()
             .enumerate()
             .filter(|(_, p)| !p.removed)
-            .map(|(id, p)| json!({ "id": id, "name": p.name, "kind": p.kind, "mac": p.mac, "ip": p.ip, "address": p.address, "mtu": p.mtu }))
+            .map(|(id, p)| {
+                let mut v = json!({ "id": id, "name": p.name, "kind": p.kind, "mac": p.mac, "ip": p.ip, "address": p.address, "mtu": p.mtu });
+                if let Some(sock) = &p.vhost_user {
+                    v["vhost_user"] = json!(sock);
+                }
+                v
+            })
             .collect();
         Value::Array(v)
     }

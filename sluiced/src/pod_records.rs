@@ -21,7 +21,11 @@
 //! - the configuration file wins: a record for a port it already has is
 //!   `configured` and left alone (a warning when its settings differ);
 //! - a record whose interface is not in sluiced's network namespace is
-//!   `missing_interface` (the pod went away while sluiced was down);
+//!   `missing_interface` (the pod went away while sluiced was down); for a
+//!   vhost-user pod (`port.vhost_user` set) the test is whether the
+//!   socket's directory (the pod's volume) still exists, not the socket:
+//!   the pod may not have created it yet, and sluiced's vhost-user client
+//!   connects whenever it appears;
 //! - the rest are added in one batch; if the batch is refused, one by one,
 //!   so one bad record never keeps the others off (`refused`);
 //! - sluiced never writes, moves or removes a record: the plugin's DEL or
@@ -48,7 +52,8 @@ pub enum Outcome {
     Attached,
     /// The configuration file has a port of that name; it wins.
     Configured,
-    /// Its interface does not exist in sluiced's network namespace.
+    /// Its interface does not exist in sluiced's network namespace (a
+    /// vhost-user pod: its socket's directory does not exist).
     MissingInterface,
     /// Unreadable, not a record, another version, not a pod, no IP, or a
     /// file name that is not its port's.
@@ -247,7 +252,9 @@ pub struct Scan {
 /// Reads every record in `dir` (a missing directory holds none) and sorts
 /// them into ports to add and records skipped: `configured` names the
 /// ports the configuration file has, `interface_exists` says whether an
-/// interface is in this network namespace. The error names the directory.
+/// interface is in this network namespace (asked for veth pods; a
+/// vhost-user pod is present when its socket's directory is). The error
+/// names the directory.
 pub fn scan(
     dir: &Path,
     configured: &[PortConfig],
@@ -303,7 +310,22 @@ pub fn scan(
             });
             continue;
         }
-        if !interface_exists(&port.name) {
+        if let Some(sock) = &port.vhost_user {
+            let dir = sock.parent().unwrap_or(sock);
+            if !dir.is_dir() {
+                out.skipped.push(Skipped {
+                    file,
+                    outcome: Outcome::MissingInterface,
+                    why: format!(
+                        "vhost-user port `{}`: the socket's directory {} does not exist (the pod is gone; its DEL or GC removes the record)",
+                        port.name,
+                        dir.display()
+                    ),
+                    warn: true,
+                });
+                continue;
+            }
+        } else if !interface_exists(&port.name) {
             out.skipped.push(Skipped {
                 file,
                 outcome: Outcome::MissingInterface,
@@ -555,6 +577,51 @@ mod tests {
         );
         assert!(outcome_of(&s, "sldiff.json").unwrap().warn);
         assert_eq!(s.skipped.len(), expect.len(), "nothing else counted: {s:?}");
+    }
+
+    #[test]
+    fn a_vhost_user_pod_is_back_while_its_socket_directory_exists() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("attachments");
+        std::fs::create_dir(&dir).unwrap();
+        let vols = d.path().join("vhost");
+        // The pod's directory exists, its socket not yet: attached (the
+        // vhost-user client connects when the pod creates it).
+        std::fs::create_dir_all(vols.join("slvhost1")).unwrap();
+        let mut up = pod("slvhost1", [10, 5, 1, 20]);
+        up.vhost_user = Some(vols.join("slvhost1/net1.sock"));
+        write(&dir, "slvhost1.json", &record(&up));
+        // Through a link to the pod's volume, as on Kubernetes.
+        let volume = d
+            .path()
+            .join("kubelet/pods/u/volumes/kubernetes.io~empty-dir/sluice-vhost");
+        std::fs::create_dir_all(&volume).unwrap();
+        std::os::unix::fs::symlink(&volume, vols.join("slvhost2")).unwrap();
+        let mut linked = pod("slvhost2", [10, 5, 1, 21]);
+        linked.vhost_user = Some(vols.join("slvhost2/net1.sock"));
+        write(&dir, "slvhost2.json", &record(&linked));
+        // The pod is gone: its volume went, the link dangles.
+        let gone_volume = d
+            .path()
+            .join("kubelet/pods/v/volumes/kubernetes.io~empty-dir/sluice-vhost");
+        std::os::unix::fs::symlink(&gone_volume, vols.join("slvhost3")).unwrap();
+        let mut gone = pod("slvhost3", [10, 5, 1, 22]);
+        gone.vhost_user = Some(vols.join("slvhost3/net1.sock"));
+        write(&dir, "slvhost3.json", &record(&gone));
+
+        // No veth for any of them: the interface test is not asked.
+        let s = scan(&dir, &[], |n| panic!("asked for interface {n}")).unwrap();
+        let names: Vec<&str> = s.ports.iter().map(|(_, p)| p.name.as_str()).collect();
+        assert_eq!(names, ["slvhost1", "slvhost2"]);
+        assert_eq!(s.ports[0].1, up, "the record's port, vhost_user kept");
+        let k = outcome_of(&s, "slvhost3.json").unwrap();
+        assert_eq!(k.outcome, Outcome::MissingInterface);
+        assert!(
+            k.why.contains("slvhost3") && k.why.contains("does not exist"),
+            "{}",
+            k.why
+        );
+        assert_eq!(s.skipped.len(), 1);
     }
 
     #[test]

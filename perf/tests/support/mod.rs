@@ -1,10 +1,11 @@
 //! What the privileged test files share: the root check, a lab guard,
 //! ping, lab construction and waiting; [`podman`], a real container
-//! runtime on CNI.
+//! runtime on CNI; [`testpmd`], `dpdk-testpmd` as a vhost-user pod.
 
 #![allow(dead_code)]
 
 pub mod podman;
+pub mod testpmd;
 
 use sluice_perf::lab::{self, LabSpec, LabState, Mode};
 use sluice_perf::pods;

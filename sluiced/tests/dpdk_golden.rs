@@ -19,27 +19,16 @@ fn golden() -> PathBuf {
 
 /// The frames of a classic pcap file, in order.
 fn frames(path: &Path) -> Vec<Vec<u8>> {
-    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(b.len() >= 24, "{}: not a pcap file", path.display());
-    let mut out = Vec::new();
-    let mut i = 24;
-    while i + 16 <= b.len() {
-        let cl = u32::from_le_bytes(b[i + 8..i + 12].try_into().unwrap()) as usize;
-        out.push(b[i + 16..i + 16 + cl].to_vec());
-        i += 16 + cl;
-    }
-    out
+    sluice_dataplane::pcap::read_file(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .into_iter()
+        .map(|r| r.data)
+        .collect()
 }
 
+/// An empty capture (the crate's own pcap writer: the header alone).
 fn write_empty_pcap(path: &Path) {
-    let mut h = Vec::new();
-    h.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    h.extend_from_slice(&2u16.to_le_bytes());
-    h.extend_from_slice(&4u16.to_le_bytes());
-    h.extend_from_slice(&[0; 8]);
-    h.extend_from_slice(&65535u32.to_le_bytes());
-    h.extend_from_slice(&1u32.to_le_bytes());
-    std::fs::write(path, h).unwrap();
+    sluice_dataplane::pcap::PcapWriter::new(std::fs::File::create(path).unwrap()).unwrap();
 }
 
 /// The reference node's configuration on the DPDK backend: each port a

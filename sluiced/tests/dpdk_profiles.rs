@@ -8,15 +8,9 @@
 use std::path::Path;
 use std::process::Command;
 
+/// An empty capture (the crate's own pcap writer: the header alone).
 fn write_empty_pcap(path: &Path) {
-    let mut h = Vec::new();
-    h.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    h.extend_from_slice(&2u16.to_le_bytes());
-    h.extend_from_slice(&4u16.to_le_bytes());
-    h.extend_from_slice(&[0; 8]);
-    h.extend_from_slice(&65535u32.to_le_bytes());
-    h.extend_from_slice(&1u32.to_le_bytes());
-    std::fs::write(path, h).unwrap();
+    sluice_dataplane::pcap::PcapWriter::new(std::fs::File::create(path).unwrap()).unwrap();
 }
 
 /// Runs sluiced with `profile` (and `workers`) on a net_pcap uplink for up

@@ -111,6 +111,9 @@ pub struct LabState {
     /// sluiced's rx mode (kept for restarts).
     #[serde(default = "default_rx_mode")]
     pub rx_mode: String,
+    /// The core forwarding is confined to (see [`LabSpec::forwarding_core`]).
+    #[serde(default)]
+    pub forwarding_core: Option<usize>,
 }
 
 fn default_rx_mode() -> String {
@@ -261,6 +264,12 @@ pub struct LabSpec {
     /// The pod network (`Network`); default [`crate::cluster::NETWORK`]. The
     /// nodes' subnets are `10.77.K.0/24` either way, so it must hold them.
     pub network: Option<String>,
+    /// Confine forwarding to one core (benchmarks): each sluiced's single
+    /// worker is pinned to it, and a kernel node's receive processing (its
+    /// pods' host ends, `eth0`) is steered to it with RPS, so traffic
+    /// generators pinned elsewhere do not share it. `None`: one unpinned
+    /// worker, the kernel's defaults.
+    pub forwarding_core: Option<usize>,
 }
 
 impl LabSpec {
@@ -278,6 +287,7 @@ impl LabSpec {
             store: Default::default(),
             direct_routing: false,
             network: None,
+            forwarding_core: None,
         }
     }
 }
@@ -315,6 +325,7 @@ pub fn up(spec: &LabSpec, progress: &mut dyn FnMut(&str)) -> Result<LabState> {
             .clone()
             .unwrap_or_else(|| crate::cluster::NETWORK.to_string()),
         rx_mode: spec.rx_mode.clone().unwrap_or_else(default_rx_mode),
+        forwarding_core: spec.forwarding_core,
     };
     match build(spec, &mut state, progress) {
         Ok(()) => Ok(state),
@@ -492,13 +503,8 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
                 "via",
                 &format!("10.77.{k}.1"),
             ])?;
-            // AF_XDP sees frames as written: complete checksums, no GSO.
-            ns_run(
-                &pod,
-                &[
-                    "ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off",
-                ],
-            )?;
+            // A flannel pod keeps the veth's offloads (checksum, TSO, GSO)
+            // as the kernel and the flannel CNI plugin leave them.
             run(&["ip", "-n", &node, "link", "set", &host_end, "up"])?;
             pods.push((pod, pip));
         }
@@ -587,6 +593,13 @@ fn kernel_node_local(state: &mut LabState, i: usize) -> Result<()> {
     run(&["ip", "-n", ns, "addr", "add", &gw, "dev", "cni0"])?;
     run(&["ip", "-n", ns, "link", "set", "cni0", "up"])?;
     ns_run(ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    if let Some(core) = state.forwarding_core {
+        let mut devs: Vec<String> = (0..n.pods.len()).map(|j| format!("pod{j}")).collect();
+        devs.push("eth0".into());
+        for dev in &devs {
+            steer_receive(ns, dev, Some(core))?;
+        }
+    }
     for j in 0..n.pods.len() {
         run(&[
             "ip",
@@ -653,6 +666,16 @@ fn kernel_node_local(state: &mut LabState, i: usize) -> Result<()> {
     Ok(())
 }
 
+/// Steers `dev`'s receive processing in `ns` to `core` with RPS (every RX
+/// queue), as an operator confines a kernel node's forwarding to a core;
+/// `None` turns RPS off again (the kernel's default).
+pub fn steer_receive(ns: &str, dev: &str, core: Option<usize>) -> Result<()> {
+    let mask = format!("{:x}", core.map_or(0, |c| 1u64 << c));
+    let script =
+        format!("for q in /sys/class/net/{dev}/queues/rx-*; do echo {mask} > $q/rps_cpus; done");
+    ns_run(ns, &["sh", "-c", &script]).map(|_| ())
+}
+
 /// Waits until every node's sluiced knows every other node's uplink MAC.
 fn wait_for_neighbours(state: &LabState) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -700,6 +723,8 @@ fn node_config(state: &LabState, n: &NodeState) -> String {
         if state.workers > 1 {
             let cores: Vec<String> = (0..state.workers).map(|c| c.to_string()).collect();
             format!("workers = [{}]\n", cores.join(", "))
+        } else if let Some(core) = state.forwarding_core {
+            format!("workers = [{core}]\n")
         } else {
             String::new()
         },

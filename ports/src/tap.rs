@@ -10,6 +10,12 @@
 //! worker can send to the host without sharing anything. It exists while
 //! `sluiced` holds it open and disappears with its addresses and routes when
 //! the last queue closes, so a crash leaves nothing behind.
+//!
+//! An empty read still costs a syscall, and a busy worker polls every port
+//! every turn: after a read finds nothing, the next [`IDLE_SKIP`] polls of
+//! the queue return at once without one ([`RxBackoff`]). Node traffic waits
+//! at most that many turns (microseconds); a sleeping worker is woken by the
+//! descriptor as before.
 #![allow(unsafe_code)]
 
 use sluice_dataplane::buffer::{BufPool, Burst, PacketBuf};
@@ -23,6 +29,31 @@ const IFF_MULTI_QUEUE: i16 = 0x0100;
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 /// Largest frame read from the TAP.
 const MAX_FRAME: usize = 9216 + 18;
+/// Polls of an idle queue skipped after an empty read.
+pub const IDLE_SKIP: u32 = 16;
+
+/// When to read an idle queue: after an empty read, skip the next
+/// [`IDLE_SKIP`] polls; a read that finds frames reads again next turn.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RxBackoff {
+    skip: u32,
+}
+
+impl RxBackoff {
+    /// Whether this poll should read (and counts a skipped one down).
+    pub fn should_read(&mut self) -> bool {
+        if self.skip == 0 {
+            return true;
+        }
+        self.skip -= 1;
+        false
+    }
+
+    /// Records what a read found.
+    pub fn read(&mut self, frames: usize) {
+        self.skip = if frames == 0 { IDLE_SKIP } else { 0 };
+    }
+}
 
 #[repr(C)]
 struct IfReq {
@@ -36,6 +67,7 @@ struct IfReq {
 pub struct TapPort {
     fd: OwnedFd,
     name: String,
+    backoff: RxBackoff,
 }
 
 impl TapPort {
@@ -75,6 +107,7 @@ impl TapPort {
         Ok(TapPort {
             fd,
             name: name.to_string(),
+            backoff: RxBackoff::default(),
         })
     }
 
@@ -91,6 +124,9 @@ impl TapPort {
 
 impl<P: BufPool> Port<P> for TapPort {
     fn rx_burst(&mut self, pool: &mut P, burst: &mut Burst<P::Buf>) -> usize {
+        if !self.backoff.should_read() {
+            return 0;
+        }
         let mut n = 0;
         while !burst.is_full() {
             let Some(mut buf) = pool.alloc() else { break };
@@ -115,6 +151,7 @@ impl<P: BufPool> Port<P> for TapPort {
             }
             n += 1;
         }
+        self.backoff.read(n);
         n
     }
 
@@ -133,5 +170,41 @@ impl<P: BufPool> Port<P> for TapPort {
             pool.free(b);
         }
         sent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RxBackoff, IDLE_SKIP};
+
+    #[test]
+    fn an_idle_queue_is_read_once_every_idle_skip_plus_one_polls() {
+        let mut b = RxBackoff::default();
+        assert!(b.should_read(), "a new queue is read at once");
+        b.read(0);
+        let reads = (0..IDLE_SKIP * 4 + 4)
+            .filter(|_| {
+                let r = b.should_read();
+                if r {
+                    b.read(0);
+                }
+                r
+            })
+            .count();
+        assert_eq!(reads, 4);
+    }
+
+    #[test]
+    fn a_queue_with_frames_is_read_every_poll() {
+        let mut b = RxBackoff::default();
+        b.read(0);
+        for _ in 0..IDLE_SKIP {
+            assert!(!b.should_read());
+        }
+        assert!(b.should_read());
+        b.read(3);
+        assert!(b.should_read(), "frames found: read again next turn");
+        b.read(1);
+        assert!(b.should_read());
     }
 }

@@ -13,6 +13,10 @@
 //! worker sleeps, as OVS's PMD loop does, never per packet. In `adaptive`
 //! mode a worker sleeps on its ports after [`ADAPTIVE_SPIN`] empty turns, in
 //! `interrupt` mode as soon as they are empty, and never in `poll` mode.
+//! After [`YIELD_AFTER`] empty turns in a row an awake worker yields its
+//! core on each further empty turn: nothing changes on a dedicated core,
+//! and on a shared one a runnable thread (another worker, a pod) gets the
+//! core at once instead of after a spinning worker's time slice.
 //!
 //! Every empty turn services the ports ([`Backend::service`]): completed
 //! frames go back to the pool, and the kernel is woken again while frames
@@ -40,6 +44,9 @@ use std::time::Instant;
 
 /// Empty polls in a row before an adaptive worker sleeps.
 pub const ADAPTIVE_SPIN: u32 = 1024;
+/// Empty polls in a row after which every further empty poll yields the
+/// core (`sched_yield`) to any other runnable thread before polling again.
+pub const YIELD_AFTER: u32 = 16;
 /// How long an idle worker sleeps on its ports at most (it rechecks `stop`).
 pub const IDLE_WAIT_MS: i32 = 20;
 /// Turns between two housekeeping rounds of a busy worker.
@@ -375,6 +382,11 @@ pub(crate) fn run<B: Backend>(
                 let mut sink = [0u8; 64];
                 while matches!(std::io::Read::read(&mut wk, &mut sink), Ok(n) if n > 0) {}
             }
+        } else if idle > YIELD_AFTER {
+            // Free on a dedicated core (nothing else is runnable); where the
+            // core is shared (another node's worker in a lab, the pods'
+            // processes) the others run now, not at the end of a time slice.
+            std::thread::yield_now();
         } else {
             std::hint::spin_loop();
         }

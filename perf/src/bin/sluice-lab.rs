@@ -64,6 +64,9 @@ enum Cmd {
         /// Seconds per measurement.
         #[arg(long, default_value_t = 5)]
         seconds: u32,
+        /// Rounds of the three measurements; figures are their median and spread.
+        #[arg(long, default_value_t = 3)]
+        windows: u32,
         /// sluiced's rx mode: poll, adaptive or interrupt.
         #[arg(long, default_value = "adaptive")]
         rx_mode: String,
@@ -177,6 +180,7 @@ fn main() -> ExitCode {
                 store,
                 direct_routing,
                 network: None,
+                forwarding_core: None,
             },
             &mut |s| eprintln!("sluice-lab: {s}"),
         )
@@ -210,9 +214,10 @@ fn main() -> ExitCode {
             name,
             mode,
             seconds,
+            windows,
             rx_mode,
             out,
-        } => sluice_perf::bench::run(&name, mode, seconds, Some(&rx_mode), &mut |s| {
+        } => sluice_perf::bench::run(&name, mode, seconds, windows, &rx_mode, &mut |s| {
             eprintln!("sluice-lab: {s}")
         })
         .and_then(|r| {

@@ -593,6 +593,13 @@ fn kernel_node_local(state: &mut LabState, i: usize) -> Result<()> {
     run(&["ip", "-n", ns, "addr", "add", &gw, "dev", "cni0"])?;
     run(&["ip", "-n", ns, "link", "set", "cni0", "up"])?;
     ns_run(ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    // A NIC completes the checksums the kernel leaves partial; a veth passes
+    // them on partial, and a sluice peer's XDP program cannot tell. In a lab
+    // with sluice nodes the uplink does it in software, as a NIC would in
+    // hardware; an all-kernel lab keeps the veth's offloads.
+    if state.nodes.iter().any(|m| !m.kernel) {
+        ns_run(ns, &["ethtool", "-K", "eth0", "tx", "off"])?;
+    }
     if let Some(core) = state.forwarding_core {
         let mut devs: Vec<String> = (0..n.pods.len()).map(|j| format!("pod{j}")).collect();
         devs.push("eth0".into());
@@ -657,7 +664,6 @@ fn kernel_node_local(state: &mut LabState, i: usize) -> Result<()> {
         // all-kernel lab keeps the kernel's offloads.
         if state.nodes.iter().any(|m| !m.kernel) {
             ns_run(ns, &["ethtool", "-K", "flannel.1", "tx", "off"])?;
-            ns_run(ns, &["ethtool", "-K", "eth0", "tx", "off"])?;
         }
         state.nodes[i].vtep_mac = mac_of(ns, "flannel.1")?;
     } else if state.mode == Mode::Ipip {

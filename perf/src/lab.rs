@@ -383,6 +383,16 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
     add_ns(state, &ul)?;
     run(&["ip", "-n", &ul, "link", "add", "br0", "type", "bridge"])?;
     run(&["ip", "-n", &ul, "link", "set", "br0", "up"])?;
+    // The underlay is a wire and a switch: its bridge does not hand frames
+    // to iptables (br_netfilter, when loaded, does by default, per namespace).
+    ns_run(
+        &ul,
+        &[
+            "sh",
+            "-c",
+            "[ ! -d /proc/sys/net/bridge ] || sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 net.bridge.bridge-nf-call-arptables=0",
+        ],
+    )?;
     // With DirectRouting and three nodes or more, the last node sits on a
     // second underlay subnet, 192.168.78.0/24 on br1, routed by the
     // underlay namespace (.254 on each side): host-gw within a subnet, the

@@ -45,6 +45,13 @@ enum Cmd {
         /// flannel's DirectRouting in the network config (vxlan, ipip).
         #[arg(long)]
         direct_routing: bool,
+        /// sluiced's rx mode: poll, adaptive or interrupt.
+        #[arg(long, default_value = "adaptive")]
+        rx_mode: String,
+        /// Confine forwarding to this core: each sluiced's one worker pinned
+        /// to it, kernel nodes' receive steered to it with RPS.
+        #[arg(long)]
+        forwarding_core: Option<usize>,
     },
     /// Show a lab's nodes and pods.
     Status {
@@ -168,6 +175,8 @@ fn main() -> ExitCode {
             workers,
             store,
             direct_routing,
+            rx_mode,
+            forwarding_core,
         } => lab::up(
             &LabSpec {
                 name,
@@ -175,12 +184,12 @@ fn main() -> ExitCode {
                 mode,
                 sluiced: true,
                 kernel_nodes,
-                rx_mode: None,
+                rx_mode: Some(rx_mode),
                 workers,
                 store,
                 direct_routing,
                 network: None,
-                forwarding_core: None,
+                forwarding_core,
             },
             &mut |s| eprintln!("sluice-lab: {s}"),
         )

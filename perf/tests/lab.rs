@@ -964,3 +964,95 @@ fn the_lease_is_renewed_before_it_expires() {
     assert!(ping(&st.nodes[1].pods[0].0, &st.nodes[0].pods[1].1));
     lab::down(name).unwrap();
 }
+
+/// `Cpus_allowed_list` of `pid`'s thread named `name`.
+fn thread_cpus(pid: u32, name: &str) -> Option<String> {
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let status = std::fs::read_to_string(t.ok()?.path().join("status")).ok()?;
+        if status.lines().next() == Some(&format!("Name:\t{name}")) {
+            return status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(|v| v.trim().to_string());
+        }
+    }
+    None
+}
+
+/// The bench's lab: a kernel lab keeps flannel's offloads and steers its
+/// receive processing to the forwarding core; a sluice lab pins its
+/// workers there; the underlay bridge does not call iptables.
+#[test]
+fn a_bench_lab_confines_forwarding_to_one_core_and_keeps_flannels_offloads() {
+    require_root();
+    let core = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+    let name = "tplace";
+    let _guard = Guard(name.to_string());
+    let kernel = lab::up(
+        &LabSpec {
+            sluiced: false,
+            kernel_nodes: vec![1, 2],
+            forwarding_core: Some(core),
+            ..LabSpec::new(name, 2, Mode::Vxlan)
+        },
+        &mut |_| {},
+    )
+    .expect("kernel lab up");
+    let (n1, pod) = (&kernel.nodes[0], &kernel.nodes[0].pods[0]);
+    let offloads = lab::ns_run(&pod.0, &["ethtool", "-k", "eth0"]).unwrap();
+    for feature in [
+        "tx-checksumming: on",
+        "tcp-segmentation-offload: on",
+        "generic-segmentation-offload: on",
+    ] {
+        assert!(
+            offloads.lines().any(|l| l.starts_with(feature)),
+            "a flannel pod keeps `{feature}`:\n{offloads}"
+        );
+    }
+    let mask = format!("{:x}", 1u64 << core);
+    for dev in ["pod0", "pod1", "eth0"] {
+        let rps = lab::ns_run(
+            &n1.ns,
+            &["cat", &format!("/sys/class/net/{dev}/queues/rx-0/rps_cpus")],
+        )
+        .unwrap();
+        assert_eq!(
+            rps.trim().trim_start_matches(['0', ',']),
+            mask,
+            "{dev}'s receive steered to core {core}"
+        );
+    }
+    let nf = lab::ns_run(
+        &format!("{name}-ul"),
+        &[
+            "sh",
+            "-c",
+            "cat /proc/sys/net/bridge/bridge-nf-call-iptables 2>/dev/null || echo 0",
+        ],
+    )
+    .unwrap();
+    assert_eq!(nf.trim(), "0", "the underlay bridge does not call iptables");
+    assert!(ping(&pod.0, &kernel.nodes[1].pods[0].1));
+    lab::down(name).unwrap();
+
+    let sluice = lab::up(
+        &LabSpec {
+            forwarding_core: Some(core),
+            ..LabSpec::new(name, 2, Mode::Vxlan)
+        },
+        &mut |_| {},
+    )
+    .expect("sluice lab up");
+    for n in &sluice.nodes {
+        let pid = n.sluiced_pid.expect("sluiced runs");
+        assert_eq!(
+            thread_cpus(pid, "sluice-w0").as_deref(),
+            Some(core.to_string().as_str()),
+            "{}'s worker pinned to core {core}",
+            n.ns
+        );
+    }
+    assert!(ping(&sluice.nodes[0].pods[0].0, &sluice.nodes[1].pods[0].1));
+    lab::down(name).unwrap();
+}

@@ -100,7 +100,7 @@ out.append("### Route lookup and flow cache, per address / key")
 out.append("")
 out.append("| benchmark | ns/lookup | cycles/lookup | fastest: ns | fastest: cycles | notes |")
 out.append("|---|---:|---:|---:|---:|---|")
-for fn in ["lookup", "lookup_burst"]:
+for fn in ["lookup", "lookup_burst", "lookup_zipf", "lookup_burst_zipf"]:
     small = res.get(f"lpm/{fn}/1k")
     for n in ["1k", "100k", "1M"]:
         r = res.get(f"lpm/{fn}/{n}")

@@ -7,7 +7,12 @@
 //!   average (as pod routes are). Destinations are drawn uniformly from the
 //!   installed prefixes (a random prefix, random host bits) into an array of
 //!   64k addresses before measuring, so the PRNG is not measured; successive
-//!   iterations walk the array.
+//!   iterations walk the array. Uniform draws are the adversarial case:
+//!   at 100k and 1M routes nearly every lookup misses the caches.
+//! - `lpm/lookup_zipf/N` and `lpm/lookup_burst_zipf/N`: the same, with the
+//!   prefix drawn by a Zipf law (s = [`ZIPF_S`]) over route ranks (rank =
+//!   position in the shuffled route list): the realistic case, where a few
+//!   destinations carry most of the traffic.
 //! - `flow_cache/hit`: hash + lookup of 32 keys out of 1024 cached flows.
 //! - `flow_cache/miss`: hash + lookup that misses + LPM (1k routes) + insert,
 //!   as the pipeline's L3 stage does on a miss; the generation is bumped
@@ -23,6 +28,9 @@ use std::collections::HashSet;
 
 /// Pre-generated lookup addresses / keys (a power of two).
 const ADDRS: usize = 1 << 16;
+
+/// Zipf exponent of the skewed destination draw.
+const ZIPF_S: f64 = 1.0;
 
 /// Flow-cache size: the pipeline's default.
 const CACHE_ENTRIES: usize = 8192;
@@ -69,8 +77,25 @@ fn random_routes(n: usize, rng: &mut Rng) -> Vec<(u32, u8, u32)> {
     out
 }
 
-/// A table of `n` routes and `ADDRS` destinations within its prefixes.
-fn table(n: usize, seed: u64) -> (Lpm, Vec<u32>) {
+/// Draws route indices `0..n` with P(i) proportional to 1 / (i + 1)^s.
+fn zipf_indices(n: usize, s: f64, count: usize, rng: &mut Rng) -> Vec<usize> {
+    let mut cdf = Vec::with_capacity(n);
+    let mut total = 0.0;
+    for r in 1..=n {
+        total += (r as f64).powf(-s);
+        cdf.push(total);
+    }
+    (0..count)
+        .map(|_| {
+            let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
+            cdf.partition_point(|&c| c <= u).min(n - 1)
+        })
+        .collect()
+}
+
+/// A table of `n` routes and `ADDRS` destinations within its prefixes,
+/// drawn uniformly and by Zipf over the routes.
+fn table(n: usize, seed: u64) -> (Lpm, Vec<u32>, Vec<u32>) {
     let mut rng = Rng::new(seed);
     let routes = random_routes(n, &mut rng);
     let mut lpm = Lpm::with_tbl8_groups(n / 16 + 64);
@@ -78,17 +103,28 @@ fn table(n: usize, seed: u64) -> (Lpm, Vec<u32>) {
         lpm.insert(p, l, nh).expect("route fits");
     }
     assert_eq!(lpm.len(), n);
-    let addrs: Vec<u32> = (0..ADDRS)
+    let dst = |i: usize, rng: &mut Rng| {
+        let (p, l, _) = routes[i];
+        p | (rng.next_u32() & !mask(l))
+    };
+    let uniform: Vec<u32> = (0..ADDRS)
         .map(|_| {
-            let (p, l, _) = routes[rng.below(routes.len())];
-            p | (rng.next_u32() & !mask(l))
+            let i = rng.below(routes.len());
+            dst(i, &mut rng)
         })
         .collect();
+    let zipf: Vec<u32> = zipf_indices(n, ZIPF_S, ADDRS, &mut rng)
+        .into_iter()
+        .map(|i| dst(i, &mut rng))
+        .collect();
     assert!(
-        addrs.iter().all(|&a| lpm.lookup(a).is_some()),
+        uniform
+            .iter()
+            .chain(&zipf)
+            .all(|&a| lpm.lookup(a).is_some()),
         "every destination is routed"
     );
-    (lpm, addrs)
+    (lpm, uniform, zipf)
 }
 
 fn lpm(c: &mut Criterion) {
@@ -96,29 +132,39 @@ fn lpm(c: &mut Criterion) {
     let mut g = c.benchmark_group("lpm");
     g.throughput(Throughput::Elements(BURST as u64));
     for (label, n) in [("1k", 1_000), ("100k", 100_000), ("1M", 1_000_000)] {
-        let (lpm, addrs) = table(n, 0x5eed_0000 + n as u64);
-        g.bench_with_input(BenchmarkId::new("lookup", label), &(), |b, _| {
-            let mut i = 0;
-            b.iter(|| {
-                let burst = &addrs[i..i + BURST];
-                i = (i + BURST) & (ADDRS - 1);
-                let mut acc = 0u32;
-                for &a in burst {
-                    acc = acc.wrapping_add(lpm.lookup(a).unwrap_or(0));
-                }
-                black_box(acc)
-            })
-        });
-        g.bench_with_input(BenchmarkId::new("lookup_burst", label), &(), |b, _| {
-            let mut i = 0;
-            let mut out = [None; BURST];
-            b.iter(|| {
-                let burst = &addrs[i..i + BURST];
-                i = (i + BURST) & (ADDRS - 1);
-                lpm.lookup_burst(burst, &mut out);
-                black_box(&out);
-            })
-        });
+        let (lpm, uniform, zipf) = table(n, 0x5eed_0000 + n as u64);
+        for (suffix, addrs) in [("", &uniform), ("_zipf", &zipf)] {
+            g.bench_with_input(
+                BenchmarkId::new(format!("lookup{suffix}"), label),
+                &(),
+                |b, _| {
+                    let mut i = 0;
+                    b.iter(|| {
+                        let burst = &addrs[i..i + BURST];
+                        i = (i + BURST) & (ADDRS - 1);
+                        let mut acc = 0u32;
+                        for &a in burst {
+                            acc = acc.wrapping_add(lpm.lookup(a).unwrap_or(0));
+                        }
+                        black_box(acc)
+                    })
+                },
+            );
+            g.bench_with_input(
+                BenchmarkId::new(format!("lookup_burst{suffix}"), label),
+                &(),
+                |b, _| {
+                    let mut i = 0;
+                    let mut out = [None; BURST];
+                    b.iter(|| {
+                        let burst = &addrs[i..i + BURST];
+                        i = (i + BURST) & (ADDRS - 1);
+                        lpm.lookup_burst(burst, &mut out);
+                        black_box(&out);
+                    })
+                },
+            );
+        }
     }
     g.finish();
 }
@@ -132,7 +178,7 @@ fn random_key(rng: &mut Rng, dst: u32) -> FlowKey {
 fn flow_cache(c: &mut Criterion) {
     let mut g = c.benchmark_group("flow_cache");
     g.throughput(Throughput::Elements(BURST as u64));
-    let (lpm, addrs) = table(1_000, 0xf10e);
+    let (lpm, addrs, _) = table(1_000, 0xf10e);
     let mut rng = Rng::new(0xcafe);
     let generation = 7;
 

@@ -323,7 +323,7 @@ pub fn frames(case: Case, flows: usize) -> Vec<Vec<u8>> {
     }
 }
 
-fn write_capture(path: &Path, frames: &[Vec<u8>]) -> std::io::Result<()> {
+pub(crate) fn write_capture(path: &Path, frames: &[Vec<u8>]) -> std::io::Result<()> {
     let records: Vec<pcap::Record> = frames
         .iter()
         .enumerate()
@@ -343,14 +343,14 @@ fn other(e: impl std::fmt::Display) -> LabError {
 }
 
 /// A child stopped by its PID when dropped (SIGTERM or SIGINT, then SIGKILL).
-struct Proc {
-    child: Child,
-    signal: &'static str,
-    what: String,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    pub(crate) signal: &'static str,
+    pub(crate) what: String,
 }
 
 impl Proc {
-    fn spawn(
+    pub(crate) fn spawn(
         what: &str,
         cmd: &mut Command,
         log: &Path,
@@ -371,11 +371,11 @@ impl Proc {
         })
     }
 
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if self.exited().is_some() {
             return;
         }
@@ -408,7 +408,7 @@ impl std::fmt::Debug for Proc {
     }
 }
 
-fn sh(cmd: &str, args: &[&str]) -> Result<String, LabError> {
+pub(crate) fn sh(cmd: &str, args: &[&str]) -> Result<String, LabError> {
     let out = Command::new(cmd)
         .args(args)
         .output()
@@ -423,14 +423,14 @@ fn sh(cmd: &str, args: &[&str]) -> Result<String, LabError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn tail(path: &Path, lines: usize) -> String {
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
     let t = std::fs::read_to_string(path).unwrap_or_default();
     let v: Vec<&str> = t.lines().collect();
     v[v.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Removes EAL's runtime directory for `prefix` (left behind by `--no-huge` runs).
-fn remove_eal_dir(prefix: &str) {
+pub(crate) fn remove_eal_dir(prefix: &str) {
     let _ = std::fs::remove_dir_all(Path::new("/var/run/dpdk").join(prefix));
 }
 
@@ -1226,7 +1226,7 @@ use std::cell::RefCell;
 // ---------------------------------------------------------------------------
 // The run
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {

@@ -9,10 +9,12 @@
 //! path flannel uses and reports ratios; the per-packet pipeline figures come
 //! from the criterion benchmarks in `dataplane/benches`. [`dpdk_bench`]
 //! measures one forwarding core on DPDK vdevs: testpmd io, OVS-DPDK and
-//! sluice side by side.
+//! sluice side by side. [`capacity`] measures one node's per-core
+//! forwarding capacity on AF_XDP against the kernel path flannel uses.
 
 pub mod agent_bench;
 pub mod bench;
+pub mod capacity;
 pub mod cluster;
 pub mod cni_bench;
 pub mod dpdk_bench;

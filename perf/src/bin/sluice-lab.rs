@@ -5,6 +5,7 @@
 //! sluice-lab status [--name lab]
 //! sluice-lab down [--name lab]
 //! sluice-lab dpdk-bench [--seconds 10] [--out sluice-lab-report]
+//! sluice-lab capacity [--seconds 5] [--windows 3] [--cases encap,decap,host-gw] [--out DIR]
 //! ```
 
 use clap::{Parser, Subcommand};
@@ -156,6 +157,41 @@ enum Cmd {
         #[arg(long)]
         sluiced: Option<std::path::PathBuf>,
     },
+    /// Per-core forwarding capacity of one node, 64-byte frames: sluice on
+    /// AF_XDP (one worker on core 1) against the kernel path flannel uses
+    /// (softirq steered to core 1), a testpmd generator on core 0; pps
+    /// leaving the node and CPU time per packet; capacity.json and .md.
+    Capacity {
+        /// Seconds per measurement window.
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
+        /// Windows per measurement (median and spread are over these).
+        #[arg(long, default_value_t = 3)]
+        windows: u32,
+        /// Seconds of warm-up before the first window.
+        #[arg(long, default_value_t = 2)]
+        warmup: u32,
+        /// Distinct flows (5-tuples) in each input capture.
+        #[arg(long, default_value_t = 256)]
+        flows: usize,
+        /// Cases, comma-separated: encap, decap, host-gw. Default: all.
+        #[arg(long, value_delimiter = ',')]
+        cases: Vec<sluice_perf::dpdk_bench::Case>,
+        /// Contenders, comma-separated: generator, kernel, sluice,
+        /// sluice-softirq-napi. Default: all.
+        #[arg(long, value_delimiter = ',')]
+        contenders: Vec<sluice_perf::capacity::Contender>,
+        /// Where the report goes (captures and logs under work/).
+        #[arg(long, default_value = "sluice-lab-report")]
+        out: std::path::PathBuf,
+        /// The sluiced binary (default: next to sluice-lab, then PATH).
+        #[arg(long)]
+        sluiced: Option<std::path::PathBuf>,
+        /// Seconds of `perf record -e cpu-clock -C 1` after each forwarding
+        /// run's windows (0: none); top symbols into the JSON.
+        #[arg(long, default_value_t = 0)]
+        profile: u32,
+    },
     /// Remove everything a lab created (also after a failed or interrupted run).
     Down {
         /// Lab name.
@@ -276,6 +312,45 @@ fn main() -> ExitCode {
                     "wrote {0}/dpdk-bench.json, {0}/dpdk-bench.svg and {0}/dpdk-bench.md",
                     out.display()
                 );
+                Ok(())
+            })
+        }
+        Cmd::Capacity {
+            seconds,
+            windows,
+            warmup,
+            flows,
+            cases,
+            contenders,
+            out,
+            sluiced,
+            profile,
+        } => {
+            use sluice_perf::capacity as cap;
+            let opts = cap::Options {
+                seconds: seconds.max(1),
+                windows: windows.max(1),
+                warmup,
+                flows: flows.max(1),
+                out: out.clone(),
+                cases: if cases.is_empty() {
+                    sluice_perf::dpdk_bench::Case::ALL.to_vec()
+                } else {
+                    cases
+                },
+                contenders: if contenders.is_empty() {
+                    cap::Contender::ALL.to_vec()
+                } else {
+                    contenders
+                },
+                sluiced,
+                profile,
+            };
+            cap::run(&opts, &mut |s| eprintln!("sluice-lab: {s}")).and_then(|r| {
+                print!("{}", cap::table(&r));
+                cap::write(&r, &out)
+                    .map_err(|e| lab::LabError::Other(format!("{}: {e}", out.display())))?;
+                println!("wrote {0}/capacity.json and {0}/capacity.md", out.display());
                 Ok(())
             })
         }

@@ -27,55 +27,12 @@
 //! terminal, a JSON file and a Markdown report with SVG charts.
 
 use crate::lab::{self, LabSpec, LabState, Mode};
+use crate::measure::{self, Spread};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-/// One figure over the windows: median, minimum, maximum, and each window's.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Spread {
-    /// The median (the mean of the middle two for an even count).
-    pub median: f64,
-    /// The lowest window.
-    pub min: f64,
-    /// The highest window.
-    pub max: f64,
-    /// Every window, in order.
-    pub windows: Vec<f64>,
-}
-
-impl Spread {
-    /// The spread of `windows` (all zero when empty).
-    pub fn of(windows: Vec<f64>) -> Spread {
-        if windows.is_empty() {
-            return Spread::default();
-        }
-        let mut v = windows.clone();
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        let median = if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        };
-        Spread {
-            median,
-            min: v[0],
-            max: v[n - 1],
-            windows,
-        }
-    }
-
-    /// `median (min–max)` with `digits` decimals.
-    pub fn show(&self, digits: usize) -> String {
-        format!(
-            "{:.*} ({:.*}–{:.*})",
-            digits, self.median, digits, self.min, digits, self.max
-        )
-    }
-}
 
 /// One dataplane's figures.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -308,37 +265,21 @@ fn add_deltas(
     }
 }
 
-/// CPU time (user + system) of process `pid` and all its threads, in clock ticks.
-pub fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_cpu_ticks(&stat)
-}
-
-/// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line.
-pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut f = rest.split_whitespace().skip(11);
-    let utime: u64 = f.next()?.parse().ok()?;
-    let stime: u64 = f.next()?.parse().ok()?;
-    Some(utime + stime)
-}
-
 /// The CPU the lab's sluiceds use over `secs` with no traffic, percent of one core.
 fn idle_cpu(st: &LabState, secs: u64) -> Option<f64> {
     let pids: Vec<u32> = st.nodes.iter().filter_map(|n| n.sluiced_pid).collect();
     if pids.is_empty() {
         return None;
     }
-    let total = |pids: &[u32]| -> Option<u64> { pids.iter().map(|&p| cpu_ticks(p)).sum() };
+    let total = |pids: &[u32]| -> Option<u64> {
+        pids.iter()
+            .map(|&p| measure::pid_cpu_ticks(p).map(|(u, s)| u + s))
+            .sum()
+    };
     let before = total(&pids)?;
     std::thread::sleep(Duration::from_secs(secs));
     let after = total(&pids)?;
-    let hz: f64 = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0);
+    let hz = measure::clock_ticks_per_second();
     Some((after - before) as f64 / hz / secs as f64 * 100.0)
 }
 
@@ -441,7 +382,9 @@ fn measure(
         progress(&format!(" window {w} of {windows}"));
         rounds.push(round(st, seconds, ends, &mut drops, progress)?);
     }
-    let spread = |f: fn(&Round) -> f64| Spread::of(rounds.iter().map(f).collect());
+    let spread = |f: fn(&Round) -> f64| {
+        Spread::of(&rounds.iter().map(f).collect::<Vec<_>>()).unwrap_or_default()
+    };
     Ok(Figures {
         udp64_pps: spread(|r| r.udp_pps),
         udp64_sent_pps: spread(|r| r.udp_sent_pps),
@@ -482,7 +425,7 @@ fn kernel_alone_tcp(
         ));
         v.push(tcp_gbps(&iperf3(&c.0, &s.0, &s.1, &[], seconds, ends)?));
     }
-    Ok(Spread::of(v))
+    Ok(Spread::of(&v).unwrap_or_default())
 }
 
 /// Runs the comparison; `name` is the lab name used for both labs.
@@ -770,17 +713,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spread_is_the_median_and_range_of_the_windows() {
-        let s = Spread::of(vec![3.0, 1.0, 2.0]);
-        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
-        assert_eq!(s.windows, vec![3.0, 1.0, 2.0], "windows kept in order");
-        let s = Spread::of(vec![4.0, 1.0, 2.0, 3.0]);
-        assert_eq!(s.median, 2.5);
-        assert_eq!(s.show(1), "2.5 (1.0–4.0)");
-        assert_eq!(Spread::of(vec![]).median, 0.0);
-    }
-
-    #[test]
     fn udp_counters_are_read_from_proc_net_snmp() {
         let text = "Ip: Forwarding DefaultTTL\nIp: 1 64\nUdp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\nUdp: 100 0 7 5 7 0 0 0 0\nUdpLite: InDatagrams\nUdpLite: 0\n";
         let m = udp_snmp(text);
@@ -815,14 +747,6 @@ mod tests {
         assert_eq!(verdict("< 1", 0.75), "< 1: met");
         assert_eq!(verdict("reported", 2.0), "reported");
         assert_eq!(verdict("", 2.0), "");
-    }
-
-    #[test]
-    fn cpu_ticks_are_utime_plus_stime() {
-        let line =
-            "1234 (sluice w0) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0 555 0 0";
-        assert_eq!(parse_cpu_ticks(line), Some(325));
-        assert_eq!(parse_cpu_ticks("garbage"), None);
     }
 
     #[test]

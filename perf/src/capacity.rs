@@ -57,6 +57,7 @@
 
 use crate::dpdk_bench::{self as db, Case, Proc};
 use crate::lab::LabError;
+use crate::measure::{pid_cpu_ticks, Spread};
 use serde::Serialize;
 use sluice_dataplane::craft;
 use std::io::Write as _;
@@ -190,33 +191,10 @@ pub fn parse_proc_stat(text: &str) -> Vec<CpuTicks> {
     out
 }
 
-/// `(utime, stime)` of a `/proc/PID/stat` line (fields 14 and 15), in
-/// clock ticks; the command name may hold spaces and parentheses.
-pub fn parse_pid_stat(text: &str) -> Option<(u64, u64)> {
-    let rest = &text[text.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state): utime is field 14, index 11.
-    Some((f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?))
-}
-
 fn read_cpus() -> Result<Vec<CpuTicks>, LabError> {
     Ok(parse_proc_stat(
         &std::fs::read_to_string("/proc/stat").map_err(other)?,
     ))
-}
-
-fn pid_ticks(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|t| parse_pid_stat(&t))
-        .map_or(0, |(u, s)| u + s)
-}
-
-fn pid_ticks_split(pid: u32) -> (u64, u64) {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|t| parse_pid_stat(&t))
-        .unwrap_or((0, 0))
 }
 
 /// The kernel threads whose command name is `comm` exactly, or starts with
@@ -335,39 +313,6 @@ pub fn generator_ticks(gen: (u64, u64), gen_core: CpuTicks, ksoftirqd: u64) -> u
     gen.0 + gen.1 - in_its_context
 }
 
-/// Median, minimum and maximum.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Spread {
-    /// Median (the mean of the middle two for an even count).
-    pub median: f64,
-    /// Smallest.
-    pub min: f64,
-    /// Largest.
-    pub max: f64,
-}
-
-impl Spread {
-    /// Of `v`; `None` when empty.
-    pub fn of(v: &[f64]) -> Option<Spread> {
-        if v.is_empty() {
-            return None;
-        }
-        let mut s = v.to_vec();
-        s.sort_by(f64::total_cmp);
-        let m = s.len() / 2;
-        let median = if s.len() % 2 == 1 {
-            s[m]
-        } else {
-            (s[m - 1] + s[m]) / 2.0
-        };
-        Some(Spread {
-            median,
-            min: s[0],
-            max: s[s.len() - 1],
-        })
-    }
-}
-
 /// The packet counters of `dev` in `ns`: (rx, tx, tx_dropped), from
 /// `ip -s -j link show`.
 pub fn parse_ip_link_stats(json: &str) -> Option<(u64, u64, u64)> {
@@ -478,16 +423,6 @@ impl Topo {
             Case::Decap => ("eth0", "pod-a"),
             _ => ("pod-a", "eth0"),
         }
-    }
-
-    fn rps(ns: &str, dev: &str, cpu: usize) -> Result<(), LabError> {
-        ns_sh(
-            ns,
-            &format!(
-                "echo {:x} > /sys/class/net/{dev}/queues/rx-0/rps_cpus",
-                1u64 << cpu
-            ),
-        )
     }
 
     /// The kernel node as flanneld and the flannel CNI plugin leave it.
@@ -682,11 +617,7 @@ impl Report {
 }
 
 fn tick_ns() -> f64 {
-    let hz = db::sh("getconf", &["CLK_TCK"])
-        .ok()
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .unwrap_or(100.0);
-    1e9 / hz
+    1e9 / crate::measure::clock_ticks_per_second()
 }
 
 /// The generator: testpmd replaying `capture` into `dev` in `ns`, on core 0.
@@ -754,8 +685,8 @@ fn sample(
     ksoftirqd: Option<u32>,
 ) -> Result<Sample, LabError> {
     let cpus = read_cpus()?;
-    let generator = pid_ticks_split(gen_pid);
-    let ks = ksoftirqd.map_or(0, pid_ticks);
+    let generator = pid_cpu_ticks(gen_pid).unwrap_or((0, 0));
+    let ks = ksoftirqd.and_then(pid_cpu_ticks).map_or(0, |(u, s)| u + s);
     let (packets, dropped) = counter()?;
     Ok(Sample {
         at: Instant::now(),
@@ -827,11 +758,11 @@ fn run_one(
         Contender::Generator => {
             // Nothing forwards: the node drops what arrives (not its MAC),
             // on the forwarding core.
-            Topo::rps(&node, in_dev, FORWARDING_CPU)?;
+            crate::lab::steer_receive(&node, in_dev, Some(FORWARDING_CPU))?;
         }
         Contender::Kernel => {
             let cmds = t.kernel_node()?;
-            Topo::rps(&node, in_dev, FORWARDING_CPU)?;
+            crate::lab::steer_receive(&node, in_dev, Some(FORWARDING_CPU))?;
             detail.insert("node_setup".into(), cmds.into());
         }
         Contender::Sluice | Contender::SluiceSoftirqNapi => {
@@ -1051,7 +982,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, Lab
             match run_one(opts, &work, case, c, &capture, sluiced.as_deref()) {
                 Ok((w, detail)) => {
                     let o = Outcome::from_windows(case, c, w, detail);
-                    if let (Some(p), Some(n)) = (o.pps, o.cpu_ns_per_packet) {
+                    if let (Some(p), Some(n)) = (&o.pps, &o.cpu_ns_per_packet) {
                         progress(&format!(
                             "  {:.3} Mpps ({:.3}-{:.3}), {:.0} ns/packet",
                             p.median / 1e6,
@@ -1092,7 +1023,7 @@ fn setup_notes() -> Vec<String> {
     ]
 }
 
-fn fmt_spread(s: Option<Spread>, scale: f64, prec: usize) -> String {
+fn fmt_spread(s: &Option<Spread>, scale: f64, prec: usize) -> String {
     match s {
         Some(s) => format!(
             "{:.p$} ({:.p$}–{:.p$})",
@@ -1105,7 +1036,7 @@ fn fmt_spread(s: Option<Spread>, scale: f64, prec: usize) -> String {
     }
 }
 
-fn ratio(a: Option<Spread>, b: Option<Spread>) -> String {
+fn ratio(a: &Option<Spread>, b: &Option<Spread>) -> String {
     match (a, b) {
         (Some(a), Some(b)) if b.median > 0.0 => format!("{:.2}x", a.median / b.median),
         _ => "n/a".into(),
@@ -1125,8 +1056,8 @@ pub fn table(r: &Report) -> String {
             let vs = match (c, k) {
                 (Contender::Sluice | Contender::SluiceSoftirqNapi, Some(k)) => format!(
                     "{} pps, {} ns (goal ≥3x, ≤0.33x)",
-                    ratio(o.pps, k.pps),
-                    ratio(o.cpu_ns_per_packet, k.cpu_ns_per_packet)
+                    ratio(&o.pps, &k.pps),
+                    ratio(&o.cpu_ns_per_packet, &k.cpu_ns_per_packet)
                 ),
                 _ => String::new(),
             };
@@ -1138,9 +1069,10 @@ pub fn table(r: &Report) -> String {
                 } else {
                     c.name().to_string()
                 },
-                fmt_spread(o.pps, 1e6, 3),
-                fmt_spread(o.cpu_ns_per_packet, 1.0, 0),
+                fmt_spread(&o.pps, 1e6, 3),
+                fmt_spread(&o.cpu_ns_per_packet, 1.0, 0),
                 o.fwd_core_busy
+                    .as_ref()
                     .map_or("n/a".into(), |b| format!("{:.0}%", b.median * 100.0)),
                 vs
             );
@@ -1226,15 +1158,6 @@ intr 1 2 3\nctxt 99\n";
     }
 
     #[test]
-    fn pid_stat_utime_stime_past_odd_names() {
-        let line = "4242 (dpdk (test) pmd) R 1 4242 4242 0 -1 4194560 100 0 0 0 1234 567 0 0 20 0 3 0 999 0 0";
-        assert_eq!(parse_pid_stat(line), Some((1234, 567)));
-        assert_eq!(parse_pid_stat("garbage"), None);
-        let me = std::fs::read_to_string("/proc/self/stat").unwrap();
-        assert!(parse_pid_stat(&me).is_some());
-    }
-
-    #[test]
     fn generator_time_excludes_softirq_in_its_context() {
         let core0 = CpuTicks {
             user: 300,
@@ -1297,14 +1220,6 @@ intr 1 2 3\nctxt 99\n";
         assert!((w.cpu_ns_per_packet - 940.0).abs() < 1e-9, "{w:?}");
         assert!((w.fwd_core_busy - 0.9).abs() < 1e-9);
         assert!((w.gen_core_busy - 1.0).abs() < 1e-9);
-    }
-
-    #[test]
-    fn spreads() {
-        let s = Spread::of(&[3.0, 1.0, 2.0]).unwrap();
-        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
-        assert_eq!(Spread::of(&[4.0, 1.0, 2.0, 3.0]).unwrap().median, 2.5);
-        assert!(Spread::of(&[]).is_none());
     }
 
     #[test]

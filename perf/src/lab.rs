@@ -862,10 +862,7 @@ pub fn pid_alive(pid: u32) -> bool {
 /// `/proc/PID/stat` field 22; `None` if there is no such process.
 pub fn process_start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: fields
-    // resume after the last ')', at field 3.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    crate::measure::stat_fields(&stat)?.nth(19)?.parse().ok()
 }
 
 /// Stops the daemon `pid` with SIGTERM (SIGKILL after 5 s), but only while

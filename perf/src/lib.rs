@@ -19,4 +19,5 @@ pub mod cluster;
 pub mod cni_bench;
 pub mod dpdk_bench;
 pub mod lab;
+pub mod measure;
 pub mod pods;

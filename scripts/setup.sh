@@ -22,7 +22,7 @@ export DEBIAN_FRONTEND=noninteractive
 # OVS-DPDK (ovs-vswitchd-dpdk, run privately by sluice-lab dpdk-bench, never as a service). Recommends stay out (--no-install-recommends
 # below), so podman's network backend is CNI, not netavark.
 PKGS=(build-essential pkg-config clang libclang-dev libxdp-dev libbpf-dev xdp-tools
-      tshark python3 iproute2 ethtool iputils-ping netcat-openbsd iperf3 sockperf bsdextrautils
+      tshark python3 iproute2 ethtool iputils-ping netcat-openbsd iperf3 sockperf bsdextrautils linux-perf
       ca-certificates curl protobuf-compiler etcd-server openssl
       podman containernetworking-plugins busybox-static
       libdpdk-dev dpdk dpdk-dev

@@ -3,9 +3,11 @@
 //! It leases this node's pod subnet in flannel's etcd layout (or in an
 //! embedded local store), learns every other node's subnet, and programs
 //! `sluiced` through its control API; it writes the subnet file the CNI
-//! plugin reads. BGP comes later (issue 13).
+//! plugin reads. It can learn the other nodes' subnets over BGP instead
+//! (Calico style, [`bgp`]).
 
 pub mod agent;
+pub mod bgp;
 pub mod cli;
 pub mod lease;
 pub mod network;

@@ -7,7 +7,9 @@
 //!   state as JSON (an etcd outage is not a reason to restart the agent: it
 //!   keeps the routes and waits);
 //! - `GET /readyz`: `200` once the agent holds a lease and sluiced has its
-//!   routes (the last sync worked), `503` (with the reason) otherwise.
+//!   routes (the last sync worked), `503` (with the reason) otherwise;
+//! - `GET /bgp`: the BGP speaker's sessions as JSON (`sluice-agent bgp
+//!   peers` prints them), `404` when BGP is not configured.
 //!
 //! Serving is bounded as sluiced's `/metrics` is: a connection per task, at
 //! most [`MAX_CONNECTIONS`] at once, the request head capped at
@@ -115,6 +117,49 @@ pub struct Metrics {
     /// `sluice_agent_lease_expiry_timestamp_seconds`: when this node's lease
     /// expires unless renewed (0: a reservation, never).
     pub lease_expiry: Gauge<f64, AtomicU64>,
+    /// `sluice_agent_bgp_session_state{peer}`: 1 Idle, 2 Connect, 3 Active,
+    /// 4 OpenSent, 5 OpenConfirm, 6 Established.
+    pub bgp_state: Family<PeerLabel, Gauge>,
+    /// `sluice_agent_bgp_prefixes_received{peer}`: the peer's Adj-RIB-In.
+    pub bgp_prefixes_received: Family<PeerLabel, Gauge>,
+    /// `sluice_agent_bgp_prefixes_stale{peer}`: kept through its restart.
+    pub bgp_prefixes_stale: Family<PeerLabel, Gauge>,
+    /// `sluice_agent_bgp_prefixes_best{peer}`: best paths that are its.
+    pub bgp_prefixes_best: Family<PeerLabel, Gauge>,
+    /// `sluice_agent_bgp_messages_received_total{peer,kind}` (`malformed`
+    /// counts what failed to decode).
+    pub bgp_received: Family<PeerKindLabel, Counter>,
+    /// `sluice_agent_bgp_messages_sent_total{peer,kind}`.
+    pub bgp_sent: Family<PeerKindLabel, Counter>,
+    /// `sluice_agent_bgp_notifications_received_total{peer,kind="code/subcode"}`.
+    pub bgp_notifications_received: Family<PeerKindLabel, Counter>,
+    /// `sluice_agent_bgp_notifications_sent_total{peer,kind="code/subcode"}`.
+    pub bgp_notifications_sent: Family<PeerKindLabel, Counter>,
+    /// `sluice_agent_bgp_session_flaps_total{peer,kind=""}`: left Established.
+    pub bgp_flaps: Family<PeerKindLabel, Counter>,
+    /// `sluice_agent_bgp_connections_rejected_total`: from unknown addresses.
+    pub bgp_rejected: Counter,
+    /// `sluice_agent_bgp_best_routes`: prefixes in the Loc-RIB.
+    pub bgp_best_routes: Gauge,
+    /// `sluice_agent_bgp_routes_skipped`: best paths that get no sluiced
+    /// route (outside every pool, unreachable next hop; see the log).
+    pub bgp_skipped: Gauge,
+}
+
+/// Label `peer`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct PeerLabel {
+    /// The peer's address.
+    pub peer: String,
+}
+
+/// Labels `peer`, `kind`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct PeerKindLabel {
+    /// The peer's address.
+    pub peer: String,
+    /// Message type, or NOTIFICATION `code/subcode`.
+    pub kind: String,
 }
 
 /// Label `kind`.
@@ -203,6 +248,66 @@ impl Metrics {
             "When this node's lease expires unless renewed (0: never)",
             m.lease_expiry.clone(),
         );
+        r.register(
+            "bgp_session_state",
+            "BGP session state per peer (1 Idle .. 6 Established)",
+            m.bgp_state.clone(),
+        );
+        r.register(
+            "bgp_prefixes_received",
+            "Prefixes in the peer's Adj-RIB-In",
+            m.bgp_prefixes_received.clone(),
+        );
+        r.register(
+            "bgp_prefixes_stale",
+            "Prefixes kept stale through the peer's graceful restart",
+            m.bgp_prefixes_stale.clone(),
+        );
+        r.register(
+            "bgp_prefixes_best",
+            "Best paths learned from the peer",
+            m.bgp_prefixes_best.clone(),
+        );
+        r.register(
+            "bgp_messages_received",
+            "BGP messages received by type (malformed: failed to decode)",
+            m.bgp_received.clone(),
+        );
+        r.register(
+            "bgp_messages_sent",
+            "BGP messages sent by type",
+            m.bgp_sent.clone(),
+        );
+        r.register(
+            "bgp_notifications_received",
+            "NOTIFICATIONs received by code/subcode",
+            m.bgp_notifications_received.clone(),
+        );
+        r.register(
+            "bgp_notifications_sent",
+            "NOTIFICATIONs sent by code/subcode",
+            m.bgp_notifications_sent.clone(),
+        );
+        r.register(
+            "bgp_session_flaps",
+            "Times a session left Established",
+            m.bgp_flaps.clone(),
+        );
+        r.register(
+            "bgp_connections_rejected",
+            "BGP connections from addresses that are not peers",
+            m.bgp_rejected.clone(),
+        );
+        r.register(
+            "bgp_best_routes",
+            "Prefixes in the Loc-RIB",
+            m.bgp_best_routes.clone(),
+        );
+        r.register(
+            "bgp_routes_skipped",
+            "Best paths that get no sluiced route (see the log)",
+            m.bgp_skipped.clone(),
+        );
         r
     }
 }
@@ -213,6 +318,7 @@ pub struct Status {
     /// The metrics.
     pub metrics: Arc<Metrics>,
     state: Mutex<State>,
+    bgp: Mutex<Option<crate::bgp::speaker::BgpStatus>>,
 }
 
 impl Default for Status {
@@ -230,6 +336,7 @@ impl Default for Status {
                 skipped: 0,
                 last_sync: None,
             }),
+            bgp: Mutex::new(None),
         }
     }
 }
@@ -244,6 +351,16 @@ impl Status {
         self.metrics.leases.set(s.leases as i64);
         self.metrics.routes.set(s.routes as i64);
         self.metrics.skipped.set(s.skipped as i64);
+    }
+
+    /// Replaces the BGP speaker's report (`/bgp`).
+    pub fn set_bgp(&self, b: crate::bgp::speaker::BgpStatus) {
+        *self.bgp.lock().unwrap_or_else(|p| p.into_inner()) = Some(b);
+    }
+
+    /// The BGP speaker's report, if BGP runs.
+    pub fn bgp(&self) -> Option<crate::bgp::speaker::BgpStatus> {
+        self.bgp.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// A copy of the state.
@@ -270,10 +387,22 @@ impl Status {
                 let body = serde_json::to_string(&s).unwrap_or_default() + "\n";
                 (code, "application/json", body)
             }
+            "/bgp" => match self.bgp() {
+                Some(b) => (
+                    200,
+                    "application/json",
+                    serde_json::to_string(&b).unwrap_or_default() + "\n",
+                ),
+                None => (
+                    404,
+                    "text/plain",
+                    "BGP is not configured on this agent ([bgp] in its config)\n".into(),
+                ),
+            },
             _ => (
                 404,
                 "text/plain",
-                "not found: /metrics, /healthz, /readyz\n".into(),
+                "not found: /metrics, /healthz, /readyz, /bgp\n".into(),
             ),
         }
     }

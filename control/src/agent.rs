@@ -30,7 +30,19 @@
 //!   computed from the same leases, and the full sync's delta is empty.
 //! - A malformed lease value is logged and counted; the subnet keeps its
 //!   last good route (or none if it never had one).
+//!
+//! With `[bgp]` configured the lease still comes from the store (etcd, or
+//! the embedded store when BGP is used alone), but the other nodes' routes
+//! come from BGP ([`crate::bgp`]): the speaker announces this node's subnet
+//! and reports best-path changes, each becoming a route per the pools'
+//! encapsulation; leases only lend VXLAN their VTEP MACs. Until the speaker
+//! has converged after the start (every peer's End-of-RIB, or the deferral
+//! time), route removals wait: a restarted agent removes nothing its peers
+//! still announce, so graceful restart loses no packet.
 
+use crate::bgp::rib::Best;
+use crate::bgp::speaker::{self, Command, RibEvent, SpeakerHandle};
+use crate::bgp::{BgpConfig, Pool};
 use crate::lease::{
     self, config_key, parse_subnet_key, subnet_key, subnets_prefix, Choice, LeaseAttrs,
 };
@@ -72,6 +84,8 @@ pub struct AgentSettings {
     pub sluiced_poll: Duration,
     /// The longest wait between retries (flannel: 5 s).
     pub backoff_max: Duration,
+    /// Learn routes over BGP instead of from the leases (`[bgp]`).
+    pub bgp: Option<BgpConfig>,
 }
 
 impl Default for AgentSettings {
@@ -87,6 +101,7 @@ impl Default for AgentSettings {
             retry_renew: Duration::from_secs(60),
             sluiced_poll: Duration::from_secs(1),
             backoff_max: Duration::from_secs(5),
+            bgp: None,
         }
     }
 }
@@ -167,14 +182,64 @@ struct Held {
     epoch: Option<String>,
     resync: bool,
     last_rev: Revision,
+    bgp: Option<BgpHeld>,
+}
+
+/// What the agent holds of BGP.
+#[derive(Debug)]
+struct BgpHeld {
+    pools: Vec<Pool>,
+    best: BTreeMap<Ipv4Net, Best>,
+    converged: bool,
+    speaker: SpeakerHandle,
 }
 
 impl Held {
-    /// The desired routes and the skipped leases, from every lease.
+    /// The desired routes and the skipped leases (or BGP routes).
     fn recompute(&mut self) {
+        if let Some(b) = &self.bgp {
+            let mut desired = BTreeMap::new();
+            let mut skipped = BTreeMap::new();
+            for (p, best) in &b.best {
+                match crate::bgp::route_for(&b.pools, &self.local, *p, best.next_hop, &self.leases)
+                {
+                    Ok(Some(r)) => {
+                        desired.insert(*p, r);
+                    }
+                    Ok(None) => {}
+                    Err(why) => {
+                        skipped.insert(*p, why);
+                    }
+                }
+            }
+            self.desired = desired;
+            self.skipped = skipped;
+            return;
+        }
         let (desired, skipped) = routes::desired(&self.cfg, &self.local, &self.leases);
         self.desired = desired;
         self.skipped = skipped.into_iter().map(|s| (s.subnet, s.reason)).collect();
+    }
+
+    /// The route `s` calls for now, from BGP or from its lease.
+    fn want(&self, s: Ipv4Net) -> Result<Option<RouteConfig>, String> {
+        match &self.bgp {
+            Some(b) => match b.best.get(&s) {
+                None => Ok(None),
+                Some(best) => {
+                    crate::bgp::route_for(&b.pools, &self.local, s, best.next_hop, &self.leases)
+                }
+            },
+            None => match self.leases.get(&s) {
+                None => Ok(None),
+                Some(a) => routes::route_for(&self.cfg, &self.local, s, a),
+            },
+        }
+    }
+
+    /// Removals wait while BGP has not converged after the start.
+    fn removals_deferred(&self) -> bool {
+        self.bgp.as_ref().is_some_and(|b| !b.converged)
     }
 }
 
@@ -424,9 +489,14 @@ impl<S: Store> Agent<S> {
             epoch: None,
             resync: true,
             last_rev: 0,
+            bgp: None,
         };
         self.leased(&mut held);
         self.write_subnet_file(&held);
+        let bgp_events = match self.settings.bgp.clone() {
+            Some(cfg) => Some(self.start_bgp(&mut held, cfg, stop).await?),
+            None => None,
+        };
         // The first list and full sync; retried until both work.
         let mut backoff = Backoff::new(self.settings.backoff_max);
         loop {
@@ -441,7 +511,94 @@ impl<S: Store> Agent<S> {
         }
         self.full_sync(&mut held).await;
         self.status.update(|s| s.phase = Phase::Running);
-        self.event_loop(held, stop).await
+        self.event_loop(held, bgp_events, stop).await
+    }
+
+    /// Starts the BGP speaker (retrying while its port cannot be bound) and
+    /// announces this node's subnet.
+    async fn start_bgp(
+        &mut self,
+        held: &mut Held,
+        cfg: BgpConfig,
+        stop: &mut Stop,
+    ) -> Result<tokio::sync::mpsc::Receiver<RibEvent>, AgentStop> {
+        let pools = cfg.pools_for(&held.cfg);
+        for p in &pools {
+            if !held.cfg.network.covers(&p.cidr) {
+                warn!(pool = %p.cidr, network = %held.cfg.network, "BGP pool outside the network: its routes are not managed");
+            }
+        }
+        let router_id = cfg.router_id.unwrap_or(held.attrs.public_ip);
+        let mut backoff = Backoff::new(self.settings.backoff_max);
+        loop {
+            match speaker::start(
+                cfg.clone(),
+                router_id,
+                held.attrs.public_ip,
+                self.status.clone(),
+            )
+            .await
+            {
+                Ok((handle, events)) => {
+                    handle.send(Command::Announce(vec![held.local.subnet]));
+                    held.bgp = Some(BgpHeld {
+                        pools,
+                        best: BTreeMap::new(),
+                        converged: false,
+                        speaker: handle,
+                    });
+                    self.problem(Phase::Leasing, String::new());
+                    return Ok(events);
+                }
+                Err(e) => {
+                    let problem = format!(
+                        "BGP: listening on {:?}: {e}",
+                        cfg.listen.map(|(a, p)| format!("{a}:{p}"))
+                    );
+                    self.problem(Phase::Leasing, problem);
+                    self.sleep(backoff.wait(), stop).await?;
+                }
+            }
+        }
+    }
+
+    /// Takes in the speaker's report.
+    async fn take_bgp(&mut self, held: &mut Held, ev: RibEvent) {
+        let Some(b) = held.bgp.as_mut() else {
+            return;
+        };
+        match ev {
+            RibEvent::Changed(list) => {
+                let mut touched = BTreeSet::new();
+                for (p, best) in list {
+                    match best {
+                        Some(x) => b.best.insert(p, x),
+                        None => b.best.remove(&p),
+                    };
+                    touched.insert(p);
+                }
+                if held.resync {
+                    self.full_sync(held).await;
+                } else {
+                    self.update(held, &touched).await;
+                }
+            }
+            RibEvent::Converged => {
+                b.converged = true;
+                held.recompute();
+                let delta = routes::diff(&held.programmed, &held.desired);
+                info!(
+                    removed = delta.remove.len(),
+                    upserted = delta.upsert.len(),
+                    "BGP converged: applying the routes no peer announces any more"
+                );
+                if let Err(e) = self.push(held, &delta).await {
+                    held.resync = true;
+                    warn!("applying BGP's converged routes: {e}; syncing in full on the next poll");
+                }
+                self.report(held);
+            }
+        }
     }
 
     fn leased(&self, held: &mut Held) {
@@ -508,6 +665,9 @@ impl<S: Store> Agent<S> {
             .len()
             .saturating_sub(usize::from(held.leases.contains_key(&held.local.subnet)));
         let (routes, skipped) = (held.programmed.len(), held.skipped.len());
+        if held.bgp.is_some() {
+            self.status.metrics.bgp_skipped.set(skipped as i64);
+        }
         self.status.update(|s| {
             s.leases = leases;
             s.routes = routes;
@@ -543,6 +703,9 @@ impl<S: Store> Agent<S> {
         error!(old = %held.local.subnet, new = %subnet, "this node's subnet was taken by another node; moved (pods on the old subnet must be restarted)");
         held.local.subnet = subnet;
         held.expires = expires;
+        if let Some(b) = &held.bgp {
+            b.speaker.send(Command::Announce(vec![subnet]));
+        }
         self.leased(held);
         self.write_subnet_file(held);
         held.resync = true;
@@ -632,6 +795,20 @@ impl<S: Store> Agent<S> {
 
     /// Applies `delta` and records it in `programmed`.
     async fn push(&self, held: &mut Held, delta: &Delta) -> Result<(), SwitchError> {
+        let deferred;
+        let delta = if held.removals_deferred() && !delta.remove.is_empty() {
+            debug!(
+                removals = delta.remove.len(),
+                "BGP has not converged since the start: removals wait"
+            );
+            deferred = Delta {
+                upsert: delta.upsert.clone(),
+                remove: vec![],
+            };
+            &deferred
+        } else {
+            delta
+        };
         if delta.is_empty() {
             return Ok(());
         }
@@ -706,11 +883,7 @@ impl<S: Store> Agent<S> {
     async fn update(&self, held: &mut Held, touched: &BTreeSet<Ipv4Net>) {
         let mut delta = Delta::default();
         for s in touched {
-            let want = match held.leases.get(s) {
-                None => Ok(None),
-                Some(a) => routes::route_for(&held.cfg, &held.local, *s, a),
-            };
-            match want {
+            match held.want(*s) {
                 Ok(Some(r)) => {
                     held.skipped.remove(s);
                     held.desired.insert(*s, r);
@@ -720,7 +893,11 @@ impl<S: Store> Agent<S> {
                     held.desired.remove(s);
                 }
                 Err(why) => {
-                    warn!(subnet = %s, "lease gets no route: {why}");
+                    if held.bgp.is_some() {
+                        debug!(prefix = %s, "BGP route gets no sluiced route: {why}");
+                    } else {
+                        warn!(subnet = %s, "lease gets no route: {why}");
+                    }
                     held.skipped.insert(*s, why);
                     held.desired.remove(s);
                 }
@@ -742,6 +919,7 @@ impl<S: Store> Agent<S> {
     async fn event_loop(
         &mut self,
         mut held: Held,
+        mut bgp_events: Option<tokio::sync::mpsc::Receiver<RibEvent>>,
         stop: &mut Stop,
     ) -> Result<std::convert::Infallible, AgentStop> {
         let prefix = subnets_prefix(&self.settings.prefix);
@@ -805,6 +983,18 @@ impl<S: Store> Agent<S> {
             };
             tokio::select! {
                 _ = stop.changed() => return Err(AgentStop::Shutdown),
+                ev = async {
+                    match bgp_events.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => match ev {
+                    Some(ev) => self.take_bgp(&mut held, ev).await,
+                    None => {
+                        error!("the BGP speaker stopped; routes kept");
+                        bgp_events = None;
+                    }
+                },
                 r = async {
                     match watch.as_mut() {
                         Some(w) => w.next().await.map(Some),
@@ -824,6 +1014,14 @@ impl<S: Store> Agent<S> {
                         }
                         if held.resync {
                             self.full_sync(&mut held).await;
+                        } else if held.bgp.is_some() {
+                            // Leases only lend BGP routes VTEP MACs.
+                            let all: BTreeSet<Ipv4Net> = held
+                                .bgp
+                                .as_ref()
+                                .map(|b| b.best.keys().copied().collect())
+                                .unwrap_or_default();
+                            self.update(&mut held, &all).await;
                         } else {
                             self.update(&mut held, &touched).await;
                         }

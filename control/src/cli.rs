@@ -91,6 +91,21 @@ enum Command {
     },
     /// Every lease in the store.
     Leases,
+    /// The running agent's BGP speaker (asked over its healthz address).
+    Bgp {
+        #[command(subcommand)]
+        op: BgpOp,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BgpOp {
+    /// Sessions: state, prefixes received, best and stale, End-of-RIB.
+    Peers {
+        /// Print the agent's JSON as it is.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,6 +187,21 @@ pub fn main() -> ExitCode {
                 let prefix = settings.agent.prefix.clone();
                 with_store(&settings, |s| async move { network(s, &prefix, op).await }).await
             }
+            Command::Bgp {
+                op: BgpOp::Peers { json },
+            } => match settings.healthz {
+                Some(addr) => match bgp_peers(addr, json) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("sluice-agent: {e}");
+                        ExitCode::FAILURE
+                    }
+                },
+                None => {
+                    eprintln!("sluice-agent: the healthz address is off (\"\"): nowhere to ask");
+                    ExitCode::FAILURE
+                }
+            },
             Command::Leases => {
                 let prefix = settings.agent.prefix.clone();
                 with_store(&settings, |s| async move { leases(s, &prefix).await }).await
@@ -238,6 +268,83 @@ async fn network(store: AnyStore, prefix: &str, op: NetworkOp) -> Result<(), Str
             Ok(())
         }
     }
+}
+
+/// GETs `path` from the agent at `addr`: the status code and body.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let t = std::time::Duration::from_secs(5);
+    let mut c = std::net::TcpStream::connect_timeout(&addr, t).map_err(|e| {
+        format!("asking the agent at {addr}: {e} (is it running, with this --healthz-address?)")
+    })?;
+    let _ = c.set_read_timeout(Some(t));
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nhost: agent\r\nconnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("asking the agent at {addr}: {e}"))?;
+    let mut text = String::new();
+    c.read_to_string(&mut text)
+        .map_err(|e| format!("reading the agent's answer: {e}"))?;
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("the agent at {addr} did not answer HTTP"))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    Ok((code, body.to_string()))
+}
+
+fn bgp_peers(addr: std::net::SocketAddr, json: bool) -> Result<(), String> {
+    let (code, body) = http_get(addr, "/bgp")?;
+    if code != 200 {
+        return Err(body.trim().to_string());
+    }
+    if json {
+        print!("{body}");
+        return Ok(());
+    }
+    let b: crate::bgp::speaker::BgpStatus =
+        serde_json::from_str(&body).map_err(|e| format!("the agent's /bgp: {e}"))?;
+    println!(
+        "AS {} router id {} listening {} announcing {} ; {} best routes{}",
+        b.asn,
+        b.router_id.map(|r| r.to_string()).unwrap_or("-".into()),
+        b.listen.as_deref().unwrap_or("nowhere"),
+        if b.announced.is_empty() {
+            "nothing".to_string()
+        } else {
+            b.announced.join(", ")
+        },
+        b.best_routes,
+        if b.converged {
+            ""
+        } else {
+            " (converging after the start)"
+        }
+    );
+    println!(
+        "{:<15} {:>10} {:<4} {:<11} {:>8} {:>8} {:>8} {:>6} {:<3} LAST ERROR",
+        "PEER", "AS", "KIND", "STATE", "UPTIME", "RECEIVED", "BEST", "STALE", "EOR"
+    );
+    for p in &b.peers {
+        println!(
+            "{:<15} {:>10} {:<4} {:<11} {:>8} {:>8} {:>8} {:>6} {:<3} {}",
+            p.address,
+            p.asn,
+            p.kind,
+            p.state,
+            p.uptime_seconds
+                .map(|s| format!("{s}s"))
+                .unwrap_or("-".into()),
+            p.prefixes_received,
+            p.prefixes_best,
+            p.prefixes_stale,
+            if p.end_of_rib { "yes" } else { "no" },
+            p.last_error
+        );
+    }
+    Ok(())
 }
 
 async fn leases(store: AnyStore, prefix: &str) -> Result<(), String> {

@@ -19,6 +19,14 @@
 //! ca_file = "/etc/sluice/etcd-ca.pem"
 //! cert_file = "/etc/sluice/etcd.pem"
 //! key_file = "/etc/sluice/etcd-key.pem"
+//!
+//! [bgp]                                     # present: routes over BGP (docs/bgp.md)
+//! asn = 64512
+//! [[bgp.peers]]
+//! address = "192.168.50.2"
+//! [[bgp.pools]]
+//! cidr = "10.244.0.0/16"
+//! ipip_mode = "CrossSubnet"
 //! ```
 //!
 //! A flag given wins over the file; the file wins over the defaults. Unknown
@@ -78,6 +86,8 @@ pub struct FileSettings {
     pub store: StoreSection,
     /// `[etcd]`.
     pub etcd: Option<EtcdConfig>,
+    /// `[bgp]`.
+    pub bgp: Option<crate::bgp::BgpSection>,
 }
 
 impl FileSettings {
@@ -188,6 +198,9 @@ impl Settings {
         }
         if let Some(ms) = flags.sluiced_poll_ms {
             agent.sluiced_poll = Duration::from_millis(ms.max(10));
+        }
+        if let Some(b) = &file.bgp {
+            agent.bgp = Some(b.resolve()?);
         }
         let mut etcd = file.etcd.clone();
         if let Some(list) = &flags.etcd_endpoints {

@@ -203,10 +203,12 @@ impl BgpSection {
                 (EncapMode::Never, EncapMode::Never) => None,
                 (m, EncapMode::Never) => Some((Via::Ipip, m)),
                 (EncapMode::Never, m) => Some((Via::Vxlan, m)),
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "bgp.pools[{i}] {}: ipip_mode and vxlan_mode cannot both be set (as in Calico)",
                     p.cidr
-                )),
+                ))
+                }
             };
             if pools
                 .iter()

@@ -446,10 +446,23 @@ impl Speaker {
                 Action::Connect(id) => {
                     let port = self.cfg.peers[i].port;
                     let tx = self.io_tx.clone();
+                    // A specific listen address is also the source of our
+                    // connections (Calico's `source address`): the peer
+                    // knows us by it.
+                    let source = self
+                        .cfg
+                        .listen
+                        .map(|(ip, _)| ip)
+                        .filter(|ip| !ip.is_unspecified());
                     tokio::spawn(async move {
-                        let r =
-                            tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((peer, port)))
-                                .await;
+                        let connect = async move {
+                            let sock = tokio::net::TcpSocket::new_v4()?;
+                            if let Some(ip) = source {
+                                sock.bind(SocketAddr::from((ip, 0)))?;
+                            }
+                            sock.connect(SocketAddr::from((peer, port))).await
+                        };
+                        let r = tokio::time::timeout(CONNECT_TIMEOUT, connect).await;
                         let _ = match r {
                             Ok(Ok(s)) => tx.send(Io::Connected(i, id, s)),
                             Ok(Err(e)) => tx.send(Io::ConnectFailed(i, id, e.to_string())),

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target of dataplane/fuzz for a bounded time.
+# Runs every cargo-fuzz target (dataplane/fuzz, control/fuzz) for a bounded time.
 #   scripts/fuzz.sh [SECONDS]        (default 60 per target)
 #   FUZZ_TARGETS="parse" scripts/fuzz.sh 30   (a subset)
+# Targets: parse, pipeline (dataplane/fuzz); bgp (control/fuzz: the BGP
+# decoder and session state machine).
 # Each target is built (nightly, release, with debug assertions and overflow
-# checks, without AddressSanitizer: the dataplane is safe Rust, so ASan would
+# checks, without AddressSanitizer: both crates are safe Rust, so ASan would
 # find nothing the bounds checks do not, at several times the cost; the
 # pipeline harness checks buffer leaks itself), then run for
 # SECONDS on a temporary working corpus seeded from the checked-in one in
-# dataplane/fuzz/corpus/<target>, which is only read: the repository stays
+# <crate>/fuzz/corpus/<target>, which is only read: the repository stays
 # clean. A crash, leak or timeout fails the script; the input that caused it
-# is kept in dataplane/fuzz/artifacts/<target>/ (git-ignored) and its path is
+# is kept in <crate>/fuzz/artifacts/<target>/ (git-ignored) and its path is
 # printed. Reproduce with:
-#   cd dataplane && cargo +nightly fuzz run -O -a -s none <target> fuzz/artifacts/<target>/<file>
+#   cd <crate> && cargo +nightly fuzz run -O -a -s none <target> fuzz/artifacts/<target>/<file>
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -23,8 +25,14 @@ if ! [[ "$secs" =~ ^[0-9]+$ ]] || [ "$secs" -lt 1 ]; then
 fi
 
 root="$(pwd)"
-fuzz_dir="$root/dataplane/fuzz"
-targets=(${FUZZ_TARGETS:-parse pipeline})
+targets=(${FUZZ_TARGETS:-parse pipeline bgp})
+# The crate a target fuzzes (cargo-fuzz finds `fuzz/` next to it).
+crate_of() {
+    case "$1" in
+        bgp) echo control ;;
+        *) echo dataplane ;;
+    esac
+}
 
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     echo "fuzz.sh: cargo-fuzz is not installed (cargo install --locked cargo-fuzz)" >&2
@@ -34,17 +42,17 @@ fi
 work="$(mktemp -d "${TMPDIR:-/tmp}/sluice-fuzz.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
-# cargo-fuzz finds the fuzz crate as `fuzz/` next to the package it fuzzes.
-cd "$root/dataplane"
 fuzz_flags=(--release --debug-assertions --sanitizer none)
 
 echo "fuzz: building ${targets[*]}"
 for t in "${targets[@]}"; do
-    cargo +nightly fuzz build "${fuzz_flags[@]}" "$t"
+    (cd "$root/$(crate_of "$t")" && cargo +nightly fuzz build "${fuzz_flags[@]}" "$t")
 done
 
 failed=()
 for t in "${targets[@]}"; do
+    cd "$root/$(crate_of "$t")"
+    fuzz_dir="$root/$(crate_of "$t")/fuzz"
     corpus="$work/corpus-$t"
     artifacts="$fuzz_dir/artifacts/$t"
     mkdir -p "$corpus" "$artifacts"

@@ -344,11 +344,22 @@ pub fn start_agent_with(state: &mut LabState, i: usize, extra: &[&str]) -> Resul
         .append(true)
         .open(lab::state_dir().join(format!("{}-agent.log", n.ns)))
         .map_err(other)?;
-    let healthz = match &n.agent_healthz {
-        Some(a) => a.clone(),
-        None => format!("127.0.0.1:{}", free_port()?),
+    let healthz = match (&n.agent_healthz, &state.bgp) {
+        (Some(a), _) => a.clone(),
+        // Inside the node's namespace: its own loopback.
+        (None, Some(_)) => AGENT_HEALTHZ_IN_NODE.to_string(),
+        (None, None) => format!("127.0.0.1:{}", free_port()?),
     };
-    let mut cmd = Command::new(agent_path());
+    let mut cmd = match &state.bgp {
+        None => Command::new(agent_path()),
+        Some(bgp) => {
+            let conf = lab::state_dir().join(format!("{}-agent.toml", n.ns));
+            std::fs::write(&conf, agent_bgp_config(state, i, bgp)).map_err(other)?;
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &n.ns]).arg(agent_path()).arg("--config").arg(conf);
+            c
+        }
+    };
     cmd.arg("--sluiced-socket")
         .arg(&n.api_socket)
         .arg("--subnet-file")
@@ -377,6 +388,73 @@ pub fn start_agent_with(state: &mut LabState, i: usize, extra: &[&str]) -> Resul
     lab::save(state)
 }
 
+/// Where a BGP lab's agent serves health and `/bgp`, inside its node's
+/// namespace.
+pub const AGENT_HEALTHZ_IN_NODE: &str = "127.0.0.1:9473";
+
+/// Node `i`'s agent config in a BGP lab (see [`lab::BgpLab`]).
+pub fn agent_bgp_config(state: &LabState, i: usize, bgp: &lab::BgpLab) -> String {
+    let me = &state.nodes[i];
+    let mut peers: Vec<(String, bool)> = Vec::new();
+    if bgp.reflectors.is_empty() {
+        for m in state.nodes.iter().filter(|m| m.index != me.index) {
+            let mine: std::net::Ipv4Addr = me.ip.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+            let theirs: std::net::Ipv4Addr = m.ip.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+            // Calico: `passive on` when the peer's address is greater.
+            peers.push((m.ip.clone(), theirs > mine));
+        }
+    } else {
+        peers.extend(bgp.reflectors.iter().map(|r| (r.clone(), false)));
+    }
+    peers.extend(bgp.extra_peers.iter().map(|p| (p.clone(), false)));
+    let mode = bgp.ipip_mode.clone().unwrap_or_else(|| {
+        match state.mode {
+            Mode::Ipip => "Always",
+            _ => "Never",
+        }
+        .to_string()
+    });
+    let (ipip, vxlan) = match state.mode {
+        Mode::Vxlan => ("Never".to_string(), mode),
+        _ => (mode, "Never".to_string()),
+    };
+    let mut s = format!(
+        "[bgp]\nasn = 64512\nlisten_address = \"{}\"\nhold_time = {}\nconnect_retry = 1\ndeferral_time = {}\n\n[[bgp.pools]]\ncidr = \"{}\"\nipip_mode = \"{ipip}\"\nvxlan_mode = \"{vxlan}\"\n",
+        me.ip,
+        bgp.hold_time.unwrap_or(9),
+        bgp.deferral_time.unwrap_or(30),
+        state.network,
+    );
+    for (ip, passive) in peers {
+        s.push_str(&format!(
+            "\n[[bgp.peers]]\naddress = \"{ip}\"\npassive = {passive}\n"
+        ));
+    }
+    s
+}
+
+/// Asks node `i`'s agent (inside its namespace in a BGP lab) for `/bgp`.
+pub fn agent_bgp_status(
+    state: &LabState,
+    i: usize,
+) -> Result<sluice_control::bgp::speaker::BgpStatus> {
+    let n = &state.nodes[i];
+    let healthz = n.agent_healthz.as_deref().unwrap_or(AGENT_HEALTHZ_IN_NODE);
+    let agent = agent_path();
+    let out = lab::ns_run(
+        &n.ns,
+        &[
+            &agent.to_string_lossy(),
+            "--healthz-address",
+            healthz,
+            "bgp",
+            "peers",
+            "--json",
+        ],
+    )?;
+    serde_json::from_str(&out).map_err(|e| other(format!("{out}: {e}")))
+}
+
 /// Stops node `i`'s agent: SIGTERM, or SIGKILL when `kill`.
 pub fn stop_agent(state: &mut LabState, i: usize, kill: bool) {
     let n = &mut state.nodes[i];
@@ -390,6 +468,16 @@ pub fn stop_agent(state: &mut LabState, i: usize, kill: bool) {
 
 /// Waits until every sluiced node routes every other node's subnet.
 pub fn wait_for_routes(state: &LabState, timeout: Duration) -> Result<()> {
+    wait_for_routes_to(state, |_| true, timeout)
+}
+
+/// Waits until every sluiced node routes the subnet of every other node
+/// that `to` selects.
+pub fn wait_for_routes_to(
+    state: &LabState,
+    to: impl Fn(&lab::NodeState) -> bool,
+    timeout: Duration,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     for n in state.nodes.iter().filter(|n| !n.kernel) {
         loop {
@@ -400,7 +488,7 @@ pub fn wait_for_routes(state: &LabState, timeout: Duration) -> Result<()> {
             let missing: Vec<&str> = state
                 .nodes
                 .iter()
-                .filter(|m| m.index != n.index && !have.contains(&m.subnet))
+                .filter(|m| m.index != n.index && to(m) && !have.contains(&m.subnet))
                 .map(|m| m.subnet.as_str())
                 .collect();
             if missing.is_empty() {

@@ -114,6 +114,39 @@ pub struct LabState {
     /// The core forwarding is confined to (see [`LabSpec::forwarding_core`]).
     #[serde(default)]
     pub forwarding_core: Option<usize>,
+    /// Routes over BGP (see [`BgpLab`]).
+    #[serde(default)]
+    pub bgp: Option<BgpLab>,
+}
+
+/// A lab whose agents learn routes over BGP, Calico style.
+///
+/// Every sluice node's agent runs inside its node's namespace (BGP speaks
+/// over the node's underlay address, through sluiced's host path, as on a
+/// real node) with the embedded store for its lease, AS 64512, and either a
+/// full mesh of the other nodes (the node with the lower address connects,
+/// the other is `passive`, as Calico's template) or the given route
+/// reflectors. Kernel nodes get no routes from the lab: the tests run BIRD
+/// on them (`crate::peers`), standing in for Calico nodes. In IPIP labs a
+/// kernel node has `tunl0` up, as Calico leaves it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpLab {
+    /// Route reflectors every sluice node peers with instead of the mesh.
+    #[serde(default)]
+    pub reflectors: Vec<String>,
+    /// More peers of every sluice node (BIRD, GoBGP on the underlay).
+    #[serde(default)]
+    pub extra_peers: Vec<String>,
+    /// The pool's `ipipMode`, Calico's words (default: from the lab's mode,
+    /// `Always` for ipip, `Never` for host-gw).
+    #[serde(default)]
+    pub ipip_mode: Option<String>,
+    /// The agents' hold time (default 9 s: failures show within a test).
+    #[serde(default)]
+    pub hold_time: Option<u16>,
+    /// The agents' selection deferral after a start, seconds.
+    #[serde(default)]
+    pub deferral_time: Option<u64>,
 }
 
 fn default_rx_mode() -> String {
@@ -270,6 +303,8 @@ pub struct LabSpec {
     /// generators pinned elsewhere do not share it. `None`: one unpinned
     /// worker, the kernel's defaults.
     pub forwarding_core: Option<usize>,
+    /// Routes over BGP instead of from the store's leases.
+    pub bgp: Option<BgpLab>,
 }
 
 impl LabSpec {
@@ -288,6 +323,7 @@ impl LabSpec {
             direct_routing: false,
             network: None,
             forwarding_core: None,
+            bgp: None,
         }
     }
 }
@@ -326,6 +362,7 @@ pub fn up(spec: &LabSpec, progress: &mut dyn FnMut(&str)) -> Result<LabState> {
             .unwrap_or_else(|| crate::cluster::NETWORK.to_string()),
         rx_mode: spec.rx_mode.clone().unwrap_or_else(default_rx_mode),
         forwarding_core: spec.forwarding_core,
+        bgp: spec.bgp.clone(),
     };
     match build(spec, &mut state, progress) {
         Ok(()) => Ok(state),
@@ -570,7 +607,12 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
             }
         }
         progress("waiting for the agents to lease and program every node's routes");
-        crate::cluster::wait_for_routes(state, Duration::from_secs(30))?;
+        if state.bgp.is_some() {
+            // Kernel nodes' BIRD starts after `up`: wait for the sluice nodes.
+            crate::cluster::wait_for_routes_to(state, |m| !m.kernel, Duration::from_secs(30))?;
+        } else {
+            crate::cluster::wait_for_routes(state, Duration::from_secs(30))?;
+        }
         progress("attaching the pods through the sluice CNI plugin");
         for i in 0..state.nodes.len() {
             if !state.nodes[i].kernel {
@@ -580,7 +622,7 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
         }
     }
     for i in 0..state.nodes.len() {
-        if state.nodes[i].kernel {
+        if state.nodes[i].kernel && state.bgp.is_none() {
             crate::cluster::kernel_routes_from_store(state, i)?;
         }
     }
@@ -676,8 +718,13 @@ fn kernel_node_local(state: &mut LabState, i: usize) -> Result<()> {
             ns_run(ns, &["ethtool", "-K", "flannel.1", "tx", "off"])?;
         }
         state.nodes[i].vtep_mac = mac_of(ns, "flannel.1")?;
+    } else if state.mode == Mode::Ipip && state.bgp.is_some() {
+        // Calico's IPIP: the fallback `tunl0` up; routes via it `onlink`
+        // are programmed from what BIRD learns.
+        run(&["modprobe", "ipip"])?;
+        run(&["ip", "-n", ns, "link", "set", "tunl0", "mtu", "1480", "up"])?;
     } else if state.mode == Mode::Ipip {
-        return Err(LabError::Other("kernel nodes are set up for vxlan and host-gw (flannel's backends tested here), not ipip".into()));
+        return Err(LabError::Other("kernel nodes are set up for vxlan and host-gw (flannel's backends tested here), or for ipip in BGP labs (Calico's), not ipip otherwise".into()));
     }
     Ok(())
 }

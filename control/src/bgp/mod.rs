@@ -2,10 +2,10 @@
 //! agents, announces this node's pod subnet with itself as next hop, and
 //! programs sluiced from the best path to every other node's block.
 //!
-//! - [`message`]: BGP-4 messages over NetGauze's codec, with the RFC's
-//!   NOTIFICATION for everything malformed;
-//! - [`session`]: one peer's state machine and Adj-RIB-In, without I/O;
-//! - [`rib`]: best-path selection;
+//! - [`message`], [`session`], [`rib`] (the `sluice-bgp` crate, without
+//!   I/O): messages over NetGauze's codec with the RFC's NOTIFICATION for
+//!   everything malformed, one peer's state machine and Adj-RIB-In, and
+//!   best-path selection;
 //! - [`speaker`]: the TCP side (tokio), the Loc-RIB, convergence after a
 //!   restart, and what `/bgp` and the metrics report;
 //! - this module: the `[bgp]` settings and, per pool, how a learned route
@@ -16,9 +16,7 @@
 //! `vxlanMode` is `Always`, `CrossSubnet` (host-gw on the node's own L2
 //! subnet, the tunnel across) or `Never` (host-gw only).
 
-pub mod message;
-pub mod rib;
-pub mod session;
+pub use sluice_bgp::{message, rib, session};
 pub mod speaker;
 
 use crate::lease::LeaseAttrs;

@@ -226,6 +226,7 @@ fn main() -> ExitCode {
                 direct_routing,
                 network: None,
                 forwarding_core,
+                bgp: None,
             },
             &mut |s| eprintln!("sluice-lab: {s}"),
         )

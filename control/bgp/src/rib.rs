@@ -7,7 +7,7 @@
 //! else the peer's BGP identifier), the lowest peer address. The order is
 //! total, so the choice does not depend on the order the peers are listed.
 
-use super::message::Attrs;
+use crate::message::Attrs;
 use std::cmp::Ordering;
 use std::net::Ipv4Addr;
 

@@ -33,7 +33,7 @@
 //!   R (restarted) and F (sluiced kept forwarding), and the session sends
 //!   its routes then End-of-RIB once Established.
 
-use super::message::{
+use crate::message::{
     self, decode, Attrs, Encoder, GracefulRestart, LocalOpen, Message, Notify, Open,
 };
 use sluice_api::Ipv4Net;
@@ -763,7 +763,7 @@ fn keepalive_interval(hold: u16) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bgp::message::{
+    use crate::message::{
         encode_end_of_rib, encode_keepalive, encode_notification, encode_open,
     };
 

@@ -185,6 +185,110 @@ pub fn prefixes(n: usize, base: Ipv4Addr, len: u8) -> Result<impl Iterator<Item 
     Ok((0..n as u64).map(move |i| (Ipv4Addr::from((first + i * step) as u32), len)))
 }
 
+/// One RIB_IPV4_UNICAST record as [`read_ipv4_rib`] returns it: the prefix
+/// and its first RIB entry's ORIGIN, AS_PATH and NEXT_HOP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RibRecord {
+    /// The prefix address (host bits clear).
+    pub addr: Ipv4Addr,
+    /// The prefix length.
+    pub len: u8,
+    /// ORIGIN: 0 IGP, 1 EGP, 2 incomplete.
+    pub origin: u8,
+    /// The AS numbers of every AS_PATH segment, in order.
+    pub as_path: Vec<u32>,
+    /// NEXT_HOP, if the entry has one.
+    pub next_hop: Option<Ipv4Addr>,
+}
+
+/// Reads the RIB_IPV4_UNICAST records of a TABLE_DUMP_V2 file (other
+/// records are skipped), in file order. AS numbers are read in four octets,
+/// as RFC 6396 §4.3.4 requires.
+pub fn read_ipv4_rib(path: &Path) -> Result<Vec<RibRecord>> {
+    let data = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    let bad =
+        |what: &str, at: usize| LabError::Other(format!("{}: {what} at byte {at}", path.display()));
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        let h = data
+            .get(at..at + 12)
+            .ok_or_else(|| bad("truncated header", at))?;
+        let typ = u16::from_be_bytes([h[4], h[5]]);
+        let sub = u16::from_be_bytes([h[6], h[7]]);
+        let len = u32::from_be_bytes([h[8], h[9], h[10], h[11]]) as usize;
+        let body = data
+            .get(at + 12..at + 12 + len)
+            .ok_or_else(|| bad("truncated record", at))?;
+        if typ == TABLE_DUMP_V2 && sub == RIB_IPV4_UNICAST {
+            out.push(parse_rib(body).ok_or_else(|| bad("malformed RIB_IPV4_UNICAST", at))?);
+        }
+        at += 12 + len;
+    }
+    Ok(out)
+}
+
+fn parse_rib(b: &[u8]) -> Option<RibRecord> {
+    let len = *b.get(4)?;
+    if len > 32 {
+        return None;
+    }
+    let n = usize::from(len.div_ceil(8));
+    let mut octets = [0u8; 4];
+    octets[..n].copy_from_slice(b.get(5..5 + n)?);
+    let mut at = 5 + n + 2; // entry count
+    at += 2 + 4; // first entry: peer index, originated time
+    let alen = usize::from(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]));
+    let attrs = b.get(at + 2..at + 2 + alen)?;
+    let mut rec = RibRecord {
+        addr: Ipv4Addr::from(octets),
+        len,
+        origin: 0,
+        as_path: Vec::new(),
+        next_hop: None,
+    };
+    let mut i = 0;
+    while i < attrs.len() {
+        let flags = *attrs.get(i)?;
+        let typ = *attrs.get(i + 1)?;
+        let (vlen, hdr) = if flags & 0x10 != 0 {
+            (
+                usize::from(u16::from_be_bytes([*attrs.get(i + 2)?, *attrs.get(i + 3)?])),
+                4,
+            )
+        } else {
+            (usize::from(*attrs.get(i + 2)?), 3)
+        };
+        let v = attrs.get(i + hdr..i + hdr + vlen)?;
+        match typ {
+            1 => rec.origin = *v.first()?,
+            2 => {
+                let mut j = 0;
+                while j < v.len() {
+                    let count = usize::from(*v.get(j + 1)?);
+                    for k in 0..count {
+                        let a = v.get(j + 2 + 4 * k..j + 6 + 4 * k)?;
+                        rec.as_path
+                            .push(u32::from_be_bytes([a[0], a[1], a[2], a[3]]));
+                    }
+                    j += 2 + 4 * count;
+                }
+            }
+            3 => {
+                rec.next_hop = Some(Ipv4Addr::new(
+                    *v.first()?,
+                    *v.get(1)?,
+                    *v.get(2)?,
+                    *v.get(3)?,
+                ))
+            }
+            _ => {}
+        }
+        i += hdr + vlen;
+    }
+    Some(rec)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +396,36 @@ mod tests {
         );
         assert!(prefixes(1, Ipv4Addr::new(10, 0, 0, 0), 0).is_err());
         assert!(prefixes(1, Ipv4Addr::new(10, 0, 0, 0), 33).is_err());
+    }
+
+    #[test]
+    fn reads_back_what_it_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("feed.mrt");
+        let list: Vec<_> = prefixes(300, Ipv4Addr::new(10, 128, 0, 0), 26)
+            .unwrap()
+            .chain([(Ipv4Addr::new(10, 255, 0, 1), 32)])
+            .collect();
+        write_table_dump(
+            &path,
+            Ipv4Addr::new(192, 168, 1, 2),
+            4_200_000_001,
+            Ipv4Addr::new(192, 168, 1, 9),
+            list.clone().into_iter(),
+        )
+        .unwrap();
+        let back = read_ipv4_rib(&path).unwrap();
+        assert_eq!(back.len(), 301);
+        for (r, (addr, len)) in back.iter().zip(&list) {
+            assert_eq!((r.addr, r.len), (*addr, *len));
+            assert_eq!(r.origin, 0);
+            assert_eq!(r.as_path, vec![4_200_000_001]);
+            assert_eq!(r.next_hop, Some(Ipv4Addr::new(192, 168, 1, 9)));
+        }
+        let mut data = std::fs::read(&path).unwrap();
+        data.truncate(data.len() - 3);
+        std::fs::write(&path, data).unwrap();
+        assert!(read_ipv4_rib(&path).is_err(), "a truncated file");
     }
 
     #[test]

@@ -840,13 +840,79 @@ impl Gobgp {
         Ok(v["num_destination"].as_u64().unwrap_or(0) as usize)
     }
 
-    /// Loads an MRT TABLE_DUMP_V2 file into the global RIB (`gobgp mrt
-    /// inject global FILE`; see [`crate::mrt`]). Returns when the CLI has
-    /// sent every path; gobgpd may still be installing the last ones, so
-    /// wait on [`Gobgp::rib_count`].
-    pub fn inject_mrt(&self, file: &Path) -> Result<()> {
-        self.gobgp(&["mrt", "inject", "global", &file.to_string_lossy()])
-            .map(|_| ())
+    /// Whether the global RIB holds exactly `prefix` (`10.1.0.0/24`).
+    pub fn has_route(&self, prefix: &str) -> Result<bool> {
+        let out = self.gobgp(&["global", "rib", "-a", "ipv4", prefix, "-j"])?;
+        let v: serde_json::Value = serde_json::from_str(&out)
+            .map_err(|e| other(format!("gobgp global rib PREFIX -j: {e}: {out}")))?;
+        Ok(v.get(prefix).is_some())
+    }
+
+    /// Loads the RIB_IPV4_UNICAST records of an MRT TABLE_DUMP_V2 file into
+    /// the global RIB (see [`crate::mrt`]) and returns when every one of
+    /// its prefixes is there; returns how many of them had to be added one
+    /// by one.
+    ///
+    /// `gobgp mrt inject global FILE` in GoBGP 3.10 (Debian's) streams the
+    /// paths over gRPC and exits without closing the stream, so the last
+    /// paths it sent are lost (all of them for a small file; fixed upstream
+    /// after 3.10 by osrg/gobgp d0992be3, "close the stream properly,
+    /// otherwise the last few paths are dropped"). The stream is ordered, so
+    /// what arrives is a leading run of the file: this waits until the RIB
+    /// stops growing, finds where the run ends by binary search on
+    /// per-prefix lookups, and adds the rest with `gobgp global rib add`
+    /// (same ORIGIN, AS_PATH and NEXT_HOP). Prefixes already in the RIB
+    /// before the call count as loaded.
+    pub fn inject_mrt(&self, file: &Path) -> Result<usize> {
+        let records = crate::mrt::read_ipv4_rib(file)?;
+        let name = |r: &crate::mrt::RibRecord| format!("{}/{}", r.addr, r.len);
+        self.gobgp(&["mrt", "inject", "global", &file.to_string_lossy()])?;
+        // The server is still installing what it received: wait until
+        // the count holds still.
+        let mut last = self.rib_count()?;
+        let mut still = 0;
+        while still < 3 {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = self.rib_count()?;
+            still = if now == last { still + 1 } else { 0 };
+            last = now;
+        }
+        // First record index not in the RIB, assuming a present prefix
+        // means every earlier one is too.
+        let (mut lo, mut hi) = (0usize, records.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.has_route(&name(&records[mid]))? {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let mut added = 0;
+        for r in &records[lo..] {
+            let prefix = name(r);
+            let origin = match r.origin {
+                0 => "igp",
+                1 => "egp",
+                _ => "incomplete",
+            };
+            let path: Vec<String> = r.as_path.iter().map(u32::to_string).collect();
+            let nh = r
+                .next_hop
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "0.0.0.0".into());
+            let mut args = vec![
+                "global", "rib", "add", "-a", "ipv4", &prefix, "origin", origin,
+            ];
+            let joined = path.join(",");
+            if !path.is_empty() {
+                args.extend(["aspath", &joined]);
+            }
+            args.extend(["nexthop", &nh]);
+            self.gobgp(&args)?;
+            added += 1;
+        }
+        Ok(added)
     }
 }
 

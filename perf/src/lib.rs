@@ -20,4 +20,6 @@ pub mod cni_bench;
 pub mod dpdk_bench;
 pub mod lab;
 pub mod measure;
+pub mod mrt;
+pub mod peers;
 pub mod pods;

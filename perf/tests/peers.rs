@@ -1,0 +1,385 @@
+//! Privileged tier for `sluice_perf::peers` and `sluice_perf::mrt`: real
+//! BIRD 2 and GoBGP in network namespaces joined by a veth pair, an iBGP
+//! session (AS 64512) between them, routes added and withdrawn on GoBGP as
+//! BIRD sees them, graceful restart as BIRD shows it, and 100,000 prefixes
+//! from an MRT file through GoBGP into BIRD (the figures are printed: the
+//! baseline half of "100,000 prefixes from a GoBGP peer learned by sluice
+//! vs by BIRD").
+//!
+//! ```text
+//! flock -o /tmp/sluice-privileged.lock cargo test -p sluice-perf \
+//!     --features privileged-tests --test peers -- --test-threads=1 --nocapture
+//! ```
+//!
+//! Every namespace is `pP<pid>-...` and is deleted when its test ends; the
+//! daemons are stopped by PID when their handles drop.
+
+mod support;
+
+use sluice_perf::mrt;
+use sluice_perf::peers::{
+    bird_config, gobgp_config, Bird, BirdPeer, Gobgp, GobgpNeighbor, StaticTarget,
+};
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::{eventually, require_root, sh};
+
+const ASN: u32 = 64512;
+const API_PORT: u16 = 50151;
+
+/// Two namespaces, BIRD's and GoBGP's, joined by a veth pair on
+/// 192.168.`net`.0/24 (BIRD .1, GoBGP .2); deleted on drop.
+struct Pair {
+    bird_ns: String,
+    gobgp_ns: String,
+    bird_ip: Ipv4Addr,
+    gobgp_ip: Ipv4Addr,
+}
+
+impl Pair {
+    fn new(tag: &str, net: u8) -> Pair {
+        require_root();
+        let p = Pair {
+            bird_ns: format!("pP{}-{tag}-b", std::process::id()),
+            gobgp_ns: format!("pP{}-{tag}-g", std::process::id()),
+            bird_ip: Ipv4Addr::new(192, 168, net, 1),
+            gobgp_ip: Ipv4Addr::new(192, 168, net, 2),
+        };
+        for ns in [&p.bird_ns, &p.gobgp_ns] {
+            sh(&["ip", "netns", "add", ns]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            "vb0",
+            "netns",
+            &p.bird_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "vg0",
+            "netns",
+            &p.gobgp_ns,
+        ]);
+        for (ns, dev, ip) in [
+            (&p.bird_ns, "vb0", p.bird_ip),
+            (&p.gobgp_ns, "vg0", p.gobgp_ip),
+        ] {
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{ip}/24"),
+                "dev",
+                dev,
+            ]);
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        p
+    }
+
+    fn tag(&self) -> String {
+        self.bird_ns.trim_end_matches("-b").to_string()
+    }
+
+    /// BIRD with one iBGP peer, `gobgp`, graceful restart on.
+    fn bird(&self, statics: &[(&str, StaticTarget)], kernel_export: bool) -> Bird {
+        let conf = bird_config(
+            self.bird_ip,
+            ASN,
+            &[BirdPeer {
+                name: "gobgp".into(),
+                address: self.gobgp_ip,
+                asn: ASN,
+                passive: false,
+                rr_client: false,
+                graceful_restart: true,
+            }],
+            statics,
+            kernel_export,
+            None,
+        );
+        Bird::start(&self.bird_ns, &self.tag(), &conf).expect("BIRD starts")
+    }
+
+    /// gobgpd with one iBGP neighbour, BIRD, passive, graceful restart on.
+    fn gobgp(&self) -> Gobgp {
+        let conf = gobgp_config(
+            self.gobgp_ip,
+            ASN,
+            179,
+            &[GobgpNeighbor {
+                address: self.bird_ip,
+                asn: ASN,
+                passive: true,
+                rr_client: false,
+                graceful_restart: true,
+            }],
+        );
+        Gobgp::start(&self.gobgp_ns, &self.tag(), &conf, API_PORT).expect("gobgpd starts")
+    }
+
+    fn kernel_routes(&self) -> Vec<String> {
+        sh(&[
+            "ip",
+            "-n",
+            &self.bird_ns,
+            "-4",
+            "route",
+            "show",
+            "proto",
+            "bird",
+        ])
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect()
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for ns in [&self.bird_ns, &self.gobgp_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn gone(pid: u32) -> bool {
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn bird_learns_and_forgets_gobgp_routes_over_ibgp() {
+    let pair = Pair::new("x", 93);
+    let mut gobgp = pair.gobgp();
+    let mut bird = pair.bird(&[("10.200.0.0/26", StaticTarget::Blackhole)], true);
+    bird.wait_established("gobgp", Duration::from_secs(20))
+        .expect("BIRD established");
+    gobgp
+        .wait_established(pair.bird_ip, Duration::from_secs(20))
+        .expect("GoBGP established");
+    assert_eq!(bird.protocol_state("gobgp").unwrap(), "Established");
+    assert_eq!(gobgp.neighbor_state(pair.bird_ip).unwrap(), "established");
+
+    // BIRD's static block reaches GoBGP with BIRD as next hop.
+    eventually(10, "BIRD's static route in GoBGP's RIB", || {
+        gobgp.rib().unwrap() == vec![("10.200.0.0/26".to_string(), pair.bird_ip)]
+    });
+
+    for p in ["10.201.0.0/24", "10.201.1.0/24"] {
+        gobgp.add_route(p, pair.gobgp_ip).unwrap();
+    }
+    assert_eq!(gobgp.rib_count().unwrap(), 3);
+    eventually(10, "GoBGP's routes in BIRD", || {
+        bird.protocol_route_count("gobgp").unwrap() == 2
+    });
+    let routes = bird.routes().unwrap();
+    let learned: Vec<_> = routes.iter().filter(|r| r.from_proto == "gobgp").collect();
+    assert_eq!(learned.len(), 2, "{routes:?}");
+    for (r, p) in learned.iter().zip(["10.201.0.0/24", "10.201.1.0/24"]) {
+        assert_eq!(r.prefix, p);
+        assert_eq!(r.next_hop, Some(pair.gobgp_ip));
+        assert!(!r.stale && r.primary, "{r:?}");
+    }
+    assert!(routes
+        .iter()
+        .any(|r| r.prefix == "10.200.0.0/26" && r.from_proto == "static1" && r.next_hop.is_none()));
+    assert_eq!(bird.route_count().unwrap(), 3);
+    // Exported to the namespace's kernel table.
+    eventually(15, "learned routes in BIRD's kernel table", || {
+        let k = pair.kernel_routes();
+        k.iter()
+            .any(|l| l.starts_with("10.201.0.0/24 via 192.168.93.2 dev vb0"))
+            && k.iter()
+                .any(|l| l.starts_with("10.201.1.0/24 via 192.168.93.2 dev vb0"))
+    });
+
+    // A withdrawal on GoBGP leaves BIRD and its kernel table.
+    gobgp.del_route("10.201.1.0/24").unwrap();
+    eventually(10, "the withdrawn route gone from BIRD", || {
+        bird.protocol_route_count("gobgp").unwrap() == 1
+    });
+    let left: Vec<_> = bird
+        .routes()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.from_proto == "gobgp")
+        .map(|r| r.prefix)
+        .collect();
+    assert_eq!(left, vec!["10.201.0.0/24".to_string()]);
+    eventually(15, "the withdrawn route gone from the kernel", || {
+        !pair
+            .kernel_routes()
+            .iter()
+            .any(|l| l.starts_with("10.201.1.0/24"))
+    });
+
+    // GoBGP dies without a NOTIFICATION: BIRD keeps its route, stale, for
+    // the restart time GoBGP advertised (120 s).
+    let gpid = gobgp.pid();
+    gobgp.kill();
+    assert!(gone(gpid) && !gobgp.running());
+    eventually(10, "BIRD to see the neighbour's graceful restart", || {
+        bird.graceful_restart_active("gobgp").unwrap()
+    });
+    let kept: Vec<_> = bird
+        .routes()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.from_proto == "gobgp")
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].stale, "{kept:?}");
+    assert_ne!(bird.protocol_state("gobgp").unwrap(), "Established");
+
+    // stop() leaves no process.
+    let bpid = bird.pid();
+    bird.stop();
+    assert!(gone(bpid) && !bird.running());
+    gobgp.stop();
+}
+
+#[test]
+fn gobgp_loads_an_mrt_table_dump() {
+    let pair = Pair::new("m", 94);
+    let gobgp = pair.gobgp();
+    let dir = tempfile::tempdir().unwrap();
+
+    // A small file, read back path by path.
+    let small = dir.path().join("small.mrt");
+    let list = vec![
+        (Ipv4Addr::new(10, 128, 0, 0), 26),
+        (Ipv4Addr::new(10, 128, 0, 64), 26),
+        (Ipv4Addr::new(10, 128, 0, 128), 32),
+    ];
+    mrt::write_table_dump(
+        &small,
+        pair.gobgp_ip,
+        65001,
+        pair.gobgp_ip,
+        list.into_iter(),
+    )
+    .unwrap();
+    let added = gobgp.inject_mrt(&small).unwrap();
+    println!("3-prefix MRT file: {added} added after `gobgp mrt inject`");
+    assert_eq!(gobgp.rib_count().unwrap(), 3);
+    assert_eq!(
+        gobgp.rib().unwrap(),
+        vec![
+            ("10.128.0.0/26".to_string(), pair.gobgp_ip),
+            ("10.128.0.128/32".to_string(), pair.gobgp_ip),
+            ("10.128.0.64/26".to_string(), pair.gobgp_ip),
+        ]
+    );
+    let json = gobgp
+        .gobgp(&["global", "rib", "-a", "ipv4", "10.128.0.64/26", "-j"])
+        .unwrap();
+    assert!(
+        json.contains("65001") && json.contains("\"type\":1,\"value\":0"),
+        "AS_PATH 65001 and ORIGIN IGP: {json}"
+    );
+
+    // 100,000 Calico-sized blocks.
+    let big = dir.path().join("100k.mrt");
+    let t = Instant::now();
+    let n = mrt::write_table_dump(
+        &big,
+        pair.gobgp_ip,
+        65001,
+        pair.gobgp_ip,
+        mrt::prefixes(100_000, Ipv4Addr::new(10, 129, 0, 0), 26).unwrap(),
+    )
+    .unwrap();
+    let write = t.elapsed();
+    assert_eq!(n, 100_000);
+    let t = Instant::now();
+    let added = gobgp.inject_mrt(&big).unwrap();
+    let all = t.elapsed();
+    assert_eq!(gobgp.rib_count().unwrap(), 100_003);
+    assert!(gobgp.has_route("10.129.0.0/26").unwrap());
+    assert!(
+        gobgp.has_route("10.226.167.192/26").unwrap(),
+        "the last of 100,000"
+    );
+    println!(
+        "MRT 100,000 /26: written in {:.3} s ({} bytes); GoBGP's RIB held all {:.3} s after \
+         `gobgp mrt inject` started ({added} of the tail added one by one)",
+        write.as_secs_f64(),
+        std::fs::metadata(&big).unwrap().len(),
+        all.as_secs_f64()
+    );
+}
+
+#[test]
+fn bird_learns_100k_prefixes_from_gobgp() {
+    let pair = Pair::new("k", 95);
+    let gobgp = pair.gobgp();
+    let dir = tempfile::tempdir().unwrap();
+    let feed = dir.path().join("100k.mrt");
+    mrt::write_table_dump(
+        &feed,
+        pair.gobgp_ip,
+        65001,
+        pair.gobgp_ip,
+        mrt::prefixes(100_000, Ipv4Addr::new(10, 128, 0, 0), 26).unwrap(),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let added = gobgp.inject_mrt(&feed).unwrap();
+    assert_eq!(gobgp.rib_count().unwrap(), 100_000);
+    let injected = t.elapsed();
+
+    // BIRD connects to a GoBGP that already holds the table: from BIRD's
+    // start to all 100,000 in its table (initial transfer), then in the
+    // namespace's kernel table.
+    let t = Instant::now();
+    let bird = pair.bird(&[], true);
+    bird.wait_established("gobgp", Duration::from_secs(30))
+        .expect("BIRD established");
+    let established = t.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while bird.protocol_route_count("gobgp").unwrap() < 100_000 {
+        assert!(
+            Instant::now() < deadline,
+            "BIRD has {} of 100,000",
+            bird.protocol_route_count("gobgp").unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let learned = t.elapsed();
+    assert_eq!(bird.route_count().unwrap(), 100_000);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let count_kernel = || {
+        let out = Command::new("ip")
+            .args(["-n", &pair.bird_ns, "-4", "route", "show", "proto", "bird"])
+            .output()
+            .unwrap();
+        out.stdout.iter().filter(|b| **b == b'\n').count()
+    };
+    while count_kernel() < 100_000 {
+        assert!(Instant::now() < deadline, "kernel has {}", count_kernel());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let kernel = t.elapsed();
+    println!(
+        "100,000 /26 from GoBGP (injected in {:.3} s, {added} one by one): BIRD established after {:.3} s, \
+         all 100,000 in BIRD after {:.3} s ({:.3} s after established), in the kernel after {:.3} s",
+        injected.as_secs_f64(),
+        established.as_secs_f64(),
+        learned.as_secs_f64(),
+        (learned - established).as_secs_f64(),
+        kernel.as_secs_f64()
+    );
+    let routes_sample = bird.birdc("show route 10.128.0.64/26 all").unwrap();
+    assert!(
+        routes_sample.contains("via 192.168.95.2 on vb0")
+            && routes_sample.contains("BGP.as_path: 65001"),
+        "{routes_sample}"
+    );
+}

@@ -356,7 +356,10 @@ pub fn start_agent_with(state: &mut LabState, i: usize, extra: &[&str]) -> Resul
             let conf = lab::state_dir().join(format!("{}-agent.toml", n.ns));
             std::fs::write(&conf, agent_bgp_config(state, i, bgp)).map_err(other)?;
             let mut c = Command::new("ip");
-            c.args(["netns", "exec", &n.ns]).arg(agent_path()).arg("--config").arg(conf);
+            c.args(["netns", "exec", &n.ns])
+                .arg(agent_path())
+                .arg("--config")
+                .arg(conf);
             c
         }
     };
@@ -399,7 +402,8 @@ pub fn agent_bgp_config(state: &LabState, i: usize, bgp: &lab::BgpLab) -> String
     if bgp.reflectors.is_empty() {
         for m in state.nodes.iter().filter(|m| m.index != me.index) {
             let mine: std::net::Ipv4Addr = me.ip.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
-            let theirs: std::net::Ipv4Addr = m.ip.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+            let theirs: std::net::Ipv4Addr =
+                m.ip.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
             // Calico: `passive on` when the peer's address is greater.
             peers.push((m.ip.clone(), theirs > mine));
         }

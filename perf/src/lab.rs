@@ -607,9 +607,15 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
             }
         }
         progress("waiting for the agents to lease and program every node's routes");
-        if state.bgp.is_some() {
-            // Kernel nodes' BIRD starts after `up`: wait for the sluice nodes.
-            crate::cluster::wait_for_routes_to(state, |m| !m.kernel, Duration::from_secs(30))?;
+        if let Some(bgp) = &state.bgp {
+            // Kernel nodes' BIRD starts after `up`: wait for the sluice
+            // nodes' mesh (with reflectors, for nothing: they run BIRD).
+            let mesh = bgp.reflectors.is_empty();
+            crate::cluster::wait_for_routes_to(
+                state,
+                |m| mesh && !m.kernel,
+                Duration::from_secs(30),
+            )?;
         } else {
             crate::cluster::wait_for_routes(state, Duration::from_secs(30))?;
         }
@@ -626,7 +632,10 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
             crate::cluster::kernel_routes_from_store(state, i)?;
         }
     }
-    if spec.sluiced && state.nodes.iter().any(|n| !n.kernel) {
+    // With reflectors the nodes have no routes to each other until the
+    // reflector's BIRD runs; sluiced resolves them once they come.
+    let reflected = state.bgp.as_ref().is_some_and(|b| !b.reflectors.is_empty());
+    if spec.sluiced && state.nodes.iter().any(|n| !n.kernel) && !reflected {
         progress("waiting for every node to learn the others' MACs from its kernel");
         wait_for_neighbours(state)?;
     }
@@ -719,10 +728,14 @@ fn kernel_node_local(state: &mut LabState, i: usize) -> Result<()> {
         }
         state.nodes[i].vtep_mac = mac_of(ns, "flannel.1")?;
     } else if state.mode == Mode::Ipip && state.bgp.is_some() {
-        // Calico's IPIP: the fallback `tunl0` up; routes via it `onlink`
-        // are programmed from what BIRD learns.
-        run(&["modprobe", "ipip"])?;
-        run(&["ip", "-n", ns, "link", "set", "tunl0", "mtu", "1480", "up"])?;
+        // Calico's IPIP: the fallback `tunl0` up (routes via it `onlink`
+        // are programmed from what BIRD learns), where the kernel has IPIP
+        // (CONFIG_NET_IPIP); without it the node is a control-plane peer
+        // only (a route reflector), its pods unreachable over IPIP.
+        let _ = run(&["modprobe", "ipip"]);
+        if run(&["ip", "-n", ns, "link", "show", "tunl0"]).is_ok() {
+            run(&["ip", "-n", ns, "link", "set", "tunl0", "mtu", "1480", "up"])?;
+        }
     } else if state.mode == Mode::Ipip {
         return Err(LabError::Other("kernel nodes are set up for vxlan and host-gw (flannel's backends tested here), or for ipip in BGP labs (Calico's), not ipip otherwise".into()));
     }
@@ -754,7 +767,12 @@ fn wait_for_neighbours(state: &LabState) -> Result<()> {
             let same_subnet = |a: &str, b: &str| {
                 a.rsplit_once('.').map(|x| x.0) == b.rsplit_once('.').map(|x| x.0)
             };
-            if state.nodes.iter().filter(|m| m.index != n.index).all(|m| {
+            // A BGP lab's kernel nodes are reached once their BIRD runs.
+            let others = state
+                .nodes
+                .iter()
+                .filter(|m| m.index != n.index && !(m.kernel && state.bgp.is_some()));
+            if others.clone().all(|m| {
                 if same_subnet(&m.ip, &n.ip) {
                     known.contains(&m.ip)
                 } else {

@@ -12,32 +12,7 @@ mod support;
 use sluice_perf::lab::{self, LabSpec, Mode};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::{eventually, ping, require_root, up, Guard};
-
-fn tcp(from: &str, to_ns: &str, to_ip: &str, port: u16, bytes: usize) -> u64 {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("recv");
-    let mut server = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            to_ns,
-            "timeout",
-            "30",
-            "nc",
-            "-l",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(std::fs::File::create(&out).unwrap())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let ok = Command::new("sh").args(["-c", &format!("head -c {bytes} /dev/urandom | ip netns exec {from} timeout 30 nc -N {to_ip} {port}")]).status().unwrap();
-    let _ = server.wait();
-    assert!(ok.success());
-    std::fs::metadata(&out).unwrap().len()
-}
+use support::{eventually, ping, require_root, tcp, up, Guard};
 
 fn udp(from: &str, to_ns: &str, to_ip: &str, port: u16) -> String {
     let dir = tempfile::tempdir().unwrap();

@@ -116,3 +116,30 @@ pub fn holdings(st: &LabState, i: usize) -> (Vec<String>, Vec<String>, Vec<Strin
     let leases = names(pods::data_dir(n).join("ipam/sluice"));
     (ports, veths, records, leases)
 }
+
+/// Sends `bytes` random bytes over TCP from namespace `from` to `to_ip`
+/// (`nc` listening in `to_ns`); the bytes the listener wrote out.
+pub fn tcp(from: &str, to_ns: &str, to_ip: &str, port: u16, bytes: usize) -> u64 {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("recv");
+    let mut server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            to_ns,
+            "timeout",
+            "30",
+            "nc",
+            "-l",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let ok = Command::new("sh").args(["-c", &format!("head -c {bytes} /dev/urandom | ip netns exec {from} timeout 30 nc -N {to_ip} {port}")]).status().unwrap();
+    let _ = server.wait();
+    assert!(ok.success());
+    std::fs::metadata(&out).unwrap().len()
+}

@@ -19,14 +19,17 @@ export DEBIAN_FRONTEND=noninteractive
 # Debian's CNI plugins and a static busybox for the real-runtime CNI tests
 # (perf/tests/support/podman.rs); Debian's DPDK 22.11 for the DPDK backend
 # (headers and drivers) and dpdk-testpmd for its tests and benchmarks;
-# OVS-DPDK (ovs-vswitchd-dpdk, run privately by sluice-lab dpdk-bench, never as a service). Recommends stay out (--no-install-recommends
+# OVS-DPDK (ovs-vswitchd-dpdk, run privately by sluice-lab dpdk-bench, never as a service); BIRD 2 and GoBGP, the
+# agent's BGP peers in the tests and the BGP benchmark (run in namespaces by
+# perf/src/peers.rs, never as services). Recommends stay out (--no-install-recommends
 # below), so podman's network backend is CNI, not netavark.
 PKGS=(build-essential pkg-config clang libclang-dev libxdp-dev libbpf-dev xdp-tools
       tshark python3 iproute2 ethtool iputils-ping netcat-openbsd iperf3 sockperf bsdextrautils linux-perf
       ca-certificates curl protobuf-compiler etcd-server openssl
       podman containernetworking-plugins busybox-static
       libdpdk-dev dpdk dpdk-dev
-      openvswitch-switch-dpdk)
+      openvswitch-switch-dpdk
+      bird2 gobgpd)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -39,6 +42,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "iperf3 iperf3/start_daemon boolean false" | debconf-set-selections
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # BIRD and GoBGP run only inside the tests' namespaces: a system
+    # service started by the packages would speak BGP on the host.
+    for svc in bird gobgpd; do
+        if printf '%s\n' "${missing[@]}" | grep -qx "bird2\|gobgpd" && command -v systemctl >/dev/null 2>&1; then
+            systemctl disable --now "$svc" >/dev/null 2>&1 || true
+        fi
+    done
 fi
 
 # Rust: stable for the workspace, nightly for cargo-fuzz.

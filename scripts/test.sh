@@ -24,7 +24,7 @@ cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 step "tier 1-3: unit, property, golden and malformed-input tests; the agent against etcd"
 cargo test --workspace --quiet
 
-step "tier 4: privileged (root): sluiced on AF_XDP and on DPDK (vhost-user pods are dpdk-testpmd), sluice-lab with its agents, and podman on CNI, in network namespaces"
+step "tier 4: privileged (root): sluiced on AF_XDP and on DPDK (vhost-user pods are dpdk-testpmd), sluice-lab with its agents (etcd, BGP with BIRD 2 and GoBGP), and podman on CNI, in network namespaces"
 cargo build -p sluiced -p sluicectl -p sluice-control -p sluice-cni --bins --quiet
 cargo test -p sluiced --features privileged-tests --test privileged -- --test-threads=1
 cargo test -p sluiced --features privileged-tests --test dpdk_privileged -- --test-threads=1
@@ -34,6 +34,8 @@ cargo test -p sluice-perf --features privileged-tests --test cni -- --test-threa
 cargo test -p sluice-perf --features privileged-tests --test vhost_pod -- --test-threads=1
 cargo test -p sluice-perf --features privileged-tests --test podman -- --test-threads=1
 cargo test -p sluice-perf --features privileged-tests --test deploy -- --test-threads=1
+cargo test -p sluice-perf --features privileged-tests --test peers -- --test-threads=1
+cargo test -p sluice-perf --features privileged-tests --test bgp -- --test-threads=1
 
 step "tier 5: fuzz targets, ${SLUICE_FUZZ_SECONDS:-45}s each"
 scripts/fuzz.sh "${SLUICE_FUZZ_SECONDS:-45}"

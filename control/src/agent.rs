@@ -562,28 +562,36 @@ impl<S: Store> Agent<S> {
         }
     }
 
-    /// Takes in the speaker's report.
-    async fn take_bgp(&mut self, held: &mut Held, ev: RibEvent) {
+    /// Takes in the speaker's reports.
+    async fn take_bgp(&mut self, held: &mut Held, evs: Vec<RibEvent>) {
         let Some(b) = held.bgp.as_mut() else {
             return;
         };
-        match ev {
-            RibEvent::Changed(list) => {
-                let mut touched = BTreeSet::new();
-                for (p, best) in list {
-                    match best {
-                        Some(x) => b.best.insert(p, x),
-                        None => b.best.remove(&p),
-                    };
-                    touched.insert(p);
+        let mut touched = BTreeSet::new();
+        let mut converged = false;
+        for ev in evs {
+            match ev {
+                RibEvent::Changed(list) => {
+                    for (p, best) in list {
+                        match best {
+                            Some(x) => b.best.insert(p, x),
+                            None => b.best.remove(&p),
+                        };
+                        touched.insert(p);
+                    }
                 }
-                if held.resync {
-                    self.full_sync(held).await;
-                } else {
-                    self.update(held, &touched).await;
-                }
+                RibEvent::Converged => converged = true,
             }
-            RibEvent::Converged => {
+        }
+        if !touched.is_empty() {
+            if held.resync {
+                self.full_sync(held).await;
+            } else {
+                self.update(held, &touched).await;
+            }
+        }
+        if converged {
+            if let Some(b) = held.bgp.as_mut() {
                 b.converged = true;
                 held.recompute();
                 let delta = routes::diff(&held.programmed, &held.desired);
@@ -989,7 +997,16 @@ impl<S: Store> Agent<S> {
                         None => std::future::pending().await,
                     }
                 } => match ev {
-                    Some(ev) => self.take_bgp(&mut held, ev).await,
+                    Some(ev) => {
+                        // Everything queued goes to sluiced in one change.
+                        let mut evs = vec![ev];
+                        if let Some(rx) = bgp_events.as_mut() {
+                            while let Ok(more) = rx.try_recv() {
+                                evs.push(more);
+                            }
+                        }
+                        self.take_bgp(&mut held, evs).await
+                    }
                     None => {
                         error!("the BGP speaker stopped; routes kept");
                         bgp_events = None;

@@ -475,15 +475,16 @@ fn parse_count(out: &str) -> Result<usize> {
 /// ```text
 /// Table master4:
 /// 10.201.0.0/24        unicast [gobgp 01:42:16.248] * (100) [?]
-/// 	via 192.168.91.2 on pXb0
-/// 	Type: BGP univ
-/// 	BGP.origin: Incomplete
+///     via 192.168.91.2 on pXb0
+///     Type: BGP univ
+///     BGP.origin: Incomplete
 ///                      unicast [other 01:42:17.000] (100s) [AS65001i]
 /// 10.200.0.0/24        blackhole [static1 01:42:07.786] * (200)
 /// ```
 ///
 /// A route line starts with the prefix, or with blanks for a further route
-/// of the same prefix; `via` lines give the gateway; attribute lines are
+/// of the same prefix; the lines under it start with a tab (shown as four
+/// blanks above): `via` lines give the gateway, attribute lines are
 /// skipped.
 fn parse_routes(out: &str) -> Vec<BirdRoute> {
     let mut routes: Vec<BirdRoute> = Vec::new();

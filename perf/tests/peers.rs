@@ -147,6 +147,13 @@ impl Drop for Pair {
         for ns in [&self.bird_ns, &self.gobgp_ns] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
+        // The daemons' logs stay only when the test failed.
+        if !std::thread::panicking() {
+            let dir = sluice_perf::lab::state_dir();
+            for d in ["bird", "gobgp"] {
+                let _ = std::fs::remove_file(dir.join(format!("{}-{d}.log", self.tag())));
+            }
+        }
     }
 }
 

@@ -245,7 +245,10 @@ impl Bird {
         let (conf, socket, pidfile, log) = (file("conf"), file("ctl"), file("pid"), file("log"));
         std::fs::write(&conf, config).map_err(|e| other(format!("{}: {e}", conf.display())))?;
         let conf_s = conf.to_string_lossy().into_owned();
-        lab::run(&["bird", "-p", "-c", &conf_s])?;
+        if let Err(e) = lab::run(&["bird", "-p", "-c", &conf_s]) {
+            let _ = std::fs::remove_file(&conf);
+            return Err(e);
+        }
         let _ = std::fs::remove_file(&socket);
         let (pid, start) = spawn_in(
             ns,
@@ -640,7 +643,10 @@ impl Gobgp {
         let log = dir.join(format!("{name}-gobgp.log"));
         std::fs::write(&conf, config).map_err(|e| other(format!("{}: {e}", conf.display())))?;
         let conf_s = conf.to_string_lossy().into_owned();
-        lab::run(&["gobgpd", "-f", &conf_s, "-t", "toml", "-d"])?;
+        if let Err(e) = lab::run(&["gobgpd", "-f", &conf_s, "-t", "toml", "-d"]) {
+            let _ = std::fs::remove_file(&conf);
+            return Err(e);
+        }
         lab::run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
         let api = format!("127.0.0.1:{api_port}");
         let (pid, start) = spawn_in(

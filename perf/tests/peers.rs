@@ -157,6 +157,24 @@ impl Drop for Pair {
     }
 }
 
+/// Command lines of the processes whose arguments contain `tag`.
+fn processes_naming(tag: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if e.file_name().to_string_lossy() == me {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(tag) {
+                found.push(cmd);
+            }
+        }
+    }
+    found
+}
+
 fn gone(pid: u32) -> bool {
     !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -250,6 +268,7 @@ fn bird_learns_and_forgets_gobgp_routes_over_ibgp() {
     bird.stop();
     assert!(gone(bpid) && !bird.running());
     gobgp.stop();
+    assert_eq!(processes_naming(&pair.tag()), Vec::<String>::new());
 }
 
 #[test]
@@ -388,5 +407,151 @@ fn bird_learns_100k_prefixes_from_gobgp() {
         routes_sample.contains("via 192.168.95.2 on vb0")
             && routes_sample.contains("BGP.as_path: 65001"),
         "{routes_sample}"
+    );
+}
+
+#[test]
+fn refused_configurations_start_nothing() {
+    let pair = Pair::new("r", 96);
+    let err = Bird::start(
+        &pair.bird_ns,
+        &pair.tag(),
+        "protocol bgp x { local as 1; }\n",
+    )
+    .expect_err("a config BIRD refuses");
+    assert!(err.to_string().contains("bird -p"), "{err}");
+    let err = Gobgp::start(
+        &pair.gobgp_ns,
+        &pair.tag(),
+        "[global.config]\n  as = \"x\"\n",
+        API_PORT,
+    )
+    .expect_err("a config gobgpd refuses");
+    assert!(err.to_string().contains("gobgpd"), "{err}");
+    // A namespace that does not exist: the daemon exits at once.
+    let conf = bird_config(pair.bird_ip, ASN, &[], &[], false, None);
+    let err = Bird::start("pP-no-such-ns", &pair.tag(), &conf).expect_err("no namespace");
+    assert!(err.to_string().contains("exited"), "{err}");
+    assert_eq!(processes_naming(&pair.tag()), Vec::<String>::new());
+    let dir = sluice_perf::lab::state_dir();
+    for f in ["bird.conf", "bird.ctl", "bird.pid", "gobgp.toml"] {
+        assert!(
+            !dir.join(format!("{}-{f}", pair.tag())).exists(),
+            "{f} left"
+        );
+    }
+}
+
+/// BIRD between two GoBGP speakers, both its route-reflector clients: a
+/// route from one reaches the other with its next hop unchanged, and a
+/// withdrawal follows.
+#[test]
+fn bird_reflects_routes_between_its_clients() {
+    let a = Pair::new("a", 97);
+    let b_ns = format!("{}-c", a.tag());
+    struct Ns(String);
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _b_guard = Ns(b_ns.clone());
+    sh(&["ip", "netns", "add", &b_ns]);
+    sh(&[
+        "ip", "link", "add", "vb1", "netns", &a.bird_ns, "type", "veth", "peer", "name", "vc0",
+        "netns", &b_ns,
+    ]);
+    let (bird_ip2, c_ip) = (
+        Ipv4Addr::new(192, 168, 98, 1),
+        Ipv4Addr::new(192, 168, 98, 2),
+    );
+    sh(&[
+        "ip",
+        "-n",
+        &a.bird_ns,
+        "addr",
+        "add",
+        "192.168.98.1/24",
+        "dev",
+        "vb1",
+    ]);
+    sh(&["ip", "-n", &a.bird_ns, "link", "set", "vb1", "up"]);
+    sh(&[
+        "ip",
+        "-n",
+        &b_ns,
+        "addr",
+        "add",
+        "192.168.98.2/24",
+        "dev",
+        "vc0",
+    ]);
+    sh(&["ip", "-n", &b_ns, "link", "set", "vc0", "up"]);
+
+    let client = |name: &str, address| BirdPeer {
+        name: name.into(),
+        address,
+        asn: ASN,
+        passive: false,
+        rr_client: true,
+        graceful_restart: false,
+    };
+    let conf = bird_config(
+        a.bird_ip,
+        ASN,
+        &[client("left", a.gobgp_ip), client("right", c_ip)],
+        &[],
+        false,
+        Some(Ipv4Addr::new(10, 255, 255, 1)),
+    );
+    let neighbor = |address| GobgpNeighbor {
+        address,
+        asn: ASN,
+        passive: true,
+        rr_client: false,
+        graceful_restart: false,
+    };
+    let left = Gobgp::start(
+        &a.gobgp_ns,
+        &format!("{}-l", a.tag()),
+        &gobgp_config(a.gobgp_ip, ASN, 179, &[neighbor(a.bird_ip)]),
+        API_PORT,
+    )
+    .unwrap();
+    let right = Gobgp::start(
+        &b_ns,
+        &format!("{}-r", a.tag()),
+        &gobgp_config(c_ip, ASN, 179, &[neighbor(bird_ip2)]),
+        API_PORT,
+    )
+    .unwrap();
+    let bird = Bird::start(&a.bird_ns, &a.tag(), &conf).unwrap();
+    for p in ["left", "right"] {
+        bird.wait_established(p, Duration::from_secs(20)).unwrap();
+    }
+    let info = bird.birdc("show protocols all right").unwrap();
+    assert!(info.contains("route-reflector"), "{info}");
+
+    left.add_route("10.202.0.0/26", a.gobgp_ip).unwrap();
+    eventually(10, "the reflected route at the other client", || {
+        right.rib().unwrap() == vec![("10.202.0.0/26".to_string(), a.gobgp_ip)]
+    });
+    let json = right
+        .gobgp(&["global", "rib", "-a", "ipv4", "10.202.0.0/26", "-j"])
+        .unwrap();
+    // ORIGINATOR_ID (9) and CLUSTER_LIST (10) added by the reflector.
+    assert!(
+        json.contains("\"type\":9") && json.contains("\"type\":10"),
+        "{json}"
+    );
+    left.del_route("10.202.0.0/26").unwrap();
+    eventually(10, "the withdrawal at the other client", || {
+        right.rib().unwrap().is_empty()
+    });
+    let _ = std::fs::remove_file(
+        sluice_perf::lab::state_dir().join(format!("{}-l-gobgp.log", a.tag())),
+    );
+    let _ = std::fs::remove_file(
+        sluice_perf::lab::state_dir().join(format!("{}-r-gobgp.log", a.tag())),
     );
 }

@@ -58,8 +58,14 @@ fn log_tail(path: &Path, n: usize) -> String {
 
 /// Starts `args` inside `ns` with stdout and stderr to `log`; returns the
 /// PID and start time, having handed the child to [`lab::adopt`].
-fn spawn_in(ns: &str, args: &[&str], log: &Path) -> Result<(u32, Option<u64>)> {
-    let out = std::fs::File::create(log).map_err(|e| other(format!("{}: {e}", log.display())))?;
+fn spawn_in(ns: &str, args: &[&str], log: &Path, append: bool) -> Result<(u32, Option<u64>)> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(log)
+        .map_err(|e| other(format!("{}: {e}", log.display())))?;
     let err = out.try_clone().map_err(other)?;
     let child = Command::new("ip")
         .args(["netns", "exec", ns])
@@ -263,6 +269,7 @@ impl Bird {
                 &pidfile.to_string_lossy(),
             ],
             &log,
+            false,
         )?;
         let mut bird = Bird {
             ns: ns.to_string(),
@@ -625,6 +632,7 @@ pub struct Gobgp {
     ns: String,
     name: String,
     port: u16,
+    config: String,
     conf: PathBuf,
     log: PathBuf,
     pid: u32,
@@ -648,32 +656,44 @@ impl Gobgp {
             return Err(e);
         }
         lab::run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
-        let api = format!("127.0.0.1:{api_port}");
-        let (pid, start) = spawn_in(
-            ns,
-            &[
-                "gobgpd",
-                "-f",
-                &conf_s,
-                "-t",
-                "toml",
-                "--api-hosts",
-                &api,
-                "--pprof-disable",
-                "-p",
-            ],
-            &log,
-        )?;
         let mut g = Gobgp {
             ns: ns.to_string(),
             name: name.to_string(),
             port: api_port,
+            config: config.to_string(),
             conf,
             log,
-            pid,
-            start,
+            pid: 0,
+            start: None,
         };
-        let log_path = g.log.clone();
+        g.launch(false, false)?;
+        Ok(g)
+    }
+
+    /// Starts gobgpd from `self.conf` (`-r`, the restart-state flag in its
+    /// graceful-restart capability, when `restarting`) and waits for its
+    /// API; on failure stops it again.
+    fn launch(&mut self, restarting: bool, append_log: bool) -> Result<()> {
+        let api = format!("127.0.0.1:{}", self.port);
+        let conf_s = self.conf.to_string_lossy().into_owned();
+        let mut args = vec![
+            "gobgpd",
+            "-f",
+            &conf_s,
+            "-t",
+            "toml",
+            "--api-hosts",
+            &api,
+            "--pprof-disable",
+            "-p",
+        ];
+        if restarting {
+            args.push("-r");
+        }
+        let (pid, start) = spawn_in(&self.ns, &args, &self.log, append_log)?;
+        self.pid = pid;
+        self.start = start;
+        let (name, ns, log_path) = (self.name.clone(), self.ns.clone(), self.log.clone());
         let ready = poll(
             Duration::from_secs(10),
             &|| {
@@ -686,23 +706,35 @@ impl Gobgp {
                 if !lab::pid_alive(pid) {
                     return Some(false);
                 }
-                g.gobgp(&["global"]).ok().map(|_| true)
+                self.gobgp(&["global"]).ok().map(|_| true)
             },
         );
         match ready {
-            Ok(true) => Ok(g),
+            Ok(true) => Ok(()),
             Ok(false) => {
-                let tail = log_tail(&g.log, 10);
-                g.stop();
+                let tail = log_tail(&self.log, 10);
+                self.stop();
                 Err(LabError::Other(format!(
                     "gobgpd {name} in {ns} exited:\n{tail}"
                 )))
             }
             Err(e) => {
-                g.stop();
+                self.stop();
                 Err(e)
             }
         }
+    }
+
+    /// Kills gobgpd if it runs (SIGKILL: no NOTIFICATION, as in a crash)
+    /// and starts it again with the same configuration, its log appended
+    /// to; with `restarting`, gobgpd sets the restart-state bit in its
+    /// graceful-restart capability (`gobgpd -r`), as a speaker restarting
+    /// gracefully does (RFC 4724 §3). Its RIB starts empty.
+    pub fn restart(&mut self, restarting: bool) -> Result<()> {
+        self.kill();
+        std::fs::write(&self.conf, &self.config)
+            .map_err(|e| other(format!("{}: {e}", self.conf.display())))?;
+        self.launch(restarting, true)
     }
 
     /// Its PID.

@@ -263,11 +263,35 @@ fn bird_learns_and_forgets_gobgp_routes_over_ibgp() {
     assert!(kept[0].stale, "{kept:?}");
     assert_ne!(bird.protocol_state("gobgp").unwrap(), "Established");
 
+    // GoBGP comes back restarting gracefully (restart-state bit set) with
+    // an empty RIB: once it has sent End-of-RIB, BIRD drops the stale
+    // route and ends the graceful restart.
+    gobgp.restart(true).unwrap();
+    assert!(gobgp.running() && gobgp.pid() != gpid);
+    bird.wait_established("gobgp", Duration::from_secs(20))
+        .expect("BIRD established again");
+    gobgp
+        .wait_established(pair.bird_ip, Duration::from_secs(20))
+        .expect("GoBGP established again");
+    eventually(30, "the stale route flushed after End-of-RIB", || {
+        bird.protocol_route_count("gobgp").unwrap() == 0
+            && !bird.graceful_restart_active("gobgp").unwrap()
+    });
+    gobgp.add_route("10.201.2.0/24", pair.gobgp_ip).unwrap();
+    eventually(10, "a new route after the restart", || {
+        bird.routes()
+            .unwrap()
+            .iter()
+            .any(|r| r.prefix == "10.201.2.0/24" && r.from_proto == "gobgp" && !r.stale)
+    });
+
     // stop() leaves no process.
     let bpid = bird.pid();
     bird.stop();
     assert!(gone(bpid) && !bird.running());
+    let gpid = gobgp.pid();
     gobgp.stop();
+    assert!(gone(gpid) && !gobgp.running());
     assert_eq!(processes_naming(&pair.tag()), Vec::<String>::new());
 }
 

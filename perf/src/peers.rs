@@ -879,6 +879,24 @@ impl Gobgp {
         Ok(v["num_destination"].as_u64().unwrap_or(0) as usize)
     }
 
+    /// Loads `prefixes` into the global RIB through an MRT file
+    /// (`<state_dir>/<name>-feed.mrt`, removed afterwards) as if learned
+    /// from `next_hop` in AS `origin_asn` (AS_PATH `origin_asn`, ORIGIN
+    /// IGP, NEXT_HOP `next_hop`); see [`Gobgp::inject_mrt`]. Returns how
+    /// many prefixes the file held.
+    pub fn load(
+        &self,
+        prefixes: impl Iterator<Item = (Ipv4Addr, u8)>,
+        next_hop: Ipv4Addr,
+        origin_asn: u32,
+    ) -> Result<usize> {
+        let file = lab::state_dir().join(format!("{}-feed.mrt", self.name));
+        let n = crate::mrt::write_table_dump(&file, next_hop, origin_asn, next_hop, prefixes)?;
+        let done = self.inject_mrt(&file);
+        let _ = std::fs::remove_file(&file);
+        done.map(|_| n)
+    }
+
     /// Whether the global RIB holds exactly `prefix` (`10.1.0.0/24`).
     pub fn has_route(&self, prefix: &str) -> Result<bool> {
         let out = self.gobgp(&["global", "rib", "-a", "ipv4", prefix, "-j"])?;

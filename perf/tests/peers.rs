@@ -370,41 +370,27 @@ fn gobgp_loads_an_mrt_table_dump() {
 fn bird_learns_100k_prefixes_from_gobgp() {
     let pair = Pair::new("k", 95);
     let gobgp = pair.gobgp();
-    let dir = tempfile::tempdir().unwrap();
-    let feed = dir.path().join("100k.mrt");
-    mrt::write_table_dump(
-        &feed,
-        pair.gobgp_ip,
-        65001,
-        pair.gobgp_ip,
-        mrt::prefixes(100_000, Ipv4Addr::new(10, 128, 0, 0), 26).unwrap(),
-    )
-    .unwrap();
     let t = Instant::now();
-    let added = gobgp.inject_mrt(&feed).unwrap();
+    let n = gobgp
+        .load(
+            mrt::prefixes(100_000, Ipv4Addr::new(10, 128, 0, 0), 26).unwrap(),
+            pair.gobgp_ip,
+            65001,
+        )
+        .unwrap();
+    assert_eq!(n, 100_000);
     assert_eq!(gobgp.rib_count().unwrap(), 100_000);
     let injected = t.elapsed();
 
+    println!(
+        "100,000 /26 loaded into GoBGP in {:.3} s",
+        injected.as_secs_f64()
+    );
+
     // BIRD connects to a GoBGP that already holds the table: from BIRD's
-    // start to all 100,000 in its table (initial transfer), then in the
-    // namespace's kernel table.
-    let t = Instant::now();
-    let bird = pair.bird(&[], true);
-    bird.wait_established("gobgp", Duration::from_secs(30))
-        .expect("BIRD established");
-    let established = t.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while bird.protocol_route_count("gobgp").unwrap() < 100_000 {
-        assert!(
-            Instant::now() < deadline,
-            "BIRD has {} of 100,000",
-            bird.protocol_route_count("gobgp").unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let learned = t.elapsed();
-    assert_eq!(bird.route_count().unwrap(), 100_000);
-    let deadline = Instant::now() + Duration::from_secs(300);
+    // start to all 100,000 in its table (the initial transfer), first
+    // without a kernel protocol, then exporting to the namespace's kernel
+    // table (what Calico's BIRD does), until the kernel has them all too.
     let count_kernel = || {
         let out = Command::new("ip")
             .args(["-n", &pair.bird_ns, "-4", "route", "show", "proto", "bird"])
@@ -412,26 +398,55 @@ fn bird_learns_100k_prefixes_from_gobgp() {
             .unwrap();
         out.stdout.iter().filter(|b| **b == b'\n').count()
     };
-    while count_kernel() < 100_000 {
-        assert!(Instant::now() < deadline, "kernel has {}", count_kernel());
-        std::thread::sleep(Duration::from_millis(250));
+    for kernel_export in [false, true] {
+        let t = Instant::now();
+        let mut bird = pair.bird(&[], kernel_export);
+        bird.wait_established("gobgp", Duration::from_secs(30))
+            .expect("BIRD established");
+        let established = t.elapsed();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while bird.protocol_route_count("gobgp").unwrap() < 100_000 {
+            assert!(
+                Instant::now() < deadline,
+                "BIRD has {} of 100,000",
+                bird.protocol_route_count("gobgp").unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let learned = t.elapsed();
+        assert_eq!(bird.route_count().unwrap(), 100_000);
+        let mut in_kernel = String::new();
+        if kernel_export {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while count_kernel() < 100_000 {
+                assert!(Instant::now() < deadline, "kernel has {}", count_kernel());
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            in_kernel = format!(", in the kernel after {:.3} s", t.elapsed().as_secs_f64());
+        } else {
+            assert_eq!(count_kernel(), 0);
+        }
+        println!(
+            "BIRD (kernel export {kernel_export}): established after {:.3} s, all 100,000 after \
+             {:.3} s ({:.3} s after established){in_kernel}",
+            established.as_secs_f64(),
+            learned.as_secs_f64(),
+            (learned - established).as_secs_f64(),
+        );
+        let sample = bird.birdc("show route 10.128.0.64/26 all").unwrap();
+        assert!(
+            sample.contains("via 192.168.95.2 on vb0") && sample.contains("BGP.as_path: 65001"),
+            "{sample}"
+        );
+        bird.stop();
+        if kernel_export {
+            // BIRD takes its routes out of the kernel when it stops.
+            assert_eq!(count_kernel(), 0);
+        }
+        gobgp
+            .wait_established(pair.bird_ip, Duration::from_secs(1))
+            .expect_err("the session is gone with BIRD");
     }
-    let kernel = t.elapsed();
-    println!(
-        "100,000 /26 from GoBGP (injected in {:.3} s, {added} one by one): BIRD established after {:.3} s, \
-         all 100,000 in BIRD after {:.3} s ({:.3} s after established), in the kernel after {:.3} s",
-        injected.as_secs_f64(),
-        established.as_secs_f64(),
-        learned.as_secs_f64(),
-        (learned - established).as_secs_f64(),
-        kernel.as_secs_f64()
-    );
-    let routes_sample = bird.birdc("show route 10.128.0.64/26 all").unwrap();
-    assert!(
-        routes_sample.contains("via 192.168.95.2 on vb0")
-            && routes_sample.contains("BGP.as_path: 65001"),
-        "{routes_sample}"
-    );
 }
 
 #[test]

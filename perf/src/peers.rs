@@ -17,8 +17,12 @@
 //!   two namespaces may use the same port; [`Gobgp::start`] brings the
 //!   namespace's `lo` up for it. `birdc` reaches BIRD over its control
 //!   socket, a file, so it runs outside the namespace.
-//! - Sessions rendered here are single-hop (`direct` in BIRD): peers share
+//! - Sessions rendered here are single-hop (`direct` in BIRD, whose iBGP
+//!   sessions are otherwise multihop with `gateway recursive`): peers share
 //!   a link, and BIRD resolves learned next hops with `gateway direct`.
+//! - GoBGP 3.10's `gobgp mrt inject` loses the end of what it streams;
+//!   [`Gobgp::inject_mrt`] finds and adds what was lost, so it returns with
+//!   the whole file in the RIB.
 //!
 //! **Stale routes in BIRD 2.0.12** (read in CZ-NIC/bird v2.0.12,
 //! `nest/rt-show.c`, `proto/bgp/bgp.c`, `proto/bgp/attrs.c`): when a
@@ -34,7 +38,11 @@
 //! LLGR_STALE community. [`Bird::routes`] therefore reports a route as stale
 //! when its protocol has a graceful restart active or when it carries that
 //! `s`; the two are read by two `birdc` calls, so a route that changes
-//! between them may be misreported once.
+//! between them may be misreported once. The privileged tests
+//! (`perf/tests/peers.rs`) see exactly this with a killed GoBGP: the route
+//! kept, printed as before, the protocol out of `Established` with
+//! `Neighbor graceful restart active`, until GoBGP's End-of-RIB after it
+//! comes back.
 
 use crate::lab::{self, LabError};
 use std::fmt::Write as _;

@@ -17,8 +17,12 @@
 //!   two namespaces may use the same port; [`Gobgp::start`] brings the
 //!   namespace's `lo` up for it. `birdc` reaches BIRD over its control
 //!   socket, a file, so it runs outside the namespace.
-//! - Sessions rendered here are single-hop (`direct` in BIRD): peers share
+//! - Sessions rendered here are single-hop (`direct` in BIRD, whose iBGP
+//!   sessions are otherwise multihop with `gateway recursive`): peers share
 //!   a link, and BIRD resolves learned next hops with `gateway direct`.
+//! - GoBGP 3.10's `gobgp mrt inject` loses the end of what it streams;
+//!   [`Gobgp::inject_mrt`] finds and adds what was lost, so it returns with
+//!   the whole file in the RIB.
 //!
 //! **Stale routes in BIRD 2.0.12** (read in CZ-NIC/bird v2.0.12,
 //! `nest/rt-show.c`, `proto/bgp/bgp.c`, `proto/bgp/attrs.c`): when a
@@ -34,7 +38,11 @@
 //! LLGR_STALE community. [`Bird::routes`] therefore reports a route as stale
 //! when its protocol has a graceful restart active or when it carries that
 //! `s`; the two are read by two `birdc` calls, so a route that changes
-//! between them may be misreported once.
+//! between them may be misreported once. The privileged tests
+//! (`perf/tests/peers.rs`) see exactly this with a killed GoBGP: the route
+//! kept, printed as before, the protocol out of `Established` with
+//! `Neighbor graceful restart active`, until GoBGP's End-of-RIB after it
+//! comes back.
 
 use crate::lab::{self, LabError};
 use std::fmt::Write as _;
@@ -58,8 +66,14 @@ fn log_tail(path: &Path, n: usize) -> String {
 
 /// Starts `args` inside `ns` with stdout and stderr to `log`; returns the
 /// PID and start time, having handed the child to [`lab::adopt`].
-fn spawn_in(ns: &str, args: &[&str], log: &Path) -> Result<(u32, Option<u64>)> {
-    let out = std::fs::File::create(log).map_err(|e| other(format!("{}: {e}", log.display())))?;
+fn spawn_in(ns: &str, args: &[&str], log: &Path, append: bool) -> Result<(u32, Option<u64>)> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(log)
+        .map_err(|e| other(format!("{}: {e}", log.display())))?;
     let err = out.try_clone().map_err(other)?;
     let child = Command::new("ip")
         .args(["netns", "exec", ns])
@@ -245,7 +259,10 @@ impl Bird {
         let (conf, socket, pidfile, log) = (file("conf"), file("ctl"), file("pid"), file("log"));
         std::fs::write(&conf, config).map_err(|e| other(format!("{}: {e}", conf.display())))?;
         let conf_s = conf.to_string_lossy().into_owned();
-        lab::run(&["bird", "-p", "-c", &conf_s])?;
+        if let Err(e) = lab::run(&["bird", "-p", "-c", &conf_s]) {
+            let _ = std::fs::remove_file(&conf);
+            return Err(e);
+        }
         let _ = std::fs::remove_file(&socket);
         let (pid, start) = spawn_in(
             ns,
@@ -260,6 +277,7 @@ impl Bird {
                 &pidfile.to_string_lossy(),
             ],
             &log,
+            false,
         )?;
         let mut bird = Bird {
             ns: ns.to_string(),
@@ -475,15 +493,16 @@ fn parse_count(out: &str) -> Result<usize> {
 /// ```text
 /// Table master4:
 /// 10.201.0.0/24        unicast [gobgp 01:42:16.248] * (100) [?]
-/// 	via 192.168.91.2 on pXb0
-/// 	Type: BGP univ
-/// 	BGP.origin: Incomplete
+///     via 192.168.91.2 on pXb0
+///     Type: BGP univ
+///     BGP.origin: Incomplete
 ///                      unicast [other 01:42:17.000] (100s) [AS65001i]
 /// 10.200.0.0/24        blackhole [static1 01:42:07.786] * (200)
 /// ```
 ///
 /// A route line starts with the prefix, or with blanks for a further route
-/// of the same prefix; `via` lines give the gateway; attribute lines are
+/// of the same prefix; the lines under it start with a tab (shown as four
+/// blanks above): `via` lines give the gateway, attribute lines are
 /// skipped.
 fn parse_routes(out: &str) -> Vec<BirdRoute> {
     let mut routes: Vec<BirdRoute> = Vec::new();
@@ -621,6 +640,7 @@ pub struct Gobgp {
     ns: String,
     name: String,
     port: u16,
+    config: String,
     conf: PathBuf,
     log: PathBuf,
     pid: u32,
@@ -639,34 +659,49 @@ impl Gobgp {
         let log = dir.join(format!("{name}-gobgp.log"));
         std::fs::write(&conf, config).map_err(|e| other(format!("{}: {e}", conf.display())))?;
         let conf_s = conf.to_string_lossy().into_owned();
-        lab::run(&["gobgpd", "-f", &conf_s, "-t", "toml", "-d"])?;
+        if let Err(e) = lab::run(&["gobgpd", "-f", &conf_s, "-t", "toml", "-d"]) {
+            let _ = std::fs::remove_file(&conf);
+            return Err(e);
+        }
         lab::run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
-        let api = format!("127.0.0.1:{api_port}");
-        let (pid, start) = spawn_in(
-            ns,
-            &[
-                "gobgpd",
-                "-f",
-                &conf_s,
-                "-t",
-                "toml",
-                "--api-hosts",
-                &api,
-                "--pprof-disable",
-                "-p",
-            ],
-            &log,
-        )?;
         let mut g = Gobgp {
             ns: ns.to_string(),
             name: name.to_string(),
             port: api_port,
+            config: config.to_string(),
             conf,
             log,
-            pid,
-            start,
+            pid: 0,
+            start: None,
         };
-        let log_path = g.log.clone();
+        g.launch(false, false)?;
+        Ok(g)
+    }
+
+    /// Starts gobgpd from `self.conf` (`-r`, the restart-state flag in its
+    /// graceful-restart capability, when `restarting`) and waits for its
+    /// API; on failure stops it again.
+    fn launch(&mut self, restarting: bool, append_log: bool) -> Result<()> {
+        let api = format!("127.0.0.1:{}", self.port);
+        let conf_s = self.conf.to_string_lossy().into_owned();
+        let mut args = vec![
+            "gobgpd",
+            "-f",
+            &conf_s,
+            "-t",
+            "toml",
+            "--api-hosts",
+            &api,
+            "--pprof-disable",
+            "-p",
+        ];
+        if restarting {
+            args.push("-r");
+        }
+        let (pid, start) = spawn_in(&self.ns, &args, &self.log, append_log)?;
+        self.pid = pid;
+        self.start = start;
+        let (name, ns, log_path) = (self.name.clone(), self.ns.clone(), self.log.clone());
         let ready = poll(
             Duration::from_secs(10),
             &|| {
@@ -679,23 +714,35 @@ impl Gobgp {
                 if !lab::pid_alive(pid) {
                     return Some(false);
                 }
-                g.gobgp(&["global"]).ok().map(|_| true)
+                self.gobgp(&["global"]).ok().map(|_| true)
             },
         );
         match ready {
-            Ok(true) => Ok(g),
+            Ok(true) => Ok(()),
             Ok(false) => {
-                let tail = log_tail(&g.log, 10);
-                g.stop();
+                let tail = log_tail(&self.log, 10);
+                self.stop();
                 Err(LabError::Other(format!(
                     "gobgpd {name} in {ns} exited:\n{tail}"
                 )))
             }
             Err(e) => {
-                g.stop();
+                self.stop();
                 Err(e)
             }
         }
+    }
+
+    /// Kills gobgpd if it runs (SIGKILL: no NOTIFICATION, as in a crash)
+    /// and starts it again with the same configuration, its log appended
+    /// to; with `restarting`, gobgpd sets the restart-state bit in its
+    /// graceful-restart capability (`gobgpd -r`), as a speaker restarting
+    /// gracefully does (RFC 4724 §3). Its RIB starts empty.
+    pub fn restart(&mut self, restarting: bool) -> Result<()> {
+        self.kill();
+        std::fs::write(&self.conf, &self.config)
+            .map_err(|e| other(format!("{}: {e}", self.conf.display())))?;
+        self.launch(restarting, true)
     }
 
     /// Its PID.
@@ -838,6 +885,24 @@ impl Gobgp {
         let v: serde_json::Value = serde_json::from_str(&out)
             .map_err(|e| other(format!("gobgp rib summary -j: {e}: {out}")))?;
         Ok(v["num_destination"].as_u64().unwrap_or(0) as usize)
+    }
+
+    /// Loads `prefixes` into the global RIB through an MRT file
+    /// (`<state_dir>/<name>-feed.mrt`, removed afterwards) as if learned
+    /// from `next_hop` in AS `origin_asn` (AS_PATH `origin_asn`, ORIGIN
+    /// IGP, NEXT_HOP `next_hop`); see [`Gobgp::inject_mrt`]. Returns how
+    /// many prefixes the file held.
+    pub fn load(
+        &self,
+        prefixes: impl Iterator<Item = (Ipv4Addr, u8)>,
+        next_hop: Ipv4Addr,
+        origin_asn: u32,
+    ) -> Result<usize> {
+        let file = lab::state_dir().join(format!("{}-feed.mrt", self.name));
+        let n = crate::mrt::write_table_dump(&file, next_hop, origin_asn, next_hop, prefixes)?;
+        let done = self.inject_mrt(&file);
+        let _ = std::fs::remove_file(&file);
+        done.map(|_| n)
     }
 
     /// Whether the global RIB holds exactly `prefix` (`10.1.0.0/24`).

@@ -147,7 +147,32 @@ impl Drop for Pair {
         for ns in [&self.bird_ns, &self.gobgp_ns] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
+        // The daemons' logs stay only when the test failed.
+        if !std::thread::panicking() {
+            let dir = sluice_perf::lab::state_dir();
+            for d in ["bird", "gobgp"] {
+                let _ = std::fs::remove_file(dir.join(format!("{}-{d}.log", self.tag())));
+            }
+        }
     }
+}
+
+/// Command lines of the processes whose arguments contain `tag`.
+fn processes_naming(tag: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if e.file_name().to_string_lossy() == me {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(tag) {
+                found.push(cmd);
+            }
+        }
+    }
+    found
 }
 
 fn gone(pid: u32) -> bool {
@@ -238,11 +263,36 @@ fn bird_learns_and_forgets_gobgp_routes_over_ibgp() {
     assert!(kept[0].stale, "{kept:?}");
     assert_ne!(bird.protocol_state("gobgp").unwrap(), "Established");
 
+    // GoBGP comes back restarting gracefully (restart-state bit set) with
+    // an empty RIB: once it has sent End-of-RIB, BIRD drops the stale
+    // route and ends the graceful restart.
+    gobgp.restart(true).unwrap();
+    assert!(gobgp.running() && gobgp.pid() != gpid);
+    bird.wait_established("gobgp", Duration::from_secs(20))
+        .expect("BIRD established again");
+    gobgp
+        .wait_established(pair.bird_ip, Duration::from_secs(20))
+        .expect("GoBGP established again");
+    eventually(30, "the stale route flushed after End-of-RIB", || {
+        bird.protocol_route_count("gobgp").unwrap() == 0
+            && !bird.graceful_restart_active("gobgp").unwrap()
+    });
+    gobgp.add_route("10.201.2.0/24", pair.gobgp_ip).unwrap();
+    eventually(10, "a new route after the restart", || {
+        bird.routes()
+            .unwrap()
+            .iter()
+            .any(|r| r.prefix == "10.201.2.0/24" && r.from_proto == "gobgp" && !r.stale)
+    });
+
     // stop() leaves no process.
     let bpid = bird.pid();
     bird.stop();
     assert!(gone(bpid) && !bird.running());
+    let gpid = gobgp.pid();
     gobgp.stop();
+    assert!(gone(gpid) && !gobgp.running());
+    assert_eq!(processes_naming(&pair.tag()), Vec::<String>::new());
 }
 
 #[test]
@@ -320,41 +370,27 @@ fn gobgp_loads_an_mrt_table_dump() {
 fn bird_learns_100k_prefixes_from_gobgp() {
     let pair = Pair::new("k", 95);
     let gobgp = pair.gobgp();
-    let dir = tempfile::tempdir().unwrap();
-    let feed = dir.path().join("100k.mrt");
-    mrt::write_table_dump(
-        &feed,
-        pair.gobgp_ip,
-        65001,
-        pair.gobgp_ip,
-        mrt::prefixes(100_000, Ipv4Addr::new(10, 128, 0, 0), 26).unwrap(),
-    )
-    .unwrap();
     let t = Instant::now();
-    let added = gobgp.inject_mrt(&feed).unwrap();
+    let n = gobgp
+        .load(
+            mrt::prefixes(100_000, Ipv4Addr::new(10, 128, 0, 0), 26).unwrap(),
+            pair.gobgp_ip,
+            65001,
+        )
+        .unwrap();
+    assert_eq!(n, 100_000);
     assert_eq!(gobgp.rib_count().unwrap(), 100_000);
     let injected = t.elapsed();
 
+    println!(
+        "100,000 /26 loaded into GoBGP in {:.3} s",
+        injected.as_secs_f64()
+    );
+
     // BIRD connects to a GoBGP that already holds the table: from BIRD's
-    // start to all 100,000 in its table (initial transfer), then in the
-    // namespace's kernel table.
-    let t = Instant::now();
-    let bird = pair.bird(&[], true);
-    bird.wait_established("gobgp", Duration::from_secs(30))
-        .expect("BIRD established");
-    let established = t.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while bird.protocol_route_count("gobgp").unwrap() < 100_000 {
-        assert!(
-            Instant::now() < deadline,
-            "BIRD has {} of 100,000",
-            bird.protocol_route_count("gobgp").unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let learned = t.elapsed();
-    assert_eq!(bird.route_count().unwrap(), 100_000);
-    let deadline = Instant::now() + Duration::from_secs(300);
+    // start to all 100,000 in its table (the initial transfer), first
+    // without a kernel protocol, then exporting to the namespace's kernel
+    // table (what Calico's BIRD does), until the kernel has them all too.
     let count_kernel = || {
         let out = Command::new("ip")
             .args(["-n", &pair.bird_ns, "-4", "route", "show", "proto", "bird"])
@@ -362,24 +398,199 @@ fn bird_learns_100k_prefixes_from_gobgp() {
             .unwrap();
         out.stdout.iter().filter(|b| **b == b'\n').count()
     };
-    while count_kernel() < 100_000 {
-        assert!(Instant::now() < deadline, "kernel has {}", count_kernel());
-        std::thread::sleep(Duration::from_millis(250));
+    for kernel_export in [false, true] {
+        let t = Instant::now();
+        let mut bird = pair.bird(&[], kernel_export);
+        bird.wait_established("gobgp", Duration::from_secs(30))
+            .expect("BIRD established");
+        let established = t.elapsed();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while bird.protocol_route_count("gobgp").unwrap() < 100_000 {
+            assert!(
+                Instant::now() < deadline,
+                "BIRD has {} of 100,000",
+                bird.protocol_route_count("gobgp").unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let learned = t.elapsed();
+        assert_eq!(bird.route_count().unwrap(), 100_000);
+        let mut in_kernel = String::new();
+        if kernel_export {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while count_kernel() < 100_000 {
+                assert!(Instant::now() < deadline, "kernel has {}", count_kernel());
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            in_kernel = format!(", in the kernel after {:.3} s", t.elapsed().as_secs_f64());
+        } else {
+            assert_eq!(count_kernel(), 0);
+        }
+        println!(
+            "BIRD (kernel export {kernel_export}): established after {:.3} s, all 100,000 after \
+             {:.3} s ({:.3} s after established){in_kernel}",
+            established.as_secs_f64(),
+            learned.as_secs_f64(),
+            (learned - established).as_secs_f64(),
+        );
+        let sample = bird.birdc("show route 10.128.0.64/26 all").unwrap();
+        assert!(
+            sample.contains("via 192.168.95.2 on vb0") && sample.contains("BGP.as_path: 65001"),
+            "{sample}"
+        );
+        bird.stop();
+        if kernel_export {
+            // BIRD takes its routes out of the kernel when it stops.
+            assert_eq!(count_kernel(), 0);
+        }
+        gobgp
+            .wait_established(pair.bird_ip, Duration::from_secs(1))
+            .expect_err("the session is gone with BIRD");
     }
-    let kernel = t.elapsed();
-    println!(
-        "100,000 /26 from GoBGP (injected in {:.3} s, {added} one by one): BIRD established after {:.3} s, \
-         all 100,000 in BIRD after {:.3} s ({:.3} s after established), in the kernel after {:.3} s",
-        injected.as_secs_f64(),
-        established.as_secs_f64(),
-        learned.as_secs_f64(),
-        (learned - established).as_secs_f64(),
-        kernel.as_secs_f64()
+}
+
+#[test]
+fn refused_configurations_start_nothing() {
+    let pair = Pair::new("r", 96);
+    let err = Bird::start(
+        &pair.bird_ns,
+        &pair.tag(),
+        "protocol bgp x { local as 1; }\n",
+    )
+    .expect_err("a config BIRD refuses");
+    assert!(err.to_string().contains("bird -p"), "{err}");
+    let err = Gobgp::start(
+        &pair.gobgp_ns,
+        &pair.tag(),
+        "[global.config]\n  as = \"x\"\n",
+        API_PORT,
+    )
+    .expect_err("a config gobgpd refuses");
+    assert!(err.to_string().contains("gobgpd"), "{err}");
+    // A namespace that does not exist: the daemon exits at once.
+    let conf = bird_config(pair.bird_ip, ASN, &[], &[], false, None);
+    let err = Bird::start("pP-no-such-ns", &pair.tag(), &conf).expect_err("no namespace");
+    assert!(err.to_string().contains("exited"), "{err}");
+    assert_eq!(processes_naming(&pair.tag()), Vec::<String>::new());
+    let dir = sluice_perf::lab::state_dir();
+    for f in ["bird.conf", "bird.ctl", "bird.pid", "gobgp.toml"] {
+        assert!(
+            !dir.join(format!("{}-{f}", pair.tag())).exists(),
+            "{f} left"
+        );
+    }
+}
+
+/// BIRD between two GoBGP speakers, both its route-reflector clients: a
+/// route from one reaches the other with its next hop unchanged, and a
+/// withdrawal follows.
+#[test]
+fn bird_reflects_routes_between_its_clients() {
+    let a = Pair::new("a", 97);
+    let b_ns = format!("{}-c", a.tag());
+    struct Ns(String);
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _b_guard = Ns(b_ns.clone());
+    sh(&["ip", "netns", "add", &b_ns]);
+    sh(&[
+        "ip", "link", "add", "vb1", "netns", &a.bird_ns, "type", "veth", "peer", "name", "vc0",
+        "netns", &b_ns,
+    ]);
+    let (bird_ip2, c_ip) = (
+        Ipv4Addr::new(192, 168, 98, 1),
+        Ipv4Addr::new(192, 168, 98, 2),
     );
-    let routes_sample = bird.birdc("show route 10.128.0.64/26 all").unwrap();
+    sh(&[
+        "ip",
+        "-n",
+        &a.bird_ns,
+        "addr",
+        "add",
+        "192.168.98.1/24",
+        "dev",
+        "vb1",
+    ]);
+    sh(&["ip", "-n", &a.bird_ns, "link", "set", "vb1", "up"]);
+    sh(&[
+        "ip",
+        "-n",
+        &b_ns,
+        "addr",
+        "add",
+        "192.168.98.2/24",
+        "dev",
+        "vc0",
+    ]);
+    sh(&["ip", "-n", &b_ns, "link", "set", "vc0", "up"]);
+
+    let client = |name: &str, address| BirdPeer {
+        name: name.into(),
+        address,
+        asn: ASN,
+        passive: false,
+        rr_client: true,
+        graceful_restart: false,
+    };
+    let conf = bird_config(
+        a.bird_ip,
+        ASN,
+        &[client("left", a.gobgp_ip), client("right", c_ip)],
+        &[],
+        false,
+        Some(Ipv4Addr::new(10, 255, 255, 1)),
+    );
+    let neighbor = |address| GobgpNeighbor {
+        address,
+        asn: ASN,
+        passive: true,
+        rr_client: false,
+        graceful_restart: false,
+    };
+    let left = Gobgp::start(
+        &a.gobgp_ns,
+        &format!("{}-l", a.tag()),
+        &gobgp_config(a.gobgp_ip, ASN, 179, &[neighbor(a.bird_ip)]),
+        API_PORT,
+    )
+    .unwrap();
+    let right = Gobgp::start(
+        &b_ns,
+        &format!("{}-r", a.tag()),
+        &gobgp_config(c_ip, ASN, 179, &[neighbor(bird_ip2)]),
+        API_PORT,
+    )
+    .unwrap();
+    let bird = Bird::start(&a.bird_ns, &a.tag(), &conf).unwrap();
+    for p in ["left", "right"] {
+        bird.wait_established(p, Duration::from_secs(20)).unwrap();
+    }
+    let info = bird.birdc("show protocols all right").unwrap();
+    assert!(info.contains("route-reflector"), "{info}");
+
+    left.add_route("10.202.0.0/26", a.gobgp_ip).unwrap();
+    eventually(10, "the reflected route at the other client", || {
+        right.rib().unwrap() == vec![("10.202.0.0/26".to_string(), a.gobgp_ip)]
+    });
+    let json = right
+        .gobgp(&["global", "rib", "-a", "ipv4", "10.202.0.0/26", "-j"])
+        .unwrap();
+    // ORIGINATOR_ID (9) and CLUSTER_LIST (10) added by the reflector.
     assert!(
-        routes_sample.contains("via 192.168.95.2 on vb0")
-            && routes_sample.contains("BGP.as_path: 65001"),
-        "{routes_sample}"
+        json.contains("\"type\":9") && json.contains("\"type\":10"),
+        "{json}"
+    );
+    left.del_route("10.202.0.0/26").unwrap();
+    eventually(10, "the withdrawal at the other client", || {
+        right.rib().unwrap().is_empty()
+    });
+    let _ = std::fs::remove_file(
+        sluice_perf::lab::state_dir().join(format!("{}-l-gobgp.log", a.tag())),
+    );
+    let _ = std::fs::remove_file(
+        sluice_perf::lab::state_dir().join(format!("{}-r-gobgp.log", a.tag())),
     );
 }

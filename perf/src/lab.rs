@@ -742,6 +742,30 @@ fn kernel_node_local(state: &mut LabState, i: usize) -> Result<()> {
     Ok(())
 }
 
+/// A namespace `ns` on the lab's underlay bridge (port `port` there), with
+/// `addr`/24 on its `eth0`: a host beside the nodes (a BGP peer, a route
+/// reflector). Recorded in the lab, so `down` removes it.
+pub fn add_underlay_host(state: &mut LabState, ns: &str, port: &str, addr: &str) -> Result<()> {
+    let ul = format!("{}-ul", state.name);
+    add_ns(state, ns)?;
+    run(&[
+        "ip", "-n", &ul, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns,
+    ])?;
+    run(&["ip", "-n", &ul, "link", "set", port, "master", "br0", "up"])?;
+    run(&[
+        "ip",
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("{addr}/24"),
+        "dev",
+        "eth0",
+    ])?;
+    run(&["ip", "-n", ns, "link", "set", "eth0", "up"])?;
+    Ok(())
+}
+
 /// Steers `dev`'s receive processing in `ns` to `core` with RPS (every RX
 /// queue), as an operator confines a kernel node's forwarding to a core;
 /// `None` turns RPS off again (the kernel's default).

@@ -14,6 +14,7 @@
 
 pub mod agent_bench;
 pub mod bench;
+pub mod bgp_bench;
 pub mod capacity;
 pub mod cluster;
 pub mod cni_bench;

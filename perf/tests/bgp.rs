@@ -361,45 +361,12 @@ fn sluice_nodes_as_clients_of_a_bird_route_reflector_over_ipip() {
     bird.stop();
 }
 
-/// A namespace on the lab's underlay bridge with `addr`/24 on its `eth0`.
-fn underlay_host(st: &LabState, ns: &str, port: &str, addr: &str) -> NsGuard {
-    let ul = format!("{}-ul", st.name);
-    lab::run(&["ip", "netns", "add", ns]).unwrap();
-    let g = NsGuard(ns.to_string());
-    lab::run(&[
-        "ip", "-n", &ul, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns,
-    ])
-    .unwrap();
-    lab::run(&["ip", "-n", &ul, "link", "set", port, "master", "br0", "up"]).unwrap();
-    lab::run(&[
-        "ip",
-        "-n",
-        ns,
-        "addr",
-        "add",
-        &format!("{addr}/24"),
-        "dev",
-        "eth0",
-    ])
-    .unwrap();
-    lab::run(&["ip", "-n", ns, "link", "set", "eth0", "up"]).unwrap();
-    lab::run(&["ip", "-n", ns, "link", "set", "lo", "up"]).unwrap();
-    g
-}
-
-struct NsGuard(String);
-impl Drop for NsGuard {
-    fn drop(&mut self) {
-        let _ = lab::run(&["ip", "netns", "del", &self.0]);
-    }
-}
-
 #[test]
 fn bird_and_gobgp_peers_exchange_routes_with_a_sluice_node_both_ways() {
     require_root();
     let name = "bgpx";
     let _guard = Guard(name.to_string());
-    let st = lab::up(
+    let mut st = lab::up(
         &LabSpec {
             bgp: Some(BgpLab {
                 extra_peers: vec!["192.168.77.201".into(), "192.168.77.202".into()],
@@ -410,8 +377,8 @@ fn bird_and_gobgp_peers_exchange_routes_with_a_sluice_node_both_ways() {
         &mut |_| {},
     )
     .expect("lab up");
-    let _b = underlay_host(&st, "bgpx-bird", "bird0", "192.168.77.201");
-    let _g = underlay_host(&st, "bgpx-gobgp", "gobgp0", "192.168.77.202");
+    lab::add_underlay_host(&mut st, "bgpx-bird", "bird0", "192.168.77.201").unwrap();
+    lab::add_underlay_host(&mut st, "bgpx-gobgp", "gobgp0", "192.168.77.202").unwrap();
     let peers = |passive| -> Vec<BirdPeer> {
         (0..2)
             .map(|i| BirdPeer {

@@ -82,6 +82,19 @@ enum Cmd {
         #[arg(long, default_value = "sluice-lab-report")]
         out: std::path::PathBuf,
     },
+    /// How fast a node's agent learns a large BGP feed from GoBGP and
+    /// programs it into sluiced, against BIRD learning the same feed.
+    BgpBench {
+        /// Lab name.
+        #[arg(long, default_value = "bgpb")]
+        name: String,
+        /// Prefixes in the feed.
+        #[arg(long, default_value_t = 100_000)]
+        prefixes: usize,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// How fast a node's agent programs sluiced: N leases from agent start,
     /// and single lease changes, in a two-node lab.
     AgentBench {
@@ -374,6 +387,23 @@ fn main() -> ExitCode {
             sluice_perf::cni_bench::measure(&prefix, pods, wave, plugin_dir, cache_dir, &chains)
                 .map(|r| print!("{}", serde_json::to_string(&r).unwrap_or_default()))
         }
+        Cmd::BgpBench {
+            name,
+            prefixes,
+            json,
+        } => sluice_perf::bgp_bench::run(&name, prefixes, &mut |s| eprintln!("sluice-lab: {s}"))
+            .and_then(|r| {
+                print!("{}", sluice_perf::bgp_bench::table(&r));
+                match json {
+                    Some(p) => {
+                        std::fs::write(&p, serde_json::to_string_pretty(&r).unwrap_or_default())
+                            .map_err(|e| {
+                                sluice_perf::lab::LabError::Other(format!("{}: {e}", p.display()))
+                            })
+                    }
+                    None => Ok(()),
+                }
+            }),
         Cmd::AgentBench {
             name,
             leases,

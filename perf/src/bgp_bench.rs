@@ -7,7 +7,9 @@
 //!    graceful restart, its learned routes exported to its kernel).
 //! 2. GoBGP is loaded with `prefixes` /26 prefixes in `10.128.0.0/9`
 //!    (Calico's block size; an MRT file through `gobgp mrt inject`), next
-//!    hop itself, before it has any neighbour.
+//!    hop itself, AS_PATH 65001 (a path from outside: one holding the
+//!    cluster's own AS would be a loop, ignored by BIRD and sluice alike),
+//!    before it has any neighbour.
 //! 3. Then node 1 and BIRD are added as GoBGP's neighbours at once (t0);
 //!    both connect within their retry time. Polled every 50 ms:
 //!    - sluice: the session Established (`/bgp`), every prefix in the
@@ -68,6 +70,10 @@ pub struct BgpBench {
     pub bird: Side,
     /// Routes sluiced listed at the end inside the feed's range.
     pub sluiced_routes: usize,
+    /// Routes in BIRD's table at the end.
+    pub bird_routes: usize,
+    /// Routes BIRD put in its kernel table, at the end.
+    pub bird_kernel_routes: usize,
     /// The agent's CPU time over the run, seconds.
     pub agent_cpu_s: f64,
     /// BIRD's CPU time over the run, seconds.
@@ -124,7 +130,7 @@ pub fn run(name: &str, prefixes: usize, progress: &mut dyn FnMut(&str)) -> Resul
         progress,
     )?;
     let r = measure(&mut st, prefixes, progress);
-    if r.is_ok() || std::env::var_os("SLUICE_LAB_KEEP").is_none() {
+    if std::env::var_os("SLUICE_LAB_KEEP").is_none() {
         let _ = lab::down(name);
     }
     r
@@ -147,7 +153,8 @@ fn measure(st: &mut LabState, prefixes: usize, progress: &mut dyn FnMut(&str)) -
     progress(&format!("loading {prefixes} /26 prefixes into GoBGP"));
     let t = Instant::now();
     let feed = crate::mrt::prefixes(prefixes, Ipv4Addr::new(10, 128, 0, 0), 26)?;
-    gobgp.load(feed, gobgp_ip, 64512)?;
+    // Paths from an upstream AS, as a feed from outside the cluster.
+    gobgp.load(feed, gobgp_ip, 65001)?;
     let gobgp_load_s = secs(t);
     let mut bird = Bird::start(
         &bns,
@@ -228,6 +235,13 @@ fn measure(st: &mut LabState, prefixes: usize, progress: &mut dyn FnMut(&str)) -
         .iter()
         .filter(|r| feed.covers(&r.prefix))
         .count();
+    if std::env::var_os("SLUICE_BGPB_DEBUG").is_some() {
+        eprintln!("{:?}", bird.birdc("show protocols all gobgp"));
+        eprintln!("{:?}", bird.birdc("show route count"));
+        eprintln!("{:?}", bird.route_count());
+    }
+    let bird_routes = bird.route_count().unwrap_or(0);
+    let bird_kernel_routes = kernel_routes(&bns);
     bird.stop();
     drop(gobgp);
     Ok(BgpBench {
@@ -236,6 +250,8 @@ fn measure(st: &mut LabState, prefixes: usize, progress: &mut dyn FnMut(&str)) -
         sluice: s,
         bird: b,
         sluiced_routes,
+        bird_routes,
+        bird_kernel_routes,
         agent_cpu_s,
         bird_cpu_s,
     })
@@ -259,11 +275,13 @@ pub fn table(r: &BgpBench) -> String {
         )
     };
     format!(
-        "{} prefixes (/26) from GoBGP (loaded in {:.1} s), timed from both neighbours' addition:\n{}{}sluiced lists {} of them; goal: every route in sluiced under 3 s after Established\n",
+        "{} prefixes (/26) from GoBGP (loaded in {:.1} s), timed from both neighbours' addition:\n{}{}sluiced lists {} of them, BIRD's table {}, its kernel {}; goal: every route in sluiced under 3 s after Established\n",
         r.prefixes,
         r.gobgp_load_s,
         row("sluice", &r.sluice, "sluiced", r.agent_cpu_s),
         row("BIRD", &r.bird, "kernel ", r.bird_cpu_s),
-        r.sluiced_routes
+        r.sluiced_routes,
+        r.bird_routes,
+        r.bird_kernel_routes
     )
 }

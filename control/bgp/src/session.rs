@@ -713,8 +713,10 @@ impl Session {
             }
         }
         if let Some(attrs) = u.attrs {
-            // Loops: our own AS on an eBGP path, our own id as originator.
-            let looped = (!self.ibgp() && attrs.as_path.contains(&self.cfg.local_asn))
+            // Loops (RFC 4271 §9.1.2, RFC 4456 §8): our own AS in the path
+            // (whichever session brought it, as BIRD checks), our own id as
+            // originator. Such paths are ignored, as a withdrawal.
+            let looped = attrs.as_path.contains(&self.cfg.local_asn)
                 || attrs.originator_id == Some(self.cfg.router_id);
             let attrs = Arc::new(attrs);
             for p in &u.announced {
@@ -763,9 +765,7 @@ fn keepalive_interval(hold: u16) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{
-        encode_end_of_rib, encode_keepalive, encode_notification, encode_open,
-    };
+    use crate::message::{encode_end_of_rib, encode_keepalive, encode_notification, encode_open};
 
     fn cfg(passive: bool) -> SessionConfig {
         SessionConfig {
@@ -1057,6 +1057,26 @@ mod tests {
         // A third connection while Established is refused.
         let a = s.connected(51, false, t);
         assert!(matches!(&sent(&a)[0], Message::Notification(n) if *n == Notify::collision()));
+    }
+
+    #[test]
+    fn paths_with_our_own_as_are_loops_and_ignored() {
+        let (mut s, t) = up(None);
+        let looped = Encoder {
+            local_asn: 64512,
+            ibgp: false,
+            asn4: true,
+            next_hop: Ipv4Addr::new(192, 168, 77, 3),
+        }
+        .announce(&[net("10.77.3.0/24")])
+        .remove(0);
+        assert!(s.received(1, &looped, t).is_empty());
+        assert_eq!(s.prefix_counts(), (0, 0));
+        // A path we held becomes a loop: it goes.
+        s.received(1, &announce(&["10.77.3.0/24"], [192, 168, 77, 3]), t);
+        let a = s.received(1, &looped, t);
+        assert_eq!(a, vec![Action::Changed(vec![net("10.77.3.0/24")])]);
+        assert_eq!(s.prefix_counts(), (0, 0));
     }
 
     #[test]

@@ -40,8 +40,10 @@ use std::fmt;
 /// Largest next-hop value the table can hold (24 bits).
 pub const MAX_NEXT_HOP: u32 = (1 << 24) - 1;
 
-/// Default cap on `tbl8` groups for [`Lpm::new`] (16 MiB when all in use).
-pub const DEFAULT_TBL8_GROUPS: usize = 1 << 14;
+/// Default cap on `tbl8` groups for [`Lpm::new`] (64 MiB when all in use;
+/// groups are allocated as prefixes need them). 65,536 /24 blocks holding
+/// longer prefixes: a Calico cluster of 100,000 /26 blocks uses 25,000.
+pub const DEFAULT_TBL8_GROUPS: usize = 1 << 16;
 
 /// Hard cap on `tbl8` groups: group indices are stored in 24 bits.
 pub const MAX_TBL8_GROUPS: usize = 1 << 24;

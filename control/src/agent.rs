@@ -106,6 +106,9 @@ impl Default for AgentSettings {
     }
 }
 
+/// The longest wait between failed full syncs.
+const FULL_SYNC_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
 /// Exponential backoff, 100 ms doubling up to a cap (flannel's).
 #[derive(Debug)]
 pub(crate) struct Backoff {
@@ -183,6 +186,10 @@ struct Held {
     resync: bool,
     last_rev: Revision,
     bgp: Option<BgpHeld>,
+    /// Failed full syncs back off (100 ms doubling to 30 s): a change
+    /// sluiced refuses is not re-sent on every poll.
+    sync_backoff: Backoff,
+    next_full_sync: Instant,
 }
 
 /// What the agent holds of BGP.
@@ -490,6 +497,8 @@ impl<S: Store> Agent<S> {
             resync: true,
             last_rev: 0,
             bgp: None,
+            sync_backoff: Backoff::new(FULL_SYNC_BACKOFF_MAX),
+            next_full_sync: Instant::now(),
         };
         self.leased(&mut held);
         self.write_subnet_file(&held);
@@ -721,9 +730,22 @@ impl<S: Store> Agent<S> {
         Ok(())
     }
 
+    /// [`Self::full_sync_now`] unless the last failure's backoff runs.
+    async fn full_sync(&mut self, held: &mut Held) {
+        if Instant::now() < held.next_full_sync {
+            return;
+        }
+        self.full_sync_now(held).await;
+        if held.resync {
+            held.next_full_sync = Instant::now() + held.sync_backoff.wait();
+        } else {
+            held.sync_backoff = Backoff::new(FULL_SYNC_BACKOFF_MAX);
+        }
+    }
+
     /// Reads sluiced's routes and node settings and makes them what the
     /// agent wants; on failure `resync` stays set for the next poll.
-    async fn full_sync(&mut self, held: &mut Held) {
+    async fn full_sync_now(&mut self, held: &mut Held) {
         self.status.metrics.full_syncs.inc();
         let facts = self.switch.facts().await;
         self.sluiced_result(&facts);
@@ -1068,6 +1090,7 @@ impl<S: Store> Agent<S> {
                                 info!(epoch, "sluiced restarted or reloaded; programming it again");
                             }
                             held.resync = true;
+                            held.next_full_sync = Instant::now();
                         }
                         Ok(_) => {}
                         Err(e) => {

@@ -17,6 +17,7 @@
 //!      sluiced (the agent's `routes`, its view of what sluiced accepted);
 //!    - BIRD: Established (`show protocols`), every prefix in its table
 //!      (`show route count`), every route in its kernel table.
+//!
 //!    Each is reported from t0 and from that side's Established.
 //! 4. sluiced's own route list is read once at the end and must hold every
 //!    prefix.

@@ -245,8 +245,8 @@ impl Speaker {
         mut io_rx: mpsc::UnboundedReceiver<Io>,
         mut cmd_rx: mpsc::UnboundedReceiver<Command>,
     ) {
+        self.publish();
         loop {
-            self.publish();
             let deadline = self
                 .sessions
                 .iter()
@@ -536,8 +536,12 @@ impl Speaker {
                     changed.push((p, best));
                 }
             }
-            if !changed.is_empty() && self.events.send(RibEvent::Changed(changed)).await.is_err() {
-                return;
+            if !changed.is_empty() {
+                // What `/bgp` shows is current before anyone hears of it.
+                self.publish();
+                if self.events.send(RibEvent::Changed(changed)).await.is_err() {
+                    return;
+                }
             }
         }
         if !self.converged {
@@ -552,9 +556,11 @@ impl Speaker {
                     by_end_of_rib = all_in,
                     "BGP converged after the start: route removals may proceed"
                 );
+                self.publish();
                 let _ = self.events.send(RibEvent::Converged).await;
             }
         }
+        self.publish();
     }
 
     fn publish(&mut self) {

@@ -205,9 +205,22 @@ fn a_bird_node_and_two_sluice_nodes_in_a_full_mesh_over_host_gw() {
         route_to(&st.nodes[0], "10.77.3.0/24").is_some()
     });
 
+    // The path to the BIRD node's pods works again (sluiced resolved the
+    // re-added route's next hop).
+    assert!(ping(&st.nodes[0].pods[0].0, &st.nodes[2].pods[1].1));
+
     // Graceful restart: node 1's agent killed during traffic to both other
     // nodes, then started again.
     let before = routes_of(&st.nodes[0]);
+    let drops_before: Vec<_> = st.nodes[..2]
+        .iter()
+        .map(|n| {
+            sluice_api::Client::new(&n.api_socket)
+                .stats()
+                .unwrap()
+                .drops
+        })
+        .collect();
     let pingers: Vec<_> = [(0usize, 2usize), (1, 0)]
         .iter()
         .map(|&(a, b)| {
@@ -250,9 +263,23 @@ fn a_bird_node_and_two_sluice_nodes_in_a_full_mesh_over_host_gw() {
     for p in pingers {
         let out = p.wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
+        let drops: Vec<_> = st.nodes[..2]
+            .iter()
+            .zip(&drops_before)
+            .map(|(n, b)| {
+                let now = sluice_api::Client::new(&n.api_socket)
+                    .stats()
+                    .unwrap()
+                    .drops;
+                now.into_iter()
+                    .filter(|(k, v)| *v > b.get(k).copied().unwrap_or(0))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         assert!(
             text.contains("500 packets transmitted, 500 received"),
-            "every packet through the restart: {text}"
+            "every packet through the restart: {text}\nsluiced drops that moved: {drops:?}\nthe BIRD node's routes: {}",
+            lab::ns_run(&st.nodes[2].ns, &["ip", "route"]).unwrap_or_default()
         );
     }
     eventually(

@@ -15,6 +15,9 @@
 //!   nothing in sluiced that its peers still announce.
 //! - A connection from an address that is not a configured peer is closed
 //!   at once; a peer's errors end only its own session.
+//! - When the agent drops its handle (it is stopping) the speaker ends
+//!   without a NOTIFICATION: to its peers that is a restart, and they keep
+//!   this node's routes for the restart time (RFC 4724).
 
 use super::message::{self, Notify};
 use super::rib::{self, Best, Candidate};
@@ -268,10 +271,10 @@ impl Speaker {
                     }
                 }
                 cmd = cmd_rx.recv() => match cmd {
-                    None => {
-                        self.shutdown();
-                        return;
-                    }
+                    // The agent is going (SIGTERM, an upgrade): connections
+                    // close without a NOTIFICATION, so peers keep this
+                    // node's routes through its graceful restart.
+                    None => return,
                     Some(Command::Announce(p)) => {
                         self.announced = p;
                         for i in 0..self.sessions.len() {
@@ -307,14 +310,6 @@ impl Speaker {
                 }
             }
             self.settle().await;
-        }
-    }
-
-    fn shutdown(&mut self) {
-        let now = Instant::now();
-        for i in 0..self.sessions.len() {
-            let a = self.sessions[i].stop(now);
-            self.apply(i, a);
         }
     }
 

@@ -207,9 +207,8 @@ impl Held {
         if let Some(b) = &self.bgp {
             let mut desired = BTreeMap::new();
             let mut skipped = BTreeMap::new();
-            for (p, best) in &b.best {
-                match crate::bgp::route_for(&b.pools, &self.local, *p, best.next_hop, &self.leases)
-                {
+            for p in b.best.keys() {
+                match self.want(*p) {
                     Ok(Some(r)) => {
                         desired.insert(*p, r);
                     }

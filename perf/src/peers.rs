@@ -111,6 +111,45 @@ fn poll<T>(
     }
 }
 
+/// One daemon started by [`spawn_in`], shared by [`Bird`] and [`Gobgp`]:
+/// signalled by PID only while it is still the process started then
+/// ([`lab::end_daemon`]); ending it removes its `files` (all but the log).
+/// Dropped while running, it is stopped.
+#[derive(Debug)]
+struct Daemon {
+    ns: String,
+    log: PathBuf,
+    files: Vec<PathBuf>,
+    pid: u32,
+    start: Option<u64>,
+}
+
+impl Daemon {
+    fn running(&self) -> bool {
+        self.start.is_some()
+            && lab::process_start_time(self.pid) == self.start
+            && lab::pid_alive(self.pid)
+    }
+
+    /// SIGTERM (SIGKILL after 5 s), or SIGKILL at once when `kill`; then
+    /// its files go. Idempotent.
+    fn end(&mut self, kill: bool) {
+        lab::end_daemon(self.pid, self.start, kill);
+        self.start = None;
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.start.is_some() {
+            self.end(false);
+        }
+    }
+}
+
 // ---------------------------------------------------------------- BIRD --
 
 /// One BGP neighbour in a [`bird_config`].
@@ -237,14 +276,9 @@ pub struct BirdRoute {
 /// BIRD 2 running in a namespace.
 #[derive(Debug)]
 pub struct Bird {
-    ns: String,
     name: String,
     socket: PathBuf,
-    conf: PathBuf,
-    pidfile: PathBuf,
-    log: PathBuf,
-    pid: u32,
-    start: Option<u64>,
+    d: Daemon,
 }
 
 impl Bird {
@@ -280,14 +314,15 @@ impl Bird {
             false,
         )?;
         let mut bird = Bird {
-            ns: ns.to_string(),
             name: name.to_string(),
-            socket,
-            conf,
-            pidfile,
-            log,
-            pid,
-            start,
+            socket: socket.clone(),
+            d: Daemon {
+                ns: ns.to_string(),
+                log,
+                files: vec![socket, conf, pidfile],
+                pid,
+                start,
+            },
         };
         let ready = poll(
             Duration::from_secs(10),
@@ -307,7 +342,7 @@ impl Bird {
         match ready {
             Ok(true) => Ok(bird),
             Ok(false) => {
-                let tail = log_tail(&bird.log, 10);
+                let tail = log_tail(&bird.d.log, 10);
                 bird.stop();
                 Err(LabError::Other(format!(
                     "BIRD {name} in {ns} exited:\n{tail}"
@@ -322,43 +357,33 @@ impl Bird {
 
     /// Its PID.
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.d.pid
     }
 
     /// The namespace it runs in.
     pub fn ns(&self) -> &str {
-        &self.ns
+        &self.d.ns
     }
 
     /// Its log file.
     pub fn log(&self) -> &Path {
-        &self.log
+        &self.d.log
     }
 
     /// Whether the process is still running.
     pub fn running(&self) -> bool {
-        self.start.is_some()
-            && lab::process_start_time(self.pid) == self.start
-            && lab::pid_alive(self.pid)
+        self.d.running()
     }
 
     /// Stops BIRD by PID (SIGTERM, then SIGKILL after 5 s) and removes its
     /// files but the log. Idempotent.
     pub fn stop(&mut self) {
-        lab::end_daemon(self.pid, self.start, false);
-        self.start = None;
-        for f in [&self.socket, &self.conf, &self.pidfile] {
-            let _ = std::fs::remove_file(f);
-        }
+        self.d.end(false)
     }
 
     /// Kills BIRD with SIGKILL (no Cease to its neighbours, as in a crash).
     pub fn kill(&mut self) {
-        lab::end_daemon(self.pid, self.start, true);
-        self.start = None;
-        for f in [&self.socket, &self.conf, &self.pidfile] {
-            let _ = std::fs::remove_file(f);
-        }
+        self.d.end(true)
     }
 
     /// Runs one `birdc` command; its output without the `BIRD ... ready.`
@@ -422,7 +447,7 @@ impl Bird {
                 format!(
                     "BIRD {} protocol {proto} to be Established (log {})",
                     self.name,
-                    self.log.display()
+                    self.d.log.display()
                 )
             },
             || {
@@ -468,14 +493,6 @@ impl Bird {
 
 fn bird_log(name: &str) -> PathBuf {
     lab::state_dir().join(format!("{name}-bird.log"))
-}
-
-impl Drop for Bird {
-    fn drop(&mut self) {
-        if self.start.is_some() {
-            self.stop();
-        }
-    }
 }
 
 /// Parses `N of M routes for K networks in table T`: the first number
@@ -637,14 +654,11 @@ pub fn gobgp_config(
 /// gobgpd running in a namespace.
 #[derive(Debug)]
 pub struct Gobgp {
-    ns: String,
     name: String,
     port: u16,
     config: String,
     conf: PathBuf,
-    log: PathBuf,
-    pid: u32,
-    start: Option<u64>,
+    d: Daemon,
 }
 
 impl Gobgp {
@@ -665,14 +679,17 @@ impl Gobgp {
         }
         lab::run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
         let mut g = Gobgp {
-            ns: ns.to_string(),
             name: name.to_string(),
             port: api_port,
             config: config.to_string(),
-            conf,
-            log,
-            pid: 0,
-            start: None,
+            conf: conf.clone(),
+            d: Daemon {
+                ns: ns.to_string(),
+                log,
+                files: vec![conf],
+                pid: 0,
+                start: None,
+            },
         };
         g.launch(false, false)?;
         Ok(g)
@@ -698,10 +715,10 @@ impl Gobgp {
         if restarting {
             args.push("-r");
         }
-        let (pid, start) = spawn_in(&self.ns, &args, &self.log, append_log)?;
-        self.pid = pid;
-        self.start = start;
-        let (name, ns, log_path) = (self.name.clone(), self.ns.clone(), self.log.clone());
+        let (pid, start) = spawn_in(&self.d.ns, &args, &self.d.log, append_log)?;
+        self.d.pid = pid;
+        self.d.start = start;
+        let (name, ns, log_path) = (self.name.clone(), self.d.ns.clone(), self.d.log.clone());
         let ready = poll(
             Duration::from_secs(10),
             &|| {
@@ -720,7 +737,7 @@ impl Gobgp {
         match ready {
             Ok(true) => Ok(()),
             Ok(false) => {
-                let tail = log_tail(&self.log, 10);
+                let tail = log_tail(&self.d.log, 10);
                 self.stop();
                 Err(LabError::Other(format!(
                     "gobgpd {name} in {ns} exited:\n{tail}"
@@ -747,39 +764,33 @@ impl Gobgp {
 
     /// Its PID.
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.d.pid
     }
 
     /// The namespace it runs in.
     pub fn ns(&self) -> &str {
-        &self.ns
+        &self.d.ns
     }
 
     /// Its log file.
     pub fn log(&self) -> &Path {
-        &self.log
+        &self.d.log
     }
 
     /// Whether the process is still running.
     pub fn running(&self) -> bool {
-        self.start.is_some()
-            && lab::process_start_time(self.pid) == self.start
-            && lab::pid_alive(self.pid)
+        self.d.running()
     }
 
     /// Stops gobgpd by PID (SIGTERM, then SIGKILL after 5 s) and removes its
     /// configuration. Idempotent.
     pub fn stop(&mut self) {
-        lab::end_daemon(self.pid, self.start, false);
-        self.start = None;
-        let _ = std::fs::remove_file(&self.conf);
+        self.d.end(false)
     }
 
     /// Kills gobgpd with SIGKILL (as in a crash).
     pub fn kill(&mut self) {
-        lab::end_daemon(self.pid, self.start, true);
-        self.start = None;
-        let _ = std::fs::remove_file(&self.conf);
+        self.d.end(true)
     }
 
     /// Runs `gobgp -p PORT ARGS...` inside the namespace; its stdout.
@@ -787,7 +798,7 @@ impl Gobgp {
         let port = self.port.to_string();
         let mut v = vec!["gobgp", "-u", "127.0.0.1", "-p", &port];
         v.extend_from_slice(args);
-        lab::ns_run(&self.ns, &v)
+        lab::ns_run(&self.d.ns, &v)
     }
 
     /// The session state with neighbour `addr`, lower case as GoBGP's enum
@@ -820,7 +831,7 @@ impl Gobgp {
                 format!(
                     "gobgpd {} session with {addr} to be established (log {})",
                     self.name,
-                    self.log.display()
+                    self.d.log.display()
                 )
             },
             || (self.neighbor_state(addr).ok().as_deref() == Some("established")).then_some(()),
@@ -978,14 +989,6 @@ impl Gobgp {
             added += 1;
         }
         Ok(added)
-    }
-}
-
-impl Drop for Gobgp {
-    fn drop(&mut self) {
-        if self.start.is_some() {
-            self.stop();
-        }
     }
 }
 

@@ -83,6 +83,25 @@ fn calico_bird(st: &LabState, i: usize, peers: &[(&str, &str, bool)], kernel_exp
     Bird::start(&n.ns, &format!("{}-bird", n.ns), &conf).expect("BIRD starts")
 }
 
+/// BIRD on node 3 of a three-node BGP lab, peering with nodes 1 and 2 (as
+/// their route reflector when `rr`): its sessions come up, and both sluice
+/// nodes route each other node's block `via` to the node that announced it.
+fn bird_on_node_3(st: &LabState, rr: bool, kernel_export: bool, via: sluice_api::Via) -> Bird {
+    let (n1, n2) = (st.nodes[0].ip.clone(), st.nodes[1].ip.clone());
+    let bird = calico_bird(st, 2, &[("n1", &n1, rr), ("n2", &n2, rr)], kernel_export);
+    for p in ["n1", "n2"] {
+        bird.wait_established(p, Duration::from_secs(20))
+            .expect("BIRD's sessions");
+    }
+    cluster::wait_for_routes(st, Duration::from_secs(20)).expect("every block in sluiced");
+    for (i, other) in [(0, 1), (0, 2), (1, 0), (1, 2)] {
+        let r = route_to(&st.nodes[i], &st.nodes[other].subnet).unwrap();
+        assert_eq!(r.via, via, "{r:?}");
+        assert_eq!(r.node, Some(ip(&st.nodes[other].ip)), "{r:?}");
+    }
+    bird
+}
+
 /// Every pod of node `a` reaches every pod of node `b` (ping), and TCP
 /// carries 200 kB from the first to the second.
 fn pods_talk(st: &LabState, a: usize, b: usize, port: u16) {
@@ -135,26 +154,8 @@ fn a_bird_node_and_two_sluice_nodes_in_a_full_mesh_over_host_gw() {
     let name = "bgpm";
     let _guard = Guard(name.to_string());
     let mut st = bgp_lab(name, Mode::HostGw, BgpLab::default());
-    let mut bird = calico_bird(
-        &st,
-        2,
-        &[
-            ("n1", &st.nodes[0].ip.clone(), false),
-            ("n2", &st.nodes[1].ip.clone(), false),
-        ],
-        true,
-    );
-    for p in ["n1", "n2"] {
-        bird.wait_established(p, Duration::from_secs(20))
-            .expect("BIRD's sessions");
-    }
-    cluster::wait_for_routes(&st, Duration::from_secs(20)).expect("every block in sluiced");
     // sluiced: host-gw to the BIRD node and to the other sluice node.
-    for (i, other) in [(0, 1), (0, 2), (1, 0), (1, 2)] {
-        let r = route_to(&st.nodes[i], &st.nodes[other].subnet).unwrap();
-        assert_eq!(r.via, sluice_api::Via::HostGw, "{r:?}");
-        assert_eq!(r.node, Some(ip(&st.nodes[other].ip)));
-    }
+    let mut bird = bird_on_node_3(&st, false, true, sluice_api::Via::HostGw);
     // BIRD learned both sluice blocks and put them in its kernel.
     eventually(10, "BIRD's kernel routes", || {
         let kr = lab::ns_run(&st.nodes[2].ns, &["ip", "route"]).unwrap_or_default();
@@ -333,27 +334,9 @@ fn sluice_nodes_as_clients_of_a_bird_route_reflector_over_ipip() {
             ..BgpLab::default()
         },
     );
-    let mut bird = calico_bird(
-        &st,
-        2,
-        &[
-            ("n1", &st.nodes[0].ip.clone(), true),
-            ("n2", &st.nodes[1].ip.clone(), true),
-        ],
-        false,
-    );
-    for p in ["n1", "n2"] {
-        bird.wait_established(p, Duration::from_secs(20))
-            .expect("BIRD's sessions");
-    }
     // The two sluice nodes learn each other's block through the reflector,
     // with the next hop of the node that announced it, over IPIP.
-    cluster::wait_for_routes(&st, Duration::from_secs(20)).expect("every block in sluiced");
-    for (i, other) in [(0, 1), (0, 2), (1, 0), (1, 2)] {
-        let r = route_to(&st.nodes[i], &st.nodes[other].subnet).unwrap();
-        assert_eq!(r.via, sluice_api::Via::Ipip, "{r:?}");
-        assert_eq!(r.node, Some(ip(&st.nodes[other].ip)), "{r:?}");
-    }
+    let mut bird = bird_on_node_3(&st, true, false, sluice_api::Via::Ipip);
     let s = cluster::agent_bgp_status(&st, 0).unwrap();
     assert_eq!(s.peers.len(), 1, "only the reflector");
     assert_eq!(s.peers[0].prefixes_received, 2, "{s:?}");

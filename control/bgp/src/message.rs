@@ -314,9 +314,11 @@ pub fn decode(bytes: &[u8], asn4: bool) -> Result<Message, Notify> {
         BgpMessage::Notification(n) => Message::Notification(notification_of(&n)),
         BgpMessage::KeepAlive => Message::Keepalive,
         BgpMessage::RouteRefresh(r) => {
-            // Bytes 19..21 are the AFI, 22 the SAFI.
-            let _ = r;
-            Message::RouteRefresh(u16::from_be_bytes([bytes[19], bytes[20]]), bytes[22])
+            let t = r.address_type();
+            Message::RouteRefresh(
+                t.address_family() as u16,
+                t.subsequent_address_family() as u8,
+            )
         }
     })
 }

@@ -499,11 +499,11 @@ impl Speaker {
     /// Recomputes the best path of every pending prefix and sends the
     /// changes on; signals convergence.
     async fn settle(&mut self) {
+        let mut changed = Vec::new();
         if !self.pending.is_empty() {
             let mut pending = std::mem::take(&mut self.pending);
             pending.sort_unstable();
             pending.dedup();
-            let mut changed = Vec::new();
             for p in pending {
                 let best = rib::best(self.sessions.iter().filter_map(|s| {
                     let path = s.adj_in().get(&p)?;
@@ -531,14 +531,8 @@ impl Speaker {
                     changed.push((p, best));
                 }
             }
-            if !changed.is_empty() {
-                // What `/bgp` shows is current before anyone hears of it.
-                self.publish();
-                if self.events.send(RibEvent::Changed(changed)).await.is_err() {
-                    return;
-                }
-            }
         }
+        let mut converged_now = false;
         if !self.converged {
             let all_in = self
                 .sessions
@@ -546,16 +540,22 @@ impl Speaker {
                 .all(|s| s.state() == State::Established && s.eor_received);
             if all_in || Instant::now() >= self.converge_at {
                 self.converged = true;
+                converged_now = true;
                 info!(
                     routes = self.loc_rib.len(),
                     by_end_of_rib = all_in,
                     "BGP converged after the start: route removals may proceed"
                 );
-                self.publish();
-                let _ = self.events.send(RibEvent::Converged).await;
             }
         }
+        // What `/bgp` shows is current before anyone hears of a change.
         self.publish();
+        if !changed.is_empty() && self.events.send(RibEvent::Changed(changed)).await.is_err() {
+            return;
+        }
+        if converged_now {
+            let _ = self.events.send(RibEvent::Converged).await;
+        }
     }
 
     fn publish(&mut self) {

@@ -203,8 +203,20 @@ impl Etcd {
 
     /// Freezes etcd (SIGSTOP by PID): connections stay open but nothing
     /// answers, like a hung or partitioned server.
+    ///
+    /// Returns once every thread of etcd is stopped: `kill` only queues the
+    /// signal, and a request sent before the threads stop may be answered.
     pub fn pause(&self) {
         self.signal("-STOP");
+        let pid = self.child.as_ref().expect("etcd is running").id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !all_threads_stopped(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "etcd (PID {pid}) did not stop within 5 s of SIGSTOP"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     /// Thaws etcd after [`Etcd::pause`] (SIGCONT by PID).
@@ -333,4 +345,22 @@ impl Drop for Etcd {
             eprintln!("--- etcd log ({}) ---\n{}", self.name, self.log());
         }
     }
+}
+
+/// Whether every thread of `pid` is in state `T` (stopped) in
+/// `/proc/<pid>/task/*/stat`.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                // The state follows the command name's closing parenthesis.
+                let after = &stat[stat.rfind(')')? + 1..];
+                after.split_whitespace().next().map(|state| state == "T")
+            })
+            .unwrap_or(false)
+    })
 }

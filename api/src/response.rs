@@ -140,7 +140,8 @@ pub fn respond<T: Serialize>(
 pub struct PortInfo {
     /// Uplink: its underlay address.
     pub address: Option<IfAddr>,
-    /// The port id (counters, flows); not reused while the daemon runs.
+    /// The port id (counters, flows); a removed pod's id is reused by the
+    /// next pod added.
     pub id: u16,
     /// Pod: the pod's address.
     pub ip: Option<Ipv4Addr>,

@@ -69,6 +69,84 @@ pub struct DaemonSettings {
     /// Settings of the DPDK backend (read when `backend = "dpdk"`).
     #[serde(default)]
     pub dpdk: DpdkSettings,
+    /// The most routes, neighbours and ports the switch holds.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// The most the switch holds (`[daemon.limits]`): a configuration file or
+/// an API request past one is refused with an error naming the limit, and
+/// nothing changes. They bound the daemon's memory (docs/limits.md gives
+/// what it uses at the defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Configured routes (pods' own `/32`s are not counted: ports bound them).
+    #[serde(default = "default_max_routes")]
+    pub routes: u32,
+    /// Underlay neighbours, static and learned from the kernel together
+    /// (learned ones past the limit are not taken; static ones are refused).
+    #[serde(default = "default_max_neighbours")]
+    pub neighbours: u32,
+    /// Ports of every kind attached at once (at most 1023: port ids take 10
+    /// bits in the counters). Removed ports' ids are reused.
+    #[serde(default = "default_max_ports")]
+    pub ports: u32,
+}
+
+/// Default of [`Limits::routes`].
+pub const DEFAULT_MAX_ROUTES: u32 = 1 << 20;
+/// Default of [`Limits::neighbours`].
+pub const DEFAULT_MAX_NEIGHBOURS: u32 = 1 << 16;
+/// The most ports there can be ([`crate::counters::MAX_PORTS`] less the
+/// shared last slot), and the default of [`Limits::ports`].
+pub const MAX_PORTS_LIMIT: u32 = crate::counters::MAX_PORTS as u32 - 1;
+
+fn default_max_routes() -> u32 {
+    DEFAULT_MAX_ROUTES
+}
+fn default_max_neighbours() -> u32 {
+    DEFAULT_MAX_NEIGHBOURS
+}
+fn default_max_ports() -> u32 {
+    MAX_PORTS_LIMIT
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            routes: DEFAULT_MAX_ROUTES,
+            neighbours: DEFAULT_MAX_NEIGHBOURS,
+            ports: MAX_PORTS_LIMIT,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks the limits themselves; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.routes == 0 {
+            return Err(err("daemon.limits.routes", "must be at least 1"));
+        }
+        if self.neighbours == 0 {
+            return Err(err("daemon.limits.neighbours", "must be at least 1"));
+        }
+        if self.ports == 0 || self.ports > MAX_PORTS_LIMIT {
+            return Err(err(
+                "daemon.limits.ports",
+                format!("{} is not 1 to {MAX_PORTS_LIMIT}", self.ports),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The error for `what` past its limit: `have` would be held, `max` may.
+    pub fn exceeded(key: &str, what: &str, have: usize, max: u32) -> ConfigError {
+        err(
+            key,
+            format!("{have} {what} would be held; daemon.limits.{what} is {max}"),
+        )
+    }
 }
 
 /// The port backend of a `sluiced`.
@@ -188,6 +266,7 @@ impl Default for DaemonSettings {
             pod_records: default_pod_records(),
             backend: BackendKind::default(),
             dpdk: DpdkSettings::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -314,14 +393,31 @@ impl NodeConfig {
         if let Some(m) = self.tunnel.vtep_mac {
             check_mac(m).map_err(|m| err("tunnel.vtep_mac", m))?;
         }
-        if self.ports.len() >= crate::counters::MAX_PORTS {
-            return Err(err(
+        let limits = &self.daemon.limits;
+        limits.validate()?;
+        let live_ports = self.ports.iter().filter(|p| !p.removed).count();
+        if live_ports > limits.ports as usize || self.ports.len() > MAX_PORTS_LIMIT as usize {
+            return Err(Limits::exceeded(
                 "port",
-                format!(
-                    "{} ports; at most {}",
-                    self.ports.len(),
-                    crate::counters::MAX_PORTS - 1
-                ),
+                "ports",
+                live_ports.max(self.ports.len()),
+                limits.ports,
+            ));
+        }
+        if self.routes.len() > limits.routes as usize {
+            return Err(Limits::exceeded(
+                "route",
+                "routes",
+                self.routes.len(),
+                limits.routes,
+            ));
+        }
+        if self.neighbours.len() > limits.neighbours as usize {
+            return Err(Limits::exceeded(
+                "neighbour",
+                "neighbours",
+                self.neighbours.len(),
+                limits.neighbours,
             ));
         }
         let mut names = HashSet::new();

@@ -19,7 +19,7 @@
 //! |---|---|---|
 //! | `ports.list` | | ports with ids |
 //! | `ports.add` | `ports: [port]` | attaches pod ports (kind `pod`): XDP program, a socket per worker, the pod's `/32` |
-//! | `ports.remove` | `names: [name]` | detaches pod ports; their ids are not reused while the daemon runs |
+//! | `ports.remove` | `names: [name]` | detaches pod ports; the next pod added reuses the lowest free id |
 //! | `routes.list` | | configured routes, then each pod's implied `/32` |
 //! | `routes.add` | `routes: [route]` | adds or replaces by prefix |
 //! | `routes.replace` | `routes: [route]` | the configured routes become exactly these |

@@ -98,6 +98,10 @@ fn port_error(plan: &PortPlan, e: BackendError) -> DaemonError {
 /// the tables' ports (ids taken back after a failed add) or whose id now
 /// names another interface is closed first, so a socket never outlives its
 /// port even when the worker skipped the generations in between.
+///
+/// A pod port opened here is a new attachment, perhaps under a removed
+/// port's id: this worker's counters for the id start from zero.
+#[allow(clippy::too_many_arguments)]
 fn reconcile<B: Backend>(
     w: usize,
     tables: &Tables,
@@ -106,6 +110,7 @@ fn reconcile<B: Backend>(
     backend: &mut B,
     pool: &mut B::Pool,
     registry: &PortRegistry,
+    counters: &WorkerCounters,
 ) {
     for i in 0..ports.len() {
         let stale = tables
@@ -145,6 +150,7 @@ fn reconcile<B: Backend>(
                 };
                 match backend.open(pool, &spec) {
                     Ok(p) => {
+                        counters.reset_port(i as PortId);
                         *slot = Some(p);
                         opened[i] = Some(entry.name.clone());
                     }
@@ -318,6 +324,7 @@ pub(crate) fn run<B: Backend>(
                 &mut backend,
                 &mut pool,
                 &registry,
+                pipeline.counters(),
             );
             waitset = WaitSet::new(&fds_of(&ports));
             generation = tables.generation;

@@ -39,7 +39,7 @@ use super::{
     ROUTE_LOG_MAX,
 };
 use crate::config::{
-    check_neighbour, check_port, check_route, ConfigError, DaemonSettings, Ipv4Net,
+    check_neighbour, check_port, check_route, ConfigError, DaemonSettings, Ipv4Net, Limits,
     NeighbourConfig, NodeConfig, NodeSettings, PortConfig, PortKind, RouteConfig, TunnelSettings,
     Via,
 };
@@ -430,6 +430,9 @@ struct Change {
     touched: Vec<(Ipv4Net, Option<NextHopKey>)>,
     ports_changed: bool,
     reresolve: bool,
+    /// Every cached flow is a miss after it (a port id now names another
+    /// port, and flows are keyed by their input port's id).
+    flush: bool,
 }
 
 impl Change {
@@ -546,6 +549,11 @@ impl TablesEditor {
         if let Some((_, _, e)) = first {
             return Err(e);
         }
+        let added = last
+            .keys()
+            .filter(|p| !self.state.routes.slots.contains_key(p))
+            .count();
+        self.check_route_limit(self.state.routes.slots.len() + added)?;
         self.check_tbl8(routes.iter().map(|r| r.prefix))?;
         let n = last.len();
         let mut ch = Change::default();
@@ -587,6 +595,7 @@ impl TablesEditor {
                 .check_route(r)
                 .map_err(|(f, m)| err(format!("routes[{i}].{f}"), m))?;
         }
+        self.check_route_limit(routes.len())?;
         self.check_tbl8(routes.iter().map(|r| r.prefix))?;
         let mut ch = Change::default();
         for r in self.state.routes.order.iter().flatten() {
@@ -644,6 +653,15 @@ impl TablesEditor {
         }
     }
 
+    /// Refuses `total` configured routes past `daemon.limits.routes`.
+    fn check_route_limit(&self, total: usize) -> Result<(), EditError> {
+        let max = self.state.daemon.limits.routes;
+        if total > max as usize {
+            return Err(Limits::exceeded("routes", "routes", total, max).into());
+        }
+        Ok(())
+    }
+
     /// Checks pod ports to add: kinds, names, addresses, the port limit and
     /// routes that would clash. Returns the indices (into `ports`) of those
     /// not attached yet; the same port again is no change.
@@ -679,12 +697,15 @@ impl TablesEditor {
         if fresh.is_empty() {
             return Ok(fresh);
         }
-        let total = s.ports.len() + fresh.len();
-        if total >= crate::counters::MAX_PORTS {
-            return Err(err(
-                "port".into(),
-                format!("{total} ports; at most {}", crate::counters::MAX_PORTS - 1),
-            ));
+        let total = s.port_ids.len() + fresh.len();
+        if total > s.daemon.limits.ports as usize {
+            return Err(Limits::exceeded(
+                "ports",
+                "ports",
+                total,
+                s.daemon.limits.ports,
+            )
+            .into());
         }
         let mut ips: HashSet<Ipv4Addr> = HashSet::new();
         for &i in &fresh {
@@ -745,20 +766,31 @@ impl TablesEditor {
             if !fresh.contains(&i) {
                 continue;
             }
-            let id = self.state.ports.len() as PortId;
             let ip = p.ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
             let net = Ipv4Net::new(ip, 32).expect("a /32");
             ch.touch(&self.state, net);
-            self.state.port_ids.insert(p.name.clone(), id);
+            // The lowest removed port's id is reused, so ids stay below the
+            // most ports ever attached at once however many come and go.
+            let id = match self.state.ports.iter().position(|p| p.removed) {
+                Some(k) => {
+                    self.state.ports[k] = p.clone();
+                    ch.flush = true;
+                    k as PortId
+                }
+                None => {
+                    self.state.ports.push(p.clone());
+                    (self.state.ports.len() - 1) as PortId
+                }
+            };
+            self.state.port_ids.insert(p.name, id);
             self.state.pod_ips.insert(ip, id);
-            self.state.ports.push(p);
             ids.push(id);
         }
         Ok((ids, self.commit(ch)?))
     }
 
     /// Removes pod ports by name (absent ones are ignored) and the routes
-    /// that name them; their ids are not reused. Returns the names removed
+    /// that name them; the next pods added reuse their ids. Returns the names removed
     /// (empty: nothing published) and the generation in force.
     pub fn remove_pod_ports(&mut self, names: &[String]) -> Result<(Vec<String>, u32), EditError> {
         let mut gone = Vec::new();
@@ -841,6 +873,17 @@ impl TablesEditor {
         for (i, n) in neighbours.iter().enumerate() {
             check_neighbour(n).map_err(|(f, m)| err(format!("neighbours[{i}].{f}"), m))?;
         }
+        let held: HashSet<Ipv4Addr> = self.state.neighbours.iter().map(|n| n.ip).collect();
+        let added: HashSet<Ipv4Addr> = neighbours
+            .iter()
+            .map(|n| n.ip)
+            .filter(|ip| !held.contains(ip))
+            .collect();
+        let total = held.len() + added.len();
+        let max = self.state.daemon.limits.neighbours;
+        if total > max as usize {
+            return Err(Limits::exceeded("neighbours", "neighbours", total, max).into());
+        }
         for n in neighbours {
             match self.state.neighbours.iter().position(|x| x.ip == n.ip) {
                 Some(k) => self.state.neighbours[k] = n,
@@ -878,7 +921,11 @@ impl TablesEditor {
                 learned: true,
             };
             // A kernel entry without a station MAC (zero, multicast) is
-            // not one to forward to: skipped, not an error for the rest.
+            // not one to forward to: skipped, not an error for the rest;
+            // so are those past the limit (in address order).
+            if new.len() >= self.state.daemon.limits.neighbours as usize {
+                break;
+            }
             if !new.iter().any(|n| n.ip == *ip) && check_neighbour(&n).is_ok() {
                 new.push(n);
             }
@@ -1028,7 +1075,7 @@ impl TablesEditor {
         }
         // The change log: flow-cache entries older than a change that covers
         // their destination are misses.
-        if t.route_changes.len() + ops.len() > ROUTE_LOG_MAX {
+        if ch.flush || t.route_changes.len() + ops.len() > ROUTE_LOG_MAX {
             t.route_changes.clear();
             t.flush_generation = generation;
         } else {
@@ -1266,12 +1313,134 @@ mod tests {
         assert_eq!(t.lpm.get(ip("10.5.1.9"), 32), None, "and its /32");
         assert!(t.ports[4].removed);
         assert_eq!(ed.routes.len(), n0);
-        // Undo frees trailing ids.
+        // The removed port's id is reused; undo frees trailing ids.
         let (ids, _) = ed.add_pod_ports(vec![pod("pod-e", "10.5.1.10")]).unwrap();
+        assert_eq!(ids, vec![4]);
+        let (ids, _) = ed.add_pod_ports(vec![pod("pod-f", "10.5.1.11")]).unwrap();
         assert_eq!(ids, vec![5]);
-        ed.undo_pod_ports(&["pod-e".into()]).unwrap();
+        ed.undo_pod_ports(&["pod-f".into()]).unwrap();
         assert_eq!(handle.load().ports.len(), 5);
         assert_eq!(ed.ports.len(), 5);
+    }
+
+    #[test]
+    fn port_ids_are_reused_so_churn_never_runs_out_and_reuse_flushes_cached_flows() {
+        let (mut ed, handle) = editor();
+        let base = ed.ports.len();
+        // Ten times the id space, five pods at a time.
+        for round in 0..(10 * crate::counters::MAX_PORTS / 5) {
+            let pods: Vec<PortConfig> = (0..5)
+                .map(|k| pod(&format!("p{round}-{k}"), &format!("10.5.1.{}", 20 + k)))
+                .collect();
+            let names: Vec<String> = pods.iter().map(|p| p.name.clone()).collect();
+            let (ids, _) = ed.add_pod_ports(pods).unwrap();
+            let want: Vec<PortId> = (base..base + 5).map(|i| i as PortId).collect();
+            assert_eq!(ids, want, "round {round}: the lowest free ids");
+            let t = handle.load();
+            if round > 0 {
+                assert_eq!(t.flush_generation, t.generation, "reuse flushes the flow cache");
+            }
+            let to = &t.adjacencies[t.lpm.lookup(ip("10.5.1.22")).unwrap() as usize];
+            assert!(
+                matches!(to, Adjacency::Deliver(L2Rewrite { port, .. }) if *port as usize == base + 2),
+                "the /32 goes to the new port: {to:?}"
+            );
+            ed.remove_pod_ports(&names).unwrap();
+        }
+        assert_eq!(handle.load().ports.len(), base + 5);
+    }
+
+    #[test]
+    fn limits_refuse_routes_neighbours_and_ports_past_them_and_change_nothing() {
+        let mut cfg = NodeConfig::from_toml_str(craft::REFERENCE_NODE).unwrap();
+        let routes = cfg.routes.len() as u32;
+        let ports = cfg.ports.len() as u32;
+        let nbrs = cfg.neighbours.len() as u32;
+        cfg.daemon.limits = Limits {
+            routes: routes + 2,
+            neighbours: nbrs + 1,
+            ports: ports + 1,
+        };
+        let handle = Arc::new(TablesHandle::new(Tables::from_config(&cfg).unwrap()));
+        let mut ed = TablesEditor::new(cfg.clone(), handle.clone());
+        let g = handle.load().generation;
+
+        // Routes: replacing one in place is not an addition.
+        let r = |p: &str| route(p, "192.168.50.9");
+        let e = ed
+            .add_routes(vec![r("10.9.1.0/24"), r("10.9.2.0/24"), r("10.9.3.0/24")])
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "routes: {} routes would be held; daemon.limits.routes is {}",
+                routes + 3,
+                routes + 2
+            )
+        );
+        assert_eq!(handle.load().generation, g, "nothing published");
+        ed.add_routes(vec![r("10.9.1.0/24"), r("10.9.2.0/24")])
+            .unwrap();
+        ed.add_routes(vec![r("10.9.1.0/24")]).unwrap();
+        let too_many: Vec<RouteConfig> = (0..routes + 3)
+            .map(|k| r(&format!("10.9.{}.0/24", 10 + k)))
+            .collect();
+        assert!(ed.replace_routes(too_many).is_err());
+
+        // Neighbours: one more than the reference node's fits.
+        let held = nbrs as usize;
+        let n = |ip: &str| NeighbourConfig {
+            ip: ip.parse().unwrap(),
+            mac: "02:00:00:00:aa:01".parse().unwrap(),
+            learned: false,
+        };
+        let e = ed
+            .set_neighbours(vec![n("192.168.50.101"), n("192.168.50.102")])
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "neighbours: {} neighbours would be held; daemon.limits.neighbours is {}",
+                held + 2,
+                held + 1
+            )
+        );
+        assert_eq!(ed.neighbours.len(), held);
+        // Learned ones past the limit are not taken.
+        let learned: BTreeMap<Ipv4Addr, MacAddr> = (1..=5)
+            .map(|k| {
+                (
+                    Ipv4Addr::new(192, 168, 50, 200 + k),
+                    "02:00:00:00:aa:02".parse().unwrap(),
+                )
+            })
+            .collect();
+        ed.replace_learned_neighbours(&learned).unwrap();
+        assert_eq!(ed.neighbours.len(), held + 1);
+
+        // Ports: one more pod fits.
+        ed.add_pod_ports(vec![pod("pod-c", "10.5.1.9")]).unwrap();
+        let e = ed
+            .add_pod_ports(vec![pod("pod-d", "10.5.1.10")])
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "ports: {} ports would be held; daemon.limits.ports is {}",
+                ports + 2,
+                ports + 1
+            )
+        );
+        ed.remove_pod_ports(&["pod-c".into()]).unwrap();
+        ed.add_pod_ports(vec![pod("pod-d", "10.5.1.10")]).unwrap();
+
+        // A file past a limit is refused naming it; so is a bad limit.
+        let mut file = cfg.clone();
+        file.daemon.limits.routes = routes - 1;
+        assert_eq!(file.validate().unwrap_err().key, "route");
+        file.daemon.limits.routes = routes;
+        file.daemon.limits.ports = 1024;
+        assert_eq!(file.validate().unwrap_err().key, "daemon.limits.ports");
     }
 
     use super::super::L2Rewrite;

@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod cni_bench;
 pub mod dpdk_bench;
 pub mod lab;
+pub mod limits_bench;
 pub mod measure;
 pub mod mrt;
 pub mod peers;

@@ -1483,7 +1483,7 @@ fn enter_netns(ns: &str) {
 /// deleted before the port; the pool's free frames come back to their
 /// start value.
 #[test]
-fn twenty_add_remove_cycles_return_every_frame_to_the_pool() {
+fn twenty_add_remove_cycles_reuse_the_id_and_return_every_frame_to_the_pool() {
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
     let mut lab = Lab::new("m");
@@ -1541,12 +1541,22 @@ fn twenty_add_remove_cycles_return_every_frame_to_the_pool() {
                     })
                     .collect();
                 let mut reached = 0;
+                let mut svc_id: Option<u16> = None;
                 for cycle in 0..20 {
                     if cycle > 0 && cycle % 2 == 0 {
                         // The veth went with the last cycle: make it again.
                         add_pod(lab_ref, "p2", "svc", "10.5.1.4", "02:00:00:00:01:04");
                     }
                     ctl(&["port", "add", "svc", "10.5.1.4", "02:00:00:00:01:04"]);
+                    let listed = sluice_api::Client::new(&socket).ports().expect("ports.list");
+                    let id = listed
+                        .ports
+                        .iter()
+                        .find(|p| p.name == "svc")
+                        .map(|p| p.id)
+                        .expect("svc is listed");
+                    let first = *svc_id.get_or_insert(id);
+                    assert_eq!(id, first, "cycle {cycle}: the removed port's id is reused");
                     let ok = Command::new("ip")
                         .args([
                             "netns", "exec", &pod, "ping", "-c", "2", "-i", "0.05", "-W", "1",

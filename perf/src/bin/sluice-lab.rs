@@ -95,6 +95,26 @@ enum Cmd {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// sluiced's memory at its limits: routes, neighbours and pod ports added
+    /// through the API in a two-node lab, RSS after each; then one more of
+    /// each past the limit.
+    Limits {
+        /// Lab name.
+        #[arg(long, default_value = "limits")]
+        name: String,
+        /// Routes to add (the default is `daemon.limits.routes`'s).
+        #[arg(long, default_value_t = 1 << 20)]
+        routes: usize,
+        /// Neighbours to hold (the default is `daemon.limits.neighbours`'s).
+        #[arg(long, default_value_t = 1 << 16)]
+        neighbours: usize,
+        /// Pod ports to add, on veths in node 1 (stops at the first refused).
+        #[arg(long, default_value_t = 150)]
+        pods: usize,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// How fast a node's agent programs sluiced: N leases from agent start,
     /// and single lease changes, in a two-node lab.
     AgentBench {
@@ -404,6 +424,23 @@ fn main() -> ExitCode {
                     None => Ok(()),
                 }
             }),
+        Cmd::Limits {
+            name,
+            routes,
+            neighbours,
+            pods,
+            json,
+        } => sluice_perf::limits_bench::run(&name, routes, neighbours, pods, &mut |s| {
+            eprintln!("sluice-lab: {s}")
+        })
+        .and_then(|r| {
+            if let Some(path) = &json {
+                std::fs::write(path, serde_json::to_string_pretty(&r).unwrap_or_default())
+                    .map_err(|e| sluice_perf::lab::LabError::Other(e.to_string()))?;
+            }
+            print!("{}", sluice_perf::limits_bench::table(&r));
+            Ok(())
+        }),
         Cmd::AgentBench {
             name,
             leases,

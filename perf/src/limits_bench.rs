@@ -90,7 +90,9 @@ fn record(
     let seconds = t.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(300));
     let (rss, hwm) = memory_mib(pid)?;
-    progress(&format!("{what}: RSS {rss:.1} MiB (peak {hwm:.1}) after {seconds:.2} s"));
+    progress(&format!(
+        "{what}: RSS {rss:.1} MiB (peak {hwm:.1}) after {seconds:.2} s"
+    ));
     steps.push(Step {
         what,
         rss_mib: rss,
@@ -134,7 +136,13 @@ fn measure(
         .ok_or_else(|| other("node 1 runs no sluiced"))?;
     let client = Client::new(&node.api_socket).with_timeout(Duration::from_secs(120));
     let mut steps = Vec::new();
-    record(pid, &mut steps, progress, "start: the lab's pods".into(), Instant::now())?;
+    record(
+        pid,
+        &mut steps,
+        progress,
+        "start: the lab's pods".into(),
+        Instant::now(),
+    )?;
 
     let peer: Ipv4Addr = state.nodes[1].ip.parse().map_err(other)?;
     let t = Instant::now();
@@ -161,12 +169,17 @@ fn measure(
     let held = client.neighbours().map_err(other)?.neighbours.len();
     let want = neighbours.saturating_sub(held);
     for start in (0..want).step_by(BATCH) {
-        let batch: Vec<NeighbourConfig> = (start..(start + BATCH).min(want))
-            .map(neighbour)
-            .collect();
+        let batch: Vec<NeighbourConfig> =
+            (start..(start + BATCH).min(want)).map(neighbour).collect();
         client.set_neighbours(batch).map_err(other)?;
     }
-    record(pid, &mut steps, progress, format!("{neighbours} neighbours"), t)?;
+    record(
+        pid,
+        &mut steps,
+        progress,
+        format!("{neighbours} neighbours"),
+        t,
+    )?;
 
     let t = Instant::now();
     let mut added = 0;
@@ -207,7 +220,8 @@ fn measure(
     record(pid, &mut steps, progress, format!("{added} more pods"), t)?;
 
     let mut past = Vec::new();
-    let refusal = |r: std::result::Result<(), sluice_api::ClientError>| r.err().map(|e| e.to_string());
+    let refusal =
+        |r: std::result::Result<(), sluice_api::ClientError>| r.err().map(|e| e.to_string());
     past.push((
         "one more route".to_string(),
         refusal(
@@ -237,7 +251,8 @@ fn measure(
 
 /// A Markdown table of the figures.
 pub fn table(b: &LimitsBench) -> String {
-    let mut s = String::from("| sluiced holds | RSS MiB | peak MiB | step s |\n|---|---|---|---|\n");
+    let mut s =
+        String::from("| sluiced holds | RSS MiB | peak MiB | step s |\n|---|---|---|---|\n");
     for st in &b.steps {
         s += &format!(
             "| {} | {:.1} | {:.1} | {:.2} |\n",

@@ -1869,3 +1869,75 @@ fn recorded_pods_are_attached_at_start_and_again_after_kill9() {
         ms(to_ping)
     );
 }
+
+/// `[daemon.limits]`: a request past a limit is refused naming it and
+/// changes nothing; below it the switch keeps working, and a removed pod
+/// makes room for the next.
+#[test]
+fn requests_past_the_configured_limits_are_refused_and_change_nothing() {
+    require_root();
+    let mut lab = Lab::new("t");
+    let base = lab.config(None);
+    let text = std::fs::read_to_string(&base).unwrap();
+    // Two pods and the host port are configured: room for one more pod.
+    let limited = text.replacen(
+        "\n\n[node]",
+        "\n\n[daemon.limits]\nroutes = 2\nneighbours = 1\nports = 4\n\n[node]",
+        1,
+    );
+    assert_ne!(limited, text);
+    let path = lab.dir.path().join("limited.toml");
+    std::fs::write(&path, limited).unwrap();
+    start_on(&mut lab, &path);
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let refused = |out: std::process::Output, want: &str| {
+        assert!(!out.status.success(), "accepted past a limit");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{err}");
+    };
+    ok(lab.ctl(&["route", "add", "10.9.1.0/24", "blackhole"]));
+    ok(lab.ctl(&["route", "add", "10.9.2.0/24", "blackhole"]));
+    ok(lab.ctl(&["route", "add", "10.9.2.0/24", "blackhole"]));
+    refused(
+        lab.ctl(&["route", "add", "10.9.3.0/24", "blackhole"]),
+        "routes: 3 routes would be held; daemon.limits.routes is 2",
+    );
+    let routes = String::from_utf8_lossy(&lab.ctl(&["routes"]).stdout).into_owned();
+    assert!(!routes.contains("10.9.3.0/24"), "{routes}");
+
+    ok(lab.ctl(&["neighbour", "add", "192.168.9.1", "02:00:00:00:aa:01"]));
+    refused(
+        lab.ctl(&["neighbour", "add", "192.168.9.2", "02:00:00:00:aa:02"]),
+        "neighbours: 2 neighbours would be held; daemon.limits.neighbours is 1",
+    );
+
+    add_pod(&mut lab, "p2", "svc", "10.5.1.4", "02:00:00:00:01:04");
+    add_pod(&mut lab, "p3", "svd", "10.5.1.5", "02:00:00:00:01:05");
+    ok(lab.ctl(&["port", "add", "svc", "10.5.1.4", "02:00:00:00:01:04"]));
+    refused(
+        lab.ctl(&["port", "add", "svd", "10.5.1.5", "02:00:00:00:01:05"]),
+        "ports: 5 ports would be held; daemon.limits.ports is 4",
+    );
+    let ports = String::from_utf8_lossy(&lab.ctl(&["ports"]).stdout).into_owned();
+    assert!(!ports.contains("svd"), "{ports}");
+    assert!(
+        ping(&lab, 0, "10.5.1.4"),
+        "the pod below the limit forwards"
+    );
+    ok(lab.ctl(&["port", "del", "svc"]));
+    ok(lab.ctl(&["port", "add", "svd", "10.5.1.5", "02:00:00:00:01:05"]));
+    assert!(
+        ping(&lab, 0, "10.5.1.5"),
+        "the pod that took the free place"
+    );
+    assert!(
+        ping(&lab, 0, "10.5.1.3"),
+        "the configured pods still forward"
+    );
+}

@@ -699,13 +699,7 @@ impl TablesEditor {
         }
         let total = s.port_ids.len() + fresh.len();
         if total > s.daemon.limits.ports as usize {
-            return Err(Limits::exceeded(
-                "ports",
-                "ports",
-                total,
-                s.daemon.limits.ports,
-            )
-            .into());
+            return Err(Limits::exceeded("ports", "ports", total, s.daemon.limits.ports).into());
         }
         let mut ips: HashSet<Ipv4Addr> = HashSet::new();
         for &i in &fresh {
@@ -1338,7 +1332,10 @@ mod tests {
             assert_eq!(ids, want, "round {round}: the lowest free ids");
             let t = handle.load();
             if round > 0 {
-                assert_eq!(t.flush_generation, t.generation, "reuse flushes the flow cache");
+                assert_eq!(
+                    t.flush_generation, t.generation,
+                    "reuse flushes the flow cache"
+                );
             }
             let to = &t.adjacencies[t.lpm.lookup(ip("10.5.1.22")).unwrap() as usize];
             assert!(

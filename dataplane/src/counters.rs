@@ -269,6 +269,8 @@ pub const MAX_PORTS: usize = 1024;
 #[repr(align(64))]
 pub struct WorkerCounters {
     ports: Box<[PortCounters]>,
+    /// What ports whose ids were reused had counted ([`Self::retire_port`]).
+    retired: PortCounters,
     drops: [Counter; DropReason::COUNT],
     /// Everything that is not a drop.
     pub events: EventCounters,
@@ -287,6 +289,7 @@ impl WorkerCounters {
     pub fn new() -> Self {
         WorkerCounters {
             ports: (0..MAX_PORTS).map(|_| PortCounters::default()).collect(),
+            retired: PortCounters::default(),
             drops: std::array::from_fn(|_| Counter::default()),
             events: EventCounters::default(),
             load: WorkerLoad::default(),
@@ -330,17 +333,21 @@ impl WorkerCounters {
         p.tx_bytes.add(bytes);
     }
 
-    /// Zeroes a port's counters (control path, when an id is reused).
-    pub fn reset_port(&self, id: u16) {
+    /// Moves a port's counts into the retired totals and zeroes its
+    /// counters, when its id is taken by a new port. Only the owning worker
+    /// may call this (it is a write, like [`Counter::add`]).
+    pub fn retire_port(&self, id: u16) {
         let p = self.port(id);
-        for c in [
-            &p.rx_packets,
-            &p.rx_bytes,
-            &p.tx_packets,
-            &p.tx_bytes,
-            &p.rx_dropped,
-            &p.tx_dropped,
+        let r = &self.retired;
+        for (c, into) in [
+            (&p.rx_packets, &r.rx_packets),
+            (&p.rx_bytes, &r.rx_bytes),
+            (&p.tx_packets, &r.tx_packets),
+            (&p.tx_bytes, &r.tx_bytes),
+            (&p.rx_dropped, &r.rx_dropped),
+            (&p.tx_dropped, &r.tx_dropped),
         ] {
+            into.add(c.get());
             c.reset();
         }
     }
@@ -368,6 +375,10 @@ pub struct PortStats {
 pub struct StatsSnapshot {
     /// Per port, by port name.
     pub ports: BTreeMap<String, PortStats>,
+    /// Summed over every port the switch has had, removed ones included:
+    /// with [`StatsSnapshot::made`] and the drops, packets are conserved
+    /// over these.
+    pub port_totals: PortStats,
     /// Drops by reason name (every reason present, zero or not).
     pub drops: BTreeMap<&'static str, u64>,
     /// Non-drop outcomes by name.
@@ -381,18 +392,26 @@ impl StatsSnapshot {
         ports: impl IntoIterator<Item = (u16, String)>,
     ) -> Self {
         let mut snap = StatsSnapshot::default();
+        let add = |s: &mut PortStats, p: &PortCounters| {
+            s.rx_packets += p.rx_packets.get();
+            s.rx_bytes += p.rx_bytes.get();
+            s.tx_packets += p.tx_packets.get();
+            s.tx_bytes += p.tx_bytes.get();
+            s.rx_dropped += p.rx_dropped.get();
+            s.tx_dropped += p.tx_dropped.get();
+        };
         for (id, name) in ports {
             let mut s = PortStats::default();
             for w in workers.clone() {
-                let p = w.port(id);
-                s.rx_packets += p.rx_packets.get();
-                s.rx_bytes += p.rx_bytes.get();
-                s.tx_packets += p.tx_packets.get();
-                s.tx_bytes += p.tx_bytes.get();
-                s.rx_dropped += p.rx_dropped.get();
-                s.tx_dropped += p.tx_dropped.get();
+                add(&mut s, w.port(id));
             }
             snap.ports.insert(name, s);
+        }
+        for w in workers.clone() {
+            add(&mut snap.port_totals, &w.retired);
+            for p in w.ports.iter() {
+                add(&mut snap.port_totals, p);
+            }
         }
         for &r in DropReason::ALL {
             let total = workers
@@ -510,7 +529,7 @@ mod tests {
                 tx_dropped: 3,
             }
         );
-        workers[0].reset_port(3);
+        workers[0].retire_port(3);
         assert_eq!(workers[0].port(3).rx_packets.get(), 0);
         assert_eq!(workers[0].port(3).tx_dropped.get(), 0);
     }
@@ -552,5 +571,20 @@ mod tests {
         let w = WorkerCounters::new();
         w.port(u16::MAX).rx_packets.inc();
         assert_eq!(w.port((MAX_PORTS - 1) as u16).rx_packets.get(), 1);
+    }
+
+    #[test]
+    fn a_retired_port_starts_from_zero_and_the_totals_keep_its_counts() {
+        let w = WorkerCounters::new();
+        w.port(4).rx_packets.add(7);
+        w.port(4).tx_bytes.add(700);
+        w.port(5).tx_packets.add(2);
+        w.retire_port(4);
+        w.port(4).rx_packets.add(1);
+        let snap = StatsSnapshot::collect([&w], [(4, "new".to_string())]);
+        assert_eq!(snap.ports["new"].rx_packets, 1, "the new port's own count");
+        assert_eq!(snap.port_totals.rx_packets, 8);
+        assert_eq!(snap.port_totals.tx_bytes, 700);
+        assert_eq!(snap.port_totals.tx_packets, 2, "ports not named count too");
     }
 }

@@ -100,7 +100,8 @@ fn port_error(plan: &PortPlan, e: BackendError) -> DaemonError {
 /// port even when the worker skipped the generations in between.
 ///
 /// A pod port opened here is a new attachment, perhaps under a removed
-/// port's id: this worker's counters for the id start from zero.
+/// port's id: this worker's counters for the id start from zero, what they
+/// held going to its retired totals (so packets stay conserved).
 #[allow(clippy::too_many_arguments)]
 fn reconcile<B: Backend>(
     w: usize,
@@ -150,7 +151,7 @@ fn reconcile<B: Backend>(
                 };
                 match backend.open(pool, &spec) {
                     Ok(p) => {
-                        counters.reset_port(i as PortId);
+                        counters.retire_port(i as PortId);
                         *slot = Some(p);
                         opened[i] = Some(entry.name.clone());
                     }

@@ -6,7 +6,9 @@
 # privileged (sluiced on AF_XDP in network namespaces, and labs whose nodes
 # are programmed by sluice-agent, as root); then the fuzz targets for a
 # bounded time.
-# SLUICE_FUZZ_SECONDS sets the time per fuzz target (default 45).
+# SLUICE_FUZZ_SECONDS sets the time per fuzz target (default 30);
+# SLUICE_SOAK_SECONDS the soak's length (default 60; docs/lab.md has a
+# longer run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,8 +38,9 @@ cargo test -p sluice-perf --features privileged-tests --test podman -- --test-th
 cargo test -p sluice-perf --features privileged-tests --test deploy -- --test-threads=1
 cargo test -p sluice-perf --features privileged-tests --test peers -- --test-threads=1
 cargo test -p sluice-perf --features privileged-tests --test bgp -- --test-threads=1
+SLUICE_SOAK_SECONDS="${SLUICE_SOAK_SECONDS:-60}" cargo test -p sluice-perf --features privileged-tests --test soak -- --test-threads=1 --nocapture
 
-step "tier 5: fuzz targets, ${SLUICE_FUZZ_SECONDS:-45}s each"
-scripts/fuzz.sh "${SLUICE_FUZZ_SECONDS:-45}"
+step "tier 5: fuzz targets, ${SLUICE_FUZZ_SECONDS:-30}s each"
+scripts/fuzz.sh "${SLUICE_FUZZ_SECONDS:-30}"
 
 step "all tiers passed in $(( $(date +%s) - start ))s"

@@ -72,6 +72,13 @@ pub struct DaemonSettings {
     /// The most routes, neighbours and ports the switch holds.
     #[serde(default)]
     pub limits: Limits,
+    /// Where sluiced keeps the routes, neighbours and node settings it was
+    /// programmed with at runtime, to forward with them again at once after
+    /// a restart. Unset: beside the API socket (`sluiced.sock` gives
+    /// `sluiced.tables.json`); empty: not kept. Use
+    /// [`DaemonSettings::state_file_path`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 /// The most the switch holds (`[daemon.limits]`): a configuration file or
@@ -235,6 +242,16 @@ impl DaemonSettings {
     pub fn pod_records_dir(&self) -> Option<&std::path::Path> {
         (!self.pod_records.as_os_str().is_empty()).then_some(self.pod_records.as_path())
     }
+
+    /// The saved-tables file ([`DaemonSettings::state_file`]); `None` when
+    /// turned off.
+    pub fn state_file_path(&self) -> Option<std::path::PathBuf> {
+        match &self.state_file {
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) => Some(p.clone()),
+            None => Some(self.api_socket.with_extension("tables.json")),
+        }
+    }
 }
 
 /// How `sluiced` writes its log lines.
@@ -267,6 +284,7 @@ impl Default for DaemonSettings {
             backend: BackendKind::default(),
             dpdk: DpdkSettings::default(),
             limits: Limits::default(),
+            state_file: None,
         }
     }
 }

@@ -860,12 +860,28 @@ fn node_config(state: &LabState, n: &NodeState) -> String {
 /// it again from its configuration file: no routes but its own until its
 /// agent programs them again.
 pub fn restart_sluiced(state: &mut LabState, i: usize, kill: bool) -> Result<()> {
-    if let Some(pid) = state.nodes[i].sluiced_pid {
+    stop_sluiced(state, i, kill);
+    start_sluiced_again(state, i)
+}
+
+/// Stops node `i`'s sluiced by PID (SIGKILL if `kill`, else SIGTERM).
+pub fn stop_sluiced(state: &mut LabState, i: usize, kill: bool) {
+    if let Some(pid) = state.nodes[i].sluiced_pid.take() {
         end_daemon(pid, state.nodes[i].sluiced_start, kill);
     }
     let _ = std::fs::remove_file(&state.nodes[i].api_socket);
+}
+
+/// Starts node `i`'s sluiced after [`stop_sluiced`].
+pub fn start_sluiced_again(state: &mut LabState, i: usize) -> Result<()> {
     start_sluiced(state, i)?;
     save(state)
+}
+
+/// Where node `i`'s sluiced keeps its saved tables (beside its API
+/// socket, the default of `daemon.state_file`).
+pub fn saved_tables_path(state: &LabState, i: usize) -> PathBuf {
+    state.nodes[i].api_socket.with_extension("tables.json")
 }
 
 fn start_sluiced(state: &mut LabState, i: usize) -> Result<()> {

@@ -790,7 +790,11 @@ fn a_restarted_sluiced_is_programmed_again_by_its_agent() {
     let _guard = Guard(name.to_string());
     let mut st = up_with(name, Mode::Ipip, StoreKind::Embedded, vec![]);
     let before = routes_of(&st.nodes[0]);
-    lab::restart_sluiced(&mut st, 0, false).unwrap();
+    // Without its saved tables, the new sluiced has only its file's
+    // configuration: the agent brings the rest.
+    lab::stop_sluiced(&mut st, 0, false);
+    std::fs::remove_file(lab::saved_tables_path(&st, 0)).expect("sluiced saved its tables");
+    lab::start_sluiced_again(&mut st, 0).unwrap();
     eventually(10, "routes back in the new sluiced", || {
         routes_of(&st.nodes[0]) == before
     });
@@ -798,6 +802,113 @@ fn a_restarted_sluiced_is_programmed_again_by_its_agent() {
         ping(&st.nodes[0].pods[0].0, &st.nodes[1].pods[1].1)
     });
     assert!(agent_log(&st, 0).contains("sluiced restarted or reloaded"));
+    lab::down(name).unwrap();
+}
+
+/// `(unix time, icmp_seq)` of each reply `ping -D` printed.
+fn replies(text: &str) -> Vec<(f64, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let t = l.strip_prefix('[')?.split(']').next()?.parse().ok()?;
+            let seq = l
+                .split("icmp_seq=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((t, seq))
+        })
+        .collect()
+}
+
+/// sluiced SIGKILLed during traffic, with both agents stopped: the new
+/// sluiced forwards across the nodes with the tables it saved and to its
+/// pods from their records, with no call from the agent or the runtime.
+/// The gap (last reply before the kill to the first after, and from the new
+/// process's start to that reply) and the pings lost are printed, not
+/// asserted. The agents, started again, change no route.
+#[test]
+fn a_sluiced_killed_during_traffic_forwards_again_from_its_saved_tables_without_the_agent() {
+    require_root();
+    let name = "tsk";
+    let _guard = Guard(name.to_string());
+    let mut st = up_with(name, Mode::Vxlan, StoreKind::Embedded, vec![]);
+    for i in 0..2 {
+        cluster::stop_agent(&mut st, i, false);
+    }
+    let before = routes_of(&st.nodes[0]);
+    assert!(
+        before.iter().any(|r| r.via == sluice_api::Via::Vxlan),
+        "{before:?}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let ping_d = |from: &str, to: &str| {
+        Command::new("ip")
+            .args([
+                "netns", "exec", from, "ping", "-D", "-i", "0.01", "-c", "500", "-W", "1", to,
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let across = ping_d(&st.nodes[0].pods[0].0, &st.nodes[1].pods[1].1);
+    let local = ping_d(&st.nodes[0].pods[1].0, &st.nodes[0].pods[0].1);
+    std::thread::sleep(Duration::from_millis(1500));
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let killed = now();
+    lab::stop_sluiced(&mut st, 0, true);
+    let spawned = now();
+    lab::start_sluiced_again(&mut st, 0).unwrap();
+    for (what, child) in [("across the nodes", across), ("on node 1", local)] {
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let r = replies(&text);
+        // The outage: the longest time between two replies.
+        let (i, _) = r
+            .windows(2)
+            .enumerate()
+            .max_by(|a, b| (a.1[1].0 - a.1[0].0).total_cmp(&(b.1[1].0 - b.1[0].0)))
+            .expect("replies");
+        let ((t0, s0), (t1, s1)) = (r[i], r[i + 1]);
+        eprintln!(
+            "{what}: {} of 500 pings answered; the longest gap {:.0} ms ({} pings lost in it), \
+             from {:.0} ms before the SIGKILL; forwarding again {:.0} ms after the new sluiced \
+             was spawned ({:.0} ms after the kill)",
+            r.len(),
+            (t1 - t0) * 1e3,
+            s1 - s0 - 1,
+            (killed - t0) * 1e3,
+            (t1 - spawned) * 1e3,
+            (t1 - killed) * 1e3,
+        );
+        assert!(t1 > killed, "{what}: the outage is the restart's: {text}");
+        assert!(
+            r.last().is_some_and(|(_, s)| *s >= 490),
+            "{what}: forwarding again to the end: {text}"
+        );
+    }
+    assert_eq!(
+        routes_of(&st.nodes[0]),
+        before,
+        "the saved routes, no agent"
+    );
+    let generation0 = generation(&st.nodes[0]);
+    cluster::start_agent(&mut st, 0).unwrap();
+    eventually(10, "the agent's full sync", || {
+        agent_log(&st, 0).matches("full sync with sluiced").count() >= 2
+    });
+    assert_eq!(
+        routes_of(&st.nodes[0]),
+        before,
+        "the agent changed no route"
+    );
+    assert_eq!(generation(&st.nodes[0]), generation0, "nor anything else");
     lab::down(name).unwrap();
 }
 

@@ -206,6 +206,9 @@ pub struct Control {
     boot: String,
     /// Reloads so far (the `epoch` changes with each).
     reloads: u32,
+    /// The configuration (file) the running one started from or was last
+    /// reloaded from: what the saved tables are valid for.
+    base: NodeConfig,
 }
 
 #[derive(Deserialize)]
@@ -268,6 +271,7 @@ impl Control {
         counters: Vec<Arc<WorkerCounters>>,
     ) -> Self {
         Control {
+            base: cfg.clone(),
             cfg: TablesEditor::new(cfg, tables.clone()),
             tables,
             counters,
@@ -277,6 +281,53 @@ impl Control {
             registry: None,
             boot: boot_id(),
             reloads: 0,
+        }
+    }
+
+    /// Sets the configuration the running one started from, when the
+    /// saved tables were merged into it ([`crate::saved_tables`]).
+    pub fn set_base(&mut self, base: NodeConfig) {
+        self.base = base;
+    }
+
+    /// Reloads so far.
+    pub fn reloads(&self) -> u32 {
+        self.reloads
+    }
+
+    /// The tables in force as [`crate::saved_tables`] keeps them.
+    pub fn saved_tables(&self) -> crate::saved_tables::SavedTables {
+        crate::saved_tables::SavedTables {
+            format: crate::saved_tables::FORMAT,
+            base: self.base.clone(),
+            node: self.cfg.node().clone(),
+            tunnel: self.cfg.tunnel().clone(),
+            routes: self.cfg.routes.iter().cloned().collect(),
+            neighbours: self
+                .cfg
+                .neighbours
+                .iter()
+                .filter(|n| !n.learned)
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Adds saved routes via pod ports once the recorded pods are back;
+    /// those whose pod is not are dropped, logged.
+    pub fn restore_pod_routes(&mut self, routes: Vec<crate::config::RouteConfig>) {
+        let (ok, gone): (Vec<_>, Vec<_>) = routes.into_iter().partition(|r| {
+            r.port
+                .as_ref()
+                .is_some_and(|p| self.cfg.ports().iter().any(|c| &c.name == p && !c.removed))
+        });
+        for r in &gone {
+            tracing::warn!(prefix = %r.prefix, port = ?r.port, "saved route via a pod that did not come back: dropped");
+        }
+        if !ok.is_empty() {
+            if let Err(e) = self.cfg.add_routes(ok) {
+                tracing::warn!(error = %e, "saved routes via pods not restored");
+            }
         }
     }
 
@@ -527,8 +578,11 @@ impl Control {
         }
         self.check_kernel_follows(&new)?;
         let old = self.cfg.config();
+        let base =
+            NodeConfig::from_toml_str(&text).map_err(|e| ApiError::new(Some(e.key), e.problem))?;
         let g = self.commit(new, "route", "route", &[])?;
         self.reloads += 1;
+        self.base = base;
         self.steer_uplink(&old)?;
         Ok(
             json!({ "generation": g, "routes": self.cfg.route_count(), "neighbours": self.cfg.neighbours().len() }),

@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod neigh;
 pub mod pod_records;
 pub mod registry;
+pub mod saved_tables;
 pub mod server;
 pub mod startup;
 pub mod worker;

@@ -151,6 +151,8 @@ pub struct Daemon {
     pub numa: Option<String>,
     /// What became of the pods' attachment records at start.
     pub pod_records: crate::pod_records::Summary,
+    /// What became of the saved tables at start.
+    pub saved_tables: crate::saved_tables::Restored,
     control: Arc<std::sync::Mutex<api::Control>>,
     registry: Arc<PortRegistry>,
     _locks: Vec<PortLock>,
@@ -168,6 +170,11 @@ impl Daemon {
         config_path: Option<std::path::PathBuf>,
         stop: Arc<AtomicBool>,
     ) -> Result<Daemon, DaemonError> {
+        // The tables saved by the last run, if they were made from this
+        // configuration: forwarding across nodes resumes with them.
+        let file_cfg = cfg;
+        let (restored_cfg, saved_pod_routes, saved_tables) = crate::saved_tables::restore(file_cfg);
+        let cfg = &restored_cfg;
         let dpdk = cfg.daemon.backend == BackendKind::Dpdk;
         // A hardware profile may give the workers' cores.
         let (profile, workers) = if dpdk {
@@ -426,6 +433,7 @@ impl Daemon {
         let pod_records;
         {
             let mut c = api::Control::new(cfg.clone(), handle.clone(), counters.clone());
+            c.set_base(file_cfg.clone());
             if let Some(p) = config_path {
                 c.set_config_path(p);
             }
@@ -463,6 +471,29 @@ impl Daemon {
                 Some(dir) => crate::pod_records::reattach(&control, dir, &record_counts),
                 None => crate::pod_records::Summary::default(),
             };
+            if !saved_pod_routes.is_empty() {
+                control
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .restore_pod_routes(saved_pod_routes);
+            }
+            if let Some(path) = cfg.daemon.state_file_path() {
+                match crate::saved_tables::spawn_writer(
+                    path,
+                    control.clone(),
+                    handle.clone(),
+                    stop.clone(),
+                ) {
+                    Ok(j) => workers.push(j),
+                    Err(e) => {
+                        stop.store(true, Ordering::Relaxed);
+                        return Err(DaemonError::Worker {
+                            worker: usize::MAX,
+                            message: format!("saved-tables writer: {e}"),
+                        });
+                    }
+                }
+            }
             let (apath, astop) = (api_path.clone(), stop.clone());
             match std::thread::Builder::new()
                 .name("sluice-api".into())
@@ -497,6 +528,7 @@ impl Daemon {
             hugepages,
             numa,
             pod_records,
+            saved_tables,
             control,
             registry,
             _locks: locks,

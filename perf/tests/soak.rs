@@ -222,7 +222,7 @@ fn a_soak_with_pod_and_route_churn_under_traffic_loses_and_leaks_nothing() {
                         let (key, value) = churn_lease(i);
                         let s = &s;
                         async move {
-                            if (k as usize / CHURNED) % 2 == 0 {
+                            if (k as usize / CHURNED).is_multiple_of(2) {
                                 s.put(&key, value.as_bytes(), Some(lease::LEASE_TTL)).await
                             } else {
                                 s.delete(&key).await

@@ -295,22 +295,26 @@ impl Control {
         self.reloads
     }
 
-    /// The tables in force as [`crate::saved_tables`] keeps them.
-    pub fn saved_tables(&self) -> crate::saved_tables::SavedTables {
-        crate::saved_tables::SavedTables {
-            format: crate::saved_tables::FORMAT,
-            base: self.base.clone(),
-            node: self.cfg.node().clone(),
-            tunnel: self.cfg.tunnel().clone(),
-            routes: self.cfg.routes.iter().cloned().collect(),
-            neighbours: self
-                .cfg
-                .neighbours
-                .iter()
-                .filter(|n| !n.learned)
-                .cloned()
-                .collect(),
-        }
+    /// What [`crate::saved_tables`] keeps: the base configuration, node and
+    /// tunnel settings, routes and neighbours in force (learned ones too;
+    /// the writer leaves them out).
+    #[allow(clippy::type_complexity)]
+    pub fn saved_parts(
+        &self,
+    ) -> (
+        &NodeConfig,
+        &sluice_api::NodeSettings,
+        &sluice_api::TunnelSettings,
+        &crate::tables::RouteTable,
+        &[sluice_api::NeighbourConfig],
+    ) {
+        (
+            &self.base,
+            self.cfg.node(),
+            self.cfg.tunnel(),
+            &self.cfg.routes,
+            &self.cfg.neighbours,
+        )
     }
 
     /// Adds saved routes via pod ports once the recorded pods are back;

@@ -644,6 +644,26 @@ fn an_etcd_outage_keeps_routes_and_the_agent_resyncs_after_it() {
     let mut st = up_with(name, Mode::Vxlan, StoreKind::Etcd, vec![]);
     let before = routes_of(&st.nodes[0]);
     let gen = generation(&st.nodes[0]);
+    // Traffic across the nodes throughout the outage and etcd's return.
+    let pinger = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &st.nodes[0].pods[0].0,
+            "ping",
+            "-q",
+            "-i",
+            "0.01",
+            "-c",
+            "600",
+            "-W",
+            "1",
+            &st.nodes[1].pods[1].1,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
     cluster::stop_etcd(&mut st);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
@@ -658,6 +678,13 @@ fn an_etcd_outage_keeps_routes_and_the_agent_resyncs_after_it() {
     );
     assert!(agent_alive(&st, 0) && agent_alive(&st, 1));
     cluster::start_etcd(&mut st).unwrap();
+    let out = pinger.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("600 packets transmitted, 600 received"),
+        "every packet through the outage and etcd's return: {text}"
+    );
+    assert_eq!(generation(&st.nodes[0]), gen, "nothing changed in sluiced");
     cluster::put_raw(&st, &format!("{SUBNETS}/10.77.9.0-24"), br#"{"PublicIP":"192.168.77.9","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}}"#, None).unwrap();
     for i in 0..2 {
         eventually(20, "the agent back on etcd", || {

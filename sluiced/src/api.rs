@@ -132,8 +132,16 @@ fn parse_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// Lowercase hex; a table, not a `format!` per byte (`capture.read`
+/// writes up to 4096 frames a read).
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        s.push(char::from(DIGITS[usize::from(x >> 4)]));
+        s.push(char::from(DIGITS[usize::from(x & 15)]));
+    }
+    s
 }
 
 /// A one-line description of a frame, decoding VXLAN and IPIP inner packets.

@@ -1929,6 +1929,7 @@ fn capture_writes_pcapng_that_tshark_reads() {
         );
     }
     assert!(ping(&lab, 2, "10.5.1.5"), "pods c and d before any capture");
+    let rtt_before = avg_rtt_ms(&lab.pods[2], "10.5.1.5", 10);
     // Pod a pings pod b all along (stopped by PID below).
     let mut pinger = Reaped(
         Command::new("ip")
@@ -1985,6 +1986,8 @@ fn capture_writes_pcapng_that_tshark_reads() {
             "ip.dst",
             "-e",
             "icmp.type",
+            "-e",
+            "frame.time_epoch",
         ])
         .output()
         .unwrap();
@@ -1997,7 +2000,17 @@ fn capture_writes_pcapng_that_tshark_reads() {
     eprintln!("tshark -r {}:\n{text}", file.display());
     let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
     assert_eq!(rows.len(), 10, "{text}");
-    assert!(rows.iter().all(|r| r[0] == "sva" && r.len() == 5), "{text}");
+    assert!(rows.iter().all(|r| r[0] == "sva" && r.len() == 6), "{text}");
+    // Nanosecond timestamps of now (if_tsresol 9), in order.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let times: Vec<f64> = rows.iter().map(|r| r[5].parse().unwrap()).collect();
+    assert!(
+        times.iter().all(|t| (now - t).abs() < 60.0) && times.windows(2).all(|w| w[0] <= w[1]),
+        "{text}"
+    );
     // Inbound (1): pod a's echo requests; outbound (2): b's replies to a.
     let inbound = rows
         .iter()
@@ -2062,7 +2075,14 @@ fn capture_writes_pcapng_that_tshark_reads() {
 
     // A capture whose reader is killed stops on its own.
     let mut cap = capture("icmp", "0", &lab.dir.path().join("killed.pcapng"));
-    std::thread::sleep(Duration::from_millis(500));
+    // Pods c and d while pod a's port is captured (every echo copied):
+    // figures for the record, asserted only loosely (a shared machine).
+    let rtt_during = avg_rtt_ms(&lab.pods[2], "10.5.1.5", 10);
+    eprintln!("pod c to pod d: avg rtt {rtt_before:.3} ms before, {rtt_during:.3} ms during a capture of pod a's port");
+    assert!(
+        rtt_during < rtt_before + 50.0,
+        "{rtt_before} ms, then {rtt_during} ms"
+    );
     kill_child(&mut cap, "-KILL");
     let busy = lab.ctl(&["capture", "svb", "-c", "1", "-w", "/dev/null"]);
     assert!(

@@ -2073,6 +2073,28 @@ fn capture_writes_pcapng_that_tshark_reads() {
         "{err}"
     );
 
+    // To standard output, piped into tshark.
+    let piped = Command::new("timeout")
+        .args([
+            "20",
+            "sh",
+            "-c",
+            &format!(
+                "{} --socket {} capture sva -f 'icmp and host 10.5.1.3' -c 4 -w - | tshark -r - -T fields -e ip.src",
+                sluicectl().display(),
+                lab.socket().display()
+            ),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&piped.stdout);
+    assert!(
+        piped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    assert_eq!(text.lines().count(), 4, "{text}");
+
     // A capture whose reader is killed stops on its own.
     let mut cap = capture("icmp", "0", &lab.dir.path().join("killed.pcapng"));
     // Pods c and d while pod a's port is captured (every echo copied):

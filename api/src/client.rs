@@ -2,12 +2,13 @@
 
 use crate::error::ApiError;
 use crate::request::{
-    NeighboursRemoveArgs, NeighboursSetArgs, NodeSetArgs, PortsAddArgs, PortsRemoveArgs, Request,
-    RoutesArgs, RoutesRemoveArgs, TraceArgs,
+    CaptureReadArgs, CaptureStartArgs, CaptureStopArgs, NeighboursRemoveArgs, NeighboursSetArgs,
+    NodeSetArgs, PortsAddArgs, PortsRemoveArgs, Request, RoutesArgs, RoutesRemoveArgs, TraceArgs,
 };
 use crate::response::{
-    FlowList, Generation, NeighbourList, NodeInfo, PortList, PortsAdded, Reloaded, Removed,
-    Response, ResultError, RouteList, RoutesChanged, Stats, Trace,
+    CaptureFrames, CaptureStarted, CaptureStopped, FlowList, Generation, NeighbourList, NodeInfo,
+    PortList, PortsAdded, Reloaded, Removed, Response, ResultError, RouteList, RoutesChanged,
+    Stats, Trace,
 };
 use crate::types::{
     Ipv4Net, NeighbourConfig, NodeSettings, PortConfig, RouteConfig, TunnelSettings,
@@ -257,5 +258,20 @@ impl Client {
     /// `reload`: re-reads the configuration file.
     pub fn reload(&self) -> Result<Reloaded, ClientError> {
         self.typed(&Request::Reload)
+    }
+
+    /// `capture.start`: starts copying a port's frames.
+    pub fn capture_start(&self, args: CaptureStartArgs) -> Result<CaptureStarted, ClientError> {
+        self.typed(&Request::CaptureStart(args))
+    }
+
+    /// `capture.read`: up to `max` frames captured since the last read.
+    pub fn capture_read(&self, id: u64, max: Option<usize>) -> Result<CaptureFrames, ClientError> {
+        self.typed(&Request::CaptureRead(CaptureReadArgs { id, max }))
+    }
+
+    /// `capture.stop`: ends a capture.
+    pub fn capture_stop(&self, id: u64) -> Result<CaptureStopped, ClientError> {
+        self.typed(&Request::CaptureStop(CaptureStopArgs { id }))
     }
 }

@@ -51,13 +51,15 @@ pub mod types;
 pub use client::{Client, ClientError, DEFAULT_TIMEOUT};
 pub use error::ApiError;
 pub use request::{
-    NeighboursRemoveArgs, NeighboursSetArgs, NodeSetArgs, PortsAddArgs, PortsRemoveArgs, Request,
-    RoutesArgs, RoutesRemoveArgs, TraceArgs,
+    CaptureDirection, CaptureReadArgs, CaptureStartArgs, CaptureStopArgs, NeighboursRemoveArgs,
+    NeighboursSetArgs, NodeSetArgs, PortsAddArgs, PortsRemoveArgs, Request, RoutesArgs,
+    RoutesRemoveArgs, TraceArgs,
 };
 pub use response::{
-    respond, Flow, FlowList, Generation, NeighbourInfo, NeighbourList, NeighbourSource, NodeInfo,
-    PortInfo, PortList, PortStats, PortsAdded, Reloaded, Removed, Reply, Response, ResultError,
-    RouteList, RoutesChanged, Stats, Trace, TraceInput, TraceOutput, WorkerFrames, XskCounters,
+    respond, CaptureFrames, CaptureStarted, CaptureStopped, CapturedFrame, Flow, FlowList,
+    Generation, NeighbourInfo, NeighbourList, NeighbourSource, NodeInfo, PortInfo, PortList,
+    PortStats, PortsAdded, Reloaded, Removed, Reply, Response, ResultError, RouteList,
+    RoutesChanged, Stats, Trace, TraceInput, TraceOutput, WorkerFrames, XskCounters,
 };
 pub use types::{
     IfAddr, Ipv4Net, MacAddr, NeighbourConfig, NodeSettings, ParseMacError, PortConfig, PortKind,

@@ -101,6 +101,101 @@ impl TraceArgs {
     }
 }
 
+/// Which frames of a port a capture takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureDirection {
+    /// Frames the port receives (before the switch parses them).
+    Rx,
+    /// Frames the switch sends out of the port (after rewrite).
+    Tx,
+    /// Both.
+    #[default]
+    Both,
+}
+
+impl CaptureDirection {
+    /// `rx`, `tx` or `both`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CaptureDirection::Rx => "rx",
+            CaptureDirection::Tx => "tx",
+            CaptureDirection::Both => "both",
+        }
+    }
+}
+
+impl std::fmt::Display for CaptureDirection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for CaptureDirection {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "rx" => Ok(CaptureDirection::Rx),
+            "tx" => Ok(CaptureDirection::Tx),
+            "both" => Ok(CaptureDirection::Both),
+            _ => Err("expected rx, tx or both".into()),
+        }
+    }
+}
+
+/// `capture.start`: copy a port's frames for `capture.read`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureStartArgs {
+    /// The port's name.
+    pub port: String,
+    /// A filter expression (docs/api.md, "Capture filters"); none takes
+    /// every frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// Frames wanted; none (or 0) for no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// `rx`, `tx` or `both` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<CaptureDirection>,
+    /// Bytes kept of each frame (default 262144; at most 10240 are stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snaplen: Option<u32>,
+}
+
+impl CaptureStartArgs {
+    /// Every frame of `port`, both ways, no limit.
+    pub fn new(port: impl Into<String>) -> Self {
+        CaptureStartArgs {
+            port: port.into(),
+            filter: None,
+            count: None,
+            direction: None,
+            snaplen: None,
+        }
+    }
+}
+
+/// `capture.read`: frames captured since the last read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureReadArgs {
+    /// The capture's id, from `capture.start`.
+    pub id: u64,
+    /// Most frames to return (default 256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<usize>,
+}
+
+/// `capture.stop`: end a capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureStopArgs {
+    /// The capture's id.
+    pub id: u64,
+}
+
 /// Lowercase hex, no separators (as `trace` writes frames).
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|x| format!("{x:02x}")).collect()
@@ -162,6 +257,12 @@ pub enum Request {
     Trace(TraceArgs),
     /// `reload`: re-read the configuration file.
     Reload,
+    /// `capture.start`: start copying a port's frames.
+    CaptureStart(CaptureStartArgs),
+    /// `capture.read`: frames captured so far.
+    CaptureRead(CaptureReadArgs),
+    /// `capture.stop`: end a capture.
+    CaptureStop(CaptureStopArgs),
 }
 
 /// The envelope as it is on the wire.
@@ -305,6 +406,32 @@ impl OpArgs for TraceArgs {
     }
 }
 
+impl OpArgs for CaptureStartArgs {
+    const FIELDS: &'static [&'static str] = &["port", "filter", "count", "direction", "snaplen"];
+    fn locate(args: &Map<String, Value>) -> Option<String> {
+        locate_one::<String>(args, "port", probe_none)
+            .or_else(|| locate_one::<Option<String>>(args, "filter", probe_none))
+            .or_else(|| locate_one::<Option<u64>>(args, "count", probe_none))
+            .or_else(|| locate_one::<Option<CaptureDirection>>(args, "direction", probe_none))
+            .or_else(|| locate_one::<Option<u32>>(args, "snaplen", probe_none))
+    }
+}
+
+impl OpArgs for CaptureReadArgs {
+    const FIELDS: &'static [&'static str] = &["id", "max"];
+    fn locate(args: &Map<String, Value>) -> Option<String> {
+        locate_one::<u64>(args, "id", probe_none)
+            .or_else(|| locate_one::<Option<usize>>(args, "max", probe_none))
+    }
+}
+
+impl OpArgs for CaptureStopArgs {
+    const FIELDS: &'static [&'static str] = &["id"];
+    fn locate(args: &Map<String, Value>) -> Option<String> {
+        locate_one::<u64>(args, "id", probe_none)
+    }
+}
+
 /// Reads an operation's `args` (`null` is `{}`). An error keeps serde's
 /// message and names the field: `args.routez` for an unknown or missing
 /// argument, `args.routes[1].via` for a bad value inside one.
@@ -362,6 +489,9 @@ impl Request {
         "flows",
         "trace",
         "reload",
+        "capture.start",
+        "capture.read",
+        "capture.stop",
     ];
 
     /// The operation's name, e.g. `routes.add`.
@@ -383,6 +513,9 @@ impl Request {
             Request::Flows => "flows",
             Request::Trace(_) => "trace",
             Request::Reload => "reload",
+            Request::CaptureStart(_) => "capture.start",
+            Request::CaptureRead(_) => "capture.read",
+            Request::CaptureStop(_) => "capture.stop",
         }
     }
 
@@ -407,6 +540,9 @@ impl Request {
             Request::NeighboursRemove(a) => v(a),
             Request::NodeSet(a) => v(a),
             Request::Trace(a) => v(a),
+            Request::CaptureStart(a) => v(a),
+            Request::CaptureRead(a) => v(a),
+            Request::CaptureStop(a) => v(a),
         }
     }
 
@@ -465,6 +601,9 @@ impl Request {
             "flows" => Request::Flows,
             "trace" => Request::Trace(parse_args(a)?),
             "reload" => Request::Reload,
+            "capture.start" => Request::CaptureStart(parse_args(a)?),
+            "capture.read" => Request::CaptureRead(parse_args(a)?),
+            "capture.stop" => Request::CaptureStop(parse_args(a)?),
             other => {
                 return Err(ApiError::at(
                     "op",

@@ -20,6 +20,9 @@
 //! | `flows` | [`FlowList`] |
 //! | `trace` | [`Trace`] |
 //! | `reload` | [`Reloaded`] |
+//! | `capture.start` | [`CaptureStarted`] |
+//! | `capture.read` | [`CaptureFrames`] |
+//! | `capture.stop` | [`CaptureStopped`] |
 //!
 //! Result types ignore keys they do not know, so results that gained a key
 //! still read; the configuration objects they carry ([`RouteConfig`],
@@ -490,6 +493,62 @@ pub struct Reloaded {
     pub routes: usize,
 }
 
+/// `capture.start`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureStarted {
+    /// What `capture.read` and `capture.stop` name it by.
+    pub id: u64,
+    /// The port captured.
+    pub port: String,
+    /// Bytes kept of each frame (the smaller of the snap length asked for
+    /// and what a capture slot holds).
+    pub snaplen: u32,
+}
+
+/// A captured frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturedFrame {
+    /// The frame, lowercase hex (cut to the snap length).
+    pub data: String,
+    /// `rx` (received on the port) or `tx` (sent out of it).
+    pub direction: crate::request::CaptureDirection,
+    /// The frame's length on the wire.
+    pub orig_len: u32,
+    /// The port.
+    pub port: String,
+    /// When the worker took it, ns since the Unix epoch.
+    pub ts_ns: u64,
+}
+
+impl CapturedFrame {
+    /// The frame's bytes (`None` if the daemon sent no hex).
+    pub fn bytes(&self) -> Option<Vec<u8>> {
+        crate::request::parse_hex(&self.data)
+    }
+}
+
+/// `capture.read`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureFrames {
+    /// Frames returned so far, in all reads.
+    pub captured: u64,
+    /// Whether the count asked for is reached: nothing more will come.
+    pub done: bool,
+    /// Matching frames lost so far (a worker's ring full or being read).
+    pub dropped: u64,
+    /// Frames since the last read, oldest first.
+    pub frames: Vec<CapturedFrame>,
+}
+
+/// `capture.stop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureStopped {
+    /// Frames returned by `capture.read`.
+    pub captured: u64,
+    /// Matching frames lost.
+    pub dropped: u64,
+}
+
 /// Any operation's result, for a daemon's dispatch to return (see
 /// [`respond`]); it serializes as the result it holds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -519,6 +578,12 @@ pub enum Reply {
     Trace(Trace),
     /// `reload`.
     Reloaded(Reloaded),
+    /// `capture.start`.
+    CaptureStarted(CaptureStarted),
+    /// `capture.read`.
+    CaptureFrames(CaptureFrames),
+    /// `capture.stop`.
+    CaptureStopped(CaptureStopped),
 }
 
 macro_rules! reply_from {
@@ -544,4 +609,7 @@ reply_from!(
     FlowList => Flows,
     Trace => Trace,
     Reloaded => Reloaded,
+    CaptureStarted => CaptureStarted,
+    CaptureFrames => CaptureFrames,
+    CaptureStopped => CaptureStopped,
 );

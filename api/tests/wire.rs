@@ -156,6 +156,25 @@ fn cases() -> Vec<Case> {
             line: r#"{"version":1,"op":"reload","args":null}"#,
             response: r#"{"version":1,"ok":true,"result":{"generation":15,"neighbours":5,"routes":7}}"#,
         },
+        Case {
+            request: Request::CaptureStart(CaptureStartArgs {
+                filter: Some("icmp and host 10.5.1.3".into()),
+                count: Some(10),
+                ..CaptureStartArgs::new("pod-a")
+            }),
+            line: r#"{"version":1,"op":"capture.start","args":{"count":10,"filter":"icmp and host 10.5.1.3","port":"pod-a"}}"#,
+            response: r#"{"version":1,"ok":true,"result":{"id":1,"port":"pod-a","snaplen":10240}}"#,
+        },
+        Case {
+            request: Request::CaptureRead(CaptureReadArgs { id: 1, max: None }),
+            line: r#"{"version":1,"op":"capture.read","args":{"id":1}}"#,
+            response: r#"{"version":1,"ok":true,"result":{"captured":1,"done":false,"dropped":0,"frames":[{"data":"020000000001020000000102080045000020000140004001","direction":"rx","orig_len":98,"port":"pod-a","ts_ns":1795927337123456789}]}}"#,
+        },
+        Case {
+            request: Request::CaptureStop(CaptureStopArgs { id: 1 }),
+            line: r#"{"version":1,"op":"capture.stop","args":{"id":1}}"#,
+            response: r#"{"version":1,"ok":true,"result":{"captured":10,"dropped":0}}"#,
+        },
     ]
 }
 
@@ -185,6 +204,9 @@ pub fn typed_round_trip(op: &str, line: &str) -> String {
         "flows" => again::<FlowList>(r),
         "trace" => again::<Trace>(r),
         "reload" => again::<Reloaded>(r),
+        "capture.start" => again::<CaptureStarted>(r),
+        "capture.read" => again::<CaptureFrames>(r),
+        "capture.stop" => again::<CaptureStopped>(r),
         other => panic!("no result type for {other}"),
     }
 }

@@ -24,6 +24,7 @@
 //! bytemuck (the route table's 64 MiB on transparent huge pages, safely).
 
 pub mod buffer;
+pub mod capture;
 pub mod config;
 pub mod counters;
 #[cfg(any(test, feature = "test-frames"))]

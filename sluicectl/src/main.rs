@@ -6,6 +6,7 @@
 //! sluicectl route add 10.5.3.0/24 ipip 192.168.50.3
 //! sluicectl route del 10.5.3.0/24
 //! sluicectl neighbour add 192.168.50.2 02:00:00:00:aa:02
+//! sluicectl capture pod-a -f 'icmp or arp' -c 100 -w pod-a.pcapng
 //! ```
 
 use clap::{Parser, Subcommand};
@@ -13,6 +14,8 @@ use sluice_api::{
     Client, ClientError, FlowList, Ipv4Net, MacAddr, NeighbourConfig, NeighbourList, NodeInfo,
     PortConfig, PortList, Request, RouteConfig, RouteList, Stats, Trace, Via,
 };
+mod pcapng;
+
 use std::fmt::Display;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -67,6 +70,28 @@ enum Cmd {
         port: String,
         /// The frame as hex (spaces and colons allowed).
         frame: String,
+    },
+    /// Copy what PORT receives and sends to a pcapng file (Wireshark,
+    /// tshark), until COUNT frames, Ctrl-C or SIGTERM.
+    Capture {
+        /// The port's name.
+        port: String,
+        /// Which frames: host A.B.C.D, net A.B.C.D/LEN, port N (each with
+        /// src or dst), ip, icmp, tcp, udp, arp, vxlan; and, or, not, ( ).
+        #[arg(short = 'f', long)]
+        filter: Option<String>,
+        /// Stop after this many frames.
+        #[arg(short = 'c', long)]
+        count: Option<u64>,
+        /// rx (received on the port), tx (sent out of it) or both.
+        #[arg(long, default_value = "both")]
+        direction: sluice_api::CaptureDirection,
+        /// Bytes kept of each frame.
+        #[arg(short = 's', long)]
+        snaplen: Option<u32>,
+        /// The pcapng file; `-` is standard output (not a terminal).
+        #[arg(short = 'w', long = "write", default_value = "-")]
+        file: String,
     },
 }
 
@@ -399,6 +424,7 @@ fn request(cmd: &Cmd) -> Result<Request, String> {
         } => Request::PortsRemove(PortsRemoveArgs {
             names: names.clone(),
         }),
+        Cmd::Capture { .. } => return Err("capture is not a single request".into()),
     })
 }
 
@@ -412,6 +438,7 @@ fn human(client: &Client, cmd: &Cmd, req: &Request) -> Result<String, ClientErro
         Cmd::Flows => flows_table(&client.typed(req)?),
         Cmd::Trace { .. } => trace_text(&client.typed(req)?),
         Cmd::Node => node_text(&client.typed(req)?),
+        Cmd::Capture { .. } => String::new(),
         Cmd::Route { .. } | Cmd::Neighbour { .. } | Cmd::Port { .. } => {
             let g: sluice_api::Generation = client.typed(req)?;
             format!("ok (tables generation {})", g.generation)
@@ -419,8 +446,153 @@ fn human(client: &Client, cmd: &Cmd, req: &Request) -> Result<String, ClientErro
     })
 }
 
+/// How often `capture` asks for frames.
+const CAPTURE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+/// Most frames one read asks for.
+const CAPTURE_READ_MAX: usize = 256;
+
+/// `sluicectl capture`: starts a capture, writes what `capture.read`
+/// returns as pcapng (flushed after each read, so a reader of the file or
+/// pipe sees packets as they come), and stops the capture when the count is
+/// reached, on SIGINT or SIGTERM, or when the output cannot be written.
+fn capture(client: &Client, cmd: &Cmd) -> ExitCode {
+    let Cmd::Capture {
+        port,
+        filter,
+        count,
+        direction,
+        snaplen,
+        file,
+    } = cmd
+    else {
+        return ExitCode::FAILURE;
+    };
+    use std::io::{IsTerminal, Write};
+    let out: Box<dyn Write> = if file == "-" {
+        if std::io::stdout().is_terminal() {
+            eprintln!("sluicectl: not writing pcapng to a terminal; use -w FILE or a pipe");
+            return ExitCode::from(2);
+        }
+        Box::new(std::io::stdout().lock())
+    } else {
+        match std::fs::File::create(file) {
+            Ok(f) => Box::new(f),
+            Err(e) => {
+                eprintln!("sluicectl: {file}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("sluicectl: cannot handle signal {sig}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let args = sluice_api::CaptureStartArgs {
+        filter: filter.clone(),
+        count: *count,
+        direction: Some(*direction),
+        snaplen: *snaplen,
+        ..sluice_api::CaptureStartArgs::new(port.clone())
+    };
+    let started = match client.capture_start(args) {
+        Ok(s) => s,
+        Err(e) => return report(client, e),
+    };
+    let app = format!("sluicectl {}", env!("CARGO_PKG_VERSION"));
+    let mut w = match pcapng::Writer::new(
+        std::io::BufWriter::new(out),
+        &app,
+        &started.port,
+        started.snaplen,
+    ) {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = client.capture_stop(started.id);
+            eprintln!("sluicectl: {file}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut dropped = 0;
+    let mut failed: Option<String> = None;
+    let mut last = false;
+    loop {
+        last |= stop.load(std::sync::atomic::Ordering::Relaxed);
+        let r = match client.capture_read(started.id, Some(CAPTURE_READ_MAX)) {
+            Ok(r) => r,
+            Err(e) => {
+                failed = Some(e.to_string());
+                break;
+            }
+        };
+        dropped = r.dropped;
+        let written = r.frames.iter().try_for_each(|f| {
+            let dir = match f.direction {
+                sluice_api::CaptureDirection::Tx => pcapng::Dir::Outbound,
+                _ => pcapng::Dir::Inbound,
+            };
+            let data = f.bytes().unwrap_or_default();
+            w.packet(f.ts_ns, dir, f.orig_len, &data)
+        });
+        if let Err(e) = written.and_then(|()| w.flush()) {
+            failed = Some(format!("{file}: {e}"));
+            break;
+        }
+        // More may be waiting than one read returns: read again at once.
+        if r.done || (last && r.frames.is_empty()) {
+            break;
+        }
+        if r.frames.len() < CAPTURE_READ_MAX {
+            let deadline = std::time::Instant::now() + CAPTURE_POLL;
+            while std::time::Instant::now() < deadline
+                && !stop.load(std::sync::atomic::Ordering::Relaxed)
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+    if let Ok(s) = client.capture_stop(started.id) {
+        dropped = s.dropped;
+    }
+    let _ = w.flush();
+    let to = if file == "-" { "standard output" } else { file };
+    eprintln!(
+        "sluicectl: {} packets written to {to}, {dropped} dropped",
+        w.packets
+    );
+    match failed {
+        Some(e) => {
+            eprintln!("sluicectl: capture ended early: {e}");
+            ExitCode::FAILURE
+        }
+        None => ExitCode::SUCCESS,
+    }
+}
+
+/// Prints a client error as `main` does.
+fn report(client: &Client, e: ClientError) -> ExitCode {
+    match e {
+        ClientError::Api(e) => {
+            eprintln!("sluicectl: {e}");
+            ExitCode::FAILURE
+        }
+        e => {
+            eprintln!(
+                "sluicectl: cannot reach sluiced at {}: {e}",
+                client.path().display()
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let a = Args::parse();
+    if matches!(a.cmd, Cmd::Capture { .. }) {
+        return capture(&Client::new(&a.socket), &a.cmd);
+    }
     let req = match request(&a.cmd) {
         Ok(r) => r,
         Err(e) => {

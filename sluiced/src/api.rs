@@ -33,6 +33,13 @@
 //! | `flows` | | each worker's cached flows (current generation, up to 4096 per worker) |
 //! | `trace` | `port`, `frame` (hex) | what the switch would do with that frame now |
 //! | `reload` | | re-reads the configuration file (as SIGHUP does) |
+//! | `capture.start` | `port`, `filter`?, `count`?, `direction`?, `snaplen`? | starts copying the port's frames (one capture at a time): `id` |
+//! | `capture.read` | `id`, `max`? | frames since the last read (hex), `captured`, `done`, `dropped` |
+//! | `capture.stop` | `id` | ends it: `captured`, `dropped` |
+//!
+//! A capture that is not read for 10 s stops on its own
+//! ([`crate::capture`]); a bad filter is refused as `args.filter`, naming
+//! the problem and where, and nothing starts.
 //!
 //! Route and neighbour objects are those of the configuration file
 //! (docs/configuration.md).
@@ -125,8 +132,16 @@ fn parse_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// Lowercase hex; a table, not a `format!` per byte (`capture.read`
+/// writes up to 4096 frames a read).
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        s.push(char::from(DIGITS[usize::from(x >> 4)]));
+        s.push(char::from(DIGITS[usize::from(x & 15)]));
+    }
+    s
 }
 
 /// A one-line description of a frame, decoding VXLAN and IPIP inner packets.
@@ -179,6 +194,12 @@ pub fn summarize(frame: &[u8]) -> String {
         }
         t => format!("{head} ethertype {t:#06x}"),
     }
+}
+
+/// The request as the API crate reads it, which names the field at fault
+/// inside the arguments (`args.direction` for a bad value).
+fn typed(req: &Request) -> Result<sluice_api::Request, ApiError> {
+    sluice_api::Request::from_line(&serde_json::to_string(req).expect("requests serialize"))
 }
 
 fn args<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, ApiError> {
@@ -777,11 +798,109 @@ impl Control {
                     .ok_or_else(|| ApiError::new(Some("args.frame".into()), "not hex bytes"))?;
                 self.trace(&a.port, frame)
             }
+            "capture.start" => match typed(req)? {
+                sluice_api::Request::CaptureStart(a) => self.capture_start(a),
+                other => Err(ApiError::new(
+                    Some("op".into()),
+                    format!("`{}` read as capture.start", other.op()),
+                )),
+            },
+            "capture.read" => {
+                let a: sluice_api::CaptureReadArgs = args(&req.args)?;
+                let captures = self.captures()?;
+                let max = a
+                    .max
+                    .unwrap_or(crate::capture::DEFAULT_READ_MAX)
+                    .clamp(1, 4096);
+                let r = captures
+                    .read(a.id, max)
+                    .map_err(|e| ApiError::new(Some("args.id".into()), e))?;
+                let frames: Vec<sluice_api::CapturedFrame> = r
+                    .frames
+                    .iter()
+                    .map(|f| sluice_api::CapturedFrame {
+                        data: hex(&f.data),
+                        direction: match f.direction {
+                            crate::capture_dp::Direction::Tx => sluice_api::CaptureDirection::Tx,
+                            _ => sluice_api::CaptureDirection::Rx,
+                        },
+                        orig_len: f.orig_len,
+                        port: r.port.clone(),
+                        ts_ns: f.ts_ns,
+                    })
+                    .collect();
+                Ok(serde_json::to_value(sluice_api::CaptureFrames {
+                    captured: r.captured,
+                    done: r.done,
+                    dropped: r.dropped,
+                    frames,
+                })
+                .expect("frames serialize"))
+            }
+            "capture.stop" => {
+                let a: sluice_api::CaptureStopArgs = args(&req.args)?;
+                let (captured, dropped) = self
+                    .captures()?
+                    .stop(a.id)
+                    .map_err(|e| ApiError::new(Some("args.id".into()), e))?;
+                Ok(json!({ "captured": captured, "dropped": dropped }))
+            }
             other => Err(ApiError::new(
                 Some("op".into()),
                 format!("unknown operation `{other}`; see docs/api.md"),
             )),
         }
+    }
+
+    /// The workers' captures (none without workers).
+    fn captures(&self) -> Result<Arc<crate::capture::Captures>, ApiError> {
+        self.registry
+            .as_ref()
+            .map(|r| r.captures.clone())
+            .ok_or_else(|| ApiError::new(None, "this switch has no workers to capture with"))
+    }
+
+    /// `capture.start`: checks everything, then allocates the rings and
+    /// publishes the capture to the workers.
+    fn capture_start(&self, a: sluice_api::CaptureStartArgs) -> Result<Value, ApiError> {
+        use crate::capture_dp::{CaptureSpec, Direction, Filter, MAX_SLOT_BYTES};
+        let tables = self.tables.load();
+        let port = tables.port_by_name(&a.port).ok_or_else(|| {
+            ApiError::new(
+                Some("args.port".into()),
+                format!("no port named `{}`", a.port),
+            )
+        })?;
+        let filter = Filter::parse(a.filter.as_deref().unwrap_or(""))
+            .map_err(|e| ApiError::new(Some("args.filter".into()), e.to_string()))?;
+        let snaplen = a.snaplen.unwrap_or(262_144);
+        if snaplen == 0 {
+            return Err(ApiError::new(
+                Some("args.snaplen".into()),
+                "a snap length of 0 keeps nothing",
+            ));
+        }
+        let captures = self.captures()?;
+        let direction = match a.direction.unwrap_or_default() {
+            sluice_api::CaptureDirection::Rx => Direction::Rx,
+            sluice_api::CaptureDirection::Tx => Direction::Tx,
+            sluice_api::CaptureDirection::Both => Direction::Both,
+        };
+        let spec = CaptureSpec {
+            port,
+            direction,
+            filter,
+            snaplen,
+            count: a.count.unwrap_or(0),
+        };
+        let id = captures
+            .start(&a.port, spec, self.counters.len())
+            .map_err(|e| ApiError::new(None, e))?;
+        Ok(json!({
+            "id": id,
+            "port": a.port,
+            "snaplen": snaplen.min(MAX_SLOT_BYTES as u32),
+        }))
     }
 
     /// Runs `frame` as if received on `port`, on the current tables, in a
@@ -1459,5 +1578,118 @@ mod tests {
             vec![("stats", true), ("flows", false)],
             "stats answered while the flow dump waited, which then timed out"
         );
+    }
+
+    /// A capture through the API: a bad filter or port is refused naming
+    /// the field and nothing starts; a good one reaches the workers, gives
+    /// frames in hex, and a second start is refused while it runs.
+    #[test]
+    fn capture_ops_check_first_and_run_one_at_a_time() {
+        let c = control();
+        let none = ask(
+            &c,
+            r#"{"version":1,"op":"capture.start","args":{"port":"pod-a"}}"#,
+        );
+        assert_eq!(
+            none.error.unwrap().message,
+            "this switch has no workers to capture with"
+        );
+        let registry = Arc::new(crate::PortRegistry::new(
+            1,
+            sluice_ports::afxdp::UmemConfig::default(),
+        ));
+        c.lock().unwrap().manage_ports(
+            Vec::new(),
+            crate::attach::Attacher::AfXdp,
+            registry.clone(),
+        );
+        let bad = ask(
+            &c,
+            r#"{"version":1,"op":"capture.start","args":{"port":"pod-a","filter":"icmp and hots 10.5.1.2"}}"#,
+        )
+        .error
+        .unwrap();
+        assert_eq!(bad.field.as_deref(), Some("args.filter"));
+        assert!(
+            bad.message.starts_with("unknown primitive `hots`"),
+            "{}",
+            bad.message
+        );
+        assert!(
+            bad.message.ends_with("(at character 10)"),
+            "{}",
+            bad.message
+        );
+        assert!(!registry.captures.active(), "nothing started");
+        let bad = ask(
+            &c,
+            r#"{"version":1,"op":"capture.start","args":{"port":"pod-z"}}"#,
+        )
+        .error
+        .unwrap();
+        assert_eq!(bad.field.as_deref(), Some("args.port"));
+        let bad = ask(
+            &c,
+            r#"{"version":1,"op":"capture.start","args":{"port":"pod-a","direction":"in"}}"#,
+        )
+        .error
+        .unwrap();
+        assert_eq!(
+            bad.field.as_deref(),
+            Some("args.direction"),
+            "{}",
+            bad.message
+        );
+
+        let ok = ask(
+            &c,
+            r#"{"version":1,"op":"capture.start","args":{"port":"pod-a","filter":"udp","count":1,"direction":"rx"}}"#,
+        );
+        let started: sluice_api::CaptureStarted = ok.into_result().unwrap();
+        assert_eq!((started.port.as_str(), started.snaplen), ("pod-a", 10240));
+        assert_eq!(registry.captures.captured_port(), Some(2));
+        let again = ask(
+            &c,
+            r#"{"version":1,"op":"capture.start","args":{"port":"pod-b"}}"#,
+        );
+        assert!(again
+            .error
+            .unwrap()
+            .message
+            .contains("one capture at a time"));
+
+        let cap = registry.captures.published().unwrap().unwrap();
+        let frame = craft::pod_a_udp(craft::POD_B_IP, 1000, 53, 4);
+        cap.take(
+            0,
+            crate::capture_dp::Direction::Rx,
+            7,
+            [&frame[..]].into_iter(),
+        );
+        let read: sluice_api::CaptureFrames = ask(
+            &c,
+            &format!(
+                r#"{{"version":1,"op":"capture.read","args":{{"id":{}}}}}"#,
+                started.id
+            ),
+        )
+        .into_result()
+        .unwrap();
+        assert!(read.done);
+        assert_eq!(read.frames.len(), 1);
+        assert_eq!(read.frames[0].bytes().unwrap(), frame);
+        assert_eq!(read.frames[0].direction, sluice_api::CaptureDirection::Rx);
+        assert_eq!(
+            (read.frames[0].ts_ns, read.frames[0].port.as_str()),
+            (7, "pod-a")
+        );
+        let stop = format!(
+            r#"{{"version":1,"op":"capture.stop","args":{{"id":{}}}}}"#,
+            started.id
+        );
+        let stopped: sluice_api::CaptureStopped = ask(&c, &stop).into_result().unwrap();
+        assert_eq!((stopped.captured, stopped.dropped), (1, 0));
+        let gone = ask(&c, &stop).error.unwrap();
+        assert_eq!(gone.field.as_deref(), Some("args.id"));
     }
 }

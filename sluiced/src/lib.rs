@@ -8,6 +8,8 @@
 //!   maps, generation acknowledgements, flow dumps, kernel port counters);
 //! - [`api`]: the control API's operations, and [`server`]: its Unix socket,
 //!   bounded so no client starves another;
+//! - [`capture`]: `capture.start`/`read`/`stop` and the capture the
+//!   workers copy frames for;
 //! - [`metrics`]: the Prometheus endpoint;
 //! - [`pod_records`]: pods attached again at start from the CNI plugin's
 //!   attachment records, through the API's `ports.add`;
@@ -26,6 +28,7 @@
 
 pub mod api;
 pub mod attach;
+pub mod capture;
 pub mod host;
 pub mod logging;
 pub mod metrics;
@@ -38,6 +41,7 @@ pub mod startup;
 pub mod worker;
 
 // The pipeline library's modules under their old paths inside this crate.
+pub(crate) use sluice_dataplane::capture as capture_dp;
 #[cfg(test)]
 pub(crate) use sluice_dataplane::craft;
 pub(crate) use sluice_dataplane::{

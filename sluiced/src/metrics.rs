@@ -16,7 +16,8 @@
 //! (for example `sluice_vxlan_encap_total`). Flow cache:
 //! `sluice_flow_cache_hit_ratio`. Per worker: `sluice_worker_cycles_per_packet`
 //! and the histogram `sluice_worker_burst_size`. Tables: `sluice_routes`,
-//! `sluice_ports`. Start-up: `sluice_pod_records_total{outcome}` (every
+//! `sluice_ports`. Packet capture: `sluice_capture_packets_total`,
+//! `sluice_capture_dropped_total`, `sluice_capture_active`. Start-up: `sluice_pod_records_total{outcome}` (every
 //! outcome listed, zero or not).
 //!
 //! Serving invariants (one slow or stuck client never holds up another
@@ -352,6 +353,32 @@ impl Collector for MetricsSource {
         .encode_gauge(&(tables.lpm.len() as u64))?;
         enc.encode_descriptor("sluice_ports", "Ports configured.", None, MetricType::Gauge)?
             .encode_gauge(&(tables.ports.len() as u64))?;
+        let captures = &self.ports.captures;
+        counter(
+            &mut enc.encode_descriptor(
+                "sluice_capture_packets",
+                "Frames packet captures returned to their readers (capture.read).",
+                None,
+                MetricType::Counter,
+            )?,
+            captures.packets_total(),
+        )?;
+        counter(
+            &mut enc.encode_descriptor(
+                "sluice_capture_dropped",
+                "Frames a packet capture matched but lost (a worker's capture ring full or being read).",
+                None,
+                MetricType::Counter,
+            )?,
+            captures.dropped_total(),
+        )?;
+        enc.encode_descriptor(
+            "sluice_capture_active",
+            "Whether a packet capture is running (1) or not (0).",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_gauge(&i64::from(captures.active()))?;
         {
             let mut family = enc.encode_descriptor(
                 "sluice_pod_records",

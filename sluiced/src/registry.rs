@@ -8,6 +8,10 @@
 //! It also holds the workers' UMEM geometry, so the control side can check
 //! before a port is added that every worker has frames for it
 //! ([`PortRegistry::check_frames`]).
+//!
+//! And the packet capture in force ([`crate::capture::Captures`]): the
+//! one exception to "housekeeping only", a relaxed load per worker turn and
+//! a `try_lock` when it changed.
 
 use crate::config::{PortConfig, PortKind};
 use crate::tables::PortId;
@@ -39,6 +43,8 @@ pub struct PortRegistry {
     wake: Vec<std::os::unix::net::UnixStream>,
     /// Per worker, the end its wait set watches, until the worker takes it.
     woken: std::sync::Mutex<Vec<Option<std::os::unix::net::UnixStream>>>,
+    /// The packet capture in force, if any.
+    pub captures: std::sync::Arc<crate::capture::Captures>,
 }
 
 /// One worker's frame accounting, as its last housekeeping round saw it.
@@ -185,6 +191,7 @@ impl PortRegistry {
             umem,
             wake,
             woken: std::sync::Mutex::new(woken),
+            captures: Default::default(),
         }
     }
 

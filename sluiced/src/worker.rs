@@ -24,13 +24,19 @@
 //! sleeps while sending is under way, so the tail of a burst goes out
 //! without new traffic. It sleeps on every port it owns, however many.
 //!
+//! A packet capture ([`crate::capture`]) costs a worker one relaxed atomic
+//! load per turn while none changes; when one is in force, every burst
+//! received and every TX list sent is compared with its port, and only the
+//! captured port's frames are looked at (filter, copy into this worker's
+//! ring, `try_lock` once per burst).
+//!
 //! A port that goes (removed at runtime, or at shutdown) is closed with
 //! [`Backend::close`], which returns every frame it held to the pool.
 
 use crate::config::{PortKind, RxMode};
 use crate::counters::WorkerCounters;
 use crate::pipeline::{Pipeline, PipelineConfig};
-use crate::port::poll_port;
+use crate::port::{poll_port_tapped, Tap};
 use crate::registry::WorkerFrames;
 use crate::registry::{PortRegistry, FLOW_DUMP_LIMIT};
 use crate::startup::{DaemonError, PortReport};
@@ -313,7 +319,18 @@ pub(crate) fn run<B: Backend>(
     let mut flows_answered = registry.flow_request.load(Ordering::Relaxed);
     let mut idle = 0u32;
     let mut turn = 0u32;
+    // The capture in force and the generation it was taken at.
+    let mut capture = None;
+    let mut capture_gen = registry.captures.generation().wrapping_sub(1);
     while !stop.load(Ordering::Relaxed) {
+        let cg = registry.captures.generation();
+        if cg != capture_gen {
+            if let Some(c) = registry.captures.published() {
+                capture = c;
+                capture_gen = cg;
+            }
+        }
+        let tap = capture.as_deref().map(|capture| Tap { capture, worker: w });
         // A reference, not a clone: no atomic count per turn.
         let tables = cache.load();
         if tables.generation != generation {
@@ -347,7 +364,7 @@ pub(crate) fn run<B: Backend>(
         let mut got = 0;
         for id in 0..ports.len() {
             let t0 = sluice_bindings::tsc();
-            let n = poll_port(
+            let n = poll_port_tapped(
                 &mut pipeline,
                 tables,
                 &mut ports,
@@ -355,6 +372,7 @@ pub(crate) fn run<B: Backend>(
                 &mut burst,
                 &mut pool,
                 now,
+                tap,
             );
             if n > 0 {
                 pipeline

@@ -12,8 +12,14 @@
 //! take is dropped as `tx_failed`, counted against the output port's
 //! `tx_dropped` (never a port's `rx_dropped`), and its buffer returned, so
 //! nothing is ever silently lost.
+//!
+//! [`poll_port_tapped`] is the same turn with a [`Tap`]: a capture in force
+//! sees the captured port's frames as received (before the pipeline) and as
+//! handed to the port for sending (after rewrite). A turn that touches
+//! other ports pays one compare per burst and per TX list.
 
 use crate::buffer::{BufPool, Burst, PacketBuf};
+use crate::capture::{Capture, Direction};
 use crate::pcap::Record;
 use crate::pipeline::Pipeline;
 use crate::tables::{PortId, Tables};
@@ -111,6 +117,15 @@ impl<P: BufPool> Port<P> for MemoryPort {
     }
 }
 
+/// A capture in force, as one worker sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Tap<'a> {
+    /// The capture.
+    pub capture: &'a Capture,
+    /// The worker's index (its ring).
+    pub worker: usize,
+}
+
 /// One worker turn on `in_port`: receive a burst, process it, flush every
 /// TX list to `ports` (indexed by port id). Returns the packets received.
 pub fn poll_port<P, X>(
@@ -126,6 +141,26 @@ where
     P: BufPool,
     X: Port<P>,
 {
+    poll_port_tapped(pipeline, tables, ports, in_port, burst, pool, now_ns, None)
+}
+
+/// [`poll_port`] with an optional capture tap.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn poll_port_tapped<P, X>(
+    pipeline: &mut Pipeline<P::Buf>,
+    tables: &Tables,
+    ports: &mut [X],
+    in_port: PortId,
+    burst: &mut Burst<P::Buf>,
+    pool: &mut P,
+    now_ns: u64,
+    tap: Option<Tap<'_>>,
+) -> usize
+where
+    P: BufPool,
+    X: Port<P>,
+{
     let Some(port) = ports.get_mut(in_port as usize) else {
         return 0;
     };
@@ -133,8 +168,18 @@ where
     if n == 0 {
         return 0;
     }
+    if let Some(t) = tap {
+        if t.capture.wants(in_port, Direction::Rx) {
+            t.capture.take(
+                t.worker,
+                Direction::Rx,
+                crate::capture::wall_ns(),
+                burst.as_slice().iter().map(PacketBuf::data),
+            );
+        }
+    }
     pipeline.process(tables, in_port, burst, pool, now_ns);
-    flush(pipeline, ports, pool);
+    flush_tapped(pipeline, ports, pool, tap);
     n
 }
 
@@ -145,8 +190,33 @@ where
     P: BufPool,
     X: Port<P>,
 {
+    flush_tapped(pipeline, ports, pool, None)
+}
+
+/// [`flush`] with an optional capture tap, which sees the captured port's
+/// TX list as it is handed to the port.
+#[inline]
+pub fn flush_tapped<P, X>(
+    pipeline: &mut Pipeline<P::Buf>,
+    ports: &mut [X],
+    pool: &mut P,
+    tap: Option<Tap<'_>>,
+) where
+    P: BufPool,
+    X: Port<P>,
+{
     let counters = pipeline.counters().clone();
     pipeline.tx().flush(|out, list| {
+        if let Some(t) = tap {
+            if t.capture.wants(out, Direction::Tx) {
+                t.capture.take(
+                    t.worker,
+                    Direction::Tx,
+                    crate::capture::wall_ns(),
+                    list.iter().map(PacketBuf::data),
+                );
+            }
+        }
         let total: u64 = list.iter().map(|b| b.len() as u64).sum();
         let sent = match ports.get_mut(out as usize) {
             Some(p) => p.tx_burst(pool, list),
@@ -229,5 +299,76 @@ mod tests {
             0,
             "nothing left to receive"
         );
+    }
+
+    /// A tap sees the captured port's frames as received and as sent, and
+    /// nothing of other ports.
+    #[test]
+    fn a_tap_takes_the_captured_ports_frames_both_ways() {
+        use crate::capture::{CaptureSpec, Filter};
+        let tables =
+            Tables::from_config(&NodeConfig::from_toml_str(craft::REFERENCE_NODE).unwrap())
+                .unwrap();
+        let counters = Arc::new(WorkerCounters::new());
+        let mut pipeline = Pipeline::new(PipelineConfig::default(), counters);
+        let mut pool = HeapPool::new(64, DEFAULT_HEADROOM + 2048);
+        let mut ports: Vec<MemoryPort> = (0..4).map(|_| MemoryPort::new()).collect();
+        let cap = Capture::new(
+            CaptureSpec {
+                port: 3,
+                direction: Direction::Both,
+                filter: Filter::parse("udp").unwrap(),
+                snaplen: 262_144,
+                count: 0,
+            },
+            1,
+            16,
+        );
+        let tap = Some(Tap {
+            capture: &cap,
+            worker: 0,
+        });
+        let a_to_b = craft::pod_a_udp(craft::POD_B_IP, 1000, 2, 10);
+        ports[2].inject(Record {
+            ts_ns: 0,
+            data: a_to_b.clone(),
+        });
+        let mut burst = Burst::new(32);
+        poll_port_tapped(
+            &mut pipeline,
+            &tables,
+            &mut ports,
+            2,
+            &mut burst,
+            &mut pool,
+            0,
+            tap,
+        );
+        let got = cap.drain(10);
+        assert_eq!(got.len(), 1, "pod-a's frame, as sent to pod-b");
+        assert_eq!(got[0].direction, Direction::Tx);
+        assert_eq!(got[0].data, ports[3].sent[0].data, "after rewrite");
+        assert_ne!(got[0].data, a_to_b);
+        // pod-b sends: taken as received, unchanged.
+        let b_to_a = ports[3].sent[0].data.clone();
+        ports[3].inject(Record {
+            ts_ns: 0,
+            data: b_to_a.clone(),
+        });
+        poll_port_tapped(
+            &mut pipeline,
+            &tables,
+            &mut ports,
+            3,
+            &mut burst,
+            &mut pool,
+            0,
+            tap,
+        );
+        let got = cap.drain(10);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].direction, Direction::Rx);
+        assert_eq!(got[0].data, b_to_a);
+        assert_eq!(cap.dropped(), 0);
     }
 }

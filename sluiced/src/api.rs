@@ -523,6 +523,10 @@ impl Control {
             ApiError::new(None, "ports cannot be removed from this switch at runtime")
         })?;
         let (gone, g) = self.cfg.remove_pod_ports(names).map_err(edit_error)?;
+        // A capture of a removed port ends: its id may name the next pod.
+        for name in &gone {
+            registry.captures.port_removed(name);
+        }
         if gone.is_empty() {
             return Ok(PortChange::done(
                 json!({ "removed": 0, "generation": self.tables.load().generation }),

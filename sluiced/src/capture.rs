@@ -40,6 +40,8 @@ struct Session {
     dropped_seen: u64,
     last_read: Instant,
     withdrawn: bool,
+    /// Its port was removed: the capture is over.
+    port_gone: bool,
 }
 
 /// What a read returns.
@@ -128,6 +130,7 @@ impl Captures {
             dropped_seen: 0,
             last_read: Instant::now(),
             withdrawn: false,
+            port_gone: false,
         });
         drop(s);
         self.publish(Some(cap));
@@ -153,7 +156,8 @@ impl Captures {
         self.packets_total
             .fetch_add(frames.len() as u64, Ordering::Relaxed);
         self.account_drops(s);
-        let done = s.count != 0 && s.delivered >= s.count;
+        // After its port went, done once a read leaves frames behind no more.
+        let done = (s.port_gone && frames.len() < room) || (s.count != 0 && s.delivered >= s.count);
         let withdraw = done && !s.withdrawn;
         if withdraw {
             s.withdrawn = true;
@@ -185,6 +189,23 @@ impl Captures {
             self.publish(None);
         }
         Ok(out)
+    }
+
+    /// The port named `name` was removed: a capture of it stops taking
+    /// frames (its id may be reused by the next pod), and is done once what
+    /// it took has been read.
+    pub fn port_removed(&self, name: &str) {
+        let mut g = self.lock();
+        let Some(s) = g.as_mut().filter(|s| s.port == name) else {
+            return;
+        };
+        s.port_gone = true;
+        let withdraw = !s.withdrawn;
+        s.withdrawn = true;
+        drop(g);
+        if withdraw {
+            self.publish(None);
+        }
     }
 
     /// Stops capture `id` if nobody read it for `idle`; whether it is over
@@ -267,6 +288,22 @@ mod tests {
             snaplen: 64,
             count,
         }
+    }
+
+    #[test]
+    fn a_capture_whose_port_is_removed_is_withdrawn_and_done_once_read() {
+        let c = Arc::new(Captures::default());
+        let id = c.start("pod-a", spec(0), 1).unwrap();
+        let cap = c.published().unwrap().unwrap();
+        cap.take(0, Direction::Rx, 1, [&[1u8, 2, 3][..]].into_iter());
+        c.port_removed("pod-b");
+        assert_eq!(c.captured_port(), Some(2), "another port's removal");
+        c.port_removed("pod-a");
+        assert_eq!(c.captured_port(), None, "withdrawn from the workers");
+        let r = c.read(id, 10).unwrap();
+        assert_eq!(r.frames.len(), 1, "what it took is still read");
+        assert!(r.done);
+        c.stop(id).unwrap();
     }
 
     #[test]

@@ -6,9 +6,8 @@
 # privileged (sluiced on AF_XDP in network namespaces, and labs whose nodes
 # are programmed by sluice-agent, as root); then the fuzz targets for a
 # bounded time.
-# SLUICE_FUZZ_SECONDS sets the time per fuzz target (default 30);
-# SLUICE_SOAK_SECONDS the soak's length (default 60; docs/lab.md has a
-# longer run).
+# SLUICE_FUZZ_SECONDS sets the time per fuzz target (default 30). The soak
+# (perf/tests/soak.rs) is not run here yet: docs/lab.md says why and how.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,7 +37,6 @@ cargo test -p sluice-perf --features privileged-tests --test podman -- --test-th
 cargo test -p sluice-perf --features privileged-tests --test deploy -- --test-threads=1
 cargo test -p sluice-perf --features privileged-tests --test peers -- --test-threads=1
 cargo test -p sluice-perf --features privileged-tests --test bgp -- --test-threads=1
-SLUICE_SOAK_SECONDS="${SLUICE_SOAK_SECONDS:-60}" cargo test -p sluice-perf --features privileged-tests --test soak -- --test-threads=1 --nocapture
 
 step "tier 5: fuzz targets, ${SLUICE_FUZZ_SECONDS:-30}s each"
 scripts/fuzz.sh "${SLUICE_FUZZ_SECONDS:-30}"

@@ -272,9 +272,38 @@ fn a_soak_with_pod_and_route_churn_under_traffic_loses_and_leaks_nothing() {
         v.sort();
         v
     };
-    eventually(20, "sluiced's routes are etcd's leases", || {
-        vxlan_routes(&n0) == want(&st)
-    });
+    let settled = std::time::Instant::now();
+    while vxlan_routes(&n0) != want(&st) {
+        if settled.elapsed() > Duration::from_secs(20) {
+            let (have, leases) = (vxlan_routes(&n0), want(&st));
+            let extra: Vec<_> = have.iter().filter(|r| !leases.contains(r)).collect();
+            let missing: Vec<_> = leases.iter().filter(|r| !have.contains(r)).collect();
+            let log = std::fs::read_to_string(lab::state_dir().join(format!("{}-agent.log", n0.ns)))
+                .unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            let metrics = n0
+                .agent_healthz
+                .as_ref()
+                .map(|a| {
+                    Command::new("curl")
+                        .args(["-s", &format!("http://{a}/metrics")])
+                        .output()
+                        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                        .unwrap_or_default()
+                })
+                .unwrap_or_default();
+            let metrics: Vec<&str> = metrics
+                .lines()
+                .filter(|l| !l.starts_with('#') && (l.contains("lease") || l.contains("route") || l.contains("watch") || l.contains("sync")))
+                .collect();
+            panic!(
+                "sluiced's routes are not etcd's leases 20 s after the churn: routes without a lease {extra:?}, leases without a route {missing:?}; the agent's metrics:\n{}\nits log ends:\n{}",
+                metrics.join("\n"),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let present = want(&st).len();
     std::thread::sleep(Duration::from_secs(1));
     let mem1 = (
@@ -306,6 +335,16 @@ fn a_soak_with_pod_and_route_churn_under_traffic_loses_and_leaks_nothing() {
         s0.nonzero_drops().collect::<Vec<_>>(),
     );
 
+    for (i, s) in [(1, &s0), (2, &s1)] {
+        eprintln!(
+            "soak: node {i}: drops {:?}; AF_XDP socket counters {:?}",
+            s.nonzero_drops().collect::<Vec<_>>(),
+            s.ports
+                .iter()
+                .filter_map(|(name, p)| p.xsk.map(|x| (name, x)))
+                .collect::<Vec<_>>()
+        );
+    }
     assert!(errors.is_empty(), "CNI errors: {errors:?}");
     assert!(cycles >= 5, "pods came and went: {cycles} cycles");
     assert_eq!(reached, cycles, "every churned pod reached its peer");

@@ -278,8 +278,9 @@ fn a_soak_with_pod_and_route_churn_under_traffic_loses_and_leaks_nothing() {
             let (have, leases) = (vxlan_routes(&n0), want(&st));
             let extra: Vec<_> = have.iter().filter(|r| !leases.contains(r)).collect();
             let missing: Vec<_> = leases.iter().filter(|r| !have.contains(r)).collect();
-            let log = std::fs::read_to_string(lab::state_dir().join(format!("{}-agent.log", n0.ns)))
-                .unwrap_or_default();
+            let log =
+                std::fs::read_to_string(lab::state_dir().join(format!("{}-agent.log", n0.ns)))
+                    .unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(30).collect();
             let metrics = n0
                 .agent_healthz
@@ -294,7 +295,13 @@ fn a_soak_with_pod_and_route_churn_under_traffic_loses_and_leaks_nothing() {
                 .unwrap_or_default();
             let metrics: Vec<&str> = metrics
                 .lines()
-                .filter(|l| !l.starts_with('#') && (l.contains("lease") || l.contains("route") || l.contains("watch") || l.contains("sync")))
+                .filter(|l| {
+                    !l.starts_with('#')
+                        && (l.contains("lease")
+                            || l.contains("route")
+                            || l.contains("watch")
+                            || l.contains("sync"))
+                })
                 .collect();
             panic!(
                 "sluiced's routes are not etcd's leases 20 s after the churn: routes without a lease {extra:?}, leases without a route {missing:?}; the agent's metrics:\n{}\nits log ends:\n{}",

@@ -601,6 +601,9 @@ fn build(spec: &LabSpec, state: &mut LabState, progress: &mut dyn FnMut(&str)) -
         for i in 0..state.nodes.len() {
             if !state.nodes[i].kernel {
                 progress(&format!("node {}: starting sluiced and its agent", i + 1));
+                // A new lab's sluiced starts empty: never with the tables an
+                // earlier lab of the same name left (`down` removes them too).
+                let _ = std::fs::remove_file(saved_tables_path(state, i));
                 start_sluiced(state, i)?;
                 crate::cluster::start_agent(state, i)?;
                 save(state)?;
@@ -1057,7 +1060,7 @@ pub fn down(name: &str) -> Result<()> {
         )));
     }
     for n in &state.nodes {
-        for ext in [".toml", ".log", "-agent.log", "-subnet.env"] {
+        for ext in [".toml", ".log", "-agent.log", "-subnet.env", ".tables.json"] {
             let _ = std::fs::remove_file(state_dir().join(format!("{}{ext}", n.ns)));
         }
         let _ = std::fs::remove_dir_all(crate::pods::data_dir(n));

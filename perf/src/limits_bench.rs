@@ -25,7 +25,7 @@
 use crate::cluster;
 use crate::lab::{self, LabError, LabSpec, LabState, Mode};
 use serde::Serialize;
-use sluice_api::{Client, Ipv4Net, MacAddr, NeighbourConfig, PortConfig, PortKind, RouteConfig};
+use sluice_api::{Client, Ipv4Net, MacAddr, NeighbourConfig, PortConfig, RouteConfig};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -149,6 +149,7 @@ fn measure(
 
     let t = Instant::now();
     let mut added = 0;
+    let subnet: Ipv4Net = node.subnet.parse().map_err(other)?;
     for k in 0..pods {
         let dev = format!("lim{k}");
         let peer_dev = format!("lip{k}");
@@ -160,21 +161,9 @@ fn measure(
         )?;
         lab::ns_run(&node.ns, &["ip", "link", "set", &dev, "up"])?;
         lab::ns_run(&node.ns, &["ip", "link", "set", &peer_dev, "up"])?;
-        let subnet: Ipv4Net = node.subnet.parse().map_err(other)?;
         let ip = Ipv4Addr::from(u32::from(subnet.addr()) + 100 + k as u32);
-        let port = PortConfig {
-            name: dev,
-            kind: PortKind::Pod,
-            mtu: Mode::HostGw.pod_mtu(),
-            mac: MacAddr::from([2, 0xdd, 0, 0, (k >> 8) as u8, k as u8]),
-            address: None,
-            gateway: None,
-            ip: Some(ip),
-            rx_mode: None,
-            removed: false,
-            devargs: None,
-            vhost_user: None,
-        };
+        let mac = MacAddr::from([2, 0xdd, 0, 0, (k >> 8) as u8, k as u8]);
+        let port = PortConfig::pod(dev, mac, ip, Mode::HostGw.pod_mtu());
         match client.add_ports(vec![port]) {
             Ok(_) => added += 1,
             Err(e) => {

@@ -12,7 +12,7 @@ mod support;
 use sluice_perf::lab::{self, LabSpec, Mode};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::{eventually, ping, require_root, tcp, up, Guard};
+use support::{eventually, ping, pinger, require_root, tcp, up, Guard};
 
 fn udp(from: &str, to_ns: &str, to_ip: &str, port: u16) -> String {
     let dir = tempfile::tempdir().unwrap();
@@ -645,24 +645,7 @@ fn an_etcd_outage_keeps_routes_and_the_agent_resyncs_after_it() {
     let before = routes_of(&st.nodes[0]);
     let gen = generation(&st.nodes[0]);
     // Traffic across the nodes throughout the outage and etcd's return.
-    let pinger = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &st.nodes[0].pods[0].0,
-            "ping",
-            "-q",
-            "-i",
-            "0.01",
-            "-c",
-            "600",
-            "-W",
-            "1",
-            &st.nodes[1].pods[1].1,
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let pinger = pinger(&st.nodes[0].pods[0].0, &st.nodes[1].pods[1].1, 600);
     std::thread::sleep(Duration::from_millis(500));
     cluster::stop_etcd(&mut st);
     std::thread::sleep(Duration::from_secs(3));
@@ -750,24 +733,7 @@ fn agents_killed_during_traffic_lose_nothing_and_change_no_route() {
     let mut st = up_with(name, Mode::Vxlan, StoreKind::Embedded, vec![]);
     let before: Vec<_> = st.nodes.iter().map(routes_of).collect();
     let gens: Vec<u32> = st.nodes.iter().map(generation).collect();
-    let pinger = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &st.nodes[0].pods[0].0,
-            "ping",
-            "-q",
-            "-i",
-            "0.01",
-            "-c",
-            "400",
-            "-W",
-            "1",
-            &st.nodes[1].pods[1].1,
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let pinger = pinger(&st.nodes[0].pods[0].0, &st.nodes[1].pods[1].1, 400);
     std::thread::sleep(Duration::from_millis(800));
     for i in 0..2 {
         cluster::stop_agent(&mut st, i, true);

@@ -48,29 +48,6 @@ fn churn_lease(i: usize) -> (String, String) {
     )
 }
 
-/// A ping of `count` packets every 10 ms; `(transmitted, received)`.
-fn pinger(from: &str, to: &str, count: u64) -> std::process::Child {
-    Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            from,
-            "ping",
-            "-q",
-            "-i",
-            "0.01",
-            "-W",
-            "1",
-            "-c",
-            &count.to_string(),
-            to,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 fn ping_summary(child: std::process::Child) -> (u64, u64, String) {
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -44,6 +44,30 @@ pub fn ping(from: &str, to: &str) -> bool {
         .success()
 }
 
+/// `count` quiet pings every 10 ms from namespace `from` to `to`, each
+/// waited for up to 1 s; the summary is on its stdout.
+pub fn pinger(from: &str, to: &str, count: u64) -> std::process::Child {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            from,
+            "ping",
+            "-q",
+            "-i",
+            "0.01",
+            "-W",
+            "1",
+            "-c",
+            &count.to_string(),
+            to,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// Two sluiced nodes in `mode`, `workers` workers each.
 pub fn up(name: &str, mode: Mode, workers: u8) -> lab::LabState {
     lab::up(

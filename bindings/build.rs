@@ -69,6 +69,7 @@ fn main() {
         .allowlist_type("xdp_statistics")
         .allowlist_type("xsk_.*")
         .allowlist_type("sluice_xdp_config")
+        .allowlist_type("sluice_xsk_ring_maps")
         .allowlist_var("XDP_.*")
         .allowlist_var("XSK_.*")
         .allowlist_var("SLUICE_.*")

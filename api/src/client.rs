@@ -4,11 +4,12 @@ use crate::error::ApiError;
 use crate::request::{
     CaptureReadArgs, CaptureStartArgs, CaptureStopArgs, NeighboursRemoveArgs, NeighboursSetArgs,
     NodeSetArgs, PortsAddArgs, PortsRemoveArgs, Request, RoutesArgs, RoutesRemoveArgs, TraceArgs,
+    UpgradeArgs,
 };
 use crate::response::{
     CaptureFrames, CaptureStarted, CaptureStopped, FlowList, Generation, NeighbourList, NodeInfo,
     PortList, PortsAdded, Reloaded, Removed, Response, ResultError, RouteList, RoutesChanged,
-    Stats, Trace,
+    Stats, Trace, Upgrading,
 };
 use crate::types::{
     Ipv4Net, NeighbourConfig, NodeSettings, PortConfig, RouteConfig, TunnelSettings,
@@ -273,5 +274,11 @@ impl Client {
     /// `capture.stop`: ends a capture.
     pub fn capture_stop(&self, id: u64) -> Result<CaptureStopped, ClientError> {
         self.typed(&Request::CaptureStop(CaptureStopArgs { id }))
+    }
+
+    /// `upgrade`: starts `binary` (the running one's own when `None`) to
+    /// take this sluiced's ports over.
+    pub fn upgrade(&self, binary: Option<String>) -> Result<Upgrading, ClientError> {
+        self.typed(&Request::Upgrade(UpgradeArgs { binary }))
     }
 }

@@ -53,13 +53,13 @@ pub use error::ApiError;
 pub use request::{
     CaptureDirection, CaptureReadArgs, CaptureStartArgs, CaptureStopArgs, NeighboursRemoveArgs,
     NeighboursSetArgs, NodeSetArgs, PortsAddArgs, PortsRemoveArgs, Request, RoutesArgs,
-    RoutesRemoveArgs, TraceArgs,
+    RoutesRemoveArgs, TraceArgs, UpgradeArgs,
 };
 pub use response::{
     respond, CaptureFrames, CaptureStarted, CaptureStopped, CapturedFrame, Flow, FlowList,
     Generation, NeighbourInfo, NeighbourList, NeighbourSource, NodeInfo, PortInfo, PortList,
     PortStats, PortsAdded, Reloaded, Removed, Reply, Response, ResultError, RouteList,
-    RoutesChanged, Stats, Trace, TraceInput, TraceOutput, WorkerFrames, XskCounters,
+    RoutesChanged, Stats, Trace, TraceInput, TraceOutput, Upgrading, WorkerFrames, XskCounters,
 };
 pub use types::{
     IfAddr, Ipv4Net, MacAddr, NeighbourConfig, NodeSettings, ParseMacError, PortConfig, PortKind,

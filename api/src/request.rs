@@ -188,6 +188,15 @@ pub struct CaptureReadArgs {
     pub max: Option<usize>,
 }
 
+/// `upgrade`: start a new sluiced that takes this one's ports over.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeArgs {
+    /// The new binary; the running one's own path when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<String>,
+}
+
 /// `capture.stop`: end a capture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -263,6 +272,8 @@ pub enum Request {
     CaptureRead(CaptureReadArgs),
     /// `capture.stop`: end a capture.
     CaptureStop(CaptureStopArgs),
+    /// `upgrade`: hand this sluiced's ports over to a new one.
+    Upgrade(UpgradeArgs),
 }
 
 /// The envelope as it is on the wire.
@@ -425,6 +436,13 @@ impl OpArgs for CaptureReadArgs {
     }
 }
 
+impl OpArgs for UpgradeArgs {
+    const FIELDS: &'static [&'static str] = &["binary"];
+    fn locate(args: &Map<String, Value>) -> Option<String> {
+        locate_one::<Option<String>>(args, "binary", probe_none)
+    }
+}
+
 impl OpArgs for CaptureStopArgs {
     const FIELDS: &'static [&'static str] = &["id"];
     fn locate(args: &Map<String, Value>) -> Option<String> {
@@ -492,6 +510,7 @@ impl Request {
         "capture.start",
         "capture.read",
         "capture.stop",
+        "upgrade",
     ];
 
     /// The operation's name, e.g. `routes.add`.
@@ -516,6 +535,7 @@ impl Request {
             Request::CaptureStart(_) => "capture.start",
             Request::CaptureRead(_) => "capture.read",
             Request::CaptureStop(_) => "capture.stop",
+            Request::Upgrade(_) => "upgrade",
         }
     }
 
@@ -543,6 +563,7 @@ impl Request {
             Request::CaptureStart(a) => v(a),
             Request::CaptureRead(a) => v(a),
             Request::CaptureStop(a) => v(a),
+            Request::Upgrade(a) => v(a),
         }
     }
 
@@ -604,6 +625,7 @@ impl Request {
             "capture.start" => Request::CaptureStart(parse_args(a)?),
             "capture.read" => Request::CaptureRead(parse_args(a)?),
             "capture.stop" => Request::CaptureStop(parse_args(a)?),
+            "upgrade" => Request::Upgrade(parse_args(a)?),
             other => {
                 return Err(ApiError::at(
                     "op",

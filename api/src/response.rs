@@ -23,6 +23,7 @@
 //! | `capture.start` | [`CaptureStarted`] |
 //! | `capture.read` | [`CaptureFrames`] |
 //! | `capture.stop` | [`CaptureStopped`] |
+//! | `upgrade` | [`Upgrading`] |
 //!
 //! Result types ignore keys they do not know, so results that gained a key
 //! still read; the configuration objects they carry ([`RouteConfig`],
@@ -549,6 +550,18 @@ pub struct CaptureStopped {
     pub dropped: u64,
 }
 
+/// `upgrade`: the new sluiced started; it takes over within moments, and
+/// the one that answered exits once it has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upgrading {
+    /// The running sluiced's pid.
+    pub from_pid: u32,
+    /// The new one's.
+    pub pid: u32,
+    /// The binary started.
+    pub binary: String,
+}
+
 /// Any operation's result, for a daemon's dispatch to return (see
 /// [`respond`]); it serializes as the result it holds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -584,6 +597,8 @@ pub enum Reply {
     CaptureFrames(CaptureFrames),
     /// `capture.stop`.
     CaptureStopped(CaptureStopped),
+    /// `upgrade`.
+    Upgrading(Upgrading),
 }
 
 macro_rules! reply_from {
@@ -612,4 +627,5 @@ reply_from!(
     CaptureStarted => CaptureStarted,
     CaptureFrames => CaptureFrames,
     CaptureStopped => CaptureStopped,
+    Upgrading => Upgrading,
 );

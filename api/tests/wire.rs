@@ -175,6 +175,13 @@ fn cases() -> Vec<Case> {
             line: r#"{"version":1,"op":"capture.stop","args":{"id":1}}"#,
             response: r#"{"version":1,"ok":true,"result":{"captured":10,"dropped":0}}"#,
         },
+        Case {
+            request: Request::Upgrade(UpgradeArgs {
+                binary: Some("/usr/local/bin/sluiced".into()),
+            }),
+            line: r#"{"version":1,"op":"upgrade","args":{"binary":"/usr/local/bin/sluiced"}}"#,
+            response: r#"{"version":1,"ok":true,"result":{"binary":"/usr/local/bin/sluiced","from_pid":4101,"pid":4187}}"#,
+        },
     ]
 }
 
@@ -207,6 +214,7 @@ pub fn typed_round_trip(op: &str, line: &str) -> String {
         "capture.start" => again::<CaptureStarted>(r),
         "capture.read" => again::<CaptureFrames>(r),
         "capture.stop" => again::<CaptureStopped>(r),
+        "upgrade" => again::<Upgrading>(r),
         other => panic!("no result type for {other}"),
     }
 }

@@ -867,6 +867,56 @@ pub fn restart_sluiced(state: &mut LabState, i: usize, kill: bool) -> Result<()>
     start_sluiced_again(state, i)
 }
 
+/// Upgrades node `i`'s sluiced as `sluicectl upgrade` does: the running
+/// one starts `binary` (its own by default) with `--take-over` and exits
+/// once the new one has taken its ports over. Waits until the API answers
+/// from the new process and the old one is gone, and records the new pid.
+/// Returns (old pid, new pid, time from the request to the new pid
+/// answering).
+pub fn upgrade_sluiced(
+    state: &mut LabState,
+    i: usize,
+    binary: Option<&std::path::Path>,
+) -> Result<(u32, u32, Duration)> {
+    let t0 = Instant::now();
+    let client = sluice_api::Client::new(&state.nodes[i].api_socket);
+    let started = client
+        .upgrade(binary.map(|b| b.display().to_string()))
+        .map_err(|e| LabError::Other(format!("upgrade on {}: {e}", state.nodes[i].ns)))?;
+    let deadline = t0 + Duration::from_secs(30);
+    let took = loop {
+        let serving = client
+            .node()
+            .ok()
+            .and_then(|n| u32::from_str_radix(n.epoch.split('-').next()?, 16).ok());
+        if serving == Some(started.pid) {
+            break t0.elapsed();
+        }
+        if Instant::now() > deadline {
+            return Err(LabError::Other(format!(
+                "sluiced {} on {} did not take over within 30 s (still {serving:?})",
+                started.pid, state.nodes[i].ns
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    while pid_alive(started.from_pid) && Instant::now() < deadline {
+        // The old one is this process's child: reap it.
+        for c in CHILDREN
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter_mut()
+        {
+            let _ = c.try_wait();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    state.nodes[i].sluiced_pid = Some(started.pid);
+    state.nodes[i].sluiced_start = process_start_time(started.pid);
+    save(state)?;
+    Ok((started.from_pid, started.pid, took))
+}
+
 /// Stops node `i`'s sluiced by PID (SIGKILL if `kill`, else SIGTERM).
 pub fn stop_sluiced(state: &mut LabState, i: usize, kill: bool) {
     if let Some(pid) = state.nodes[i].sluiced_pid.take() {

@@ -107,6 +107,58 @@ pub trait Backend: fmt::Debug {
     fn mode(port: &Self::Port) -> &'static str;
     /// Whether the backend's memory sits on huge pages.
     fn hugepages(&self) -> bool;
+    /// What this worker hands a new sluiced at an upgrade: its memory, the
+    /// pool's accounting and every open port (`ports`: name and port).
+    /// Called between two turns, when no buffer is alive. Backends that
+    /// cannot hand over say why.
+    fn handover(
+        &self,
+        _pool: &Self::Pool,
+        _ports: &[(&str, &Self::Port)],
+    ) -> Result<WorkerHandover, String> {
+        Err("this backend cannot hand its ports over; restart sluiced instead".into())
+    }
+}
+
+/// What one worker hands over at an upgrade. Descriptors stay the
+/// sender's; the receiver gets its own copies of them.
+#[derive(Debug)]
+pub struct WorkerHandover {
+    /// The UMEM.
+    pub umem: afxdp::UmemHandover,
+    /// The pool's accounting.
+    pub pool: afxdp::PoolState,
+    /// The open ports.
+    pub ports: Vec<PortHandover>,
+}
+
+/// One open port of a worker, handed over.
+#[derive(Debug)]
+pub struct PortHandover {
+    /// The port's name.
+    pub name: String,
+    /// Its descriptor.
+    pub fd: std::os::fd::RawFd,
+    /// Its socket's accounting; `None` for a TAP queue.
+    pub xsk: Option<afxdp::XskState>,
+}
+
+/// What a worker of a new sluiced takes over (the receiving side of
+/// [`WorkerHandover`], descriptors now its own).
+#[derive(Debug)]
+pub struct WorkerInherit {
+    /// The UMEM's memfd.
+    pub memfd: std::os::fd::OwnedFd,
+    /// The socket the UMEM is registered on.
+    pub umem_fd: std::os::fd::OwnedFd,
+    /// Its geometry.
+    pub cfg: afxdp::UmemConfig,
+    /// Whether it is on hugepages.
+    pub hugepages: bool,
+    /// The pool's accounting.
+    pub pool: afxdp::PoolState,
+    /// The ports, by name: the descriptor and, for a socket, its accounting.
+    pub ports: Vec<(String, std::os::fd::OwnedFd, Option<afxdp::XskState>)>,
 }
 
 /// How often opening a busy queue is tried again (2 ms apart): long enough
@@ -121,6 +173,10 @@ pub type MapLookup = Arc<dyn Fn(&str) -> Option<XskMap> + Send + Sync>;
 pub struct AfXdpBackend {
     umem: afxdp::Umem,
     maps: MapLookup,
+    /// After an upgrade: the pool handed over (taken by `pool`) and the
+    /// ports not yet opened again (taken by `open`).
+    inherited_pool: std::cell::RefCell<Option<afxdp::PoolState>>,
+    inherited_ports: Vec<(String, std::os::fd::OwnedFd, Option<afxdp::XskState>)>,
 }
 
 impl fmt::Debug for AfXdpBackend {
@@ -137,7 +193,38 @@ impl AfXdpBackend {
         Ok(AfXdpBackend {
             umem: afxdp::Umem::new(cfg)?,
             maps,
+            inherited_pool: std::cell::RefCell::new(None),
+            inherited_ports: Vec::new(),
         })
+    }
+
+    /// A worker's backend over what the same worker of an earlier sluiced
+    /// handed over: its UMEM (same frames), its pool's accounting, and its
+    /// open ports, which `open` takes over instead of opening anew.
+    pub fn inherit(w: WorkerInherit, maps: MapLookup) -> Result<Self, BackendError> {
+        Ok(AfXdpBackend {
+            umem: afxdp::Umem::inherit(w.memfd, w.umem_fd, w.cfg, w.hugepages)?,
+            maps,
+            inherited_pool: std::cell::RefCell::new(Some(w.pool)),
+            inherited_ports: w.ports,
+        })
+    }
+
+    /// Ports handed over and not opened again yet.
+    pub fn unclaimed(&self) -> impl Iterator<Item = &str> {
+        self.inherited_ports.iter().map(|(n, _, _)| n.as_str())
+    }
+
+    fn take_inherited(
+        &mut self,
+        name: &str,
+    ) -> Option<(std::os::fd::OwnedFd, Option<afxdp::XskState>)> {
+        let i = self
+            .inherited_ports
+            .iter()
+            .position(|(n, _, _)| n == name)?;
+        let (_, fd, xsk) = self.inherited_ports.swap_remove(i);
+        Some((fd, xsk))
     }
 }
 
@@ -172,7 +259,13 @@ impl Backend for AfXdpBackend {
     type Port = AfXdpPort;
 
     fn pool(&self) -> UmemPool {
-        self.umem.pool()
+        match self.inherited_pool.borrow_mut().take() {
+            // Checked against the UMEM when the handover was read.
+            Some(state) => {
+                UmemPool::inherit(&self.umem, state).unwrap_or_else(|_| self.umem.pool())
+            }
+            None => self.umem.pool(),
+        }
     }
 
     fn open(
@@ -180,6 +273,16 @@ impl Backend for AfXdpBackend {
         pool: &mut UmemPool,
         spec: &PortSpec<'_>,
     ) -> Result<AfXdpPort, BackendError> {
+        if let Some((fd, xsk)) = self.take_inherited(spec.name) {
+            return match xsk {
+                None => Ok(AfXdpPort::Tap(TapPort::inherit(spec.name, fd))),
+                Some(state) => {
+                    let map = (self.maps)(spec.name)
+                        .ok_or_else(|| BackendError::NotAttached(spec.name.into()))?;
+                    Ok(AfXdpPort::Xsk(XskPort::adopt(fd, &state, map)?))
+                }
+            };
+        }
         if spec.kind == PortKind::Host {
             return TapPort::open(spec.name)
                 .map(AfXdpPort::Tap)
@@ -279,6 +382,35 @@ impl Backend for AfXdpBackend {
 
     fn hugepages(&self) -> bool {
         self.umem.hugepages()
+    }
+
+    fn handover(
+        &self,
+        pool: &UmemPool,
+        ports: &[(&str, &AfXdpPort)],
+    ) -> Result<WorkerHandover, String> {
+        Ok(WorkerHandover {
+            umem: self.umem.handover(),
+            pool: pool.handover(),
+            ports: ports
+                .iter()
+                .map(|(name, p)| match p {
+                    AfXdpPort::Xsk(x) => {
+                        let (fd, state) = x.handover();
+                        PortHandover {
+                            name: name.to_string(),
+                            fd,
+                            xsk: Some(state),
+                        }
+                    }
+                    AfXdpPort::Tap(t) => PortHandover {
+                        name: name.to_string(),
+                        fd: t.fd(),
+                        xsk: None,
+                    },
+                })
+                .collect(),
+        })
     }
 }
 

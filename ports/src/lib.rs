@@ -11,6 +11,7 @@
 //!   sockets;
 //! - [`dpdk`]: DPDK devices (NICs, vdevs, vhost-user) over `rte_mbuf`s;
 //! - [`tap`]: the host port, a multi-queue TAP into the node's kernel;
+//! - [`handover`]: the Unix socket an upgrade hands descriptors over;
 //! - [`netdev`]: what a kernel device allows (its RX queues against the
 //!   workers).
 //!
@@ -21,10 +22,11 @@
 pub mod afxdp;
 pub mod backend;
 pub mod dpdk;
+pub mod handover;
 pub mod netdev;
 pub mod tap;
 
 pub use backend::{
     AfXdpBackend, AfXdpPort, Backend, BackendError, DeviceLookup, DpdkBackend, MapLookup,
-    PoolFrames, PortSpec, PortStats,
+    PoolFrames, PortHandover, PortSpec, PortStats, WorkerHandover, WorkerInherit,
 };

@@ -111,6 +111,17 @@ impl TapPort {
         })
     }
 
+    /// A queue an earlier process opened and handed over at an upgrade:
+    /// the device, its addresses and routes, and the frames queued on it
+    /// live on with the descriptor.
+    pub fn inherit(name: &str, fd: OwnedFd) -> TapPort {
+        TapPort {
+            fd,
+            name: name.to_string(),
+            backoff: RxBackoff::default(),
+        }
+    }
+
     /// The device name.
     pub fn name(&self) -> &str {
         &self.name

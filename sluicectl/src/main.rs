@@ -71,6 +71,17 @@ enum Cmd {
         /// The frame as hex (spaces and colons allowed).
         frame: String,
     },
+    /// Hand this node's ports over to a new sluiced without losing a packet
+    /// (AF_XDP): starts BINARY (the running binary's path by default) with
+    /// --take-over and waits until it answers on the API socket.
+    Upgrade {
+        /// The new sluiced binary.
+        #[arg(long)]
+        binary: Option<String>,
+        /// How long to wait for the new sluiced, in seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
     /// Copy what PORT receives and sends to a pcapng file (Wireshark,
     /// tshark), until COUNT frames, Ctrl-C or SIGTERM.
     Capture {
@@ -425,6 +436,9 @@ fn request(cmd: &Cmd) -> Result<Request, String> {
             names: names.clone(),
         }),
         Cmd::Capture { .. } => return Err("capture is not a single request".into()),
+        Cmd::Upgrade { binary, .. } => Request::Upgrade(sluice_api::UpgradeArgs {
+            binary: binary.clone(),
+        }),
     })
 }
 
@@ -438,7 +452,7 @@ fn human(client: &Client, cmd: &Cmd, req: &Request) -> Result<String, ClientErro
         Cmd::Flows => flows_table(&client.typed(req)?),
         Cmd::Trace { .. } => trace_text(&client.typed(req)?),
         Cmd::Node => node_text(&client.typed(req)?),
-        Cmd::Capture { .. } => String::new(),
+        Cmd::Capture { .. } | Cmd::Upgrade { .. } => String::new(),
         Cmd::Route { .. } | Cmd::Neighbour { .. } | Cmd::Port { .. } => {
             let g: sluice_api::Generation = client.typed(req)?;
             format!("ok (tables generation {})", g.generation)
@@ -588,10 +602,62 @@ fn report(client: &Client, e: ClientError) -> ExitCode {
     }
 }
 
+/// The pid in a `node.get` epoch (`<pid hex>-<start hex>.<reloads>`).
+fn epoch_pid(epoch: &str) -> Option<u32> {
+    u32::from_str_radix(epoch.split('-').next()?, 16).ok()
+}
+
+/// `sluicectl upgrade`: asks sluiced to start the new binary, then waits
+/// until the API is answered by the new process.
+fn upgrade(client: &Client, binary: Option<String>, timeout: u64) -> ExitCode {
+    let t0 = std::time::Instant::now();
+    let started = match client.upgrade(binary) {
+        Ok(u) => u,
+        Err(ClientError::Api(e)) => {
+            eprintln!("sluicectl: {e}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!(
+                "sluicectl: cannot reach sluiced at {}: {e}",
+                client.path().display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!(
+        "sluicectl: pid {} started {} as pid {}",
+        started.from_pid, started.binary, started.pid
+    );
+    let deadline = t0 + std::time::Duration::from_secs(timeout);
+    while std::time::Instant::now() < deadline {
+        if let Ok(n) = client.node() {
+            if epoch_pid(&n.epoch) == Some(started.pid) {
+                println!(
+                    "upgraded: pid {} took over from pid {} in {} ms",
+                    started.pid,
+                    started.from_pid,
+                    t0.elapsed().as_millis()
+                );
+                return ExitCode::SUCCESS;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    eprintln!(
+        "sluicectl: pid {} has not taken over within {timeout} s; see both processes' logs",
+        started.pid
+    );
+    ExitCode::FAILURE
+}
+
 fn main() -> ExitCode {
     let a = Args::parse();
     if matches!(a.cmd, Cmd::Capture { .. }) {
         return capture(&Client::new(&a.socket), &a.cmd);
+    }
+    if let Cmd::Upgrade { binary, timeout } = &a.cmd {
+        return upgrade(&Client::new(&a.socket), binary.clone(), *timeout);
     }
     let req = match request(&a.cmd) {
         Ok(r) => r,

@@ -225,6 +225,9 @@ pub struct Control {
     registry: Option<Arc<super::PortRegistry>>,
     /// This process's start (pid and time), for `node.get`'s `epoch`.
     boot: String,
+    /// This process's binary, as it was at start (an upgrade starts it when
+    /// no other is named).
+    exe: Option<PathBuf>,
     /// Reloads so far (the `epoch` changes with each).
     reloads: u32,
     /// The configuration (file) the running one started from or was last
@@ -301,6 +304,9 @@ impl Control {
             attacher: crate::attach::Attacher::AfXdp,
             registry: None,
             boot: boot_id(),
+            exe: std::env::current_exe()
+                .ok()
+                .filter(|p| !p.to_string_lossy().ends_with(" (deleted)")),
             reloads: 0,
         }
     }
@@ -373,6 +379,101 @@ impl Control {
         self.programs = programs;
         self.attacher = attacher;
         self.registry = Some(registry);
+    }
+
+    /// The XDP programs held for the switch's ports (AF_XDP), for an
+    /// upgrade's handover.
+    pub fn programs(&self) -> impl Iterator<Item = &sluice_ports::afxdp::XdpProgram> {
+        self.programs.iter().filter_map(|a| a.program())
+    }
+
+    /// Whether ports are DPDK devices.
+    pub fn is_dpdk(&self) -> bool {
+        self.attacher.is_dpdk()
+    }
+
+    /// The pod ports added at runtime (through `ports.add`), in force.
+    pub fn runtime_pods(&self) -> Vec<crate::config::PortConfig> {
+        self.cfg
+            .ports()
+            .iter()
+            .filter(|p| {
+                !p.removed
+                    && p.kind == crate::config::PortKind::Pod
+                    && !self.base.ports.iter().any(|b| b.name == p.name)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The configuration file, if the switch was started from one.
+    pub fn config_path(&self) -> Option<&std::path::Path> {
+        self.config_path.as_deref()
+    }
+
+    /// `upgrade`: starts the new binary with `--take-over` on this
+    /// process's configuration file; it connects to the handover socket
+    /// ([`crate::handover`]) and this process exits once it has taken over.
+    /// The child is in its own process group, so it outlives this one; if
+    /// it exits first, that is logged and this process carries on.
+    fn upgrade(&mut self, a: sluice_api::UpgradeArgs) -> Result<Value, ApiError> {
+        if self.attacher.is_dpdk() {
+            return Err(ApiError::new(
+                None,
+                "the DPDK backend cannot hand its devices over; upgrade it by restarting sluiced",
+            ));
+        }
+        let config = self.config_path.clone().ok_or_else(|| {
+            ApiError::new(
+                None,
+                "this sluiced was started without a configuration file: start the new one with --take-over yourself",
+            )
+        })?;
+        let binary = match a.binary {
+            Some(b) => PathBuf::from(b),
+            None => self.exe.clone().ok_or_else(|| {
+                ApiError::new(
+                    Some("args.binary".into()),
+                    "this sluiced does not know its own binary; name one",
+                )
+            })?,
+        };
+        if !binary.is_file() {
+            return Err(ApiError::new(
+                Some("args.binary".into()),
+                format!("{} is not a file", binary.display()),
+            ));
+        }
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new(&binary)
+            .arg("--config")
+            .arg(&config)
+            .arg("--take-over")
+            .stdin(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| {
+                ApiError::new(
+                    Some("args.binary".into()),
+                    format!("cannot start {}: {e}", binary.display()),
+                )
+            })?;
+        let pid = child.id();
+        tracing::info!(binary = %binary.display(), pid, "upgrade: started the new sluiced");
+        let _ = std::thread::Builder::new()
+            .name("sluice-upgrade".into())
+            .spawn(move || {
+                // Only reached while this process lives: the new one gave up.
+                if let Ok(status) = child.wait() {
+                    tracing::warn!(pid, %status, "upgrade: the new sluiced exited without taking over");
+                }
+            });
+        Ok(serde_json::to_value(sluice_api::Upgrading {
+            from_pid: std::process::id(),
+            pid,
+            binary: binary.display().to_string(),
+        })
+        .expect("upgrading serializes"))
     }
 
     /// Detaches every XDP program (after the workers closed their sockets).
@@ -801,6 +902,10 @@ impl Control {
                 let frame = parse_hex(&a.frame)
                     .ok_or_else(|| ApiError::new(Some("args.frame".into()), "not hex bytes"))?;
                 self.trace(&a.port, frame)
+            }
+            "upgrade" => {
+                let a: sluice_api::UpgradeArgs = args(&req.args)?;
+                self.upgrade(a)
             }
             "capture.start" => match typed(req)? {
                 sluice_api::Request::CaptureStart(a) => self.capture_start(a),

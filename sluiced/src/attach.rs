@@ -338,7 +338,14 @@ impl Attacher {
     /// Attaches `p` (steered as `steering` on AF_XDP).
     pub fn attach(&self, p: &PortConfig, steering: Steering) -> Result<Attached, BackendError> {
         match self {
-            Attacher::AfXdp => Ok(Attached::Xdp(XdpProgram::attach(&p.name, steering)?)),
+            Attacher::AfXdp => match crate::handover::take_program(&p.name) {
+                // Handed over at an upgrade: attached all along.
+                Some(prog) => {
+                    prog.set_steering(steering)?;
+                    Ok(Attached::Xdp(prog))
+                }
+                None => Ok(Attached::Xdp(XdpProgram::attach(&p.name, steering)?)),
+            },
             Attacher::Dpdk(ctx) => {
                 let (device, flows) = ctx.open(p)?;
                 Ok(Attached::Dpdk {

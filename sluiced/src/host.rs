@@ -46,6 +46,22 @@ impl PortLock {
         let _ = write!(f, "{}", std::process::id());
         Ok(PortLock { _file: f })
     }
+
+    /// A lock an earlier sluiced held and handed over at an upgrade (the
+    /// same open file, so the same lock); this process's pid goes in.
+    pub(crate) fn inherit(fd: std::os::fd::OwnedFd) -> PortLock {
+        use std::io::{Seek, Write};
+        let mut f = std::fs::File::from(fd);
+        let _ = f.set_len(0);
+        let _ = f.rewind();
+        let _ = write!(f, "{}", std::process::id());
+        PortLock { _file: f }
+    }
+
+    /// The lock file's descriptor, for a handover.
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self._file)
+    }
 }
 
 /// Parses a sysfs CPU list such as `0-3,8,10-11`.

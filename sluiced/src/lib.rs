@@ -29,6 +29,7 @@
 pub mod api;
 pub mod attach;
 pub mod capture;
+pub mod handover;
 pub mod host;
 pub mod logging;
 pub mod metrics;

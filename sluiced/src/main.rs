@@ -17,6 +17,12 @@ struct Args {
     /// Configuration (TOML): daemon, node, tunnel, ports, routes, neighbours.
     #[arg(long, default_value = "/etc/sluice/sluiced.toml")]
     config: PathBuf,
+    /// Take the ports of the sluiced running on this configuration's API
+    /// socket over, without losing a packet (an upgrade): it hands its
+    /// sockets, programs and tables over its handover socket and exits.
+    /// Fails, leaving it running, if it cannot.
+    #[arg(long)]
+    take_over: bool,
 }
 
 fn main() -> ExitCode {
@@ -47,14 +53,28 @@ fn main() -> ExitCode {
         tracing::error!(signal = "SIGHUP", error = %e, "cannot handle signal");
         return ExitCode::FAILURE;
     }
-    let daemon =
-        match sluiced::Daemon::start_with_file(&cfg, Some(args.config.clone()), stop.clone()) {
-            Ok(d) => d,
+    let started = if args.take_over {
+        let path = sluiced::handover::socket_path(&cfg.daemon.api_socket);
+        match sluiced::handover::Incoming::connect(&path) {
+            Ok(incoming) => {
+                tracing::info!(from = incoming.from_pid, "taking over");
+                sluiced::Daemon::take_over(&cfg, Some(args.config.clone()), stop.clone(), incoming)
+            }
             Err(e) => {
-                tracing::error!(error = %e, "start-up failed, nothing left set up");
+                tracing::error!(error = %e, "cannot take over; the running sluiced is unchanged");
                 return ExitCode::FAILURE;
             }
-        };
+        }
+    } else {
+        sluiced::Daemon::start_with_file(&cfg, Some(args.config.clone()), stop.clone())
+    };
+    let daemon = match started {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "start-up failed, nothing left set up");
+            return ExitCode::FAILURE;
+        }
+    };
     for p in &daemon.report {
         match &p.device {
             Some(d) => tracing::info!(

@@ -45,6 +45,12 @@ pub struct PortRegistry {
     woken: std::sync::Mutex<Vec<Option<std::os::unix::net::UnixStream>>>,
     /// The packet capture in force, if any.
     pub captures: std::sync::Arc<crate::capture::Captures>,
+    /// Set while an upgrade hands the workers' ports over: each worker
+    /// stops between two turns, leaves what it hands over in `parked` and
+    /// waits until the flag clears (the handover failed) or the process ends.
+    pub(crate) park: std::sync::atomic::AtomicBool,
+    /// Per worker: what it handed over once parked.
+    pub(crate) parked: std::sync::Mutex<Vec<Option<Result<sluice_ports::WorkerHandover, String>>>>,
 }
 
 /// One worker's frame accounting, as its last housekeeping round saw it.
@@ -192,6 +198,8 @@ impl PortRegistry {
             wake,
             woken: std::sync::Mutex::new(woken),
             captures: Default::default(),
+            park: Default::default(),
+            parked: std::sync::Mutex::new((0..workers).map(|_| None).collect()),
         }
     }
 

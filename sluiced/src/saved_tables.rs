@@ -92,12 +92,37 @@ pub fn restore(cfg: &NodeConfig) -> (NodeConfig, Vec<RouteConfig>, Restored) {
         Ok(None) => return (cfg.clone(), Vec::new(), Restored::Nothing),
         Err(why) => return (cfg.clone(), Vec::new(), ignored(&path, why)),
     };
+    merge(cfg, saved, &path)
+}
+
+/// As [`restore`], from the tables a running sluiced handed over at an
+/// upgrade ([`crate::handover`]) rather than from the file.
+pub fn restore_handed_over(
+    cfg: &NodeConfig,
+    json: &[u8],
+) -> (NodeConfig, Vec<RouteConfig>, Restored) {
+    let from = Path::new("(handed over)");
+    match serde_json::from_slice::<SavedTables>(json) {
+        Ok(saved) => merge(cfg, saved, from),
+        Err(e) => (
+            cfg.clone(),
+            Vec::new(),
+            ignored(from, format!("not saved tables: {e}")),
+        ),
+    }
+}
+
+fn merge(
+    cfg: &NodeConfig,
+    saved: SavedTables,
+    path: &Path,
+) -> (NodeConfig, Vec<RouteConfig>, Restored) {
     if &saved.base != cfg {
         return (
             cfg.clone(),
             Vec::new(),
             ignored(
-                &path,
+                path,
                 "the configuration changed since they were saved; starting from it".into(),
             ),
         );
@@ -119,7 +144,7 @@ pub fn restore(cfg: &NodeConfig) -> (NodeConfig, Vec<RouteConfig>, Restored) {
             cfg.clone(),
             Vec::new(),
             ignored(
-                &path,
+                path,
                 format!("they do not validate: {}: {}", e.key, e.problem),
             ),
         );

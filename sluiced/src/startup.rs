@@ -170,12 +170,75 @@ impl Daemon {
         config_path: Option<std::path::PathBuf>,
         stop: Arc<AtomicBool>,
     ) -> Result<Daemon, DaemonError> {
+        Self::start_inner(cfg, config_path, stop, None)
+    }
+
+    /// Starts by taking over the running sluiced's ports ([`crate::handover`]):
+    /// its tables, then its sockets, programs, listeners and locks. Until
+    /// the commit an error leaves the running one forwarding as before.
+    pub fn take_over(
+        cfg: &NodeConfig,
+        config_path: Option<std::path::PathBuf>,
+        stop: Arc<AtomicBool>,
+        incoming: crate::handover::Incoming,
+    ) -> Result<Daemon, DaemonError> {
+        Self::start_inner(cfg, config_path, stop, Some(incoming))
+    }
+
+    fn start_inner(
+        cfg: &NodeConfig,
+        config_path: Option<std::path::PathBuf>,
+        stop: Arc<AtomicBool>,
+        mut incoming: Option<crate::handover::Incoming>,
+    ) -> Result<Daemon, DaemonError> {
         // The tables saved by the last run, if they were made from this
-        // configuration: forwarding across nodes resumes with them.
+        // configuration: forwarding across nodes resumes with them. At an
+        // upgrade, the running sluiced's tables as it hands them over.
         let file_cfg = cfg;
-        let (restored_cfg, saved_pod_routes, saved_tables) = crate::saved_tables::restore(file_cfg);
+        let (mut restored_cfg, saved_pod_routes, saved_tables) = match &incoming {
+            Some(i) => crate::saved_tables::restore_handed_over(file_cfg, &i.saved_tables),
+            None => crate::saved_tables::restore(file_cfg),
+        };
+        if let Some(i) = &incoming {
+            // The running sluiced's pods and learned neighbours are in the
+            // first tables: its workers poll the pods' rings and the uplink
+            // from their first turn, so nothing may miss a pod or a MAC.
+            for p in &i.pods {
+                if !restored_cfg.ports.iter().any(|q| q.name == p.name) {
+                    restored_cfg.ports.push(p.clone());
+                }
+            }
+            for n in &i.learned {
+                if !restored_cfg.neighbours.iter().any(|m| m.ip == n.ip) {
+                    restored_cfg.neighbours.push(n.clone());
+                }
+            }
+        }
+        // Any error before the commit leaves the running sluiced as it was.
+        let abandon = |incoming: &mut Option<crate::handover::Incoming>, e: &DaemonError| {
+            if let Some(i) = incoming.take() {
+                i.abandon(&e.to_string());
+            }
+        };
+        macro_rules! early {
+            ($e:expr) => {
+                match $e {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let e: DaemonError = e.into();
+                        abandon(&mut incoming, &e);
+                        return Err(e);
+                    }
+                }
+            };
+        }
         let cfg = &restored_cfg;
         let dpdk = cfg.daemon.backend == BackendKind::Dpdk;
+        if dpdk && incoming.is_some() {
+            early!(Err(DaemonError::Profile(
+                "the DPDK backend cannot take ports over; upgrade it by restarting sluiced".into()
+            )));
+        }
         // A hardware profile may give the workers' cores.
         let (profile, workers) = if dpdk {
             crate::attach::load_profile(&cfg.daemon).map_err(DaemonError::Profile)?
@@ -191,22 +254,48 @@ impl Daemon {
         } else {
             cfg
         };
-        let tables = Tables::from_config(cfg)?;
+        let tables = early!(Tables::from_config(cfg));
         if !dpdk {
             // Every worker must have frames for the ports: MTUs that fit a
             // frame, and fill rings for every pod.
-            crate::registry::check_frames(&cfg.ports, &UmemConfig::default())?;
+            early!(crate::registry::check_frames(
+                &cfg.ports,
+                &UmemConfig::default()
+            ));
         }
-        let metrics_listener =
-            metrics::bind(cfg.daemon.metrics_address).map_err(|source| DaemonError::Metrics {
-                addr: cfg.daemon.metrics_address,
-                source,
-            })?;
+        // The commit: from here on the running sluiced is gone and its
+        // ports are this process's.
+        let mut inherited = match incoming.take() {
+            Some(i) => Some(i.take_over(cfg.daemon.workers.len().max(1)).map_err(|e| {
+                DaemonError::Worker {
+                    worker: usize::MAX,
+                    message: format!("taking over: {e}"),
+                }
+            })?),
+            None => None,
+        };
+        let metrics_listener = match inherited.as_mut().and_then(|i| i.metrics.take()) {
+            Some(fd) => std::net::TcpListener::from(fd),
+            None => metrics::bind(cfg.daemon.metrics_address).map_err(|source| {
+                DaemonError::Metrics {
+                    addr: cfg.daemon.metrics_address,
+                    source,
+                }
+            })?,
+        };
         let api_path = cfg.daemon.api_socket.clone();
-        let api_listener = server::bind(&api_path).map_err(|source| DaemonError::Api {
-            path: api_path.clone(),
-            source,
-        })?;
+        let api_listener = match inherited.as_mut().and_then(|i| i.api.take()) {
+            Some(fd) => std::os::unix::net::UnixListener::from(fd),
+            None => server::bind(&api_path).map_err(|source| DaemonError::Api {
+                path: api_path.clone(),
+                source,
+            })?,
+        };
+        let mut held = crate::handover::Held {
+            api: std::os::fd::AsRawFd::as_raw_fd(&api_listener),
+            metrics: std::os::fd::AsRawFd::as_raw_fd(&metrics_listener),
+            locks: Vec::new(),
+        };
         // Until the API thread owns it, a failed start removes the socket file.
         struct RemoveOnError<'a>(&'a std::path::Path, bool);
         impl Drop for RemoveOnError<'_> {
@@ -241,10 +330,15 @@ impl Daemon {
         let mut locks = Vec::new();
         for p in &cfg.ports {
             if let Some(key) = attacher.lock_key(p) {
-                locks.push(PortLock::claim(&key).map_err(|holder| DaemonError::Busy {
-                    port: p.name.clone(),
-                    holder,
-                })?);
+                let lock = match inherited.as_mut().and_then(|i| i.locks.remove(&key)) {
+                    Some(fd) => PortLock::inherit(fd),
+                    None => PortLock::claim(&key).map_err(|holder| DaemonError::Busy {
+                        port: p.name.clone(),
+                        holder,
+                    })?,
+                };
+                held.locks.push((key, lock.raw_fd()));
+                locks.push(lock);
             }
         }
         let n_workers = cfg.daemon.workers.len().max(1);
@@ -330,6 +424,9 @@ impl Daemon {
                 (plans.clone(), modes.clone(), handle.clone(), stop.clone());
             let wreg = registry.clone();
             let wattacher = attacher.clone();
+            let inherit = inherited
+                .as_mut()
+                .and_then(|i| i.workers.get_mut(w).and_then(Option::take));
             let spawned = std::thread::Builder::new()
                 .name(format!("sluice-w{w}"))
                 .spawn(move || {
@@ -348,9 +445,10 @@ impl Daemon {
                         ready: ready_tx,
                     };
                     match wattacher {
-                        Attacher::AfXdp => {
-                            worker::run(setup, move || AfXdpBackend::new(umem, maps))
-                        }
+                        Attacher::AfXdp => worker::run(setup, move || match inherit {
+                            Some(i) => AfXdpBackend::inherit(i, maps),
+                            None => AfXdpBackend::new(umem, maps),
+                        }),
                         Attacher::Dpdk(ctx) => {
                             let dev_reg = setup.registry.clone();
                             let devices: DeviceLookup =
@@ -467,9 +565,26 @@ impl Daemon {
                     });
                 }
             }
-            pod_records = match cfg.daemon.pod_records_dir() {
-                Some(dir) => crate::pod_records::reattach(&control, dir, &record_counts),
-                None => crate::pod_records::Summary::default(),
+            pod_records = match inherited.as_mut() {
+                // An upgrade: the pods the running sluiced had, on the
+                // sockets and programs it handed over.
+                Some(i) => {
+                    let n = i.pods.len();
+                    let dropped = crate::handover::drop_unclaimed_programs();
+                    tracing::info!(
+                        from = i.from_pid,
+                        pods = n,
+                        detached = dropped,
+                        took_ms = i.began.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3),
+                        parked_ms = i.parked.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3),
+                        "upgrade done: forwarding on the handed-over ports"
+                    );
+                    crate::pod_records::Summary::default()
+                }
+                None => match cfg.daemon.pod_records_dir() {
+                    Some(dir) => crate::pod_records::reattach(&control, dir, &record_counts),
+                    None => crate::pod_records::Summary::default(),
+                },
             };
             if !saved_pod_routes.is_empty() {
                 control
@@ -491,6 +606,20 @@ impl Daemon {
                             worker: usize::MAX,
                             message: format!("saved-tables writer: {e}"),
                         });
+                    }
+                }
+            }
+            if !dpdk {
+                match crate::handover::spawn_listener(
+                    crate::handover::socket_path(&api_path),
+                    control.clone(),
+                    registry.clone(),
+                    held.clone(),
+                    stop.clone(),
+                ) {
+                    Ok(j) => workers.push(j),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no handover socket: upgrades will be restarts")
                     }
                 }
             }

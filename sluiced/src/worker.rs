@@ -226,6 +226,39 @@ fn housekeeping<B: Backend>(
     }
 }
 
+/// Stops this worker between two turns for an upgrade ([`crate::handover`]):
+/// hands over its memory, pool and ports, then touches nothing until the
+/// handover fails (the flag clears: it carries on as before) or the
+/// process ends. No buffer is alive between turns, so the pool's marks and
+/// the rings account for every frame.
+fn park<B: Backend>(
+    w: usize,
+    backend: &B,
+    pool: &B::Pool,
+    ports: &[Option<B::Port>],
+    opened: &[Option<String>],
+    registry: &PortRegistry,
+    stop: &AtomicBool,
+) {
+    let named: Vec<(&str, &B::Port)> = ports
+        .iter()
+        .zip(opened)
+        .filter_map(|(p, n)| Some((n.as_deref()?, p.as_ref()?)))
+        .collect();
+    let handed = backend.handover(pool, &named);
+    if let Some(slot) = registry
+        .parked
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_mut(w)
+    {
+        *slot = Some(handed);
+    }
+    while registry.park.load(Ordering::Acquire) && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// A worker thread: pins itself, makes its backend (memory local to its
 /// core), opens its ports, reports ready, then polls until `stop`.
 pub(crate) fn run<B: Backend>(
@@ -323,6 +356,10 @@ pub(crate) fn run<B: Backend>(
     let mut capture = None;
     let mut capture_gen = registry.captures.generation().wrapping_sub(1);
     while !stop.load(Ordering::Relaxed) {
+        if registry.park.load(Ordering::Relaxed) {
+            park::<B>(w, &backend, &pool, &ports, &opened, &registry, &stop);
+            continue;
+        }
         let cg = registry.captures.generation();
         if cg != capture_gen {
             if let Some(c) = registry.captures.published() {

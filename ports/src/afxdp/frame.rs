@@ -124,6 +124,21 @@ pub struct UmemPool {
     retired: usize,
 }
 
+/// A pool's state handed over at an upgrade ([`UmemPool::handover`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PoolState {
+    /// Bytes per frame.
+    pub frame_size: u32,
+    /// Per frame: the token of the socket holding it, 0 if free.
+    pub holder: Vec<u16>,
+    /// Tokens free for reuse.
+    pub tokens: Vec<u16>,
+    /// The next new token.
+    pub next_token: u16,
+    /// Frames given up for good.
+    pub retired: usize,
+}
+
 /// `holder` of a frame the switch has.
 pub(super) const NO_HOLDER: u16 = 0;
 
@@ -145,6 +160,49 @@ impl UmemPool {
             retired: 0,
         }
     }
+    /// The pool's state as a worker hands it over at an upgrade: which
+    /// socket holds each frame and the tokens in use. Only between two
+    /// turns of the worker, when no buffer is alive: every frame not
+    /// marked is then on the free list.
+    pub fn handover(&self) -> PoolState {
+        PoolState {
+            frame_size: self.frame_size,
+            holder: self.holder.clone(),
+            tokens: self.tokens.clone(),
+            next_token: self.next_token,
+            retired: self.retired,
+        }
+    }
+
+    /// The pool of a UMEM handed over ([`Umem::inherit`]): the frames no
+    /// socket holds are free, the others stay marked with their socket's
+    /// token until it gives them back.
+    pub fn inherit(umem: &Umem, state: PoolState) -> Result<UmemPool, String> {
+        let cfg = umem.config();
+        if state.holder.len() != cfg.frames as usize || state.frame_size != cfg.frame_size {
+            return Err(format!(
+                "the pool handed over has {} frames of {} bytes; the UMEM {} of {}",
+                state.holder.len(),
+                state.frame_size,
+                cfg.frames,
+                cfg.frame_size
+            ));
+        }
+        let mut pool = umem.pool();
+        pool.free = state
+            .holder
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| **h == NO_HOLDER)
+            .map(|(i, _)| i as u64 * u64::from(cfg.frame_size))
+            .collect();
+        pool.holder = state.holder;
+        pool.tokens = state.tokens;
+        pool.next_token = state.next_token;
+        pool.retired = state.retired;
+        Ok(pool)
+    }
+
     /// Frames in the pool.
     pub fn available(&self) -> usize {
         self.free.len()

@@ -47,10 +47,12 @@ pub mod program;
 pub mod socket;
 pub mod umem;
 
-pub use frame::{UmemPool, XdpBuf};
-pub use program::{detach_stale, AttachMode, Steering, XdpProgram, XskMap, PROGRAM_NAME};
-pub use socket::{XskConfig, XskPort, XskStats};
-pub use umem::{Umem, UmemConfig};
+pub use frame::{PoolState, UmemPool, XdpBuf};
+pub use program::{
+    detach_stale, AttachMode, ProgramHandover, Steering, XdpProgram, XskMap, PROGRAM_NAME,
+};
+pub use socket::{XskConfig, XskPort, XskState, XskStats};
+pub use umem::{Umem, UmemConfig, UmemHandover};
 
 use sluice_bindings::sys;
 use sluice_dataplane::buffer::{BufPool, Burst, PacketBuf, MAX_BURST};

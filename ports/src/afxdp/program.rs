@@ -25,7 +25,7 @@ pub enum Steering {
 }
 
 /// How the program got attached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AttachMode {
     /// In the driver.
     Native,
@@ -38,10 +38,37 @@ pub enum AttachMode {
 pub struct XdpProgram {
     pub(super) ifname: String,
     pub(super) ifindex: i32,
-    pub(super) prog: NonNull<sys::xdp_program>,
-    pub(super) obj: NonNull<sys::bpf_object>,
+    pub(super) loaded: Loaded,
     pub(super) mode: AttachMode,
     pub(super) xsks_map_fd: i32,
+}
+
+/// Where a program's handles come from.
+#[derive(Debug)]
+pub(super) enum Loaded {
+    /// Loaded and attached by this process through libxdp.
+    Here {
+        prog: NonNull<sys::xdp_program>,
+        obj: NonNull<sys::bpf_object>,
+    },
+    /// Attached by an earlier process, which handed over its maps at an
+    /// upgrade: the program stays attached and is found by name to detach.
+    HandedOver {
+        xsks_map: std::os::fd::OwnedFd,
+        config_map: std::os::fd::OwnedFd,
+    },
+}
+
+/// A program as an upgrade hands it over: its maps' descriptors (still
+/// the sender's) and how it is attached.
+#[derive(Debug, Clone, Copy)]
+pub struct ProgramHandover {
+    /// The socket map.
+    pub xsks_map: std::os::fd::RawFd,
+    /// The steering map.
+    pub config_map: std::os::fd::RawFd,
+    /// How it is attached.
+    pub mode: AttachMode,
 }
 
 // SAFETY: the handles point to libxdp/libbpf heap objects that are not tied
@@ -161,8 +188,7 @@ impl XdpProgram {
         let mut me = XdpProgram {
             ifname: ifname.to_string(),
             ifindex: idx,
-            prog,
-            obj,
+            loaded: Loaded::Here { prog, obj },
             mode,
             xsks_map_fd: -1,
         };
@@ -224,9 +250,59 @@ impl XdpProgram {
         Ok(())
     }
 
+    /// What an upgrade hands the next process for this program.
+    pub fn handover(&self) -> Result<ProgramHandover, XdpError> {
+        Ok(ProgramHandover {
+            xsks_map: self.xsks_map_fd,
+            config_map: self.map_fd(c"config_map")?,
+            mode: self.mode,
+        })
+    }
+
+    /// The program an earlier process attached to `ifname` and handed over
+    /// at an upgrade, with its maps: it stays attached, so frames keep
+    /// going to the sockets in its map throughout.
+    pub fn inherit(
+        ifname: &str,
+        xsks_map: std::os::fd::OwnedFd,
+        config_map: std::os::fd::OwnedFd,
+        mode: AttachMode,
+    ) -> Result<Self, XdpError> {
+        use std::os::fd::AsRawFd;
+        let idx = ifindex(ifname)? as i32;
+        Ok(XdpProgram {
+            ifname: ifname.to_string(),
+            ifindex: idx,
+            xsks_map_fd: xsks_map.as_raw_fd(),
+            loaded: Loaded::HandedOver {
+                xsks_map,
+                config_map,
+            },
+            mode,
+        })
+    }
+
     fn map_fd(&self, name: &CStr) -> Result<i32, XdpError> {
+        let obj = match &self.loaded {
+            Loaded::Here { obj, .. } => *obj,
+            Loaded::HandedOver {
+                xsks_map,
+                config_map,
+            } => {
+                use std::os::fd::AsRawFd;
+                return match name.to_bytes() {
+                    b"xsks_map" => Ok(xsks_map.as_raw_fd()),
+                    b"config_map" => Ok(config_map.as_raw_fd()),
+                    _ => Err(errno_err(
+                        "find a map of the XDP program",
+                        &self.ifname,
+                        libc::ENOENT,
+                    )),
+                };
+            }
+        };
         // SAFETY: valid object; NUL-terminated name.
-        let map = unsafe { sys::bpf_object__find_map_by_name(self.obj.as_ptr(), name.as_ptr()) };
+        let map = unsafe { sys::bpf_object__find_map_by_name(obj.as_ptr(), name.as_ptr()) };
         if map.is_null() {
             return Err(errno_err(
                 "find a map of the XDP program",
@@ -258,11 +334,14 @@ impl XdpProgram {
     }
 
     fn close_only(&mut self) {
-        // SAFETY: the program and object were opened by `attach` and are not
-        // used after this; closing the program leaves the external object.
-        unsafe {
-            sys::xdp_program__close(self.prog.as_ptr());
-            sys::bpf_object__close(self.obj.as_ptr());
+        if let Loaded::Here { prog, obj } = &self.loaded {
+            // SAFETY: the program and object were opened by `attach` and are
+            // not used after this; closing the program leaves the external
+            // object.
+            unsafe {
+                sys::xdp_program__close(prog.as_ptr());
+                sys::bpf_object__close(obj.as_ptr());
+            }
         }
     }
 }
@@ -273,8 +352,17 @@ impl Drop for XdpProgram {
             AttachMode::Native => sys::xdp_attach_mode_XDP_MODE_NATIVE,
             AttachMode::Generic => sys::xdp_attach_mode_XDP_MODE_SKB,
         };
-        // SAFETY: detaching the program this value attached, then closing it.
-        unsafe { sys::xdp_program__detach(self.prog.as_ptr(), self.ifindex, mode, 0) };
-        self.close_only();
+        match &self.loaded {
+            Loaded::Here { prog, .. } => {
+                // SAFETY: detaching the program this value attached, then
+                // closing it.
+                unsafe { sys::xdp_program__detach(prog.as_ptr(), self.ifindex, mode, 0) };
+                self.close_only();
+            }
+            Loaded::HandedOver { .. } => {
+                // Attached by the process that handed it over: found by name.
+                let _ = detach_stale(&self.ifname);
+            }
+        }
     }
 }

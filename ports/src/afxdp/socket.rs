@@ -16,6 +16,7 @@
 
 use super::frame::NO_HOLDER;
 use super::*;
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 
 /// Settings of one socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,11 +70,47 @@ pub struct XskStats {
     pub frames_held: u64,
 }
 
+/// A socket's accounting as a worker hands it over at an upgrade (see
+/// [`XskPort::handover`] and [`XskPort::adopt`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct XskState {
+    /// Interface.
+    pub ifname: String,
+    /// Queue.
+    pub queue: u32,
+    /// RX and TX ring entries.
+    pub ring_size: u32,
+    /// Fill and completion ring entries.
+    pub umem_ring: u32,
+    /// Frames kept in the fill ring.
+    pub fill_target: u32,
+    /// The pool's mark on the socket's frames.
+    pub token: u16,
+    /// Frames on the fill ring or received and not yet read.
+    pub fill_held: u32,
+    /// Frames on the TX ring or in flight.
+    pub outstanding_tx: u32,
+    /// Descriptors dropped so far.
+    pub bad_descs: u64,
+    /// Zero-copy mode.
+    pub zero_copy: bool,
+    /// The socket is the one the UMEM is registered on.
+    pub umem_fd: bool,
+}
+
 /// An AF_XDP socket on one (interface, queue).
 #[derive(Debug)]
 pub struct XskPort {
     /// The libxdp socket; `None` once deleted (and in tests over fake rings).
     raw: Option<NonNull<sys::xsk_socket>>,
+    /// The rings' mappings when this process mapped them itself (a socket
+    /// handed over at an upgrade, or bound on a UMEM handed over): then
+    /// `fd` is ours to close.
+    maps: Option<Box<sys::sluice_xsk_ring_maps>>,
+    /// RX and TX ring entries.
+    ring_size: u32,
+    /// Fill and completion ring entries.
+    umem_ring: u32,
     rx: Box<sys::xsk_ring_cons>,
     tx: Box<sys::xsk_ring_prod>,
     fill: Box<sys::xsk_ring_prod>,
@@ -121,6 +158,9 @@ impl XskPort {
                 });
             }
         }
+        if umem.raw.is_none() {
+            return Self::open_shared(umem, pool, map, ifname, queue, cfg);
+        }
         let mut rx = Box::<sys::xsk_ring_cons>::default();
         let mut tx = Box::<sys::xsk_ring_prod>::default();
         let mut fill = Box::<sys::xsk_ring_prod>::default();
@@ -148,7 +188,7 @@ impl XskPort {
                 &mut raw,
                 cname.as_ptr(),
                 queue,
-                umem.raw.as_ptr(),
+                umem.raw.expect("checked above").as_ptr(),
                 &mut *rx,
                 &mut *tx,
                 fill_ptr,
@@ -177,6 +217,9 @@ impl XskPort {
         set_cloexec(fd);
         let mut port = XskPort {
             raw: Some(raw),
+            maps: None,
+            ring_size: cfg.ring_size,
+            umem_ring: umem.cfg.ring_size,
             rx,
             tx,
             fill,
@@ -206,6 +249,224 @@ impl XskPort {
         port.zero_copy = port.query_zero_copy();
         port.refill(pool);
         Ok(port)
+    }
+
+    /// A socket on a UMEM handed over by an earlier process (no libxdp
+    /// handle for it here): made, mapped and bound by sluice's own shim,
+    /// sharing the UMEM's registration, then registered in the socket map
+    /// and filled like any other.
+    fn open_shared(
+        umem: &mut Umem,
+        pool: &mut UmemPool,
+        map: XskMap,
+        ifname: &str,
+        queue: u32,
+        cfg: XskConfig,
+    ) -> Result<XskPort, XdpError> {
+        let idx = ifindex(ifname)?;
+        let mut rx = Box::<sys::xsk_ring_cons>::default();
+        let mut tx = Box::<sys::xsk_ring_prod>::default();
+        let mut fill = Box::<sys::xsk_ring_prod>::default();
+        let mut comp = Box::<sys::xsk_ring_cons>::default();
+        let mut maps = Box::<sys::sluice_xsk_ring_maps>::default();
+        let umem_ring = umem.cfg.ring_size;
+        // SAFETY: every pointer is to a live, boxed ring struct or map
+        // record; `umem.fd()` is the socket the UMEM is registered on, open
+        // for as long as the UMEM.
+        let fd = unsafe {
+            sys::sluice_xsk_bind_shared(
+                umem.fd(),
+                idx,
+                queue,
+                umem_ring,
+                umem_ring,
+                cfg.ring_size,
+                cfg.ring_size,
+                // A socket sharing a UMEM takes no flags of its own: the
+                // kernel gives it the UMEM's first socket's (need-wakeup,
+                // copy or zero-copy).
+                0,
+                &mut *fill,
+                &mut *comp,
+                &mut *rx,
+                &mut *tx,
+                &mut *maps,
+            )
+        };
+        if fd < 0 {
+            if fd.abs() == libc::EBUSY {
+                return Err(XdpError::QueueBusy {
+                    ifname: ifname.into(),
+                    queue,
+                });
+            }
+            return Err(errno_err("bind AF_XDP socket", ifname, fd));
+        }
+        let mut port = XskPort {
+            raw: None,
+            maps: Some(maps),
+            ring_size: cfg.ring_size,
+            umem_ring,
+            rx,
+            tx,
+            fill,
+            comp,
+            fd,
+            umem_fd: false,
+            map: Some(map),
+            zero_copy: false,
+            fill_target: cfg.fill_target.min(cfg.ring_size),
+            token: pool.token(),
+            fill_held: 0,
+            outstanding_tx: 0,
+            bad_descs: 0,
+            ifname: ifname.into(),
+            queue,
+        };
+        if let Err(e) = port.register(map) {
+            port.close(pool);
+            return Err(e);
+        }
+        port.zero_copy = port.query_zero_copy();
+        port.refill(pool);
+        Ok(port)
+    }
+
+    /// Puts this socket in `map` at its queue.
+    fn register(&self, map: XskMap) -> Result<(), XdpError> {
+        let key = self.queue;
+        let fd = self.fd;
+        // SAFETY: key and value are a u32 and an i32 on the stack, the
+        // sizes of a socket map's key and value.
+        let rc = unsafe {
+            sys::bpf_map_update_elem(
+                map.0,
+                (&key as *const u32).cast(),
+                (&fd as *const i32).cast(),
+                0,
+            )
+        };
+        if rc != 0 {
+            return Err(errno_err(
+                "register the socket with the XDP program",
+                &self.ifname,
+                std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            ));
+        }
+        Ok(())
+    }
+
+    /// What an upgrade hands the next process for this socket: its
+    /// descriptor (still this process's) and the accounting that goes with
+    /// its rings. Only between two turns of the worker: nothing reserved or
+    /// peeked is left unsubmitted or unreleased then.
+    pub fn handover(&self) -> (RawFd, XskState) {
+        (
+            self.fd,
+            XskState {
+                ifname: self.ifname.clone(),
+                queue: self.queue,
+                ring_size: self.ring_size,
+                umem_ring: self.umem_ring,
+                fill_target: self.fill_target,
+                token: self.token,
+                fill_held: self.fill_held,
+                outstanding_tx: self.outstanding_tx,
+                bad_descs: self.bad_descs,
+                zero_copy: self.zero_copy,
+                umem_fd: self.umem_fd,
+            },
+        )
+    }
+
+    /// Takes over a socket an earlier process handed over: maps its four
+    /// rings again (they go on where that process left them) and carries on
+    /// its accounting; `pool` must be the one handed over with it
+    /// ([`UmemPool::inherit`]), which still marks the socket's frames.
+    pub fn adopt(fd: OwnedFd, state: &XskState, map: XskMap) -> Result<XskPort, XdpError> {
+        let mut rx = Box::<sys::xsk_ring_cons>::default();
+        let mut tx = Box::<sys::xsk_ring_prod>::default();
+        let mut fill = Box::<sys::xsk_ring_prod>::default();
+        let mut comp = Box::<sys::xsk_ring_cons>::default();
+        let mut maps = Box::<sys::sluice_xsk_ring_maps>::default();
+        // SAFETY: `fd` is a bound AF_XDP socket we own; every pointer is to a
+        // live, boxed ring struct or map record.
+        let rc = unsafe {
+            sys::sluice_xsk_map_rings(
+                fd.as_raw_fd(),
+                state.umem_ring,
+                state.umem_ring,
+                state.ring_size,
+                state.ring_size,
+                &mut *fill,
+                &mut *comp,
+                &mut *rx,
+                &mut *tx,
+                &mut *maps,
+            )
+        };
+        if rc != 0 {
+            if rc.abs() == libc::EBUSY {
+                return Err(XdpError::Lib {
+                    what: "map a handed-over socket's rings (this kernel refuses to map a bound socket's rings again; Linux 6.5 and later allow it)",
+                    ifname: state.ifname.clone(),
+                    source: std::io::Error::from_raw_os_error(libc::EBUSY),
+                });
+            }
+            return Err(errno_err(
+                "map a handed-over socket's rings",
+                &state.ifname,
+                rc,
+            ));
+        }
+        Ok(XskPort {
+            raw: None,
+            maps: Some(maps),
+            ring_size: state.ring_size,
+            umem_ring: state.umem_ring,
+            rx,
+            tx,
+            fill,
+            comp,
+            fd: fd.into_raw_fd(),
+            umem_fd: state.umem_fd,
+            map: Some(map),
+            zero_copy: state.zero_copy,
+            fill_target: state.fill_target,
+            token: state.token,
+            fill_held: state.fill_held,
+            outstanding_tx: state.outstanding_tx,
+            bad_descs: state.bad_descs,
+            ifname: state.ifname.clone(),
+            queue: state.queue,
+        })
+    }
+
+    /// Whether this kernel lets this process map the rings of a socket
+    /// handed over (Linux 6.5 and later do): maps them through a copy of
+    /// the descriptor and unmaps them again, touching no ring.
+    pub fn probe_adopt(fd: &OwnedFd, state: &XskState) -> Result<(), XdpError> {
+        let copy = fd.try_clone().map_err(|e| XdpError::Lib {
+            what: "copy a handed-over socket's descriptor",
+            ifname: state.ifname.clone(),
+            source: e,
+        })?;
+        let probe = Self::adopt(copy, state, XskMap(-1))?;
+        drop(probe);
+        Ok(())
+    }
+
+    /// Unmaps the rings and closes the descriptor of a socket this process
+    /// mapped itself (its frames are then the kernel's to let go of).
+    fn release_own(&mut self) {
+        if let Some(mut maps) = self.maps.take() {
+            // SAFETY: unmaps what `sluice_xsk_map_rings` mapped for this
+            // socket; the ring structs pointing into it are not used again.
+            unsafe { sys::sluice_xsk_unmap_rings(&mut *maps) };
+            // SAFETY: the descriptor is ours (adopted or bound by the shim).
+            unsafe { libc::close(self.fd) };
+            self.fd = -1;
+        }
     }
 
     fn query_zero_copy(&self) -> bool {
@@ -418,6 +679,18 @@ impl XskPort {
     /// are retired (counted in [`UmemPool::retired`]), never reused.
     pub fn close(mut self, pool: &mut UmemPool) -> usize {
         self.complete(pool);
+        if self.maps.is_some() {
+            if self.umem_fd {
+                self.unmap_queue();
+            }
+            self.release_own();
+            return if self.umem_fd {
+                pool.retire(self.token);
+                0
+            } else {
+                pool.reclaim(self.token)
+            };
+        }
         let Some(raw) = self.raw.take() else {
             return pool.reclaim(self.token);
         };
@@ -563,8 +836,23 @@ impl Port<UmemPool> for XskPort {
     }
 }
 
+impl XskPort {
+    /// Deletes this socket's entry in its program's socket map.
+    fn unmap_queue(&self) {
+        if let Some(map) = self.map {
+            let key = self.queue;
+            // SAFETY: deletes our queue's entry of a live socket map; the
+            // key is a u32 on the stack.
+            unsafe {
+                sys::bpf_map_delete_elem(map.0, (&key as *const u32).cast());
+            }
+        }
+    }
+}
+
 impl Drop for XskPort {
     fn drop(&mut self) {
+        self.release_own();
         // Dropped without `close` (the worker's own exit, with its pool and
         // UMEM going too): the frames it held are not returned.
         if let Some(raw) = self.raw.take() {
@@ -587,6 +875,9 @@ mod tests {
         let (rx, tx, fill, comp) = k.rings();
         let mut p = XskPort {
             raw: None,
+            maps: None,
+            ring_size: cfg.ring_size,
+            umem_ring: 2048,
             rx,
             tx,
             fill,

@@ -409,6 +409,60 @@ fn clone_handover(h: &sluice_ports::WorkerHandover) -> sluice_ports::WorkerHando
 // ---------------------------------------------------------------------------
 // The new sluiced's side.
 
+/// A handover whose descriptors are here: [`Received::commit`] ends the
+/// old sluiced, [`Received::abandon`] lets it carry on.
+#[derive(Debug)]
+pub struct Received {
+    incoming: Incoming,
+    inherited: Inherited,
+}
+
+impl Received {
+    /// What was handed over.
+    pub fn inherited(&self) -> &Inherited {
+        &self.inherited
+    }
+
+    /// Commits: the old sluiced exits (waited for, up to 5 s), and what it
+    /// handed over is this process's.
+    pub fn commit(self) -> Result<Inherited, String> {
+        let Received {
+            incoming,
+            mut inherited,
+        } = self;
+        if let Err(e) = incoming.ch.send(b"c", &[]) {
+            forget_programs();
+            return Err(io_err("commit", e));
+        }
+        // The old process exits on the commit: its end of the socket
+        // closes with it.
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let _ = incoming.ch.set_timeout(Some(Duration::from_secs(5)));
+        let _ = incoming.ch.recv(&mut buf);
+        inherited.began = Some(incoming.began);
+        tracing::info!(
+            pid = incoming.from_pid,
+            "took over from the running sluiced"
+        );
+        Ok(inherited)
+    }
+
+    /// Gives everything back unused: the old sluiced's workers go on. The
+    /// descriptors are closed here; its programs stay attached.
+    pub fn abandon(self, why: &str) {
+        forget_programs();
+        self.incoming.abandon(why);
+    }
+}
+
+/// Lets go of the handed-over programs without detaching them (they are
+/// still the running sluiced's).
+fn forget_programs() {
+    std::mem::take(&mut *PROGRAMS.lock().unwrap_or_else(|p| p.into_inner()))
+        .into_iter()
+        .for_each(std::mem::forget);
+}
+
 /// A handover under way, seen from the new sluiced: the tables are here,
 /// the old one still forwards.
 #[derive(Debug)]
@@ -524,18 +578,18 @@ impl Incoming {
     /// checks it can be used here, and commits: the old one exits. On an
     /// error the old one carries on and nothing here has been used.
     pub fn take_over(self, workers: usize) -> Result<Inherited, String> {
+        self.park_and_receive(workers)?.commit()
+    }
+
+    /// The first half of [`Incoming::take_over`]: the old sluiced's workers
+    /// are parked and everything is here, checked, nothing used yet. On an
+    /// error the handover is abandoned (the old one carries on).
+    pub fn park_and_receive(self, workers: usize) -> Result<Received, String> {
         match self.receive(workers) {
-            Ok(mut got) => {
-                self.ch.send(b"c", &[]).map_err(|e| io_err("commit", e))?;
-                // The old process exits on the commit: its end of the
-                // socket closes with it.
-                let mut buf = vec![0u8; MAX_MESSAGE];
-                let _ = self.ch.set_timeout(Some(Duration::from_secs(5)));
-                let _ = self.ch.recv(&mut buf);
-                got.began = Some(self.began);
-                tracing::info!(pid = self.from_pid, "took over from the running sluiced");
-                Ok(got)
-            }
+            Ok(inherited) => Ok(Received {
+                incoming: self,
+                inherited,
+            }),
             Err(e) => {
                 self.abandon(&e);
                 Err(e)

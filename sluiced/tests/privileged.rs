@@ -2210,3 +2210,89 @@ fn capture_writes_pcapng_that_tshark_reads() {
     assert!(ping(&lab, 2, "10.5.1.5"), "pods c and d after the captures");
     kill_child(&mut pinger.0, "-TERM");
 }
+
+/// Every frame of every worker is free, retired or held by a port.
+fn frames_conserved(lab: &Lab) {
+    let stats = sluice_api::Client::new(lab.socket()).stats().unwrap();
+    let held: u64 = stats.ports.values().filter_map(|p| p.frames_held).sum();
+    let (free, retired, total) = stats.workers.iter().fold((0, 0, 0), |a, w| {
+        (a.0 + w.free, a.1 + w.retired, a.2 + w.total)
+    });
+    assert_eq!(
+        free + retired + held,
+        total,
+        "{:?}, held {held}",
+        stats.workers
+    );
+}
+
+/// An upgrade the new sluiced gives up after the running one's workers
+/// parked and handed everything over: the running one forwards again, a
+/// ping sent while it was parked waited in the rings and is answered, and
+/// every frame is accounted for. A hello that is not one gets an error and
+/// changes nothing; `upgrade` naming a binary that is not a file is refused
+/// naming `args.binary`.
+#[test]
+fn an_upgrade_given_up_after_the_handover_leaves_the_running_sluiced_forwarding() {
+    let mut lab = Lab::new("u");
+    lab.start();
+    assert!(ping(&lab, 0, "10.5.1.3"));
+    let path = sluiced::handover::socket_path(&lab.socket());
+    let ch = sluice_ports::handover::Channel::connect(&path).unwrap();
+    ch.send(b"hnot a hello", &[]).unwrap();
+    ch.send(b"H", &[]).unwrap();
+    let mut buf = vec![0u8; sluice_ports::handover::MAX_MESSAGE];
+    let (n, _) = ch.recv(&mut buf).unwrap();
+    let answer = String::from_utf8_lossy(&buf[1..n]).into_owned();
+    assert_eq!(buf[0], b'x', "{answer}");
+    assert!(answer.contains("not a sluiced's hello"), "{answer}");
+    drop(ch);
+    assert!(ping(&lab, 0, "10.5.1.3"), "nothing changed");
+
+    // A new sluiced runs in the node's namespace (its interfaces are looked up).
+    enter_netns(&lab.node);
+    let incoming = sluiced::handover::Incoming::connect(&path).unwrap();
+    assert!(
+        incoming.pods.is_empty(),
+        "the file's pods are not runtime ones"
+    );
+    let received = incoming.park_and_receive(1).unwrap();
+    let w = received.inherited().workers[0].as_ref().unwrap();
+    let mut names: Vec<&str> = w.ports.iter().map(|p| p.0.as_str()).collect();
+    names.sort();
+    assert!(
+        names.contains(&"sva") && names.contains(&"svb"),
+        "every port handed over: {names:?}"
+    );
+    let waiting = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.pods[0],
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "5",
+            "10.5.1.3",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    received.abandon("a test gives up");
+    let out = waiting.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the ping sent while the workers were parked waited in the rings"
+    );
+    assert!(ping(&lab, 0, "10.5.1.3"));
+    assert!(ping(&lab, 1, "10.5.1.2"));
+    frames_conserved(&lab);
+
+    let out = lab.ctl(&["upgrade", "--binary", "/nonexistent/sluiced"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("args.binary"), "{err}");
+    assert!(ping(&lab, 0, "10.5.1.3"));
+}

@@ -18,7 +18,10 @@
 #   sluice-node.sh sluiced
 #       Renders, runs sluiced, forwards SIGTERM/SIGINT to it, and ends it
 #       (exit 75) when the subnet file names another subnet, so that the
-#       container restarts with the new one.
+#       container restarts with the new one. When sluiced hands its ports
+#       over to a new one (`sluicectl upgrade`, docs/upgrade.md) and exits,
+#       the new one (now serving the API socket) is followed instead: the
+#       container lives on with it.
 #
 # Environment, with defaults:
 #   SLUICE_TEMPLATE            /etc/sluice/sluiced.toml
@@ -31,7 +34,8 @@
 #   SLUICE_UPLINK_GATEWAY      the default route's gateway via the uplink ("" for none)
 #   SLUICE_UPLINK_MTU          /sys/class/net/$SLUICE_UPLINK/mtu
 #   SLUICE_BOOTSTRAP_TIMEOUT   600 (seconds)
-#   SLUICED, SLUICE_AGENT      sluiced, sluice-agent (the binaries)
+#   SLUICED, SLUICE_AGENT,
+#   SLUICECTL                  sluiced, sluice-agent, sluicectl (the binaries)
 set -eu
 
 TEMPLATE=${SLUICE_TEMPLATE:-/etc/sluice/sluiced.toml}
@@ -40,6 +44,7 @@ SUBNET_FILE=${SLUICE_SUBNET_FILE:-/run/flannel/subnet.env}
 RUN_DIR=${SLUICE_RUN_DIR:-/run/sluice}
 SLUICED=${SLUICED:-sluiced}
 SLUICE_AGENT=${SLUICE_AGENT:-sluice-agent}
+SLUICECTL=${SLUICECTL:-sluicectl}
 
 say() { echo "sluice-node: $*" >&2; }
 die() { say "$*"; exit 1; }
@@ -156,6 +161,20 @@ bootstrap() {
     say "leased $(subnet_value FLANNEL_SUBNET)"
 }
 
+# Whether process $1 runs (a zombie does not).
+alive() {
+    [ -r "/proc/$1/stat" ] && ! grep -q ') Z ' "/proc/$1/stat" 2>/dev/null
+}
+
+# The pid of the sluiced answering on the API socket of config $1 (the
+# hex before the first `-` of node.get's epoch), empty when none answers.
+serving_pid() {
+    sock=$(sed -n 's/^api_socket[[:space:]]*=[[:space:]]*"\(.*\)".*/\1/p' "$1" | head -n 1)
+    epoch=$("$SLUICECTL" ${sock:+--socket "$sock"} --json node 2>/dev/null |
+        sed -n 's/.*"epoch":[[:space:]]*"\([0-9a-f]*\)-.*/\1/p')
+    [ -z "$epoch" ] || printf '%d\n' "0x$epoch"
+}
+
 run_sluiced() {
     mkdir -p "$RUN_DIR"
     cfg="$RUN_DIR/sluiced.toml"
@@ -163,24 +182,40 @@ run_sluiced() {
     rendered="$(subnet_value FLANNEL_NETWORK) $(subnet_value FLANNEL_SUBNET)"
     "$SLUICED" --config "$cfg" &
     pid=$!
+    child=$pid
     stopping=0
     nap=
     trap 'stopping=1; kill -TERM "$pid" ${nap:+"$nap"} 2>/dev/null || true' TERM INT
-    while [ "$stopping" -eq 0 ] && kill -0 "$pid" 2>/dev/null; do
-        sleep 5 &
-        nap=$!
-        wait "$nap" || true
-        nap=
+    while :; do
+        while [ "$stopping" -eq 0 ] && alive "$pid"; do
+            sleep 5 &
+            nap=$!
+            wait "$nap" || true
+            nap=
+            [ "$stopping" -eq 0 ] || break
+            now="$(subnet_value FLANNEL_NETWORK) $(subnet_value FLANNEL_SUBNET)"
+            if [ "$now" != " " ] && [ "$now" != "$rendered" ] && alive "$pid"; then
+                say "the subnet file changed ($rendered -> $now): stopping sluiced to start again with it"
+                kill -TERM "$pid" 2>/dev/null || true
+                while alive "$pid"; do sleep 0.1; done
+                exit 75
+            fi
+        done
         [ "$stopping" -eq 0 ] || break
-        now="$(subnet_value FLANNEL_NETWORK) $(subnet_value FLANNEL_SUBNET)"
-        if [ "$now" != " " ] && [ "$now" != "$rendered" ] && kill -0 "$pid" 2>/dev/null; then
-            say "the subnet file changed ($rendered -> $now): stopping sluiced to start again with it"
-            kill -TERM "$pid" 2>/dev/null || true
-            wait "$pid" || true
-            exit 75
+        # sluiced is gone: after an upgrade another one serves its socket.
+        new=$(serving_pid "$cfg")
+        if [ -n "$new" ] && [ "$new" != "$pid" ] && alive "$new"; then
+            say "sluiced $pid handed its ports over to sluiced $new: following it"
+            pid=$new
+            continue
         fi
+        break
     done
-    wait "$pid"
+    if [ "$pid" = "$child" ]; then
+        wait "$child"
+    else
+        while alive "$pid"; do sleep 0.1; done
+    fi
 }
 
 case ${1:-} in

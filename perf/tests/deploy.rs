@@ -4,7 +4,9 @@
 //! leases a subnet through sluiced and sluice-agent and stops them; then
 //! `sluice-node.sh sluiced` renders the node's configuration (uplink from
 //! the default route, the leased subnet) and runs sluiced, the agent
-//! becomes ready, and a new subnet in the subnet file stops sluiced with
+//! becomes ready, `sluicectl upgrade` hands sluiced's ports over to a new
+//! sluiced which the script then follows, and a new subnet in the subnet
+//! file stops (the upgraded) sluiced with
 //! exit status 75 so that the container starts again with it.
 //!
 //! ```text
@@ -150,6 +152,7 @@ fn the_daemonsets_start_up_leases_renders_and_restarts_on_a_new_subnet() {
             .env("SLUICE_BOOTSTRAP_TIMEOUT", "60")
             .env("SLUICED", &sluiced)
             .env("SLUICE_AGENT", &agent)
+            .env("SLUICECTL", &sluicectl)
             .stdin(Stdio::null());
         c
     };
@@ -234,8 +237,52 @@ fn the_daemonsets_start_up_leases_renders_and_restarts_on_a_new_subnet() {
         "{rendered}"
     );
 
-    // 3. A new subnet (the agent stopped, so it does not rewrite it):
-    // sluiced is stopped and the supervisor exits 75.
+    // 3. An upgrade in the running container: the old sluiced hands its
+    // ports over and exits; the supervisor follows the new one.
+    let epoch_pid = |v: &serde_json::Value| {
+        v["epoch"]
+            .as_str()
+            .and_then(|e| u32::from_str_radix(e.split('-').next()?, 16).ok())
+    };
+    let before: serde_json::Value = serde_json::from_str(&ctl("node")).unwrap();
+    let old = epoch_pid(&before).expect("an epoch");
+    let o = Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .arg(&sluicectl)
+        .arg("--socket")
+        .arg(&socket)
+        .args(["upgrade", "--binary"])
+        .arg(&sluiced)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "sluicectl upgrade: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let after: serde_json::Value = serde_json::from_str(&ctl("node")).unwrap();
+    let new = epoch_pid(&after).expect("an epoch");
+    assert_ne!(new, old, "another process answers");
+    assert_eq!(after["node"], before["node"]);
+    // The supervisor notices the old one gone within its 5 s nap, and
+    // stays (the container lives on with the new sluiced).
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        node.children
+            .last_mut()
+            .unwrap()
+            .try_wait()
+            .unwrap()
+            .is_none(),
+        "sluice-node.sh follows the new sluiced"
+    );
+    assert_eq!(
+        epoch_pid(&serde_json::from_str(&ctl("node")).unwrap()),
+        Some(new)
+    );
+
+    // 4. A new subnet (the agent stopped, so it does not rewrite it):
+    // sluiced (the upgraded one) is stopped and the supervisor exits 75.
     let mut agent_child = node.children.pop().unwrap();
     let _ = agent_child.kill();
     let _ = agent_child.wait();
@@ -257,4 +304,8 @@ fn the_daemonsets_start_up_leases_renders_and_restarts_on_a_new_subnet() {
     };
     assert_eq!(status.code(), Some(75), "{status:?}");
     assert!(!socket.exists(), "sluiced is gone");
+    assert!(
+        !sluice_perf::lab::pid_alive(new),
+        "the upgraded sluiced is gone"
+    );
 }

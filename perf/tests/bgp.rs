@@ -4,9 +4,10 @@
 //! - A Calico node (BIRD on a kernel node, pods on a bridge, its learned
 //!   routes in its kernel) in a full mesh with two sluice nodes over
 //!   host-gw: pods ping and exchange TCP across all three, a withdrawal in
-//!   BIRD removes the route in sluiced, and an agent killed during traffic
+//!   BIRD removes the route in sluiced, an agent killed during traffic
 //!   comes back through graceful restart with nothing lost and no route
-//!   changed.
+//!   changed, and a flap of node 1's session to BIRD (`ss -K`) loses no
+//!   ping and leaves sluiced's route alone.
 //! - Route reflection over IPIP: the sluice nodes peer only with the BIRD
 //!   node, a route reflector, and their pods talk over IPIP on the reflected
 //!   routes. Where the kernel has IPIP (`tunl0`; this CI kernel has no
@@ -26,9 +27,8 @@ use sluice_perf::cluster;
 use sluice_perf::lab::{self, BgpLab, LabSpec, LabState, Mode};
 use sluice_perf::peers::{bird_config, Bird, BirdPeer, Gobgp, GobgpNeighbor, StaticTarget};
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::{eventually, ping, require_root, tcp, Guard};
+use support::{eventually, ping, pinger, require_root, tcp, Guard};
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
@@ -224,26 +224,7 @@ fn a_bird_node_and_two_sluice_nodes_in_a_full_mesh_over_host_gw() {
         .collect();
     let pingers: Vec<_> = [(0usize, 2usize), (1, 0)]
         .iter()
-        .map(|&(a, b)| {
-            Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &st.nodes[a].pods[0].0,
-                    "ping",
-                    "-q",
-                    "-i",
-                    "0.01",
-                    "-c",
-                    "500",
-                    "-W",
-                    "1",
-                    &st.nodes[b].pods[1].1,
-                ])
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|&(a, b)| pinger(&st.nodes[a].pods[0].0, &st.nodes[b].pods[1].1, 500))
         .collect();
     std::thread::sleep(Duration::from_millis(700));
     cluster::stop_agent(&mut st, 0, true);
@@ -318,7 +299,149 @@ fn a_bird_node_and_two_sluice_nodes_in_a_full_mesh_over_host_gw() {
         "the new agent changed routes: {}",
         metric(&st, 0, "sluice_agent_route_changes_total")
     );
+
+    peer_flap_loses_nothing(&st, &bird);
     bird.stop();
+}
+
+/// The value of counter line `line` (name and labels) in node `i`'s agent
+/// metrics; 0 when absent.
+fn counter(st: &LabState, i: usize, line: &str) -> u64 {
+    metric(st, i, line)
+        .lines()
+        .find_map(|l| l.strip_prefix(line)?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Node `i`'s sluiced drop counters.
+fn drops(st: &LabState, i: usize) -> std::collections::BTreeMap<String, u64> {
+    sluice_api::Client::new(&st.nodes[i].api_socket)
+        .stats()
+        .unwrap()
+        .drops
+}
+
+/// A peer flap in the mesh: the TCP connection of the BIRD <-> node 1
+/// session killed (`ss -K`, so no NOTIFICATION either way) during 10 ms
+/// pings both ways between a pod of the BIRD node and a pod of node 1 (the
+/// BIRD node's host is no source sluiced's host-gw check admits). BIRD did
+/// not restart, so its new OPEN has F (and R) clear; node 1's agent keeps
+/// BIRD's block, stale, through the new session until BIRD's End-of-RIB
+/// has announced it again. Nothing is lost, and neither sluiced's route
+/// nor the agent's programming of it moves.
+fn peer_flap_loses_nothing(st: &LabState, bird: &Bird) {
+    const BIRD: &str = "192.168.77.3";
+    let bird_block = st.nodes[2].subnet.clone();
+    let peer = |s: &sluice_control::bgp::speaker::BgpStatus| {
+        s.peers.iter().find(|p| p.address == ip(BIRD)).cloned()
+    };
+    let s = cluster::agent_bgp_status(st, 0).unwrap();
+    let before = peer(&s).expect("node 1 peers with BIRD");
+    assert_eq!(before.state, "Established", "{before:?}");
+    let route_before = route_to(&st.nodes[0], &bird_block).expect("the BIRD node's block");
+    let removes = "sluice_agent_route_changes_total{op=\"remove\"}";
+    let upserts = "sluice_agent_route_changes_total{op=\"upsert\"}";
+    let (removes_before, upserts_before) = (counter(st, 0, removes), counter(st, 0, upserts));
+    let drops_before = drops(st, 0);
+
+    const COUNT: u64 = 1000;
+    let (n1_pod, n1_pod_ip) = &st.nodes[0].pods[0];
+    let (n3_pod, n3_pod_ip) = &st.nodes[2].pods[0];
+    let mut pingers = vec![
+        (
+            "node 1's pod -> the BIRD node's pod",
+            pinger(n1_pod, n3_pod_ip, COUNT),
+        ),
+        (
+            "the BIRD node's pod -> node 1's pod",
+            pinger(n3_pod, n1_pod_ip, COUNT),
+        ),
+    ];
+    std::thread::sleep(Duration::from_secs(1));
+    let killed = lab::ns_run(
+        &st.nodes[0].ns,
+        &[
+            "ss",
+            "-n",
+            "-t",
+            "-K",
+            "dst",
+            BIRD,
+            "and",
+            "( sport = :179 or dport = :179 )",
+        ],
+    )
+    .unwrap();
+    assert!(
+        killed.contains(&format!("{BIRD}:")),
+        "ss -K killed the session's connection: {killed}"
+    );
+    eventually(
+        8,
+        "node 1's session to BIRD Established again, End-of-RIB in",
+        || {
+            cluster::agent_bgp_status(st, 0)
+                .ok()
+                .and_then(|s| peer(&s))
+                .is_some_and(|p| {
+                    p.state == "Established"
+                        && p.flaps > before.flaps
+                        && p.end_of_rib
+                        && p.prefixes_stale == 0
+                })
+        },
+    );
+    bird.wait_established("n1", Duration::from_secs(5))
+        .expect("BIRD's session to node 1");
+    // The session came back while the pings still ran: they cover it.
+    for (what, p) in &mut pingers {
+        assert!(
+            p.try_wait().unwrap().is_none(),
+            "{what}: the pings ended before the session was back"
+        );
+    }
+    let mut lost = Vec::new();
+    for (what, p) in pingers {
+        let out = p.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let received = text
+            .split(", ")
+            .find_map(|f| f.strip_suffix(" received")?.parse::<u64>().ok())
+            .unwrap_or(0);
+        lost.push((what, COUNT - received, text));
+    }
+    let moved: Vec<_> = drops(st, 0)
+        .into_iter()
+        .filter(|(k, v)| *v > drops_before.get(k).copied().unwrap_or(0))
+        .collect();
+    eprintln!(
+        "peer flap: pings lost {:?}",
+        lost.iter().map(|(w, n, _)| (*w, *n)).collect::<Vec<_>>()
+    );
+    assert!(
+        lost.iter().all(|(_, n, _)| *n == 0),
+        "every ping through the flap: {lost:?}\nnode 1's sluiced drops that moved: {moved:?}\nagent log:\n{}",
+        agent_log(st, 0)
+    );
+    for reason in ["host_gw_source_mismatch", "neighbour_unresolved"] {
+        assert!(
+            !moved.iter().any(|(k, _)| k == reason),
+            "{reason} moved: {moved:?}"
+        );
+    }
+    assert_eq!(
+        route_to(&st.nodes[0], &bird_block).as_ref(),
+        Some(&route_before),
+        "sluiced's route to the BIRD node's block"
+    );
+    assert_eq!(
+        (counter(st, 0, removes), counter(st, 0, upserts)),
+        (removes_before, upserts_before),
+        "the agent removed or re-added routes over the flap: {}",
+        metric(st, 0, "sluice_agent_route_changes_total")
+    );
+    let after = peer(&cluster::agent_bgp_status(st, 0).unwrap()).unwrap();
+    assert_eq!(after.prefixes_received, 1, "{after:?}");
 }
 
 #[test]

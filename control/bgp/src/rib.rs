@@ -117,6 +117,19 @@ mod tests {
         assert_eq!(best(std::iter::empty()), None);
     }
 
+    #[test]
+    fn a_stale_path_announced_again_is_the_same_best() {
+        // After a peer's flap, its path goes from stale to fresh: the
+        // Loc-RIB entry (what the agent programs) does not change, so
+        // sluiced sees neither a removal nor a new route.
+        let a = attrs(None, 0, 0, 3);
+        let stale = Candidate {
+            stale: true,
+            ..cand(&a, 3)
+        };
+        assert_eq!(best([stale]), best([cand(&a, 3)]));
+    }
+
     proptest! {
         #[test]
         fn the_choice_does_not_depend_on_order(

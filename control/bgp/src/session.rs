@@ -27,8 +27,11 @@
 //!   session whose peer advertised graceful restart for IPv4 unicast is
 //!   lost without a NOTIFICATION, its routes are kept, marked stale, for
 //!   the peer's restart time. If the peer comes back with forwarding
-//!   preserved, the stale routes stay until its End-of-RIB and then only
-//!   those it did not announce again go; otherwise they go at once.
+//!   preserved (F), or without having restarted (R clear: only the session
+//!   flapped), the stale routes stay until its End-of-RIB (at most 120 s
+//!   after it is back) and then only those it did not announce again go;
+//!   if it restarted without keeping forwarding state, or no longer lists
+//!   IPv4 unicast for graceful restart, they go at once.
 //! - As restarting speaker: the first OPEN after the process starts sets
 //!   R (restarted) and F (sluiced kept forwarding), and the session sends
 //!   its routes then End-of-RIB once Established.
@@ -670,11 +673,8 @@ impl Session {
         self.last_error.clear();
         self.eor_received = false;
         self.restarted = false;
-        // RFC 4724 §4.2: without forwarding state kept, stale routes go now.
-        let keeps = self
-            .peer_gr
-            .is_some_and(|g| g.ipv4_forwarding == Some(true));
         if self.adj_in.values().any(|p| p.stale) {
+            let keeps = self.peer_gr.is_some_and(stale_routes_survive);
             if keeps {
                 self.stale_until = Some(now + STALE_AFTER_UP);
             } else {
@@ -755,6 +755,26 @@ impl Session {
             }
         }
         out
+    }
+}
+
+/// Whether a peer's stale routes stay through its new session, until its
+/// End-of-RIB (or [`STALE_AFTER_UP`]), given the graceful restart
+/// capability of its new OPEN.
+///
+/// RFC 4724 §4.2 has them go at once unless F (forwarding state kept) is
+/// set. F answers for the peer's own restart: BIRD sets it (with R) only
+/// while it recovers from one, so a peer that did not restart, whose
+/// session only flapped (a reset connection, an expired hold time), says
+/// F clear although its forwarding never stopped. Dropping its routes then
+/// and learning them again from the UPDATEs a moment later would take the
+/// route out of sluiced and lose the packets of that moment. So they stay
+/// when F is set, or when R is clear; they go when the peer restarted (R)
+/// without keeping its forwarding state, or does not list IPv4 unicast.
+fn stale_routes_survive(g: GracefulRestart) -> bool {
+    match g.ipv4_forwarding {
+        Some(forwarding) => forwarding || !g.restarting,
+        None => false,
     }
 }
 
@@ -1007,6 +1027,132 @@ mod tests {
             vec![Action::Changed(vec![net("10.77.4.0/24")]), Action::EndOfRib]
         );
         assert_eq!(s.prefix_counts(), (1, 0));
+    }
+
+    /// BIRD's capability when it has not restarted: IPv4 unicast listed,
+    /// R and F clear.
+    const BIRD_UP: Option<GracefulRestart> = Some(GracefulRestart {
+        restarting: false,
+        time: 120,
+        ipv4_forwarding: Some(false),
+    });
+
+    /// `up(gr)` with 10.77.3.0/24 and 10.77.4.0/24 learned, the connection
+    /// reset (no NOTIFICATION) and a new session Established whose peer
+    /// OPEN carries `back`: the actions of its Up and its connection id.
+    fn flapped(
+        gr: Option<GracefulRestart>,
+        back: Option<GracefulRestart>,
+    ) -> (Session, Instant, Vec<Action>, ConnId) {
+        let (mut s, t) = up(gr);
+        s.received(
+            1,
+            &announce(&["10.77.3.0/24", "10.77.4.0/24"], [192, 168, 77, 3]),
+            t,
+        );
+        s.received(1, &encode_end_of_rib(), t);
+        let a = s.closed(1, "Connection reset by peer", t);
+        assert!(
+            a.iter()
+                .any(|x| matches!(x, Action::Down { graceful: true, .. })),
+            "{a:?}"
+        );
+        assert_eq!(s.prefix_counts(), (2, 2));
+        let t2 = t + Duration::from_secs(2);
+        s.on_timer(t2);
+        let id = 50;
+        s.connected(id, false, t2);
+        s.received(id, &peer_open([192, 168, 77, 3], back), t2);
+        let a = s.received(id, &encode_keepalive(), t2);
+        assert!(a.contains(&Action::Up), "{a:?}");
+        (s, t2, a, id)
+    }
+
+    /// The session's timers from `t` to `t + d`, second by second, with a
+    /// KEEPALIVE from the peer every 3 s: every action.
+    fn live(s: &mut Session, id: ConnId, t: Instant, d: Duration) -> Vec<Action> {
+        let mut out = Vec::new();
+        for sec in 1..=d.as_secs() {
+            let now = t + Duration::from_secs(sec);
+            if sec % 3 == 0 {
+                out.extend(s.received(id, &encode_keepalive(), now));
+            }
+            out.extend(s.on_timer(now));
+        }
+        assert_eq!(s.state(), State::Established, "{out:?}");
+        out
+    }
+
+    #[test]
+    fn a_peer_flap_keeps_stale_routes_through_the_new_session_until_end_of_rib() {
+        // BIRD did not restart: F is clear in its new OPEN, and so is R.
+        let (mut s, t, a, id) = flapped(BIRD_UP, BIRD_UP);
+        assert!(!a.iter().any(|x| matches!(x, Action::Changed(_))), "{a:?}");
+        assert_eq!(s.prefix_counts(), (2, 2), "kept, still stale");
+        assert!(!s.eor_received);
+        // Announced again (same path): no longer stale.
+        let a = s.received(id, &announce(&["10.77.3.0/24"], [192, 168, 77, 3]), t);
+        assert_eq!(a, vec![Action::Changed(vec![net("10.77.3.0/24")])]);
+        assert_eq!(s.prefix_counts(), (2, 1));
+        // End-of-RIB: only the one not announced again goes.
+        let a = s.received(id, &encode_end_of_rib(), t);
+        assert_eq!(
+            a,
+            vec![Action::Changed(vec![net("10.77.4.0/24")]), Action::EndOfRib]
+        );
+        assert_eq!(s.prefix_counts(), (1, 0));
+        assert!(s.adj_in().contains_key(&net("10.77.3.0/24")));
+        // And nothing is left for the stale timer.
+        let a = live(&mut s, id, t, STALE_AFTER_UP);
+        assert!(!a.iter().any(|x| matches!(x, Action::Changed(_))), "{a:?}");
+    }
+
+    #[test]
+    fn a_flapped_peers_stale_routes_go_at_the_stale_timer_without_end_of_rib() {
+        let (mut s, t, _, id) = flapped(BIRD_UP, BIRD_UP);
+        s.received(id, &announce(&["10.77.3.0/24"], [192, 168, 77, 3]), t);
+        let a = live(&mut s, id, t, STALE_AFTER_UP - Duration::from_secs(1));
+        assert!(!a.iter().any(|x| matches!(x, Action::Changed(_))), "{a:?}");
+        assert_eq!(s.prefix_counts(), (2, 1));
+        let a = s.on_timer(t + STALE_AFTER_UP);
+        assert!(
+            a.contains(&Action::Changed(vec![net("10.77.4.0/24")])),
+            "{a:?}"
+        );
+        assert_eq!(s.prefix_counts(), (1, 0));
+        assert_eq!(s.state(), State::Established);
+    }
+
+    #[test]
+    fn stale_routes_go_at_once_when_the_peer_restarted_without_forwarding_state() {
+        for back in [
+            // Restarted (R) and says its forwarding state is gone.
+            Some(GracefulRestart {
+                restarting: true,
+                time: 120,
+                ipv4_forwarding: Some(false),
+            }),
+            // No graceful restart at all.
+            None,
+        ] {
+            let (s, _, a, _) = flapped(BIRD_UP, back);
+            assert!(
+                a.iter()
+                    .any(|x| matches!(x, Action::Changed(v) if v.len() == 2)),
+                "{back:?}: {a:?}"
+            );
+            assert_eq!(s.prefix_counts(), (0, 0), "{back:?}");
+        }
+        // Restarted with forwarding kept: they stay.
+        let (s, _, a, _) = flapped(
+            GR,
+            GR.map(|g| GracefulRestart {
+                restarting: true,
+                ..g
+            }),
+        );
+        assert!(!a.iter().any(|x| matches!(x, Action::Changed(_))), "{a:?}");
+        assert_eq!(s.prefix_counts(), (2, 2));
     }
 
     #[test]

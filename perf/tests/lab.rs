@@ -946,13 +946,15 @@ fn gap_of(child: std::process::Child) -> (Vec<(f64, u64)>, f64, String) {
 /// same, and the new process serves the API on the same socket. Then a pod
 /// is detached and attached again on the new process (a socket on the
 /// handed-over UMEM), and the new process hands over again, losing
-/// nothing either. The longest gap between two replies is printed.
+/// nothing either. Two workers, so two UMEMs and pools are handed over.
+/// The longest gap between two replies is printed.
 #[test]
 fn sluiced_upgraded_during_traffic_loses_no_packet() {
     require_root();
     let name = "tup";
     let _guard = Guard(name.to_string());
-    let mut st = up_with(name, Mode::Vxlan, StoreKind::Embedded, vec![]);
+    // Two workers: each hands over its own UMEM, pool and sockets.
+    let mut st = up(name, Mode::Vxlan, 2);
     let mut before = routes_of(&st.nodes[0]);
     let ports_of = |n: &lab::NodeState| -> Vec<String> {
         sluice_api::Client::new(&n.api_socket)

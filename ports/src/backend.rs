@@ -118,6 +118,12 @@ pub trait Backend: fmt::Debug {
     ) -> Result<WorkerHandover, String> {
         Err("this backend cannot hand its ports over; restart sluiced instead".into())
     }
+    /// Closes the ports handed over at an upgrade that this worker did not
+    /// open again (a port the new configuration no longer has), returning
+    /// their frames to `pool`; their names.
+    fn release_unclaimed(&mut self, _pool: &mut Self::Pool) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// What one worker hands over at an upgrade. Descriptors stay the
@@ -382,6 +388,20 @@ impl Backend for AfXdpBackend {
 
     fn hugepages(&self) -> bool {
         self.umem.hugepages()
+    }
+
+    fn release_unclaimed(&mut self, pool: &mut UmemPool) -> Vec<String> {
+        let mut names = Vec::new();
+        for (name, fd, xsk) in std::mem::take(&mut self.inherited_ports) {
+            if let Some(state) = xsk {
+                // Taken over only to be closed: its frames come back.
+                if let Ok(p) = XskPort::adopt(fd, &state, XskMap::NONE) {
+                    p.close(pool);
+                }
+            }
+            names.push(name);
+        }
+        names
     }
 
     fn handover(

@@ -327,6 +327,9 @@ pub(crate) fn run<B: Backend>(
             }
         }
     }
+    for name in backend.release_unclaimed(&mut pool) {
+        tracing::warn!(worker = w, port = %name, "handed-over port not in the configuration: closed");
+    }
     let mut cache = handle.cache();
     let mut generation = cache.load().generation;
     registry.acks[w].store(generation, Ordering::Release);

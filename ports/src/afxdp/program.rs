@@ -80,6 +80,11 @@ unsafe impl Send for XdpProgram {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct XskMap(pub(super) i32);
 
+impl XskMap {
+    /// No map (a socket only taken over to be closed).
+    pub(crate) const NONE: XskMap = XskMap(-1);
+}
+
 /// The program's name as the kernel reports it.
 pub const PROGRAM_NAME: &str = "sluice_xdp";
 

@@ -451,7 +451,7 @@ impl XskPort {
             ifname: state.ifname.clone(),
             source: e,
         })?;
-        let probe = Self::adopt(copy, state, XskMap(-1))?;
+        let probe = Self::adopt(copy, state, XskMap::NONE)?;
         drop(probe);
         Ok(())
     }

@@ -201,6 +201,7 @@ pub(crate) fn spawn_listener(
                 match listener.accept(Duration::from_millis(200)) {
                     Ok(Some(ch)) => {
                         if let Err(e) = give(&ch, &control, &registry, &held) {
+                            registry.handovers_abandoned.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(error = %e, "upgrade abandoned; forwarding as before");
                             send_error(&ch, &e);
                         }

@@ -18,7 +18,8 @@
 //! and the histogram `sluice_worker_burst_size`. Tables: `sluice_routes`,
 //! `sluice_ports`. Packet capture: `sluice_capture_packets_total`,
 //! `sluice_capture_dropped_total`, `sluice_capture_active`. Start-up: `sluice_pod_records_total{outcome}` (every
-//! outcome listed, zero or not).
+//! outcome listed, zero or not). Upgrades: `sluice_handovers_abandoned_total`,
+//! `sluice_taken_over`.
 //!
 //! Serving invariants (one slow or stuck client never holds up another
 //! scrape, the daemon, or its shutdown):
@@ -379,6 +380,22 @@ impl Collector for MetricsSource {
             MetricType::Gauge,
         )?
         .encode_gauge(&i64::from(captures.active()))?;
+        counter(
+            &mut enc.encode_descriptor(
+                "sluice_handovers_abandoned",
+                "Upgrades a new sluiced began that did not happen: this process carried on (see docs/upgrade.md).",
+                None,
+                MetricType::Counter,
+            )?,
+            self.ports.handovers_abandoned.load(Ordering::Relaxed),
+        )?;
+        enc.encode_descriptor(
+            "sluice_taken_over",
+            "Whether this process started by taking another sluiced's ports over (1) or not (0).",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_gauge(&i64::from(self.ports.took_over.load(Ordering::Relaxed)))?;
         {
             let mut family = enc.encode_descriptor(
                 "sluice_pod_records",

@@ -51,6 +51,11 @@ pub struct PortRegistry {
     pub(crate) park: std::sync::atomic::AtomicBool,
     /// Per worker: what it handed over once parked.
     pub(crate) parked: std::sync::Mutex<Vec<Option<Result<sluice_ports::WorkerHandover, String>>>>,
+    /// Upgrades a new sluiced began that did not happen (this process
+    /// carried on).
+    pub handovers_abandoned: std::sync::atomic::AtomicU64,
+    /// Whether this process started by taking another one's ports over.
+    pub took_over: std::sync::atomic::AtomicBool,
 }
 
 /// One worker's frame accounting, as its last housekeeping round saw it.
@@ -200,6 +205,8 @@ impl PortRegistry {
             captures: Default::default(),
             park: Default::default(),
             parked: std::sync::Mutex::new((0..workers).map(|_| None).collect()),
+            handovers_abandoned: Default::default(),
+            took_over: Default::default(),
         }
     }
 

@@ -569,6 +569,7 @@ impl Daemon {
                 // An upgrade: the pods the running sluiced had, on the
                 // sockets and programs it handed over.
                 Some(i) => {
+                    registry.took_over.store(true, Ordering::Relaxed);
                     let n = i.pods.len();
                     let dropped = crate::handover::drop_unclaimed_programs();
                     tracing::info!(

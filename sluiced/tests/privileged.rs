@@ -2290,6 +2290,13 @@ fn an_upgrade_given_up_after_the_handover_leaves_the_running_sluiced_forwarding(
     assert!(ping(&lab, 1, "10.5.1.2"));
     frames_conserved(&lab);
 
+    let text = scrape(&lab);
+    assert_eq!(
+        metric(&text, "sluice_handovers_abandoned_total"),
+        2.0,
+        "the bad hello and the handover given up"
+    );
+    assert_eq!(metric(&text, "sluice_taken_over"), 0.0);
     let out = lab.ctl(&["upgrade", "--binary", "/nonexistent/sluiced"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -203,6 +203,12 @@ impl<B: PacketBuf> Pipeline<B> {
         &mut self.tx
     }
 
+    /// The TX lists and the counters at once, for the port layer's flush
+    /// (no reference count taken per burst).
+    pub fn tx_and_counters(&mut self) -> (&mut TxLists<B>, &WorkerCounters) {
+        (&mut self.tx, &self.counters)
+    }
+
     /// This worker's counters.
     pub fn counters(&self) -> &Arc<WorkerCounters> {
         &self.counters

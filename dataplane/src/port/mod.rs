@@ -205,8 +205,8 @@ pub fn flush_tapped<P, X>(
     P: BufPool,
     X: Port<P>,
 {
-    let counters = pipeline.counters().clone();
-    pipeline.tx().flush(|out, list| {
+    let (tx, counters) = pipeline.tx_and_counters();
+    tx.flush(|out, list| {
         if let Some(t) = tap {
             if t.capture.wants(out, Direction::Tx) {
                 t.capture.take(

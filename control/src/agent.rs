@@ -1196,10 +1196,7 @@ impl<S: Store> Agent<S> {
             },
             &mut held.suspects,
         );
-        let stuck = verdict.pending
-            && held
-                .last_check
-                .is_some_and(|(rev, pending)| pending && rev == held.last_rev);
+        let stuck = reconcile::stuck(held.last_check, held.last_rev, verdict.pending);
         held.last_check = Some((held.last_rev, verdict.pending));
         debug!(
             applied = held.last_rev,

@@ -139,6 +139,13 @@ pub fn check(
     v
 }
 
+/// Whether the watch is stuck: at the last check (`previous`: the applied
+/// revision then, and whether changes waited) and now, changes waited, and
+/// the applied revision has not moved in between.
+pub fn stuck(previous: Option<(Revision, bool)>, applied: Revision, pending: bool) -> bool {
+    pending && previous.is_some_and(|(rev, waited)| waited && rev == applied)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,6 +319,21 @@ mod tests {
                 absent_at: 60
             })
         );
+    }
+
+    #[test]
+    fn a_watch_is_stuck_only_when_changes_waited_twice_without_progress() {
+        assert!(
+            !stuck(None, 10, true),
+            "the first check has nothing to compare"
+        );
+        assert!(stuck(Some((10, true)), 10, true));
+        assert!(
+            !stuck(Some((10, true)), 11, true),
+            "it moved: merely behind"
+        );
+        assert!(!stuck(Some((10, false)), 10, true), "nothing waited before");
+        assert!(!stuck(Some((10, true)), 10, false), "nothing waits now");
     }
 
     #[test]

@@ -15,7 +15,8 @@ export DEBIAN_FRONTEND=noninteractive
 # for the XDP program and its bindings; the independent dissector (tshark);
 # Python for the fixture generator; iproute2 and xdp-tools for namespaces
 # and XDP status; protoc for etcd-client's build; etcd-server and openssl
-# for the agent's etcd store tests (control/tests/support/etcd.rs); podman,
+# for the agent's etcd store tests (control/tests/support/etcd.rs), and
+# etcd-client's etcdctl, the soak's witness watch (perf/tests/soak.rs); podman,
 # Debian's CNI plugins and a static busybox for the real-runtime CNI tests
 # (perf/tests/support/podman.rs); Debian's DPDK 22.11 for the DPDK backend
 # (headers and drivers) and dpdk-testpmd for its tests and benchmarks;
@@ -25,7 +26,7 @@ export DEBIAN_FRONTEND=noninteractive
 # below), so podman's network backend is CNI, not netavark.
 PKGS=(build-essential pkg-config clang libclang-dev libxdp-dev libbpf-dev xdp-tools
       tshark python3 iproute2 ethtool iputils-ping netcat-openbsd iperf3 sockperf bsdextrautils linux-perf
-      ca-certificates curl protobuf-compiler etcd-server openssl
+      ca-certificates curl protobuf-compiler etcd-server etcd-client openssl
       podman containernetworking-plugins busybox-static
       libdpdk-dev dpdk dpdk-dev
       openvswitch-switch-dpdk

@@ -13,7 +13,12 @@
 //!    touched); renew the lease `renew_margin` before it expires (retrying
 //!    every `retry_renew` on failure); poll sluiced's epoch every
 //!    `sluiced_poll` and sync in full when it changed (sluiced restarted or
-//!    reloaded) or a change failed.
+//!    reloaded) or a change failed; every `lease_check` (10 s) list the
+//!    leases and check the watch against the list
+//!    ([`crate::reconcile`]): a change the watch lost is applied from the
+//!    list, counted (`sluice_agent_watch_repairs_total`) and logged; a
+//!    watch that delivered nothing for a whole interval while changes
+//!    waited is reopened.
 //!
 //! Invariants:
 //! - `programmed` is what the agent believes sluiced holds of its routes;
@@ -28,6 +33,11 @@
 //! - A restart of the agent changes nothing in sluiced: its own lease is
 //!   found by `PublicIP` and renewed in place, the desired routes are
 //!   computed from the same leases, and the full sync's delta is empty.
+//! - A lost watch event is repaired within two `lease_check` intervals,
+//!   whatever the churn (Debian 12's etcd 3.4.23 loses events to a watch
+//!   that falls behind a high write rate: docs/lab.md, the soak). The check
+//!   needs no quiet moment: it compares per-key revisions, so a change
+//!   still on its way is never mistaken for a lost one.
 //! - A malformed lease value is logged and counted; the subnet keeps its
 //!   last good route (or none if it never had one).
 //!
@@ -47,6 +57,7 @@ use crate::lease::{
     self, config_key, parse_subnet_key, subnet_key, subnets_prefix, Choice, LeaseAttrs,
 };
 use crate::network::{BackendType, NetworkConfig};
+use crate::reconcile::{self, Repair, Suspect};
 use crate::routes::{self, Delta, Local};
 use crate::status::{KindLabel, OpLabel, Phase, Status};
 use crate::store::{Revision, Store, StoreError, Watch, WatchEvent};
@@ -84,6 +95,9 @@ pub struct AgentSettings {
     pub sluiced_poll: Duration,
     /// The longest wait between retries (flannel: 5 s).
     pub backoff_max: Duration,
+    /// How often the lease watch is checked against a list
+    /// ([`crate::reconcile`]); zero: never.
+    pub lease_check: Duration,
     /// Learn routes over BGP instead of from the leases (`[bgp]`).
     pub bgp: Option<BgpConfig>,
 }
@@ -101,6 +115,7 @@ impl Default for AgentSettings {
             retry_renew: Duration::from_secs(60),
             sluiced_poll: Duration::from_secs(1),
             backoff_max: Duration::from_secs(5),
+            lease_check: Duration::from_secs(10),
             bgp: None,
         }
     }
@@ -179,6 +194,14 @@ struct Held {
     expires: bool,
     renew_at: Instant,
     leases: BTreeMap<Ipv4Net, LeaseAttrs>,
+    /// The `mod_revision` each held lease key was applied at (from the
+    /// watch or a list).
+    revisions: BTreeMap<Ipv4Net, Revision>,
+    /// Keys the last check found deleted though their delete was not due
+    /// yet ([`crate::reconcile`]).
+    suspects: BTreeMap<Ipv4Net, Suspect>,
+    /// At the last check: the applied revision, and whether changes waited.
+    last_check: Option<(Revision, bool)>,
     desired: BTreeMap<Ipv4Net, RouteConfig>,
     skipped: BTreeMap<Ipv4Net, String>,
     programmed: BTreeMap<Ipv4Net, RouteConfig>,
@@ -409,13 +432,13 @@ impl<S: Store> Agent<S> {
 
     /// Lists every lease: the map and the revision. Unreadable keys and
     /// values are logged and counted.
-    async fn list_leases(&self) -> Result<(BTreeMap<Ipv4Net, LeaseAttrs>, Revision), StoreError> {
+    async fn list_leases(&self) -> Result<lease::Listed, StoreError> {
         let listed = lease::list(&self.store, &self.settings.prefix).await?;
         for (key, why) in &listed.invalid {
             self.status.metrics.invalid.inc();
             warn!(key = %key, "{why}; ignored");
         }
-        Ok((listed.leases, listed.revision))
+        Ok(listed)
     }
 
     /// Takes this node's lease (see the module docs), retrying with backoff
@@ -489,6 +512,9 @@ impl<S: Store> Agent<S> {
             expires,
             renew_at: Instant::now(),
             leases: BTreeMap::new(),
+            revisions: BTreeMap::new(),
+            suspects: BTreeMap::new(),
+            last_check: None,
             desired: BTreeMap::new(),
             skipped: BTreeMap::new(),
             programmed: BTreeMap::new(),
@@ -658,11 +684,19 @@ impl<S: Store> Agent<S> {
     /// Lists every lease and recomputes the desired routes; `last_rev`
     /// becomes the list's revision. A missing own lease is recreated.
     async fn relist(&mut self, held: &mut Held) -> Result<(), StoreError> {
-        let (leases, rev) = self.list_leases().await?;
+        let listed = self.list_leases().await?;
         self.store_ok();
         self.status.metrics.relists.inc();
-        held.leases = leases;
-        held.last_rev = rev;
+        held.revisions = listed
+            .revisions
+            .iter()
+            .filter(|(s, _)| listed.leases.contains_key(s))
+            .map(|(s, r)| (*s, *r))
+            .collect();
+        held.leases = listed.leases;
+        held.last_rev = listed.revision;
+        held.suspects.clear();
+        held.last_check = None;
         held.recompute();
         for (s, why) in &held.skipped {
             warn!(subnet = %s, "lease gets no route: {why}");
@@ -879,6 +913,7 @@ impl<S: Store> Agent<S> {
                         .lease_events
                         .get_or_create(&KindLabel { kind: "put" })
                         .inc();
+                    held.revisions.insert(subnet, kv.mod_revision);
                     match LeaseAttrs::parse(&kv.value) {
                         Ok(a) => {
                             held.leases.insert(subnet, a);
@@ -897,6 +932,7 @@ impl<S: Store> Agent<S> {
                         .get_or_create(&KindLabel { kind: "delete" })
                         .inc();
                     held.leases.remove(&subnet);
+                    held.revisions.remove(&subnet);
                     touched.insert(subnet);
                     if subnet == held.local.subnet {
                         warn!(key = %key, "this node's lease was deleted");
@@ -964,6 +1000,10 @@ impl<S: Store> Agent<S> {
         let mut retry_at = Instant::now();
         let mut poll = tokio::time::interval(self.settings.sluiced_poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is one interval away (the start has just listed).
+        let every = self.settings.lease_check.max(Duration::from_millis(100));
+        let mut check = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if watch.is_none() && Instant::now() >= retry_at {
                 if relist_first {
@@ -1045,24 +1085,7 @@ impl<S: Store> Agent<S> {
                     Ok(None) => {}
                     Ok(Some(events)) => {
                         let (touched, own_lost) = self.take_events(&mut held, events);
-                        if own_lost {
-                            if let Err(e) = self.retake(&mut held).await {
-                                self.store_error(&e);
-                            }
-                        }
-                        if held.resync {
-                            self.full_sync(&mut held).await;
-                        } else if held.bgp.is_some() {
-                            // Leases only lend BGP routes VTEP MACs.
-                            let all: BTreeSet<Ipv4Net> = held
-                                .bgp
-                                .as_ref()
-                                .map(|b| b.best.keys().copied().collect())
-                                .unwrap_or_default();
-                            self.update(&mut held, &all).await;
-                        } else {
-                            self.update(&mut held, &touched).await;
-                        }
+                        self.lease_changes(&mut held, &touched, own_lost).await;
                     }
                     Err(StoreError::Compacted { .. }) => {
                         watch = None;
@@ -1079,6 +1102,26 @@ impl<S: Store> Agent<S> {
                 },
                 _ = tokio::time::sleep(renew_in) => {
                     self.renew(&mut held).await;
+                }
+                _ = check.tick(), if watch.is_some() && !self.settings.lease_check.is_zero() => {
+                    match self.check_leases(&mut held).await {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            self.status.metrics.watch_restarts.inc();
+                            warn!(
+                                revision = held.last_rev + 1,
+                                interval = ?self.settings.lease_check,
+                                "the lease watch delivered nothing for a whole check interval while changes waited; reopening it from this revision"
+                            );
+                            watch = None;
+                            held.last_check = None;
+                            retry_at = Instant::now();
+                        }
+                        Err(e) => {
+                            self.store_error(&e);
+                            debug!("checking the lease watch: {e}; next time");
+                        }
+                    }
                 }
                 _ = poll.tick() => {
                     let e = self.switch.epoch().await;
@@ -1103,6 +1146,112 @@ impl<S: Store> Agent<S> {
                 }
             }
         }
+    }
+
+    /// Applies lease changes (from the watch or a repair): this node's lease
+    /// lost is taken again, the touched subnets' routes are pushed.
+    async fn lease_changes(
+        &mut self,
+        held: &mut Held,
+        touched: &BTreeSet<Ipv4Net>,
+        own_lost: bool,
+    ) {
+        if own_lost {
+            if let Err(e) = self.retake(held).await {
+                self.store_error(&e);
+            }
+        }
+        if held.resync {
+            self.full_sync(held).await;
+        } else if held.bgp.is_some() {
+            // Leases only lend BGP routes VTEP MACs.
+            let all: BTreeSet<Ipv4Net> = held
+                .bgp
+                .as_ref()
+                .map(|b| b.best.keys().copied().collect())
+                .unwrap_or_default();
+            self.update(held, &all).await;
+        } else {
+            self.update(held, touched).await;
+        }
+    }
+
+    /// The periodic check of the watch ([`crate::reconcile`]): lists the
+    /// leases, applies the changes the watch lost (counted and logged), and
+    /// returns whether the watch is stuck: it delivered nothing since the
+    /// last check though changes waited then and now.
+    async fn check_leases(&mut self, held: &mut Held) -> Result<bool, StoreError> {
+        let listed = lease::list(&self.store, &self.settings.prefix).await?;
+        self.store_ok();
+        let verdict = reconcile::check(
+            reconcile::Held {
+                leases: &held.leases,
+                revisions: &held.revisions,
+                applied: held.last_rev,
+            },
+            reconcile::Snapshot {
+                leases: &listed.leases,
+                revisions: &listed.revisions,
+                revision: listed.revision,
+            },
+            &mut held.suspects,
+        );
+        let stuck = reconcile::stuck(held.last_check, held.last_rev, verdict.pending);
+        held.last_check = Some((held.last_rev, verdict.pending));
+        debug!(
+            applied = held.last_rev,
+            list_revision = listed.revision,
+            repairs = verdict.repairs.len(),
+            pending = verdict.pending,
+            "lease watch checked"
+        );
+        if verdict.repairs.is_empty() {
+            return Ok(stuck);
+        }
+        let mut touched = BTreeSet::new();
+        let mut own_lost = false;
+        let m = &self.status.metrics;
+        for r in verdict.repairs {
+            match r {
+                Repair::Put {
+                    subnet,
+                    attrs,
+                    revision,
+                } => {
+                    m.watch_repairs
+                        .get_or_create(&KindLabel { kind: "put" })
+                        .inc();
+                    warn!(
+                        subnet = %subnet,
+                        revision,
+                        applied = held.last_rev,
+                        list_revision = listed.revision,
+                        "the lease watch lost this lease's change; applied from a list"
+                    );
+                    held.leases.insert(subnet, attrs);
+                    held.revisions.insert(subnet, revision);
+                    touched.insert(subnet);
+                }
+                Repair::Delete { subnet, held: was } => {
+                    m.watch_repairs
+                        .get_or_create(&KindLabel { kind: "delete" })
+                        .inc();
+                    warn!(
+                        subnet = %subnet,
+                        held_revision = was,
+                        applied = held.last_rev,
+                        list_revision = listed.revision,
+                        "the lease watch lost this lease's delete; removed after a list"
+                    );
+                    held.leases.remove(&subnet);
+                    held.revisions.remove(&subnet);
+                    touched.insert(subnet);
+                    own_lost |= subnet == held.local.subnet;
+                }
+            }
+        }
+        self.lease_changes(held, &touched, own_lost).await;
+        Ok(stuck)
     }
 
     async fn relist_and_push(&mut self, held: &mut Held) -> Result<(), StoreError> {

@@ -73,6 +73,10 @@ pub struct Cli {
     /// How often sluiced's epoch is checked, in milliseconds (default 1000).
     #[arg(long, hide = true)]
     sluiced_poll_ms: Option<u64>,
+    /// Seconds between checks of the lease watch against a list, which
+    /// repair changes the watch lost (default 10; 0: off).
+    #[arg(long)]
+    lease_check_interval: Option<u64>,
     /// A tracing filter (SLUICE_LOG or RUST_LOG win).
     #[arg(long)]
     log_level: Option<String>,
@@ -139,6 +143,7 @@ impl Cli {
             renew_margin: self.subnet_lease_renew_margin,
             lease_ttl: self.lease_ttl,
             sluiced_poll_ms: self.sluiced_poll_ms,
+            lease_check_interval: self.lease_check_interval,
             log_level: self.log_level.clone(),
         }
     }

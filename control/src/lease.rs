@@ -204,6 +204,8 @@ pub struct Listed {
     pub expiring: BTreeMap<Ipv4Net, bool>,
     /// Keys that are not leases, or whose value cannot be read, with why.
     pub invalid: Vec<(String, String)>,
+    /// The `mod_revision` of every lease key, its value readable or not.
+    pub revisions: BTreeMap<Ipv4Net, Revision>,
     /// The list's revision.
     pub revision: Revision,
 }
@@ -223,6 +225,7 @@ pub async fn list<S: Store>(store: &S, prefix: &str) -> Result<Listed, StoreErro
             ));
             continue;
         };
+        out.revisions.insert(subnet, kv.mod_revision);
         match LeaseAttrs::parse(&kv.value) {
             Ok(a) => {
                 out.leases.insert(subnet, a);

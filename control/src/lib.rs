@@ -11,6 +11,7 @@ pub mod bgp;
 pub mod cli;
 pub mod lease;
 pub mod network;
+pub mod reconcile;
 pub mod routes;
 pub mod settings;
 pub mod status;

@@ -8,6 +8,7 @@
 //! ip_masq = false                           # flannel's --ip-masq
 //! healthz_address = "127.0.0.1:9473"        # /metrics, /healthz, /readyz ("" to disable)
 //! subnet_lease_renew_margin = 60            # minutes, flannel's --subnet-lease-renew-margin
+//! lease_check_interval = 10                 # seconds between checks of the watch against a list (0: off)
 //! log_level = "info"
 //!
 //! [store]
@@ -60,6 +61,8 @@ pub struct AgentSection {
     pub healthz_address: Option<String>,
     /// Minutes before expiry to renew the lease.
     pub subnet_lease_renew_margin: Option<u64>,
+    /// Seconds between checks of the lease watch against a list (0: off).
+    pub lease_check_interval: Option<u64>,
     /// A `tracing` filter.
     pub log_level: Option<String>,
 }
@@ -157,6 +160,8 @@ pub struct Flags {
     pub lease_ttl: Option<u64>,
     /// `--sluiced-poll-ms`.
     pub sluiced_poll_ms: Option<u64>,
+    /// `--lease-check-interval` (seconds; 0: off).
+    pub lease_check_interval: Option<u64>,
     /// `--log-level`.
     pub log_level: Option<String>,
 }
@@ -198,6 +203,12 @@ impl Settings {
         }
         if let Some(ms) = flags.sluiced_poll_ms {
             agent.sluiced_poll = Duration::from_millis(ms.max(10));
+        }
+        if let Some(secs) = flags
+            .lease_check_interval
+            .or(file.agent.lease_check_interval)
+        {
+            agent.lease_check = Duration::from_secs(secs);
         }
         if let Some(b) = &file.bgp {
             agent.bgp = Some(b.resolve()?);

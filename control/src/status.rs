@@ -106,6 +106,13 @@ pub struct Metrics {
     /// `sluice_agent_relists_total`: watches restarted by a list (start,
     /// compaction).
     pub relists: Counter,
+    /// `sluice_agent_watch_repairs_total{kind}`: lease changes the watch
+    /// lost (`put`, `delete`), found by the periodic check against a list
+    /// and applied from it.
+    pub watch_repairs: Family<KindLabel, Counter>,
+    /// `sluice_agent_watch_restarts_total`: watches reopened because they
+    /// delivered nothing for a whole check interval while changes waited.
+    pub watch_restarts: Counter,
     /// `sluice_agent_lease_renewals_total`: this node's lease renewed.
     pub renewals: Counter,
     /// `sluice_agent_store_up`: 1 while the store answers.
@@ -226,6 +233,16 @@ impl Metrics {
             "relists",
             "Lease lists (start, compaction)",
             m.relists.clone(),
+        );
+        r.register(
+            "watch_repairs",
+            "Lease changes the watch lost, found by the periodic check and applied",
+            m.watch_repairs.clone(),
+        );
+        r.register(
+            "watch_restarts",
+            "Watches reopened after delivering nothing while changes waited",
+            m.watch_restarts.clone(),
         );
         r.register(
             "lease_renewals",

@@ -440,3 +440,30 @@ async fn tls_with_client_certificates() {
         .expect_err("no client certificate");
     eprintln!("TLS without a client certificate: {err}");
 }
+
+/// A synced watch gets one response per revision; a consumer that falls
+/// behind gets what has arrived in one batch, in order, nothing missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_falls_behind_gets_what_arrived_in_one_batch() {
+    let etcd = Etcd::start();
+    let s = connect(&etcd).await;
+    let from = s.revision().await.unwrap() + 1;
+    let mut w = s.watch("/b/", from).await.unwrap();
+    // Written one by one while the watch is synced, not consumed meanwhile.
+    for i in 0..300 {
+        s.put(&format!("/b/{}", i % 7), b"v", None).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let first = next_within(&mut w, Duration::from_secs(10))
+        .await
+        .expect("watch");
+    assert!(
+        first.len() > 100,
+        "one batch holds what had arrived: {} events",
+        first.len()
+    );
+    let mut all = first;
+    all.extend(collect(&mut w, 300 - all.len()).await);
+    let revs: Vec<_> = all.iter().map(WatchEvent::revision).collect();
+    assert_eq!(revs, (from..from + 300).collect::<Vec<_>>());
+}

@@ -15,7 +15,10 @@
 //! grows), packets conserved on both nodes (received + made = sent +
 //! dropped, over every port either node has had), and sluiced's and the
 //! agent's resident memory at the end within bounds of what they used once
-//! warm. The figures are printed.
+//! warm. The figures are printed, with a witness: `etcdctl watch` on the
+//! leases from the churn's start revision counts the events etcd delivers
+//! to a second watcher, against the agent's counts of the events it took
+//! and of those its periodic check found lost and repaired.
 
 mod support;
 
@@ -46,6 +49,16 @@ fn churn_lease(i: usize) -> (String, String) {
         lease::subnet_key(cluster::PREFIX, subnet),
         LeaseAttrs::new(ip, BackendType::Vxlan, 1, mac).to_json(),
     )
+}
+
+/// A child killed (by its PID) when dropped, also when the test panics.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn ping_summary(child: std::process::Child) -> (u64, u64, String) {
@@ -172,6 +185,25 @@ fn a_soak_with_pod_and_route_churn_under_traffic_loses_and_leaks_nothing() {
         memory_mib(agent_pid).unwrap(),
     );
     let store = st.store.clone().expect("the lab has a store");
+    let subnets = lease::subnets_prefix(cluster::PREFIX);
+    let start_rev = cluster::leases(&st).expect("leases listed").revision;
+    let witness_out = lab::state_dir().join(format!("{name}-witness.out"));
+    let mut witness = KillOnDrop(
+        Command::new("etcdctl")
+            .args([
+                "--endpoints",
+                store.endpoint.as_deref().expect("etcd's endpoint"),
+                "watch",
+                "--prefix",
+                &subnets,
+                &format!("--rev={}", start_rev + 1),
+            ])
+            .env("ETCDCTL_API", "3")
+            .stdout(std::fs::File::create(&witness_out).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcdctl (Debian's etcd-client)"),
+    );
 
     // ping's 10 ms interval comes out nearer 15 ms here: about as many as
     // fit in the soak.
@@ -308,6 +340,39 @@ fn a_soak_with_pod_and_route_churn_under_traffic_loses_and_leaks_nothing() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let present = want(&st).len();
+    // The witness has had the whole settling time to catch up.
+    let _ = witness.0.kill();
+    let _ = witness.0.wait();
+    let witnessed = std::fs::read_to_string(&witness_out)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| *l == "PUT" || *l == "DELETE")
+        .count();
+    let _ = std::fs::remove_file(&witness_out);
+    let metrics = agent_metrics();
+    let metric = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    };
+    let seen = (
+        metric("sluice_agent_lease_events_total{kind=\"put\"}"),
+        metric("sluice_agent_lease_events_total{kind=\"delete\"}"),
+    );
+    let repaired = (
+        metric("sluice_agent_watch_repairs_total{kind=\"put\"}"),
+        metric("sluice_agent_watch_repairs_total{kind=\"delete\"}"),
+    );
+    let restarts = metric("sluice_agent_watch_restarts_total");
+    eprintln!(
+        "soak: lease events: {written} written, {witnessed} delivered to etcdctl watch, \
+         node 1's agent took {} put + {} delete from its watch and repaired {} put + {} delete \
+         after its checks ({restarts} watches reopened)",
+        seen.0, seen.1, repaired.0, repaired.1
+    );
     std::thread::sleep(Duration::from_secs(1));
     let mem1 = (
         memory_mib(sluiced_pid).unwrap(),

@@ -10,10 +10,17 @@
 //! so the kernel resolves it as it would for any traffic of its own.
 //!
 //! Invariants:
-//! - An entry leaves the learned table only when the kernel says it is gone:
-//!   `RTM_DELNEIGH`, or an entry in state `FAILED` or `INCOMPLETE`. A
-//!   re-dump, a failed read or a lost socket keeps the last-known entries
-//!   (a dump only adds or refreshes entries).
+//! - An entry leaves the learned table only when the kernel says its
+//!   address cannot be resolved (state `FAILED`). An entry the kernel
+//!   forgets (`RTM_DELNEIGH`: its garbage collection drops idle entries
+//!   when the table fills, as it does when many next hops are probed) or
+//!   is resolving again (`INCOMPLETE`) keeps its last MAC and is probed
+//!   again, as the kernel itself keeps using a `STALE` entry while it
+//!   checks it: the kernel sends nothing to remote nodes itself (sluiced
+//!   does, past it), so their entries go stale and are the first it drops.
+//!   Forgotten entries no route wants any more are let go. A re-dump, a
+//!   failed read or a lost socket keeps the last-known entries (a dump
+//!   only adds or refreshes entries).
 //! - Neighbours written in the configuration or set through the API win:
 //!   [`Control::learn_neighbours`] never overrides them.
 //! - The learned neighbours are pushed into [`Control::learn_neighbours`]
@@ -95,8 +102,16 @@ pub enum NeighbourChange {
         /// Its MAC.
         mac: MacAddr,
     },
-    /// The kernel has no usable entry for `ip` on `ifindex` any more
-    /// (deleted, or resolution failed or is under way without an address).
+    /// The kernel no longer has the entry (`RTM_DELNEIGH`) or is
+    /// resolving it again (`INCOMPLETE`): its last MAC stays in use while
+    /// it is probed again.
+    Forgotten {
+        /// The interface the entry was on.
+        ifindex: u32,
+        /// The neighbour's address.
+        ip: Ipv4Addr,
+    },
+    /// The kernel could not resolve `ip` on `ifindex` (`FAILED`).
     Gone {
         /// The interface the entry was on.
         ifindex: u32,
@@ -127,12 +142,10 @@ pub fn change_of_neighbour(n: &NeighbourMessage, deleted: bool) -> Option<Neighb
         _ => None,
     })?;
     let ifindex = n.header.ifindex;
-    if deleted
-        || matches!(
-            n.header.state,
-            NeighbourState::Failed | NeighbourState::Incomplete
-        )
-    {
+    if deleted || n.header.state == NeighbourState::Incomplete {
+        return Some(NeighbourChange::Forgotten { ifindex, ip });
+    }
+    if n.header.state == NeighbourState::Failed {
         return Some(NeighbourChange::Gone { ifindex, ip });
     }
     let mac = n.attributes.iter().find_map(|a| match a {
@@ -173,6 +186,8 @@ pub fn action_of(payload: &NetlinkPayload<RouteNetlinkMessage>) -> EventAction {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct KernelNeighbours {
     entries: BTreeMap<(u32, Ipv4Addr), MacAddr>,
+    /// Entries the kernel forgot or is resolving again: kept, probed.
+    unconfirmed: std::collections::BTreeSet<(u32, Ipv4Addr)>,
 }
 
 impl KernelNeighbours {
@@ -180,9 +195,39 @@ impl KernelNeighbours {
     pub fn apply(&mut self, change: NeighbourChange) -> bool {
         match change {
             NeighbourChange::Resolved { ifindex, ip, mac } => {
+                self.unconfirmed.remove(&(ifindex, ip));
                 self.entries.insert((ifindex, ip), mac) != Some(mac)
             }
-            NeighbourChange::Gone { ifindex, ip } => self.entries.remove(&(ifindex, ip)).is_some(),
+            NeighbourChange::Forgotten { ifindex, ip } => {
+                if self.entries.contains_key(&(ifindex, ip)) {
+                    self.unconfirmed.insert((ifindex, ip));
+                }
+                false
+            }
+            NeighbourChange::Gone { ifindex, ip } => {
+                self.unconfirmed.remove(&(ifindex, ip));
+                self.entries.remove(&(ifindex, ip)).is_some()
+            }
+        }
+    }
+
+    /// Whether `ip` on `ifindex` is kept with a MAC the kernel forgot.
+    pub fn unconfirmed(&self, ifindex: u32, ip: Ipv4Addr) -> bool {
+        self.unconfirmed.contains(&(ifindex, ip))
+    }
+
+    /// Lets go of forgotten entries on `ifindex` that are not `wanted`
+    /// (nothing would probe them again).
+    pub fn drop_unconfirmed_except(&mut self, ifindex: u32, wanted: &[Ipv4Addr]) {
+        let gone: Vec<(u32, Ipv4Addr)> = self
+            .unconfirmed
+            .iter()
+            .filter(|(i, ip)| *i == ifindex && !wanted.contains(ip))
+            .copied()
+            .collect();
+        for k in gone {
+            self.unconfirmed.remove(&k);
+            self.entries.remove(&k);
         }
     }
 
@@ -265,8 +310,12 @@ impl Watcher {
                 }
             },
         };
+        self.kernel.drop_unconfirmed_except(ifindex, &ips);
         let learned = self.kernel.learned(ifindex, &ips);
-        for ip in ips.iter().filter(|ip| !learned.contains_key(ip)) {
+        for ip in ips
+            .iter()
+            .filter(|ip| !learned.contains_key(ip) || self.kernel.unconfirmed(ifindex, **ip))
+        {
             let due = self
                 .last_probe
                 .get(ip)
@@ -485,23 +534,69 @@ mod tests {
     }
 
     #[test]
-    fn deleted_failed_and_incomplete_entries_are_gone() {
-        let gone = Some(NeighbourChange::Gone {
+    fn failed_entries_are_gone_deleted_and_incomplete_ones_forgotten() {
+        let forgotten = Some(NeighbourChange::Forgotten {
             ifindex: UPLINK,
             ip: PEER,
         });
         let m = parse(&ndmsg(NUD_REACHABLE, PEER.octets(), Some(PEER_MAC)));
         assert_eq!(
             change_of_message(&RouteNetlinkMessage::DelNeighbour(m)),
-            gone
+            forgotten
         );
         let m = parse(&ndmsg(NUD_FAILED, PEER.octets(), None));
         assert_eq!(
             change_of_message(&RouteNetlinkMessage::NewNeighbour(m)),
-            gone
+            Some(NeighbourChange::Gone {
+                ifindex: UPLINK,
+                ip: PEER,
+            })
         );
         let m = parse(&ndmsg(NUD_INCOMPLETE, PEER.octets(), None));
-        assert_eq!(change_of_neighbour(&m, false), gone);
+        assert_eq!(change_of_neighbour(&m, false), forgotten);
+    }
+
+    /// Finding (the soak): the kernel's garbage collection dropped a remote
+    /// node's idle entry while many next hops were probed, sluiced forgot
+    /// its MAC and packets to it were dropped as `neighbour_unresolved`
+    /// until it was resolved again. A forgotten entry now keeps its MAC
+    /// until the kernel resolves it again or says it cannot.
+    #[test]
+    fn a_forgotten_entry_keeps_its_mac_until_resolved_again_or_failed() {
+        let mut t = KernelNeighbours::default();
+        let mac = MacAddr(PEER_MAC);
+        t.apply(NeighbourChange::Resolved {
+            ifindex: UPLINK,
+            ip: PEER,
+            mac,
+        });
+        let del = parse(&ndmsg(NUD_STALE, PEER.octets(), Some(PEER_MAC)));
+        assert!(!t.apply(change_of_neighbour(&del, true).unwrap()));
+        assert_eq!(t.get(UPLINK, PEER), Some(mac), "still in use");
+        assert!(t.unconfirmed(UPLINK, PEER), "and probed again");
+        let again = parse(&ndmsg(NUD_INCOMPLETE, PEER.octets(), None));
+        assert!(!t.apply(change_of_neighbour(&again, false).unwrap()));
+        assert_eq!(t.get(UPLINK, PEER), Some(mac), "kept while resolving");
+        let back = parse(&ndmsg(NUD_REACHABLE, PEER.octets(), Some(PEER_MAC)));
+        assert!(!t.apply(change_of_neighbour(&back, false).unwrap()));
+        assert!(!t.unconfirmed(UPLINK, PEER), "confirmed");
+        // Forgotten, and no route wants it any more: let go.
+        t.apply(change_of_neighbour(&del, true).unwrap());
+        t.drop_unconfirmed_except(UPLINK, &[]);
+        assert_eq!(t.get(UPLINK, PEER), None);
+        // A wanted one the kernel cannot resolve: gone.
+        t.apply(NeighbourChange::Resolved {
+            ifindex: UPLINK,
+            ip: PEER,
+            mac,
+        });
+        t.apply(change_of_neighbour(&del, true).unwrap());
+        t.drop_unconfirmed_except(UPLINK, &[PEER]);
+        assert_eq!(t.get(UPLINK, PEER), Some(mac));
+        let failed = parse(&ndmsg(NUD_FAILED, PEER.octets(), None));
+        assert!(t.apply(change_of_neighbour(&failed, false).unwrap()));
+        assert_eq!(t.get(UPLINK, PEER), None);
+        assert!(!t.unconfirmed(UPLINK, PEER));
     }
 
     #[test]
@@ -568,9 +663,9 @@ mod tests {
         assert_eq!(t.get(UPLINK, PEER), Some(MacAddr([2, 0, 0, 0, 0x50, 9])));
         // Entries on other interfaces are not the uplink's.
         assert!(t.learned(UPLINK + 1, &[PEER]).is_empty());
-        // The kernel's word removes it.
-        let del = parse(&ndmsg(NUD_REACHABLE, PEER.octets(), None));
-        assert!(t.apply(change_of_neighbour(&del, true).unwrap()));
+        // The kernel's word that it cannot be resolved removes it.
+        let failed = parse(&ndmsg(NUD_FAILED, PEER.octets(), None));
+        assert!(t.apply(change_of_neighbour(&failed, false).unwrap()));
         assert_eq!(t.get(UPLINK, PEER), None);
         assert_eq!(t.len(), 1);
     }

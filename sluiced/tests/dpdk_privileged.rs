@@ -8,6 +8,8 @@
 //!   mode (the pod side), in `icmpecho` mode (it answers ARP and ping);
 //!   sluiced connects to its socket as the client.
 //! - tshark, on the peer's end of the underlay, checks what sluiced writes.
+//! - The vhost-user pod's reconnect window across a restart of sluiced
+//!   (SIGTERM, SIGKILL) is measured and printed (run with `--nocapture`).
 //!
 //! Needs root and Debian's DPDK (scripts/setup.sh). Run by scripts/test.sh:
 //!
@@ -342,6 +344,24 @@ impl Lab {
 
     /// Starts sluiced in the node and waits until its API answers.
     fn start(&mut self, config: &Path) -> Instant {
+        let t0 = self.spawn_sluiced(config);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.client().node().is_err() {
+            if let Some(st) = self.sluiced.as_mut().unwrap().0.try_wait().unwrap() {
+                panic!("sluiced exited during start-up ({st}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sluiced did not serve its API in 30 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        t0
+    }
+
+    /// Spawns sluiced in the node without waiting for it; when it was spawned.
+    fn spawn_sluiced(&mut self, config: &Path) -> Instant {
         let log = std::fs::File::options()
             .create(true)
             .append(true)
@@ -362,18 +382,6 @@ impl Lab {
             .spawn()
             .expect("sluiced starts");
         self.sluiced = Some(Proc(child));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.client().node().is_err() {
-            if let Some(st) = self.sluiced.as_mut().unwrap().0.try_wait().unwrap() {
-                panic!("sluiced exited during start-up ({st}):\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sluiced did not serve its API in 30 s:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
         t0
     }
 
@@ -454,6 +462,185 @@ impl Lab {
                 self.log()
             );
         }
+    }
+}
+
+/// A steady stream: `ping` every 2 ms from namespace `ns` to `dst`, run
+/// until dropped. Its PID names its namespace: the receiving side's
+/// counters are read from `/proc/<pid>/net/dev` without spawning anything.
+fn stream(ns: &str, dst: &str) -> Proc {
+    let p = Proc(
+        Command::new("ip")
+            .args([
+                "netns", "exec", ns, "ping", "-q", "-i", "0.002", "-W", "1", dst,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // `ip netns exec` enters the namespace, then execs ping: until then
+    // the PID's /proc/<pid>/net is the host's.
+    let comm = format!("/proc/{}/comm", p.0.id());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(&comm).unwrap_or_default().trim() != "ping" {
+        assert!(Instant::now() < deadline, "ping did not start in {ns}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    p
+}
+
+/// ICMP echo replies received in the network namespace of process `pid`
+/// (`InEchoReps` of `/proc/<pid>/net/snmp`). Not the device's RX-packets:
+/// the node's kernel sends IPv6 router solicitations and the like to a
+/// pod when sluiced lets go of its veth, which would move that counter
+/// while nothing is forwarded.
+fn echo_replies(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/snmp")).unwrap();
+    let mut icmp = text.lines().filter(|l| l.starts_with("Icmp:"));
+    let (names, values) = (icmp.next(), icmp.next());
+    names
+        .zip(values)
+        .and_then(|(n, v)| {
+            n.split_whitespace()
+                .zip(v.split_whitespace())
+                .find(|(n, _)| *n == "InEchoReps")
+                .and_then(|(_, v)| v.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no InEchoReps in /proc/{pid}/net/snmp:\n{text}"))
+}
+
+/// A receiving side: a stream's process, whose namespace counts the
+/// echo replies it receives.
+struct Receiver<'a> {
+    what: &'a str,
+    pid: u32,
+}
+
+impl Receiver<'_> {
+    fn count(&self) -> u64 {
+        echo_replies(self.pid)
+    }
+}
+
+/// One restart of sluiced, as the receivers saw it.
+struct Window {
+    /// From the signal until the old process was reaped.
+    exit: Duration,
+    /// From the signal until the new process was spawned.
+    spawned: Duration,
+    /// From the new process's spawn until its API answered.
+    api: Duration,
+    /// Per receiver: from the signal until the last sample whose count had
+    /// moved, and from the new process's spawn until the first sample
+    /// whose count moved again.
+    last: Vec<Duration>,
+    resumed: Vec<Duration>,
+}
+
+/// Samples the receivers every 10 ms from `t0` while `done` says to go
+/// on; returns each one's last moving sample (since `t0`) and count.
+fn sample_until(
+    rx: &[Receiver],
+    t0: Instant,
+    mut done: impl FnMut() -> bool,
+) -> (Vec<Duration>, Vec<u64>) {
+    let mut counts: Vec<u64> = rx.iter().map(Receiver::count).collect();
+    let mut last = vec![Duration::ZERO; rx.len()];
+    while !done() {
+        std::thread::sleep(Duration::from_millis(10));
+        for (i, r) in rx.iter().enumerate() {
+            let c = r.count();
+            if c != counts[i] {
+                counts[i] = c;
+                last[i] = t0.elapsed();
+            }
+        }
+    }
+    (last, counts)
+}
+
+/// The vhost-user pod's reconnect window: `signal` to the running sluiced,
+/// its end awaited, a new one spawned at once with `config`; the receivers'
+/// counters sampled every 10 ms until each has moved again (asserted
+/// within 30 s of the spawn). Reports, never asserts, the figures.
+fn restart_measured(lab: &mut Lab, signal: i32, config: &Path, rx: &[Receiver]) -> Window {
+    let pid = lab.sluiced.as_ref().unwrap().0.id();
+    // The stream flows before the signal.
+    let before: Vec<u64> = rx.iter().map(Receiver::count).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    for (r, b) in rx.iter().zip(&before) {
+        assert!(r.count() > *b, "{} flows before the restart", r.what);
+    }
+    let t_signal = Instant::now();
+    // SAFETY: a signal to our own child, by its PID (not reaped yet).
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::kill(pid as i32, signal) };
+    assert_eq!(rc, 0, "signal {signal} to sluiced");
+    let mut exited = None;
+    let (last, _) = sample_until(rx, t_signal, || {
+        let child = &mut lab.sluiced.as_mut().unwrap().0;
+        if let Some(st) = child.try_wait().unwrap() {
+            exited = Some(st);
+            return true;
+        }
+        assert!(
+            t_signal.elapsed() < Duration::from_secs(30),
+            "sluiced did not end within 30 s of signal {signal}"
+        );
+        false
+    });
+    let exit = t_signal.elapsed();
+    eprintln!("old sluiced ended: {}", exited.unwrap());
+    lab.sluiced.take();
+
+    let baseline: Vec<u64> = rx.iter().map(Receiver::count).collect();
+    let t_spawn = lab.spawn_sluiced(config);
+    let api_socket = lab.socket();
+    let api = std::thread::spawn(move || {
+        let client = Client::new(api_socket).with_timeout(Duration::from_secs(5));
+        while t_spawn.elapsed() < Duration::from_secs(30) {
+            if client.node().is_ok() {
+                return Some(t_spawn.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    });
+    let mut resumed: Vec<Option<Duration>> = vec![None; rx.len()];
+    while resumed.iter().any(Option::is_none) {
+        std::thread::sleep(Duration::from_millis(10));
+        let at = t_spawn.elapsed();
+        for (i, r) in rx.iter().enumerate() {
+            if resumed[i].is_none() && r.count() != baseline[i] {
+                resumed[i] = Some(at);
+            }
+        }
+        if let Some(st) = lab.sluiced.as_mut().unwrap().0.try_wait().unwrap() {
+            panic!("the new sluiced exited ({st}):\n{}", lab.log());
+        }
+        assert!(
+            at < Duration::from_secs(30),
+            "traffic did not resume within 30 s of the new sluiced's spawn ({:?}):\n{}",
+            rx.iter()
+                .zip(&resumed)
+                .map(|(r, t)| format!("{}: {t:?}", r.what))
+                .collect::<Vec<_>>(),
+            lab.log()
+        );
+    }
+    let api = api.join().unwrap().unwrap_or_else(|| {
+        panic!(
+            "the new sluiced's API did not answer in 30 s:\n{}",
+            lab.log()
+        )
+    });
+    Window {
+        exit,
+        spawned: t_spawn - t_signal,
+        api,
+        last,
+        resumed: resumed.into_iter().map(Option::unwrap).collect(),
     }
 }
 
@@ -650,6 +837,81 @@ fn a_vhost_user_pod_and_an_af_xdp_pod_reach_each_other_and_outlive_a_restart() {
             .is_none(),
         "the pod did not restart"
     );
+}
+
+/// The reconnect window of a vhost-user pod when sluiced (DPDK backend)
+/// restarts, as an upgrade restarts it: SIGTERM, then SIGKILL, each time a
+/// new sluiced spawned as soon as the old one is gone, with the same
+/// configuration (the vhost-user port in it). The veth pod pings the
+/// vhost-user pod (testpmd, `icmpecho`) every 2 ms; the echo replies its
+/// namespace received, sampled every 10 ms, move again once they come
+/// back through the reconnected vhost-user port. For comparison, the kernel VXLAN peer
+/// pings the veth pod (AF_XDP and the uplink, no vhost-user) the same way.
+/// Asserts that traffic resumes within 30 s and that the pod never
+/// restarted; prints the figures (docs/upgrade.md quotes them).
+#[test]
+fn a_vhost_user_pods_reconnect_window_when_sluiced_restarts() {
+    let mut lab = Lab::new("w");
+    lab.start_testpmd();
+    let cfg = lab.config(true);
+    lab.start(&cfg);
+    lab.reaches(&lab.pod_a, "10.5.1.5", Duration::from_secs(10));
+    lab.reaches(&lab.peer, "10.5.1.2", Duration::from_secs(10));
+    let to_vhost = stream(&lab.pod_a, "10.5.1.5");
+    let to_veth = stream(&lab.peer, "10.5.1.2");
+    let rx = [
+        Receiver {
+            what: "the vhost-user pod's replies at the veth pod",
+            pid: to_vhost.0.id(),
+        },
+        Receiver {
+            what: "the veth pod's replies at the VXLAN peer (no vhost-user)",
+            pid: to_veth.0.id(),
+        },
+    ];
+    // Both streams answered before anything is measured.
+    let start = rx.iter().map(Receiver::count).collect::<Vec<_>>();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rx.iter().zip(&start).any(|(r, s)| r.count() < s + 50) {
+        assert!(
+            Instant::now() < deadline,
+            "the streams flow:\n{}",
+            lab.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (name, signal) in [("SIGTERM", libc::SIGTERM), ("SIGKILL", libc::SIGKILL)] {
+        let w = restart_measured(&mut lab, signal, &cfg, &rx);
+        eprintln!(
+            "{name}: old sluiced gone {:.3} s after the signal; new sluiced's API up {:.3} s after its spawn",
+            w.exit.as_secs_f64(),
+            w.api.as_secs_f64()
+        );
+        for (i, r) in rx.iter().enumerate() {
+            eprintln!(
+                "{name}: {}: last moved {:.3} s after the signal, moved again {:.3} s after the spawn ({:.3} s after the signal; no packet for {:.3} s)",
+                r.what,
+                w.last[i].as_secs_f64(),
+                w.resumed[i].as_secs_f64(),
+                (w.spawned + w.resumed[i]).as_secs_f64(),
+                (w.spawned + w.resumed[i])
+                    .saturating_sub(w.last[i])
+                    .as_secs_f64(),
+            );
+        }
+        assert!(
+            lab.testpmd
+                .as_mut()
+                .unwrap()
+                .0
+                .try_wait()
+                .unwrap()
+                .is_none(),
+            "the pod did not restart"
+        );
+    }
+    drop(to_vhost);
+    drop(to_veth);
 }
 
 /// A hardware profile on a PMD with rte_flow (net_tap turns rules into TC

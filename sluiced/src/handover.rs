@@ -284,11 +284,11 @@ fn give(
     tracing::info!(pid = hello.pid, "a new sluiced is taking over: tables sent");
 
     let mut buf = vec![0u8; MAX_MESSAGE];
-    let (tag, _, _) = recv(ch, &mut buf, "the request to park")?;
+    let (tag, body, _) = recv(ch, &mut buf, "the request to park")?;
     if tag != b'p' {
         return Err(format!(
-            "the new sluiced stopped the handover (`{}`)",
-            tag as char
+            "the new sluiced stopped the handover: {}",
+            String::from_utf8_lossy(&body)
         ));
     }
     // Park the workers; whatever happens from here on, they go on unless
@@ -303,10 +303,10 @@ fn give(
             if slots.iter().all(Option::is_some) {
                 break slots
                     .iter()
+                    .flatten()
                     .map(|s| match s {
-                        Some(Ok(h)) => Ok(clone_handover(h)),
-                        Some(Err(e)) => Err(e.clone()),
-                        None => unreachable!("all parked"),
+                        Ok(h) => Ok(clone_handover(h)),
+                        Err(e) => Err(e.clone()),
                     })
                     .collect::<Result<Vec<_>, String>>()?;
             }

@@ -695,14 +695,7 @@ impl XskPort {
             return pool.reclaim(self.token);
         };
         if self.umem_fd {
-            if let Some(map) = self.map {
-                let key = self.queue;
-                // SAFETY: deletes our queue's entry of a live socket map; the
-                // key is a u32 on the stack.
-                unsafe {
-                    sys::bpf_map_delete_elem(map.0, (&key as *const u32).cast());
-                }
-            }
+            self.unmap_queue();
         }
         // SAFETY: deletes the socket this value created; its rings (boxed
         // here) are unmapped by libxdp and not used afterwards.
